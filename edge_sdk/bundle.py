@@ -1,0 +1,335 @@
+"""The ``.edgepkg`` container: writing, and a strict reader that checks sizes before parsing.
+
+Layout of format version 1 (all integers big-endian; see docs/FORMAT.md)::
+
+    offset  size  field
+    0       8     magic  b"EDGEPKG\\n"
+    8       2     format version (1)
+    10      2     flags (0; any other value is rejected)
+    12      4     M = manifest length
+    16      M     manifest: canonical JSON, the exact bytes that are signed
+    16+M    4     E = envelope length
+    20+M    E     envelope: JSON {"signatures": [...], "recipients": [...]}
+    20+M+E  8     P = payload length
+    28+M+E  P     payload (ciphertext chunks, or the plain model when unencrypted)
+    end            nothing may follow
+
+Every length is checked against :class:`Limits` and against the real file size before anything is
+allocated or parsed, so a hostile header cannot make the reader allocate gigabytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import os
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .encryption import RecipientEntry
+from .errors import BundleFormatError, UnsupportedVersionError
+from .manifest import Manifest
+from .signing import MAX_SIGNATURE_BYTES, SignatureEntry
+from .strict_json import canonical_bytes, loads_strict
+
+MAGIC = b"EDGEPKG\n"
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+_PREAMBLE = struct.Struct(">8sHHI")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+MAX_RECIPIENT_ENC_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every size cap the reader enforces, in one place (callers may tighten them)."""
+
+    max_manifest_bytes: int = 256 * 1024
+    max_envelope_bytes: int = 8 * 1024 * 1024
+    max_signatures: int = 16
+    max_recipients: int = 4096
+    max_payload_bytes: int = 4 * 1024**3
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A parsed (not yet verified) bundle. ``payload`` is the stored ciphertext or plain model."""
+
+    format_version: int
+    manifest: Manifest
+    manifest_bytes: bytes
+    signatures: tuple[SignatureEntry, ...]
+    recipients: tuple[RecipientEntry, ...]
+    payload: bytes | bytearray | memoryview
+
+    @property
+    def manifest_digest(self) -> bytes:
+        """SHA-256 of the manifest bytes: binds recipient entries to this bundle."""
+        return hashlib.sha256(self.manifest_bytes).digest()
+
+    @property
+    def digest(self) -> str:
+        """The bundle's identity: SHA-256 (hex) of the signed manifest."""
+        return hashlib.sha256(self.manifest_bytes).hexdigest()
+
+    def with_recipients(self, recipients: tuple[RecipientEntry, ...]) -> Bundle:
+        """The same signed bundle with another recipient list."""
+        return Bundle(
+            self.format_version,
+            self.manifest,
+            self.manifest_bytes,
+            self.signatures,
+            recipients,
+            self.payload,
+        )
+
+
+def envelope_bytes(
+    signatures: tuple[SignatureEntry, ...], recipients: tuple[RecipientEntry, ...]
+) -> bytes:
+    """Canonical JSON of the unsigned envelope."""
+    return canonical_bytes(
+        {
+            "signatures": [
+                {"keyid": s.key_id, "alg": s.alg, "sig": base64.b64encode(s.signature).decode()}
+                for s in signatures
+            ],
+            "recipients": [
+                {"keyid": r.key_id, "kem": r.kem, "enc": base64.b64encode(r.enc).decode()}
+                for r in recipients
+            ],
+        }
+    )
+
+
+def write_bundle(bundle: Bundle, out: BinaryIO) -> int:
+    """Serialize ``bundle`` to a binary stream; returns the number of bytes written."""
+    env = envelope_bytes(bundle.signatures, bundle.recipients)
+    parts = [
+        _PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, len(bundle.manifest_bytes)),
+        bundle.manifest_bytes,
+        _U32.pack(len(env)),
+        env,
+        _U64.pack(len(bundle.payload)),
+    ]
+    written = 0
+    for part in parts:
+        out.write(part)
+        written += len(part)
+    out.write(bundle.payload)
+    return written + len(bundle.payload)
+
+
+def save_bundle(bundle: Bundle, path: str | os.PathLike[str]) -> int:
+    """Write atomically: a temp file beside ``path``, fsynced, then renamed over it."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            size = write_bundle(bundle, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BundleFormatError(f"cannot write bundle {target}: {exc.strerror}") from None
+    return size
+
+
+def bundle_to_bytes(bundle: Bundle) -> bytes:
+    """Serialize to bytes (tests, and transports that send from memory)."""
+    buf = io.BytesIO()
+    write_bundle(bundle, buf)
+    return buf.getvalue()
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+class _Source:
+    """Sequential reads from bytes or a file, with the total size known up front."""
+
+    def __init__(self, data: bytes | bytearray | memoryview | None, handle: BinaryIO | None, size: int):
+        self._view = memoryview(data) if data is not None else None
+        self._handle = handle
+        self.size = size
+        self.pos = 0
+
+    def take(self, n: int, what: str) -> memoryview:
+        if n > self.size - self.pos:
+            raise BundleFormatError(
+                f"truncated bundle: {what} needs {n} bytes at offset {self.pos}, "
+                f"only {self.size - self.pos} remain"
+            )
+        start, self.pos = self.pos, self.pos + n
+        if self._view is not None:
+            return self._view[start : self.pos]
+        assert self._handle is not None
+        buf = bytearray(n)
+        got = self._handle.readinto(buf)
+        if got != n:
+            raise BundleFormatError(f"truncated bundle: short read of {what} at offset {start}")
+        return memoryview(buf)
+
+
+def _field(obj: dict[str, Any], keys: set[str], where: str) -> None:
+    if not isinstance(obj, dict):
+        raise BundleFormatError(f"envelope {where} must be an object")
+    if set(obj) != keys:
+        raise BundleFormatError(
+            f"envelope {where} must have exactly the fields {', '.join(sorted(keys))}"
+        )
+
+
+def _b64decode(value: Any, where: str, limit: int) -> bytes:
+    if not isinstance(value, str) or len(value) > limit * 4 // 3 + 4:
+        raise BundleFormatError(f"envelope {where} must be a base64 string of at most {limit} bytes")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise BundleFormatError(f"envelope {where} is not valid base64") from None
+
+
+def _key_id(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _HEX64.fullmatch(value):
+        raise BundleFormatError(f"envelope {where} keyid must be 64 lowercase hex digits")
+    return value
+
+
+def _short_str(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= 64:
+        raise BundleFormatError(f"envelope {where} must be a short string")
+    return value
+
+
+def parse_envelope(
+    raw: bytes, limits: Limits
+) -> tuple[tuple[SignatureEntry, ...], tuple[RecipientEntry, ...]]:
+    """Parse and structurally validate the envelope (no cryptography happens here)."""
+    env = loads_strict(raw, "envelope")
+    _field(env, {"signatures", "recipients"}, "")
+    sigs, recs = env["signatures"], env["recipients"]
+    if not isinstance(sigs, list) or len(sigs) > limits.max_signatures:
+        raise BundleFormatError(
+            f"envelope signatures must be a list of at most {limits.max_signatures}"
+        )
+    if not isinstance(recs, list) or len(recs) > limits.max_recipients:
+        raise BundleFormatError(
+            f"envelope recipients must be a list of at most {limits.max_recipients}"
+        )
+    signatures = []
+    for i, s in enumerate(sigs):
+        _field(s, {"keyid", "alg", "sig"}, f"signature {i}")
+        signatures.append(
+            SignatureEntry(
+                _key_id(s["keyid"], f"signature {i}"),
+                _short_str(s["alg"], f"signature {i} alg"),
+                _b64decode(s["sig"], f"signature {i} sig", MAX_SIGNATURE_BYTES),
+            )
+        )
+    recipients = []
+    for i, r in enumerate(recs):
+        _field(r, {"keyid", "kem", "enc"}, f"recipient {i}")
+        recipients.append(
+            RecipientEntry(
+                _key_id(r["keyid"], f"recipient {i}"),
+                _short_str(r["kem"], f"recipient {i} kem"),
+                _b64decode(r["enc"], f"recipient {i} enc", MAX_RECIPIENT_ENC_BYTES),
+            )
+        )
+    if len({r.key_id for r in recipients}) != len(recipients):
+        raise BundleFormatError("envelope lists the same recipient key twice")
+    return tuple(signatures), tuple(recipients)
+
+
+def _read(src: _Source, limits: Limits) -> Bundle:
+    if src.size < _PREAMBLE.size:
+        raise BundleFormatError(
+            f"not an edge-sdk bundle: {src.size} bytes is shorter than the {_PREAMBLE.size}-byte header"
+        )
+    magic, version, flags, m_len = _PREAMBLE.unpack(src.take(_PREAMBLE.size, "header"))
+    if magic != MAGIC:
+        raise BundleFormatError("not an edge-sdk bundle (bad magic bytes)")
+    if version not in SUPPORTED_VERSIONS:
+        raise UnsupportedVersionError(
+            f"bundle format version {version} is not supported (this release reads "
+            f"{', '.join(map(str, SUPPORTED_VERSIONS))})",
+            hint="upgrade edge-sdk",
+        )
+    if flags != 0:
+        raise UnsupportedVersionError(f"bundle header flags {flags:#06x} are not supported")
+    if m_len > limits.max_manifest_bytes:
+        raise BundleFormatError(
+            f"manifest length {m_len} exceeds the limit of {limits.max_manifest_bytes} bytes"
+        )
+    manifest_bytes = bytes(src.take(m_len, "manifest"))
+    (e_len,) = _U32.unpack(src.take(4, "envelope length"))
+    if e_len > limits.max_envelope_bytes:
+        raise BundleFormatError(
+            f"envelope length {e_len} exceeds the limit of {limits.max_envelope_bytes} bytes"
+        )
+    env_raw = bytes(src.take(e_len, "envelope"))
+    (p_len,) = _U64.unpack(src.take(8, "payload length"))
+    if p_len > limits.max_payload_bytes:
+        raise BundleFormatError(
+            f"payload length {p_len} exceeds the limit of {limits.max_payload_bytes} bytes"
+        )
+    if p_len != src.size - src.pos:
+        problem = "truncated" if p_len > src.size - src.pos else "has trailing data"
+        raise BundleFormatError(
+            f"bundle {problem}: header declares a {p_len}-byte payload, "
+            f"{src.size - src.pos} bytes follow"
+        )
+    signatures, recipients = parse_envelope(env_raw, limits)
+    manifest = Manifest.from_dict(_manifest_object(manifest_bytes))
+    if manifest.payload.size != p_len:
+        raise BundleFormatError(
+            f"payload is {p_len} bytes but the manifest declares {manifest.payload.size}"
+        )
+    if not manifest.payload.encrypted and recipients:
+        raise BundleFormatError("an unencrypted bundle must not list recipients")
+    payload = src.take(p_len, "payload")
+    return Bundle(version, manifest, manifest_bytes, signatures, recipients, payload)
+
+
+def _manifest_object(raw: bytes) -> dict[str, Any]:
+    value = loads_strict(raw, "manifest")
+    if not isinstance(value, dict):
+        raise BundleFormatError("manifest must be a JSON object")
+    return value
+
+
+def read_bundle(
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS
+) -> Bundle:
+    """Read and structurally validate a bundle from a path or from bytes.
+
+    Nothing is verified cryptographically here; see :func:`edge_sdk.verify.verify_bundle`.
+
+    Raises:
+        BundleFormatError: not a bundle, truncated, oversized, malformed (subclasses narrow it).
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _read(_Source(source, None, len(source)), limits)
+    path = Path(source)
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below; a with-block would hide the fstat
+    except FileNotFoundError:
+        raise BundleFormatError(f"bundle {path} does not exist") from None
+    except IsADirectoryError:
+        raise BundleFormatError(f"{path} is a directory, not a bundle") from None
+    except OSError as exc:
+        raise BundleFormatError(f"cannot read bundle {path}: {exc.strerror}") from None
+    with handle:
+        size = os.fstat(handle.fileno()).st_size
+        return _read(_Source(None, handle, size), limits)

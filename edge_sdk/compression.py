@@ -1,0 +1,58 @@
+"""Payload compression (zstd) before encryption, and bounded decompression on the device.
+
+The decompressor never trusts the frame header's content size: it streams into a buffer of the
+signed model size and refuses to produce a single byte more, so a decompression bomb costs the
+device at most the declared size.
+"""
+
+from __future__ import annotations
+
+from .errors import IntegrityError, PayloadTooLargeError, UnsupportedVersionError
+
+DEFAULT_LEVEL = 10
+
+
+def compress(data: bytes | bytearray | memoryview, method: str, level: int = DEFAULT_LEVEL) -> bytes:
+    """Compress the plaintext model with ``method`` (``zstd``)."""
+    if method != "zstd":
+        raise UnsupportedVersionError(f"unknown compression {method!r}")
+    import zstandard
+
+    return bytes(zstandard.ZstdCompressor(level=level, write_content_size=True).compress(data))
+
+
+def decompress(data: bytes | bytearray | memoryview, method: str, declared_size: int) -> bytearray:
+    """Decompress into exactly ``declared_size`` bytes, refusing anything larger.
+
+    Raises:
+        PayloadTooLargeError: the stream would exceed ``declared_size``.
+        IntegrityError: the stream is corrupt or shorter than declared.
+        UnsupportedVersionError: unknown method.
+    """
+    if method != "zstd":
+        raise UnsupportedVersionError(f"unknown compression {method!r}")
+    import zstandard
+
+    out = bytearray(declared_size)
+    view = memoryview(out)
+    filled = 0
+    reader = zstandard.ZstdDecompressor().stream_reader(memoryview(data), read_across_frames=True)
+    try:
+        with reader:
+            while True:
+                chunk = reader.read(min(1 << 20, declared_size - filled + 1))
+                if not chunk:
+                    break
+                if filled + len(chunk) > declared_size:
+                    raise PayloadTooLargeError(
+                        f"decompressed payload exceeds its declared size of {declared_size} bytes"
+                    )
+                view[filled : filled + len(chunk)] = chunk
+                filled += len(chunk)
+    except zstandard.ZstdError as exc:
+        raise IntegrityError(f"payload does not decompress: {exc}") from None
+    if filled != declared_size:
+        raise IntegrityError(
+            f"decompressed payload is {filled} bytes, the signed manifest says {declared_size}"
+        )
+    return out

@@ -1,0 +1,196 @@
+"""Payload encryption: chunked AEAD under a fresh content key, wrapped per device with HPKE.
+
+* The payload is cut into ``chunk_size`` plaintext chunks; chunk ``i`` is sealed with nonce
+  ``i`` (96-bit big-endian; the key is fresh per bundle, so a counter never repeats) and associated
+  data ``"edge-sdk/v1/chunk" || content_id || u64 i || u8 last``. Reordering, dropping, truncating
+  or splicing chunks therefore fails authentication.
+* The 32-byte content key is wrapped for each recipient with HPKE base mode (RFC 9180):
+  KEM DHKEM(X25519) or ML-KEM-768+X25519, KDF HKDF-SHA256, AEAD AES-256-GCM, and
+  ``info = "edge-sdk/v1/cek" || SHA-256(manifest) || key id`` so a recipient entry cannot be moved
+  to another bundle or another key. Recipients live outside the signed manifest, so adding one
+  never requires re-signing.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+from .errors import DecryptionError, IntegrityError, UnsupportedVersionError
+from .keys import PrivateKey, PublicKey
+
+TAG_SIZE = 16
+KEY_SIZE = 32
+DEFAULT_CHUNK_SIZE = 1024 * 1024
+CHUNK_AAD_LABEL = b"edge-sdk/v1/chunk"
+CEK_INFO_LABEL = b"edge-sdk/v1/cek"
+
+_KEMS = {"x25519": hpke.KEM.X25519, "mlkem768-x25519": hpke.KEM.MLKEM768_X25519}
+
+
+def _aead(name: str, key: bytes) -> AESGCM | ChaCha20Poly1305:
+    if name == "aes-256-gcm":
+        return AESGCM(key)
+    if name == "chacha20-poly1305":
+        return ChaCha20Poly1305(key)
+    raise UnsupportedVersionError(f"unknown payload encryption {name!r}")
+
+
+def chunk_count(plain_size: int, chunk_size: int) -> int:
+    """Number of chunks for a payload (an empty payload still has one, empty, chunk)."""
+    return max(1, -(-plain_size // chunk_size))
+
+
+def ciphertext_size(plain_size: int, chunk_size: int) -> int:
+    """Exact ciphertext size: the plaintext plus one tag per chunk."""
+    return plain_size + TAG_SIZE * chunk_count(plain_size, chunk_size)
+
+
+def _nonce(index: int) -> bytes:
+    return struct.pack(">IQ", 0, index)
+
+
+def _aad(content_id: bytes, index: int, last: bool) -> bytes:
+    return CHUNK_AAD_LABEL + content_id + struct.pack(">QB", index, 1 if last else 0)
+
+
+def encrypt_payload(
+    plaintext: bytes | memoryview, aead: str, key: bytes, content_id: bytes, chunk_size: int
+) -> bytearray:
+    """Encrypt into one buffer of exactly :func:`ciphertext_size` bytes."""
+    cipher = _aead(aead, key)
+    src = memoryview(plaintext)
+    n = chunk_count(len(src), chunk_size)
+    out = bytearray(ciphertext_size(len(src), chunk_size))
+    dst = memoryview(out)
+    for i in range(n):
+        chunk = src[i * chunk_size : (i + 1) * chunk_size]
+        at = i * (chunk_size + TAG_SIZE)
+        cipher.encrypt_into(
+            _nonce(i), chunk, _aad(content_id, i, i == n - 1), dst[at : at + len(chunk) + TAG_SIZE]
+        )
+    return out
+
+
+def decrypt_payload(
+    ciphertext: bytes | bytearray | memoryview,
+    aead: str,
+    key: bytes,
+    content_id: bytes,
+    chunk_size: int,
+    plain_size: int,
+) -> bytearray:
+    """Decrypt into one preallocated buffer of ``plain_size`` bytes, chunk by chunk, in memory.
+
+    Raises:
+        IntegrityError: the ciphertext length does not fit the declared plaintext size.
+        DecryptionError: a chunk fails authentication (tampered, reordered, dropped, spliced).
+    """
+    src = memoryview(ciphertext)
+    if len(src) != ciphertext_size(plain_size, chunk_size):
+        raise IntegrityError(
+            f"payload is {len(src)} bytes, expected {ciphertext_size(plain_size, chunk_size)}"
+        )
+    cipher = _aead(aead, key)
+    n = chunk_count(plain_size, chunk_size)
+    out = bytearray(plain_size)
+    dst = memoryview(out)
+    for i in range(n):
+        at = i * (chunk_size + TAG_SIZE)
+        size = min(chunk_size, plain_size - i * chunk_size)
+        try:
+            cipher.decrypt_into(
+                _nonce(i),
+                src[at : at + size + TAG_SIZE],
+                _aad(content_id, i, i == n - 1),
+                dst[i * chunk_size : i * chunk_size + size],
+            )
+        except InvalidTag:
+            raise DecryptionError(
+                f"payload chunk {i} of {n} failed authentication (tampered, reordered or truncated)"
+            ) from None
+    return out
+
+
+def new_content_key() -> bytes:
+    """A fresh random 256-bit content key."""
+    return os.urandom(KEY_SIZE)
+
+
+@dataclass(frozen=True)
+class RecipientEntry:
+    """The content key wrapped for one device key, as stored in the bundle envelope."""
+
+    key_id: str
+    kem: str
+    enc: bytes
+
+
+def _suite(kem: str) -> Any:
+    try:
+        return hpke.Suite(_KEMS[kem], hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+    except KeyError:
+        raise UnsupportedVersionError(f"unknown recipient key algorithm {kem!r}") from None
+
+
+def _info(manifest_digest: bytes, key_id: str) -> bytes:
+    return CEK_INFO_LABEL + manifest_digest + bytes.fromhex(key_id)
+
+
+def wrap_content_key(
+    key: bytes, manifest_digest: bytes, recipients: Sequence[PublicKey]
+) -> tuple[RecipientEntry, ...]:
+    """Wrap the content key for every recipient device key."""
+    ids = [r.key_id for r in recipients]
+    if len(set(ids)) != len(ids):
+        raise DecryptionError("the same recipient key was given twice")
+    return tuple(
+        RecipientEntry(
+            r.key_id,
+            r.alg,
+            bytes(_suite(r.alg).encrypt(key, r.hpke_public(), info=_info(manifest_digest, r.key_id))),
+        )
+        for r in recipients
+    )
+
+
+def unwrap_content_key(
+    recipients: Sequence[RecipientEntry], manifest_digest: bytes, device_key: PrivateKey
+) -> bytes:
+    """Find this device's entry and unwrap the content key.
+
+    Raises:
+        DecryptionError: the device is not a recipient, or the entry does not open with its key
+            (wrong key, or an entry moved from another bundle).
+    """
+    entry = next((r for r in recipients if r.key_id == device_key.key_id), None)
+    if entry is None:
+        listed = ", ".join(r.key_id[:16] for r in recipients) or "none"
+        raise DecryptionError(
+            f"device key {device_key.key_id[:16]} is not a recipient of this bundle "
+            f"(recipients: {listed})"
+        )
+    if entry.kem != device_key.alg:
+        raise DecryptionError(
+            f"recipient entry for key {entry.key_id[:16]} is {entry.kem!r}, "
+            f"but the device key is {device_key.alg}"
+        )
+    try:
+        key = _suite(entry.kem).decrypt(
+            entry.enc, device_key.hpke_private(), info=_info(manifest_digest, entry.key_id)
+        )
+    except (InvalidTag, ValueError):
+        raise DecryptionError(
+            f"cannot unwrap the content key for device key {entry.key_id[:16]}: "
+            "wrong device key, or the recipient entry belongs to another bundle"
+        ) from None
+    if len(key) != KEY_SIZE:
+        raise DecryptionError(f"unwrapped content key has {len(key)} bytes, expected {KEY_SIZE}")
+    return bytes(key)

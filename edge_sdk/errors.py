@@ -1,0 +1,250 @@
+"""The one exception tree of edge-sdk.
+
+Every failure a user, a bad file or an attacker can cause is an :class:`EdgeSDKError`
+subclass. Errors are grouped by *cause* so a caller can tell "this data is hostile"
+(:class:`VerificationError`) from "this file is not what I expected" (:class:`BundleFormatError`)
+from "the network is flaky" (:class:`TransportError`) with one ``except``.
+
+Library code raises; only the CLI prints and exits, using :attr:`EdgeSDKError.exit_code`.
+The exit codes are part of the public contract and are listed in the README.
+"""
+
+from __future__ import annotations
+
+
+class EdgeSDKError(Exception):
+    """Base of every error edge-sdk raises on purpose."""
+
+    exit_code = 1
+    #: Short machine-readable name, used by ``--json`` output.
+    kind = "error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def diagnostics(self) -> str:
+        """The message plus the hint on how to fix it, as the CLI prints it."""
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class UsageError(EdgeSDKError):
+    """The command line or API call was inconsistent (missing option, bad combination)."""
+
+    exit_code = 2
+    kind = "usage"
+
+
+# -- the bundle file ------------------------------------------------------------------------------
+
+
+class BundleFormatError(EdgeSDKError):
+    """The file is not a well-formed bundle: bad magic, truncated, oversized, malformed JSON."""
+
+    exit_code = 10
+    kind = "format"
+
+
+class UnsupportedVersionError(BundleFormatError):
+    """The bundle declares a format version or algorithm this release does not know."""
+
+    exit_code = 11
+    kind = "unsupported"
+
+
+class ManifestError(BundleFormatError):
+    """The manifest is well-formed JSON but breaks the schema (missing, unknown or bad fields)."""
+
+    exit_code = 12
+    kind = "manifest"
+
+
+# -- hostile or stale data --------------------------------------------------------------------------
+
+
+class VerificationError(EdgeSDKError):
+    """The bundle is well-formed but must not be trusted."""
+
+    exit_code = 20
+    kind = "verification"
+
+
+class SignatureError(VerificationError):
+    """A signature is invalid, missing, from an unknown key, or below the threshold."""
+
+    exit_code = 21
+    kind = "signature"
+
+
+class RevokedKeyError(SignatureError):
+    """The bundle is signed by a key the trust store lists as revoked."""
+
+    exit_code = 22
+    kind = "revoked"
+
+
+class ExpiredError(VerificationError):
+    """The bundle's expiry date has passed."""
+
+    exit_code = 23
+    kind = "expired"
+
+
+class IntegrityError(VerificationError):
+    """A hash or size recorded in the signed manifest does not match the bytes."""
+
+    exit_code = 24
+    kind = "integrity"
+
+
+class RollbackError(VerificationError):
+    """The bundle's version is older than (or conflicts with) one this device already accepted."""
+
+    exit_code = 25
+    kind = "rollback"
+
+
+class TargetMismatchError(VerificationError):
+    """The bundle was built for another profile, runtime or hardware id."""
+
+    exit_code = 26
+    kind = "target"
+
+
+class DecryptionError(VerificationError):
+    """The payload cannot be opened: not a recipient, wrong device key, or AEAD failure."""
+
+    exit_code = 30
+    kind = "decryption"
+
+
+class PayloadTooLargeError(BundleFormatError):
+    """A decompressed or decrypted size exceeds the declared or configured limit."""
+
+    exit_code = 13
+    kind = "too-large"
+
+
+# -- keys and trust ------------------------------------------------------------------------------------
+
+
+class KeyFileError(EdgeSDKError):
+    """A key file is missing, malformed, of the wrong kind, or has unsafe permissions."""
+
+    exit_code = 40
+    kind = "key"
+
+
+class TrustStoreError(EdgeSDKError):
+    """The trust store is missing, empty or malformed."""
+
+    exit_code = 41
+    kind = "trust"
+
+
+# -- host side: profiles, models, conversion --------------------------------------------------------------
+
+
+class ProfileError(EdgeSDKError):
+    """A device profile is unknown or invalid."""
+
+    exit_code = 50
+    kind = "profile"
+
+
+class ModelInputError(EdgeSDKError):
+    """The model file is not a supported, loadable model."""
+
+    exit_code = 60
+    kind = "model"
+
+
+class ConversionError(EdgeSDKError):
+    """TFLite conversion failed or produced a model that disagrees with the source model."""
+
+    exit_code = 61
+    kind = "conversion"
+
+
+class AccuracyGateError(EdgeSDKError):
+    """The quantized model lost more accuracy than the budget allows."""
+
+    exit_code = 62
+    kind = "accuracy"
+
+
+class CompatibilityError(EdgeSDKError):
+    """The model uses ops or op versions the target runtime cannot run."""
+
+    exit_code = 63
+    kind = "compatibility"
+
+
+class DataError(EdgeSDKError):
+    """Calibration, evaluation or inference input data is missing or malformed."""
+
+    exit_code = 64
+    kind = "data"
+
+
+class HostDependencyError(EdgeSDKError):
+    """A host-side feature needs an optional dependency that is not installed."""
+
+    exit_code = 65
+    kind = "dependency"
+
+
+# -- device side: runtime ------------------------------------------------------------------------------
+
+
+class BackendError(EdgeSDKError):
+    """No usable LiteRT backend, or the backend failed to build or run the model."""
+
+    exit_code = 70
+    kind = "backend"
+
+
+class DelegateError(BackendError):
+    """A delegate failed to load and strict delegates were requested."""
+
+    exit_code = 71
+    kind = "delegate"
+
+
+class InferenceInputError(EdgeSDKError):
+    """An input given to predict() has the wrong name, shape or dtype."""
+
+    exit_code = 72
+    kind = "input"
+
+
+class StateError(EdgeSDKError):
+    """The device state directory is unusable or corrupt."""
+
+    exit_code = 73
+    kind = "state"
+
+
+# -- deploy and audit ---------------------------------------------------------------------------------
+
+
+class TransportError(EdgeSDKError):
+    """A deploy target could not be reached or written (network, auth, disk)."""
+
+    exit_code = 80
+    kind = "transport"
+
+
+class DeployError(EdgeSDKError):
+    """A deploy, rollback or status operation failed on a target."""
+
+    exit_code = 81
+    kind = "deploy"
+
+
+class AuditLogError(VerificationError):
+    """The device audit log's hash chain is broken."""
+
+    exit_code = 90
+    kind = "audit-log"

@@ -1,0 +1,421 @@
+"""Signing and device keys: generate, save, load, key ids, and the trust store.
+
+Key files are standard PEM: private keys are PKCS#8 (optionally passphrase-encrypted), public keys
+are SubjectPublicKeyInfo. A hybrid key (Ed25519 + ML-DSA-65, or ML-KEM-768 + X25519) is simply two
+PEM blocks in one file, in a fixed order, so each half stays readable by ``openssl``.
+
+A key id is the SHA-256 (hex) of the public key's SubjectPublicKeyInfo DER; for a hybrid key, of
+the two DER encodings concatenated in file order. ``cat a.der b.der | sha256sum`` reproduces it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, hpke, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa, mlkem, x25519
+
+from .errors import KeyFileError, TrustStoreError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+KeyKind = Literal["signing", "device"]
+
+SIGNING_ALGS = ("ed25519", "ecdsa-p256", "ed25519+mldsa65")
+DEVICE_ALGS = ("x25519", "mlkem768-x25519")
+PASSPHRASE_ENV = "EDGE_SDK_KEY_PASSPHRASE"
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
+
+
+def _alg_of(components: Sequence[Any]) -> tuple[KeyKind, str]:
+    """Name the algorithm of a key from the types of its components, in file order."""
+    types = tuple(type(c) for c in components)
+
+    def match(*expected: type) -> bool:
+        return len(types) == len(expected) and all(
+            issubclass(t, e) for t, e in zip(types, expected, strict=True)
+        )
+
+    if match(ed25519.Ed25519PrivateKey) or match(ed25519.Ed25519PublicKey):
+        return "signing", "ed25519"
+    if (match(ec.EllipticCurvePrivateKey) or match(ec.EllipticCurvePublicKey)) and isinstance(
+        components[0].curve, ec.SECP256R1
+    ):
+        return "signing", "ecdsa-p256"
+    if match(ed25519.Ed25519PrivateKey, mldsa.MLDSA65PrivateKey) or match(
+        ed25519.Ed25519PublicKey, mldsa.MLDSA65PublicKey
+    ):
+        return "signing", "ed25519+mldsa65"
+    if match(x25519.X25519PrivateKey) or match(x25519.X25519PublicKey):
+        return "device", "x25519"
+    if match(mlkem.MLKEM768PrivateKey, x25519.X25519PrivateKey) or match(
+        mlkem.MLKEM768PublicKey, x25519.X25519PublicKey
+    ):
+        return "device", "mlkem768-x25519"
+    names = " + ".join(t.__name__ for t in types)
+    raise KeyFileError(
+        f"unsupported key type {names}",
+        hint=f"signing keys: {', '.join(SIGNING_ALGS)}; device keys: {', '.join(DEVICE_ALGS)}",
+    )
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """A signing or device public key with its algorithm and key id."""
+
+    kind: KeyKind
+    alg: str
+    components: tuple[Any, ...] = field(repr=False)
+    key_id: str
+
+    @classmethod
+    def from_components(cls, components: Sequence[Any]) -> PublicKey:
+        """Build from cryptography public key objects, in file order."""
+        kind, alg = _alg_of(components)
+        ders = [
+            c.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+            for c in components
+        ]
+        return cls(kind, alg, tuple(components), hashlib.sha256(b"".join(ders)).hexdigest())
+
+    @property
+    def short_id(self) -> str:
+        """The first 16 hex digits of the key id, for display only (always compare in full)."""
+        return self.key_id[:16]
+
+    def to_pem(self) -> bytes:
+        """The public key file contents (one PEM block per component)."""
+        return b"".join(
+            c.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            for c in self.components
+        )
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        """True when ``signature`` is valid over ``message`` for this signing key.
+
+        For the hybrid ed25519+mldsa65 the signature is the 64-byte Ed25519 signature followed by
+        the ML-DSA-65 signature, and both must verify.
+        """
+        if self.kind != "signing":
+            raise KeyFileError(f"key {self.short_id} is a {self.kind} key, not a signing key")
+        try:
+            if self.alg == "ed25519":
+                self.components[0].verify(signature, message)
+            elif self.alg == "ecdsa-p256":
+                self.components[0].verify(signature, message, ec.ECDSA(hashes.SHA256()))
+            else:
+                if len(signature) <= 64:
+                    return False
+                self.components[0].verify(signature[:64], message)
+                self.components[1].verify(signature[64:], message)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    def hpke_public(self) -> Any:
+        """The object HPKE encrypts to (device keys only)."""
+        if self.kind != "device":
+            raise KeyFileError(f"key {self.short_id} is a {self.kind} key, not a device key")
+        if self.alg == "x25519":
+            return self.components[0]
+        return hpke.MLKEM768X25519PublicKey(self.components[0], self.components[1])
+
+
+@dataclass(frozen=True)
+class PrivateKey:
+    """A signing or device private key. Never printed: its repr shows only the key id."""
+
+    public: PublicKey
+    components: tuple[Any, ...] = field(repr=False)
+
+    @property
+    def kind(self) -> KeyKind:
+        return self.public.kind
+
+    @property
+    def alg(self) -> str:
+        return self.public.alg
+
+    @property
+    def key_id(self) -> str:
+        return self.public.key_id
+
+    def sign(self, message: bytes) -> bytes:
+        """Sign ``message`` (signing keys only); see :meth:`PublicKey.verify` for the hybrid form."""
+        if self.kind != "signing":
+            raise KeyFileError(f"key {self.public.short_id} is a device key, not a signing key")
+        if self.alg == "ed25519":
+            return bytes(self.components[0].sign(message))
+        if self.alg == "ecdsa-p256":
+            return bytes(self.components[0].sign(message, ec.ECDSA(hashes.SHA256())))
+        return bytes(self.components[0].sign(message)) + bytes(self.components[1].sign(message))
+
+    def hpke_private(self) -> Any:
+        """The object HPKE decrypts with (device keys only)."""
+        if self.kind != "device":
+            raise KeyFileError(f"key {self.public.short_id} is a signing key, not a device key")
+        if self.alg == "x25519":
+            return self.components[0]
+        return hpke.MLKEM768X25519PrivateKey(self.components[0], self.components[1])
+
+    def to_pem(self, passphrase: bytes | None = None) -> bytes:
+        """PKCS#8 PEM, encrypted with the best available scheme when a passphrase is given."""
+        enc: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(passphrase)
+            if passphrase
+            else serialization.NoEncryption()
+        )
+        return b"".join(
+            c.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
+            for c in self.components
+        )
+
+
+def generate_key(kind: KeyKind, alg: str | None = None) -> PrivateKey:
+    """Generate a fresh key. Default algorithms: ed25519 (signing), x25519 (device)."""
+    if kind == "signing":
+        alg = alg or "ed25519"
+        if alg == "ed25519":
+            parts: list[Any] = [ed25519.Ed25519PrivateKey.generate()]
+        elif alg == "ecdsa-p256":
+            parts = [ec.generate_private_key(ec.SECP256R1())]
+        elif alg == "ed25519+mldsa65":
+            parts = [ed25519.Ed25519PrivateKey.generate(), mldsa.MLDSA65PrivateKey.generate()]
+        else:
+            raise KeyFileError(
+                f"unknown signing algorithm {alg!r}", hint=f"choose one of {', '.join(SIGNING_ALGS)}"
+            )
+    elif kind == "device":
+        alg = alg or "x25519"
+        if alg == "x25519":
+            parts = [x25519.X25519PrivateKey.generate()]
+        elif alg == "mlkem768-x25519":
+            parts = [mlkem.MLKEM768PrivateKey.generate(), x25519.X25519PrivateKey.generate()]
+        else:
+            raise KeyFileError(
+                f"unknown device key algorithm {alg!r}", hint=f"choose one of {', '.join(DEVICE_ALGS)}"
+            )
+    else:
+        raise KeyFileError(f"unknown key kind {kind!r}", hint="use 'signing' or 'device'")
+    public = PublicKey.from_components([p.public_key() for p in parts])
+    return PrivateKey(public, tuple(parts))
+
+
+def _write_new(path: Path, data: bytes, mode: int, *, overwrite: bool) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, mode)
+    except FileExistsError:
+        raise KeyFileError(f"{path} already exists", hint="choose another --out or pass --force") from None
+    except OSError as exc:
+        raise KeyFileError(f"cannot write {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), mode)  # O_CREAT's mode is masked by umask; fix it explicitly
+        handle.write(data)
+
+
+def save_keypair(
+    key: PrivateKey, out: Path, *, passphrase: bytes | None = None, overwrite: bool = False
+) -> tuple[Path, Path]:
+    """Write ``OUT.key`` (PKCS#8 PEM, mode 0600) and ``OUT.pub`` (SPKI PEM, 0644)."""
+    key_path, pub_path = out.with_name(out.name + ".key"), out.with_name(out.name + ".pub")
+    if not overwrite:
+        for existing in (key_path, pub_path):
+            if existing.exists():
+                raise KeyFileError(
+                    f"{existing} already exists", hint="choose another --out or pass --force"
+                )
+    _write_new(key_path, key.to_pem(passphrase), 0o600, overwrite=overwrite)
+    _write_new(pub_path, key.public.to_pem(), 0o644, overwrite=overwrite)
+    return key_path, pub_path
+
+
+def _pem_blocks(path: Path, data: bytes) -> list[tuple[str, bytes]]:
+    blocks = [(m.group(1).decode("ascii"), m.group(0)) for m in _PEM_BLOCK.finditer(data)]
+    if not blocks:
+        raise KeyFileError(f"{path} is not a PEM key file (no PEM block found)")
+    return blocks
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise KeyFileError(f"key file {path} does not exist") from None
+    except IsADirectoryError:
+        raise KeyFileError(f"key file {path} is a directory") from None
+    except OSError as exc:
+        raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from None
+
+
+def check_private_permissions(path: Path) -> None:
+    """Refuse a private key readable or writable by group or others, as OpenSSH does."""
+    if os.name != "posix":
+        return
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise KeyFileError(
+            f"private key {path} has unsafe permissions {mode:04o} (group/others can access it)",
+            hint=f"chmod 600 {path}",
+        )
+
+
+def load_private_key(
+    path: str | os.PathLike[str], *, passphrase: bytes | None = None, kind: KeyKind | None = None
+) -> PrivateKey:
+    """Load a private key file, checking its permissions first.
+
+    The passphrase defaults to the ``EDGE_SDK_KEY_PASSPHRASE`` environment variable.
+
+    Raises:
+        KeyFileError: missing, unreadable, loose permissions, wrong passphrase, wrong kind.
+    """
+    path = Path(path)
+    data = _read(path)
+    check_private_permissions(path)
+    if passphrase is None and os.environ.get(PASSPHRASE_ENV):
+        passphrase = os.environ[PASSPHRASE_ENV].encode()
+    parts: list[Any] = []
+    for label, block in _pem_blocks(path, data):
+        if label not in ("PRIVATE KEY", "ENCRYPTED PRIVATE KEY"):
+            raise KeyFileError(
+                f"{path} holds a {label.lower()}, not a private key",
+                hint="pass the .key file, not the .pub file",
+            )
+        try:
+            parts.append(
+                serialization.load_pem_private_key(
+                    block, password=passphrase if label.startswith("ENCRYPTED") else None
+                )
+            )
+        except TypeError:
+            raise KeyFileError(
+                f"private key {path} is encrypted and no passphrase was given",
+                hint=f"set {PASSPHRASE_ENV} or answer the prompt",
+            ) from None
+        except (ValueError, UnsupportedAlgorithm):
+            raise KeyFileError(
+                f"cannot load private key {path}: malformed, or the passphrase is wrong"
+            ) from None
+    public = PublicKey.from_components([p.public_key() for p in parts])
+    key = PrivateKey(public, tuple(parts))
+    _check_kind(path, key.kind, kind)
+    return key
+
+
+def load_public_key(path: str | os.PathLike[str], *, kind: KeyKind | None = None) -> PublicKey:
+    """Load a public key file (``.pub``); a private key file is accepted and its public half used."""
+    path = Path(path)
+    data = _read(path)
+    blocks = _pem_blocks(path, data)
+    if any("PRIVATE" in label for label, _ in blocks):
+        return load_private_key(path, kind=kind).public
+    parts: list[Any] = []
+    for label, block in blocks:
+        if label != "PUBLIC KEY":
+            raise KeyFileError(f"{path} holds a {label.lower()}, not a public key")
+        try:
+            parts.append(serialization.load_pem_public_key(block))
+        except (ValueError, UnsupportedAlgorithm):
+            raise KeyFileError(f"cannot load public key {path}: malformed") from None
+    key = PublicKey.from_components(parts)
+    _check_kind(path, key.kind, kind)
+    return key
+
+
+def _check_kind(path: Path, actual: KeyKind, wanted: KeyKind | None) -> None:
+    if wanted and actual != wanted:
+        raise KeyFileError(f"{path} is a {actual} key, but a {wanted} key is needed here")
+
+
+@dataclass(frozen=True)
+class TrustStore:
+    """The signing keys a verifier accepts, the ones it no longer accepts, and how many must sign.
+
+    Built from a ``.pub`` file, or a directory of ``.pub`` files with an optional ``trust.toml``::
+
+        threshold = 2
+        revoked = ["<full key id>", ...]
+    """
+
+    keys: dict[str, PublicKey]
+    revoked: frozenset[str] = frozenset()
+    threshold: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            raise TrustStoreError("the trust store holds no signing keys")
+        if self.threshold < 1:
+            raise TrustStoreError(f"trust threshold must be at least 1, got {self.threshold}")
+        if any(k.kind != "signing" for k in self.keys.values()):
+            raise TrustStoreError("the trust store may hold only signing public keys")
+        active = len(set(self.keys) - self.revoked)
+        if self.threshold > active:
+            raise TrustStoreError(
+                f"trust threshold {self.threshold} exceeds the {active} unrevoked key(s) in the store"
+            )
+
+    @classmethod
+    def from_keys(
+        cls, keys: Iterable[PublicKey], *, revoked: Iterable[str] = (), threshold: int = 1
+    ) -> TrustStore:
+        """Build from public key objects."""
+        return cls({k.key_id: k for k in keys}, frozenset(revoked), threshold)
+
+    @classmethod
+    def load(cls, paths: Sequence[str | os.PathLike[str]], *, threshold: int | None = None) -> TrustStore:
+        """Load from ``.pub`` files and/or directories (``--trust`` may be given several times)."""
+        if not paths:
+            raise TrustStoreError("no trust store given", hint="pass --trust PUBKEY or --trust DIR")
+        keys: list[PublicKey] = []
+        revoked: set[str] = set()
+        configured: int | None = None
+        for raw in paths:
+            path = Path(raw)
+            if path.is_dir():
+                pubs = sorted(path.glob("*.pub"))
+                keys.extend(load_public_key(p, kind="signing") for p in pubs)
+                config = path / "trust.toml"
+                if config.exists():
+                    t, r = _load_trust_config(config)
+                    configured = t if t is not None else configured
+                    revoked |= r
+            elif path.exists():
+                keys.append(load_public_key(path, kind="signing"))
+            else:
+                raise TrustStoreError(f"trust path {path} does not exist")
+        return cls.from_keys(
+            keys, revoked=revoked, threshold=threshold or configured or 1
+        )
+
+
+def _load_trust_config(path: Path) -> tuple[int | None, set[str]]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise TrustStoreError(f"{path} is not valid TOML: {exc}") from None
+    unknown = set(data) - {"threshold", "revoked"}
+    if unknown:
+        raise TrustStoreError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+    threshold = data.get("threshold")
+    if threshold is not None and (not isinstance(threshold, int) or isinstance(threshold, bool)):
+        raise TrustStoreError(f"{path}: threshold must be an integer")
+    revoked = data.get("revoked", [])
+    if not isinstance(revoked, list) or not all(
+        isinstance(r, str) and re.fullmatch(r"[0-9a-f]{64}", r) for r in revoked
+    ):
+        raise TrustStoreError(f"{path}: revoked must be a list of full 64-hex-digit key ids")
+    return threshold, set(revoked)

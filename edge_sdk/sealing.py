@@ -1,0 +1,120 @@
+"""Sealing: model bytes → signed manifest → per-device encrypted bundle (host side).
+
+The order matters: compress and encrypt first (the manifest records the ciphertext digest), then
+build and sign the manifest, then wrap the content key for each recipient with the manifest digest
+bound into HPKE's ``info``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from .bundle import Bundle
+from .compression import compress
+from .encryption import (
+    DEFAULT_CHUNK_SIZE,
+    encrypt_payload,
+    new_content_key,
+    unwrap_content_key,
+    wrap_content_key,
+)
+from .errors import UsageError
+from .keys import PrivateKey, PublicKey
+from .manifest import ENCRYPTIONS, Manifest, ModelInfo, PayloadInfo, Target, TensorSpec, format_time
+from .signing import sign_manifest
+
+
+def seal_bundle(
+    model_bytes: bytes,
+    *,
+    name: str,
+    version: int,
+    target: Target,
+    signers: Sequence[PrivateKey],
+    recipients: Sequence[PublicKey] = (),
+    aead: str = "aes-256-gcm",
+    inputs: Sequence[TensorSpec] = (),
+    outputs: Sequence[TensorSpec] = (),
+    expires: datetime | None = None,
+    created: datetime | None = None,
+    reports: Mapping[str, Any] | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    compression: str = "none",
+    compression_level: int | None = None,
+) -> Bundle:
+    """Build a signed bundle; encrypted for ``recipients`` when any are given, else signed-only.
+
+    Raises:
+        UsageError: inconsistent options (e.g. an unknown AEAD).
+        SignatureError, KeyFileError: bad signing keys.
+        ManifestError: a field is invalid (name, version, expiry, tensors…).
+    """
+    if aead not in ENCRYPTIONS or aead == "none":
+        raise UsageError(f"unknown AEAD {aead!r}; choose aes-256-gcm or chacha20-poly1305")
+    if any(r.kind != "device" for r in recipients):
+        raise UsageError("recipients must be device public keys")
+    created = created or datetime.now(timezone.utc)
+    model = ModelInfo(
+        sha256=hashlib.sha256(model_bytes).hexdigest(),
+        size=len(model_bytes),
+        inputs=tuple(inputs),
+        outputs=tuple(outputs),
+    )
+    stored: bytes | bytearray = model_bytes
+    compressed_size = None
+    if compression != "none":
+        stored = compress(model_bytes, compression, *([compression_level] if compression_level else []))
+        compressed_size = len(stored)
+    content_id = os.urandom(16)
+    key = new_content_key() if recipients else b""
+    if recipients:
+        stored = encrypt_payload(stored, aead, key, content_id, chunk_size)
+    payload = PayloadInfo(
+        encryption=aead if recipients else "none",
+        sha256=hashlib.sha256(stored).hexdigest(),
+        size=len(stored),
+        chunk_size=chunk_size,
+        content_id=content_id.hex(),
+        compression=compression,
+        compressed_size=compressed_size,
+    )
+    manifest = Manifest(
+        name=name,
+        version=version,
+        created=format_time(created),
+        expires=format_time(expires) if expires else None,
+        target=target,
+        model=model,
+        payload=payload,
+        reports=dict(reports or {}),
+    )
+    manifest_bytes = manifest.to_bytes()
+    signatures = sign_manifest(manifest_bytes, signers)
+    digest = hashlib.sha256(manifest_bytes).digest()
+    wrapped = wrap_content_key(key, digest, recipients) if recipients else ()
+    return Bundle(1, manifest, manifest_bytes, signatures, wrapped, stored)
+
+
+def add_recipients(bundle: Bundle, opener: PrivateKey, new: Sequence[PublicKey]) -> Bundle:
+    """Give more devices access to a sealed bundle without re-signing it.
+
+    ``opener`` is a device key that is already a recipient (e.g. the publisher's own escrow key):
+    it unwraps the content key, which is then wrapped for each new device.
+
+    Raises:
+        UsageError: the bundle is not encrypted.
+        DecryptionError: ``opener`` is not a recipient.
+    """
+    if not bundle.manifest.payload.encrypted:
+        raise UsageError("a signed-only bundle has no recipients to add to")
+    key = unwrap_content_key(bundle.recipients, bundle.manifest_digest, opener)
+    known = {r.key_id for r in bundle.recipients}
+    fresh = [k for k in new if k.key_id not in known]
+    return bundle.with_recipients(
+        bundle.recipients + wrap_content_key(key, bundle.manifest_digest, fresh)
+    )
+
