@@ -1,0 +1,169 @@
+"""Shared fixtures: real keys, real bundles, and a way to run the real CLI in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import settings
+
+from edge_sdk.bundle import bundle_to_bytes
+from edge_sdk.keys import PrivateKey, TrustStore, generate_key, save_keypair
+from edge_sdk.manifest import Target
+from edge_sdk.sealing import seal_bundle
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Property tests: a quick default locally, thousands of cases in CI (HYPOTHESIS_PROFILE=ci).
+settings.register_profile("ci", max_examples=3000, deadline=None)
+settings.register_profile("dev", max_examples=300, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+@dataclass
+class KeySet:
+    signer: PrivateKey
+    signer2: PrivateKey
+    ecdsa: PrivateKey
+    hybrid: PrivateKey
+    device: PrivateKey
+    device2: PrivateKey
+    device_pq: PrivateKey
+
+    def trust(self, *keys: PrivateKey, threshold: int = 1, revoked: tuple[str, ...] = ()) -> TrustStore:
+        chosen = keys or (self.signer,)
+        return TrustStore.from_keys([k.public for k in chosen], threshold=threshold, revoked=revoked)
+
+
+@pytest.fixture(scope="session")
+def keyset() -> KeySet:
+    return KeySet(
+        signer=generate_key("signing", "ed25519"),
+        signer2=generate_key("signing", "ed25519"),
+        ecdsa=generate_key("signing", "ecdsa-p256"),
+        hybrid=generate_key("signing", "ed25519+mldsa65"),
+        device=generate_key("device", "x25519"),
+        device2=generate_key("device", "x25519"),
+        device_pq=generate_key("device", "mlkem768-x25519"),
+    )
+
+
+def make_bundle_bytes(
+    keyset: KeySet,
+    model: bytes = b"\x00TFL3" + bytes(range(256)) * 40,
+    *,
+    signers: tuple[PrivateKey, ...] | None = None,
+    recipients: tuple[PrivateKey, ...] | None = None,
+    **kwargs: Any,
+) -> bytes:
+    """A real sealed bundle as bytes (encrypted for keyset.device unless told otherwise)."""
+    kwargs.setdefault("name", "digits")
+    kwargs.setdefault("version", 1)
+    kwargs.setdefault("target", Target("x86_64"))
+    kwargs.setdefault("chunk_size", 4096)
+    bundle = seal_bundle(
+        model,
+        signers=list(signers or (keyset.signer,)),
+        recipients=[k.public for k in (recipients if recipients is not None else (keyset.device,))],
+        **kwargs,
+    )
+    return bundle_to_bytes(bundle)
+
+
+# -- taking a bundle apart and putting it back together, for tamper tests ---------------------------
+
+
+@dataclass
+class Parts:
+    version: int
+    flags: int
+    manifest: bytes
+    envelope: dict[str, Any]
+    payload: bytes
+    envelope_raw: bytes | None = None  # set to store envelope bytes verbatim
+
+    def join(self) -> bytes:
+        env = self.envelope_raw or json.dumps(self.envelope, separators=(",", ":"), sort_keys=True).encode()
+        return (
+            b"EDGEPKG\n"
+            + struct.pack(">HHI", self.version, self.flags, len(self.manifest))
+            + self.manifest
+            + struct.pack(">I", len(env))
+            + env
+            + struct.pack(">Q", len(self.payload))
+            + self.payload
+        )
+
+
+def split_bundle(raw: bytes) -> Parts:
+    version, flags, m_len = struct.unpack(">HHI", raw[8:16])
+    manifest = raw[16 : 16 + m_len]
+    at = 16 + m_len
+    (e_len,) = struct.unpack(">I", raw[at : at + 4])
+    envelope = json.loads(raw[at + 4 : at + 4 + e_len])
+    at += 4 + e_len
+    payload = raw[at + 8 :]
+    return Parts(version, flags, manifest, envelope, payload)
+
+
+# -- the CLI ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliResult]:
+    """Run ``edge-sdk ARGS`` in-process through the real entry point and capture its output."""
+    from edge_sdk.cli import main
+
+    monkeypatch.setenv("COLUMNS", "200")  # keep rich from wrapping key ids in tables
+
+    def run(*args: str | os.PathLike[str]) -> CliResult:
+        capsys.readouterr()
+        code = 0
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = int(exc.code or 0) if not isinstance(exc.code, str) else 1
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def key_files(tmp_path: Path, keyset: KeySet) -> dict[str, Path]:
+    """The keyset written to disk as .key/.pub pairs."""
+    paths: dict[str, Path] = {}
+    for name in ("signer", "signer2", "ecdsa", "hybrid", "device", "device2", "device_pq"):
+        key_path, pub_path = save_keypair(getattr(keyset, name), tmp_path / name)
+        paths[name] = key_path
+        paths[name + ".pub"] = pub_path
+    return paths
+
+
+@pytest.fixture
+def no_tensorflow_check() -> Iterator[Callable[[str], None]]:
+    """Run a snippet in a fresh interpreter and assert it never imports tensorflow."""
+    import subprocess
+
+    def check(code: str) -> None:
+        snippet = code + "\nimport sys\nassert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
+        subprocess.run([sys.executable, "-c", snippet], check=True, cwd=REPO)
+
+    yield check

@@ -1,0 +1,74 @@
+"""An auditor verifies bundles with the openssl command line and docs/FORMAT.md alone.
+
+The script is taken verbatim from docs/FORMAT.md, so the document cannot drift from reality.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from edge_sdk.keys import PrivateKey, save_keypair
+
+from .conftest import REPO, KeySet, make_bundle_bytes, split_bundle
+
+SCRIPT = re.search(
+    r"<!-- openssl-verify:begin -->\n```bash\n(.*?)```\n<!-- openssl-verify:end -->",
+    (REPO / "docs" / "FORMAT.md").read_text(),
+    re.DOTALL,
+)
+assert SCRIPT, "docs/FORMAT.md lost its openssl-verify block"
+
+
+def _audit(tmp_path: Path, raw: bytes, signer: PrivateKey) -> subprocess.CompletedProcess[str]:
+    assert shutil.which("openssl"), "openssl is needed (installed by .ci/run)"
+    bundle = tmp_path / "b.edgepkg"
+    bundle.write_bytes(raw)
+    _, pub = save_keypair(signer, tmp_path / "publisher", overwrite=True)
+    assert SCRIPT is not None
+    return subprocess.run(
+        ["bash", "-c", SCRIPT.group(1)],
+        cwd=tmp_path,
+        env={"BUNDLE": str(bundle), "PUBKEY": str(pub), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("signer_name", ["signer", "ecdsa"])
+@pytest.mark.parametrize("encrypted", [True, False])
+def test_openssl_verifies_a_good_bundle(tmp_path: Path, keyset: KeySet, signer_name: str, encrypted: bool) -> None:
+    signer = getattr(keyset, signer_name)
+    raw = make_bundle_bytes(
+        keyset, signers=(signer, keyset.signer2), recipients=(keyset.device,) if encrypted else ()
+    )
+    result = _audit(tmp_path, raw, signer)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Verified" in result.stdout  # openssl's own success line
+    assert "payload sha256 OK" in result.stdout
+
+
+def test_openssl_rejects_a_tampered_manifest(tmp_path: Path, keyset: KeySet) -> None:
+    parts = split_bundle(make_bundle_bytes(keyset))
+    parts.manifest = parts.manifest.replace(b'"version":1', b'"version":9')
+    result = _audit(tmp_path, parts.join(), keyset.signer)
+    assert result.returncode != 0
+    assert "Signature Verification Failure" in result.stdout + result.stderr
+
+
+def test_openssl_rejects_a_tampered_payload(tmp_path: Path, keyset: KeySet) -> None:
+    raw = bytearray(make_bundle_bytes(keyset))
+    raw[-5] ^= 0xFF
+    result = _audit(tmp_path, bytes(raw), keyset.signer)
+    assert result.returncode != 0
+    assert "payload sha256 OK" not in result.stdout
+
+
+def test_openssl_finds_no_signature_from_another_key(tmp_path: Path, keyset: KeySet) -> None:
+    result = _audit(tmp_path, make_bundle_bytes(keyset), keyset.signer2)
+    assert result.returncode != 0
