@@ -33,7 +33,9 @@ from typing import Any, BinaryIO
 
 from .encryption import RecipientEntry
 from .errors import BundleFormatError, UnsupportedVersionError
+from .hashing import PipelinedSHA256
 from .manifest import Manifest
+from .memory import Buffer, alloc_buffer
 from .signing import MAX_SIGNATURE_BYTES, SignatureEntry
 from .strict_json import canonical_bytes, loads_strict
 
@@ -45,6 +47,7 @@ _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 MAX_RECIPIENT_ENC_BYTES = 4096
+_READ_PIECE = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,9 @@ class Bundle:
     manifest_bytes: bytes
     signatures: tuple[SignatureEntry, ...]
     recipients: tuple[RecipientEntry, ...]
-    payload: bytes | bytearray | memoryview
+    payload: Buffer
+    #: SHA-256 of ``payload`` when the reader computed it while reading (saves a second pass).
+    payload_sha256: str | None = None
 
     @property
     def manifest_digest(self) -> bytes:
@@ -91,6 +96,7 @@ class Bundle:
             self.signatures,
             recipients,
             self.payload,
+            self.payload_sha256,
         )
 
 
@@ -159,13 +165,16 @@ def bundle_to_bytes(bundle: Bundle) -> bytes:
 class _Source:
     """Sequential reads from bytes or a file, with the total size known up front."""
 
-    def __init__(self, data: bytes | bytearray | memoryview | None, handle: BinaryIO | None, size: int):
+    def __init__(
+        self, data: bytes | bytearray | memoryview | None, handle: io.BufferedReader | None, size: int
+    ):
         self._view = memoryview(data) if data is not None else None
         self._handle = handle
         self.size = size
         self.pos = 0
+        self.digest: str | None = None
 
-    def take(self, n: int, what: str) -> memoryview:
+    def take(self, n: int, what: str, *, hash_it: bool = False) -> memoryview:
         if n > self.size - self.pos:
             raise BundleFormatError(
                 f"truncated bundle: {what} needs {n} bytes at offset {self.pos}, "
@@ -175,11 +184,18 @@ class _Source:
         if self._view is not None:
             return self._view[start : self.pos]
         assert self._handle is not None
-        buf = bytearray(n)
-        got = self._handle.readinto(buf)
-        if got != n:
-            raise BundleFormatError(f"truncated bundle: short read of {what} at offset {start}")
-        return memoryview(buf)
+        buf = memoryview(alloc_buffer(n))
+        hasher = PipelinedSHA256(n) if hash_it else None
+        for at in range(0, max(n, 1), _READ_PIECE):
+            piece = buf[at : at + _READ_PIECE]
+            if self._handle.readinto(piece) != len(piece):
+                raise BundleFormatError(
+                    f"truncated bundle: short read of {what} at offset {start + at}"
+                )
+            if hasher is not None:
+                hasher.update(piece)  # hashed by a worker while the next piece is read
+        self.digest = hasher.hexdigest() if hasher is not None else None
+        return buf
 
 
 def _field(obj: dict[str, Any], keys: set[str], where: str) -> None:
@@ -193,7 +209,9 @@ def _field(obj: dict[str, Any], keys: set[str], where: str) -> None:
 
 def _b64decode(value: Any, where: str, limit: int) -> bytes:
     if not isinstance(value, str) or len(value) > limit * 4 // 3 + 4:
-        raise BundleFormatError(f"envelope {where} must be a base64 string of at most {limit} bytes")
+        raise BundleFormatError(
+            f"envelope {where} must be a base64 string of at most {limit} bytes"
+        )
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
@@ -298,8 +316,8 @@ def _read(src: _Source, limits: Limits) -> Bundle:
         )
     if not manifest.payload.encrypted and recipients:
         raise BundleFormatError("an unencrypted bundle must not list recipients")
-    payload = src.take(p_len, "payload")
-    return Bundle(version, manifest, manifest_bytes, signatures, recipients, payload)
+    payload = src.take(p_len, "payload", hash_it=True)
+    return Bundle(version, manifest, manifest_bytes, signatures, recipients, payload, src.digest)
 
 
 def _manifest_object(raw: bytes) -> dict[str, Any]:

@@ -32,7 +32,9 @@ app.add_typer(keys_app, name="keys")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 TrustOpt = Annotated[
     list[Path],
-    typer.Option("--trust", help="Trusted signing public key (.pub) or a trust directory; repeatable."),
+    typer.Option(
+        "--trust", help="Trusted signing public key (.pub) or a trust directory; repeatable."
+    ),
 ]
 
 
@@ -120,10 +122,13 @@ def keys_generate(
     kind: Annotated[str, typer.Option(help="signing | device")] = "signing",
     alg: Annotated[
         str | None,
-        typer.Option(help="signing: ed25519 | ecdsa-p256 | ed25519+mldsa65; device: x25519 | mlkem768-x25519"),
+        typer.Option(
+            help="signing: ed25519 | ecdsa-p256 | ed25519+mldsa65; device: x25519 | mlkem768-x25519"
+        ),
     ] = None,
     passphrase_env: Annotated[
-        str | None, typer.Option(help="Encrypt the private key with the passphrase in this env var.")
+        str | None,
+        typer.Option(help="Encrypt the private key with the passphrase in this env var."),
     ] = None,
     prompt_passphrase: Annotated[
         bool, typer.Option("--prompt-passphrase", help="Ask for a passphrase to encrypt the key.")
@@ -159,8 +164,12 @@ def keys_generate(
     else:
         _kv(
             f"{key.kind} key",
-            [("algorithm", key.alg), ("key id", key.key_id), ("private", f"{key_path} (0600)"),
-             ("public", str(pub_path))],
+            [
+                ("algorithm", key.alg),
+                ("key id", key.key_id),
+                ("private", f"{key_path} (0600)"),
+                ("public", str(pub_path)),
+            ],
         )
 
 
@@ -201,7 +210,9 @@ def _bundle_summary(bundle: Any) -> dict[str, Any]:
 
 
 @app.command()
-def inspect(bundle: Annotated[Path, typer.Argument(help="The .edgepkg file.")], as_json: JsonOpt = False) -> None:
+def inspect(
+    bundle: Annotated[Path, typer.Argument(help="The .edgepkg file.")], as_json: JsonOpt = False
+) -> None:
     """Show a bundle's manifest, signers, recipients and sizes. Needs no key, verifies nothing."""
     from .bundle import read_bundle
 
@@ -220,12 +231,24 @@ def inspect(bundle: Annotated[Path, typer.Argument(help="The .edgepkg file.")], 
         ("target", f"{m.target.profile} ({m.target.runtime} {m.target.runtime_version})".rstrip()),
         ("hardware ids", ", ".join(m.target.hardware_ids) or "any"),
         ("model", f"{m.model.format}, {_human_size(m.model.size)}, sha256 {m.model.sha256}"),
-        ("payload", f"{m.payload.encryption}, {_human_size(m.payload.size)}"
-         + (f", {m.payload.compression} ({_human_size(m.payload.compressed_size or 0)})"
-            if m.payload.compression != "none" else "")),
-        ("signed by", ", ".join(f"{s.key_id[:16]} ({s.alg})" for s in parsed.signatures) or "nobody"),
-        ("recipients", ", ".join(f"{r.key_id[:16]} ({r.kem})" for r in parsed.recipients)
-         or ("none: NOT ENCRYPTED" if not m.payload.encrypted else "none")),
+        (
+            "payload",
+            f"{m.payload.encryption}, {_human_size(m.payload.size)}"
+            + (
+                f", {m.payload.compression} ({_human_size(m.payload.compressed_size or 0)})"
+                if m.payload.compression != "none"
+                else ""
+            ),
+        ),
+        (
+            "signed by",
+            ", ".join(f"{s.key_id[:16]} ({s.alg})" for s in parsed.signatures) or "nobody",
+        ),
+        (
+            "recipients",
+            ", ".join(f"{r.key_id[:16]} ({r.kem})" for r in parsed.recipients)
+            or ("none: NOT ENCRYPTED" if not m.payload.encrypted else "none"),
+        ),
     ]
     for spec in m.model.inputs:
         pairs.append((f"input {spec.name}", f"{list(spec.shape)} {spec.dtype}"))
@@ -243,7 +266,9 @@ def verify(
     device_key: Annotated[
         Path | None, typer.Option(help="Also unwrap, decrypt in memory and check the model hash.")
     ] = None,
-    threshold: Annotated[int | None, typer.Option(help="Override the trust store's threshold.")] = None,
+    threshold: Annotated[
+        int | None, typer.Option(help="Override the trust store's threshold.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Verify a bundle: structure, signatures, trust, revocation, expiry, hashes."""
@@ -283,13 +308,471 @@ def verify(
     )
 
 
+# -- package -----------------------------------------------------------------------------------
+
+
+def _progress_runner(as_json: bool) -> Any:
+    """A context manager yielding a ``progress(step)`` callback drawn as a spinner on stderr."""
+    import contextlib
+
+    labels = {"load": "Loading model", "convert": "Converting to TFLite", "calibrate": "Calibrating and quantizing",
+              "quantize": "Quantizing", "check": "Checking runtime compatibility", "evaluate": "Evaluating accuracy",
+              "seal": "Signing and encrypting"}  # fmt: skip
+
+    @contextlib.contextmanager
+    def run() -> Any:
+        console = _console(stderr=True)
+        if as_json or not console.is_terminal:
+            yield lambda step: None
+            return
+        with console.status("Starting") as status:
+            yield lambda step: status.update(f"{labels.get(step, step)}…")
+
+    return run()
+
+
+@app.command()
+def package(
+    model: Annotated[Path, typer.Argument(help=".keras, .h5, SavedModel directory, or .tflite")],
+    profile: Annotated[str, typer.Option(help="Device profile name or path to a .toml file.")],
+    sign_key: Annotated[
+        list[Path], typer.Option(help="Signing private key; repeat for several signers.")
+    ],
+    name: Annotated[str, typer.Option(help="Bundle name (letters, digits, . _ -).")],
+    version: Annotated[int, typer.Option(help="Monotonic version number (anti-rollback).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .edgepkg path.")],
+    recipient: Annotated[
+        list[Path] | None,
+        typer.Option(help="Device public key to encrypt for; repeatable. None: signed only."),
+    ] = None,
+    quantize: Annotated[
+        str | None, typer.Option(help="none|dynamic|float16|int8|int16x8 (default: profile)")
+    ] = None,
+    io_dtype: Annotated[
+        str | None, typer.Option(help="float32|int8 inputs/outputs for int8 models")
+    ] = None,
+    calibration: Annotated[
+        Path | None, typer.Option(help=".npy/.npz or image directory for int8 calibration")
+    ] = None,
+    eval_data: Annotated[
+        Path | None, typer.Option("--eval", help=".npz with x and y labels for the accuracy gate")
+    ] = None,
+    max_accuracy_drop: Annotated[
+        float, typer.Option(help="Accuracy budget in percentage points.")
+    ] = 1.0,
+    max_output_error: Annotated[
+        float, typer.Option(help="Budget for normalised RMS output error.")
+    ] = 0.05,
+    aead: Annotated[
+        str | None, typer.Option(help="aes-256-gcm | chacha20-poly1305 (default: profile)")
+    ] = None,
+    compress: Annotated[
+        int | None, typer.Option(help="zstd level, 0 = none (default: profile)")
+    ] = None,
+    expires: Annotated[str | None, typer.Option(help="Expiry date, e.g. 2027-06-30")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Convert, quantize, check and seal a model into a signed (and encrypted) bundle."""
+    from .keys import load_public_key
+    from .packaging import PackageOptions, package_model
+    from .profiles import load_profile
+
+    prof = load_profile(profile)
+    signers = [_load_private(p, "signing") for p in sign_key]
+    recipients = [load_public_key(p, kind="device") for p in recipient or []]
+    options = PackageOptions(
+        name=name,
+        version=version,
+        quantize=quantize,
+        io_dtype=io_dtype,
+        aead=aead,
+        compress=compress,
+        calibration=calibration,
+        evaluation=eval_data,
+        max_accuracy_drop=max_accuracy_drop,
+        max_output_error=max_output_error,
+        expires=_parse_expiry(expires),
+    )
+    with _progress_runner(as_json) as progress:
+        result = package_model(model, out, prof, options, signers, recipients, progress)
+    m = result.bundle.manifest
+    summary = {
+        "bundle": str(result.path),
+        "digest": result.bundle.digest,
+        "name": m.name,
+        "version": m.version,
+        "profile": prof.name,
+        "source_format": result.source_format,
+        "quantization": result.quantization,
+        "model_size": result.model_size,
+        "bundle_size": result.size,
+        "encryption": m.payload.encryption,
+        "compression": m.payload.compression,
+        "signers": [s.key_id for s in result.bundle.signatures],
+        "recipients": [r.key_id for r in result.bundle.recipients],
+        "reports": result.reports,
+        "notes": list(result.notes),
+    }
+    if as_json:
+        _print_json(summary)
+        return
+    for note in result.notes:
+        _warn(note)
+    accuracy = result.reports.get("accuracy", {})
+    compat = result.reports.get("compatibility", {})
+    pairs = [
+        ("bundle", f"{result.path} ({_human_size(result.size)})"),
+        (
+            "model",
+            f"{result.source_format} → tflite {result.quantization}, {_human_size(result.model_size)}",
+        ),
+        ("accuracy", _accuracy_line(accuracy) if accuracy else "not evaluated (already TFLite)"),
+        (
+            "compatibility",
+            f"{'OK' if compat.get('ok') else 'FAILED'} for {prof.runtime.package} {prof.runtime.version}",
+        ),
+        ("payload", f"{m.payload.encryption}, {m.payload.compression}"),
+        ("signed by", ", ".join(s.key_id[:16] for s in result.bundle.signatures)),
+        (
+            "recipients",
+            ", ".join(r.key_id[:16] for r in result.bundle.recipients) or "none: NOT ENCRYPTED",
+        ),
+        ("digest", result.bundle.digest),
+    ]
+    _kv(f"{m.name} v{m.version} for {prof.name}", pairs)
+
+
+def _accuracy_line(gate: dict[str, Any]) -> str:
+    if gate.get("metric") == "accuracy":
+        return (
+            f"{gate['float_accuracy']:.2f}% → {gate['quantized_accuracy']:.2f}% "
+            f"(drop {gate['drop_points']:.2f} ≤ {gate['budget_points']} points) on {gate['samples']} samples"
+        )
+    if gate.get("metric") == "output-error":
+        return (
+            f"normalised RMS error {gate['normalized_rmse']:.4f}, cosine {gate['cosine']:.4f} "
+            f"on {gate['samples']} samples ({gate['data']})"
+        )
+    return str(gate.get("metric", "n/a"))
+
+
+recipients_app = typer.Typer(help="Manage who can open a bundle.", no_args_is_help=True)
+app.add_typer(recipients_app, name="recipients")
+
+
+@recipients_app.command("add")
+def recipients_add(
+    bundle: Annotated[Path, typer.Argument(help="The .edgepkg to extend (rewritten atomically).")],
+    device_key: Annotated[Path, typer.Option(help="A device key that is already a recipient.")],
+    recipient: Annotated[list[Path], typer.Option(help="Device public key to add; repeatable.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write here instead of in place.")
+    ] = None,
+) -> None:
+    """Give more devices access to a bundle without re-signing it."""
+    from .bundle import read_bundle, save_bundle
+    from .keys import load_public_key
+    from .sealing import add_recipients
+
+    opener = _load_private(device_key, "device")
+    new = [load_public_key(p, kind="device") for p in recipient]
+    updated = add_recipients(read_bundle(bundle), opener, new)
+    save_bundle(updated, out or bundle)
+    _console().print(f"{out or bundle}: {len(updated.recipients)} recipient(s)", markup=False)
+
+
+# -- profiles ---------------------------------------------------------------------------------
+
+
+profiles_app = typer.Typer(help="List and show device profiles.", no_args_is_help=True)
+app.add_typer(profiles_app, name="profiles")
+
+
+@profiles_app.command("list")
+def profiles_list(as_json: JsonOpt = False) -> None:
+    """All known profiles (built-in and from EDGE_SDK_PROFILE_PATH)."""
+    from .profiles import list_profiles
+
+    profiles = list_profiles()
+    if as_json:
+        _print_json([p.to_dict() for p in profiles])
+        return
+    _table(
+        None,
+        ["name", "arch", "cpu", "runtime", "quantize", "aead", "delegates"],
+        [
+            [
+                p.name,
+                p.architecture,
+                f"{p.cpu.cores}× {p.cpu.model}",
+                f"{p.runtime.package} {p.runtime.version}",
+                p.quantization,
+                p.aead,
+                " → ".join(d.name for d in p.delegates) or "cpu",
+            ]
+            for p in profiles
+        ],
+    )
+
+
+@profiles_app.command("show")
+def profiles_show(
+    name: Annotated[str, typer.Argument(help="Profile name or .toml path.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """One profile in full."""
+    from .profiles import load_profile
+
+    prof = load_profile(name)
+    data = prof.to_dict()
+    if as_json:
+        _print_json(data)
+        return
+    _kv(prof.name, [(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in data.items()])
+
+
+# -- device side: run, bench, doctor -------------------------------------------------------------
+
+
+def _device_load(
+    bundle: Path,
+    trust: list[Path],
+    device_key: Path | None,
+    profile: str | None,
+    state_dir: Path | None,
+    threads: int | None,
+    strict_delegates: bool,
+    allow_target_mismatch: bool,
+) -> Any:
+    from .runtime import load
+
+    key = _load_private(device_key, "device") if device_key else None
+    return load(
+        bundle,
+        trust=trust,
+        device_key=key,
+        profile=profile,
+        state_dir=state_dir,
+        threads=threads,
+        strict_delegates=strict_delegates,
+        allow_target_mismatch=allow_target_mismatch,
+    )
+
+
+DeviceKeyOpt = Annotated[
+    Path | None, typer.Option(help="This device's private key (for encrypted bundles).")
+]
+ProfileOpt = Annotated[
+    str | None, typer.Option(help="This board's profile (threads, delegates, target check).")
+]
+StateOpt = Annotated[Path | None, typer.Option(help="Anti-rollback state and audit log directory.")]
+StrictOpt = Annotated[
+    bool, typer.Option("--strict-delegates", help="A delegate that fails to load is an error.")
+]
+MismatchOpt = Annotated[
+    bool, typer.Option("--allow-target-mismatch", help="Testing: skip the target check.")
+]
+
+
+def _load_inputs(path: Path) -> Any:
+    import numpy as np
+
+    from .errors import DataError
+
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"input file {path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path} as .npy/.npz: {str(exc)[:200]}") from None
+    if isinstance(data, np.ndarray):
+        return data
+    with data:
+        return {k: data[k] for k in data.files}
+
+
+@app.command()
+def run(
+    bundle: Annotated[Path, typer.Argument(help="The .edgepkg file.")],
+    trust: TrustOpt,
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help=".npy (one input) or .npz (by input name)")
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write outputs to this .npz")
+    ] = None,
+    device_key: DeviceKeyOpt = None,
+    profile: ProfileOpt = None,
+    state_dir: StateOpt = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Interpreter threads (default: profile).")
+    ] = None,
+    raw: Annotated[
+        bool, typer.Option(help="Feed and return quantized integers as they are.")
+    ] = False,
+    strict_delegates: StrictOpt = False,
+    allow_target_mismatch: MismatchOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Verify, decrypt in memory and run a bundle on the inputs; print or save the outputs."""
+    import numpy as np
+
+    x = _load_inputs(input)
+    with _device_load(
+        bundle,
+        trust,
+        device_key,
+        profile,
+        state_dir,
+        threads,
+        strict_delegates,
+        allow_target_mismatch,
+    ) as model:
+        y = model.predict(x, raw=raw)
+        outputs = y if isinstance(y, dict) else {model.outputs[0].name: y}
+        if output is not None:
+            np.savez(output, **outputs)
+        info = model.describe()
+    result = {
+        "name": model.manifest.name,
+        "version": model.manifest.version,
+        **info,
+        "results": {
+            k: {
+                "shape": list(v.shape),
+                "dtype": str(v.dtype),
+                **(
+                    {"argmax": np.argmax(v.reshape(len(v), -1), axis=1).tolist()[:32]}
+                    if v.ndim == 2
+                    else {}
+                ),
+            }
+            for k, v in outputs.items()
+        },
+        "output_file": str(output) if output else None,
+    }
+    if as_json:
+        _print_json(result)
+        return
+    delegates = (
+        ", ".join(f"{d['name']}{'' if d['applied'] else ' (fell back)'}" for d in info["delegates"])
+        or "none"
+    )
+    _console().print(
+        f"{result['name']} v{result['version']} on {info['backend']['package']} "
+        f"{info['backend']['version']}, delegates: {delegates}",
+        markup=False,
+    )
+    for name, value in outputs.items():
+        _console().print(f"{name}: shape {list(value.shape)} {value.dtype}", markup=False)
+        if value.ndim == 2:
+            _console().print(f"  argmax: {np.argmax(value, axis=1).tolist()[:32]}", markup=False)
+    if output:
+        _console().print(f"saved to {output}", markup=False)
+
+
+@app.command()
+def bench(
+    bundle: Annotated[Path, typer.Argument(help="The .edgepkg file.")],
+    trust: TrustOpt,
+    device_key: DeviceKeyOpt = None,
+    profile: ProfileOpt = None,
+    state_dir: StateOpt = None,
+    threads: Annotated[str, typer.Option(help="Comma-separated thread counts to compare.")] = "1,2",
+    runs: Annotated[int, typer.Option(help="Timed runs per configuration.")] = 50,
+    warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 5,
+    allow_target_mismatch: MismatchOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure load time and latency percentiles per thread count on this board."""
+    from .benchmark import bench_bundle
+
+    counts = _int_list(threads, "--threads")
+    key = _load_private(device_key, "device") if device_key else None
+    report = bench_bundle(
+        bundle,
+        trust=trust,
+        device_key=key,
+        profile=profile,
+        state_dir=state_dir,
+        threads=counts,
+        runs=runs,
+        warmup=warmup,
+        allow_target_mismatch=allow_target_mismatch,
+    )
+    if as_json:
+        _print_json(report)
+        return
+    _console().print(
+        f"{report['name']} v{report['version']} on {report['backend']}; load "
+        f"{report['load_ms']:.1f} ms; delegates: {', '.join(report['delegates']) or 'none'}",
+        markup=False,
+    )
+    _table(
+        None,
+        ["threads", "p50 ms", "p90 ms", "p99 ms", "mean ms", "runs"],
+        [
+            [
+                str(r["threads"]),
+                f"{r['p50_ms']:.3f}",
+                f"{r['p90_ms']:.3f}",
+                f"{r['p99_ms']:.3f}",
+                f"{r['mean_ms']:.3f}",
+                str(r["runs"]),
+            ]
+            for r in report["configs"]
+        ],
+    )
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{option} takes comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise UsageError(f"{option} needs positive integers, got {text!r}")
+    return values
+
+
+@app.command()
+def doctor(
+    profile: ProfileOpt = None,
+    device_key: DeviceKeyOpt = None,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check this board: Python, arch, runtime, numpy, crypto speed, delegates, state, key."""
+    from .doctor import run_checks
+
+    checks = run_checks(profile=profile, device_key=device_key, state_dir=state_dir)
+    failed = [c for c in checks if c.status == "fail"]
+    if as_json:
+        _print_json({"ok": not failed, "checks": [c.to_dict() for c in checks]})
+    else:
+        _table(
+            None,
+            ["check", "status", "detail", "fix"],
+            [[c.name, c.status.upper(), c.detail, c.fix or ""] for c in checks],
+        )
+    if failed:
+        raise typer.Exit(1)
+
+
 # -- entry point --------------------------------------------------------------------------------
 
 
 def _fail(exc: EdgeSDKError, as_json: bool) -> NoReturn:
     if as_json:
-        _print_json({"ok": False, "error": exc.kind, "exit_code": exc.exit_code, "message": exc.message,
-                     "hint": exc.hint})
+        _print_json(
+            {
+                "ok": False,
+                "error": exc.kind,
+                "exit_code": exc.exit_code,
+                "message": exc.message,
+                "hint": exc.hint,
+            }
+        )
     else:
         sys.stderr.write(f"error: {exc.diagnostics()}\n")
     sys.exit(exc.exit_code)

@@ -8,11 +8,12 @@ device at most the declared size.
 from __future__ import annotations
 
 from .errors import IntegrityError, PayloadTooLargeError, UnsupportedVersionError
+from .memory import Buffer, freeze, writable_bytes
 
 DEFAULT_LEVEL = 10
 
 
-def compress(data: bytes | bytearray | memoryview, method: str, level: int = DEFAULT_LEVEL) -> bytes:
+def compress(data: bytes, method: str, level: int = DEFAULT_LEVEL) -> bytes:
     """Compress the plaintext model with ``method`` (``zstd``)."""
     if method != "zstd":
         raise UnsupportedVersionError(f"unknown compression {method!r}")
@@ -21,7 +22,7 @@ def compress(data: bytes | bytearray | memoryview, method: str, level: int = DEF
     return bytes(zstandard.ZstdCompressor(level=level, write_content_size=True).compress(data))
 
 
-def decompress(data: bytes | bytearray | memoryview, method: str, declared_size: int) -> bytearray:
+def decompress(data: Buffer, method: str, declared_size: int) -> bytes:
     """Decompress into exactly ``declared_size`` bytes, refusing anything larger.
 
     Raises:
@@ -33,8 +34,7 @@ def decompress(data: bytes | bytearray | memoryview, method: str, declared_size:
         raise UnsupportedVersionError(f"unknown compression {method!r}")
     import zstandard
 
-    out = bytearray(declared_size)
-    view = memoryview(out)
+    obj, view = writable_bytes(declared_size)
     filled = 0
     reader = zstandard.ZstdDecompressor().stream_reader(memoryview(data), read_across_frames=True)
     try:
@@ -55,4 +55,4 @@ def decompress(data: bytes | bytearray | memoryview, method: str, declared_size:
         raise IntegrityError(
             f"decompressed payload is {filled} bytes, the signed manifest says {declared_size}"
         )
-    return out
+    return freeze(obj, view)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from .errors import DecryptionError, IntegrityError, UnsupportedVersionError
 from .keys import PrivateKey, PublicKey
+from .memory import Buffer, alloc_buffer
 
 TAG_SIZE = 16
 KEY_SIZE = 32
@@ -62,7 +63,7 @@ def _aad(content_id: bytes, index: int, last: bool) -> bytes:
 
 
 def encrypt_payload(
-    plaintext: bytes | memoryview, aead: str, key: bytes, content_id: bytes, chunk_size: int
+    plaintext: Buffer, aead: str, key: bytes, content_id: bytes, chunk_size: int
 ) -> bytearray:
     """Encrypt into one buffer of exactly :func:`ciphertext_size` bytes."""
     cipher = _aead(aead, key)
@@ -80,14 +81,22 @@ def encrypt_payload(
 
 
 def decrypt_payload(
-    ciphertext: bytes | bytearray | memoryview,
+    ciphertext: Buffer,
     aead: str,
     key: bytes,
     content_id: bytes,
     chunk_size: int,
     plain_size: int,
-) -> bytearray:
+    on_chunk: Callable[[memoryview], None] | None = None,
+    out: memoryview | None = None,
+    on_consumed: Callable[[int], None] | None = None,
+) -> Buffer:
     """Decrypt into one preallocated buffer of ``plain_size`` bytes, chunk by chunk, in memory.
+
+    ``on_chunk`` sees each authenticated plaintext chunk as soon as it is written (used to hash
+    the plaintext while the next chunk is decrypted). ``out``, when given, is the destination
+    (``plain_size`` bytes) and is returned; otherwise a buffer is allocated. ``on_consumed``
+    learns how far into the ciphertext decryption has got (to release consumed pages).
 
     Raises:
         IntegrityError: the ciphertext length does not fit the declared plaintext size.
@@ -100,8 +109,10 @@ def decrypt_payload(
         )
     cipher = _aead(aead, key)
     n = chunk_count(plain_size, chunk_size)
-    out = bytearray(plain_size)
-    dst = memoryview(out)
+    target: Buffer = out if out is not None else alloc_buffer(plain_size)
+    dst = memoryview(target)
+    if len(dst) != plain_size:
+        raise IntegrityError(f"output buffer is {len(dst)} bytes, expected {plain_size}")
     for i in range(n):
         at = i * (chunk_size + TAG_SIZE)
         size = min(chunk_size, plain_size - i * chunk_size)
@@ -116,7 +127,11 @@ def decrypt_payload(
             raise DecryptionError(
                 f"payload chunk {i} of {n} failed authentication (tampered, reordered or truncated)"
             ) from None
-    return out
+        if on_chunk is not None:
+            on_chunk(dst[i * chunk_size : i * chunk_size + size])
+        if on_consumed is not None:
+            on_consumed(at + size + TAG_SIZE)
+    return target
 
 
 def new_content_key() -> bytes:
@@ -155,7 +170,9 @@ def wrap_content_key(
         RecipientEntry(
             r.key_id,
             r.alg,
-            bytes(_suite(r.alg).encrypt(key, r.hpke_public(), info=_info(manifest_digest, r.key_id))),
+            bytes(
+                _suite(r.alg).encrypt(key, r.hpke_public(), info=_info(manifest_digest, r.key_id))
+            ),
         )
         for r in recipients
     )

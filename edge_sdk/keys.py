@@ -29,13 +29,13 @@ from .errors import KeyFileError, TrustStoreError
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found]
 
 KeyKind = Literal["signing", "device"]
 
 SIGNING_ALGS = ("ed25519", "ecdsa-p256", "ed25519+mldsa65")
 DEVICE_ALGS = ("x25519", "mlkem768-x25519")
-PASSPHRASE_ENV = "EDGE_SDK_KEY_PASSPHRASE"
+PASSPHRASE_ENV = "EDGE_SDK_KEY_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
 
@@ -86,7 +86,9 @@ class PublicKey:
         """Build from cryptography public key objects, in file order."""
         kind, alg = _alg_of(components)
         ders = [
-            c.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+            c.public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
             for c in components
         ]
         return cls(kind, alg, tuple(components), hashlib.sha256(b"".join(ders)).hexdigest())
@@ -99,7 +101,9 @@ class PublicKey:
     def to_pem(self) -> bytes:
         """The public key file contents (one PEM block per component)."""
         return b"".join(
-            c.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            c.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
             for c in self.components
         )
 
@@ -196,7 +200,8 @@ def generate_key(kind: KeyKind, alg: str | None = None) -> PrivateKey:
             parts = [ed25519.Ed25519PrivateKey.generate(), mldsa.MLDSA65PrivateKey.generate()]
         else:
             raise KeyFileError(
-                f"unknown signing algorithm {alg!r}", hint=f"choose one of {', '.join(SIGNING_ALGS)}"
+                f"unknown signing algorithm {alg!r}",
+                hint=f"choose one of {', '.join(SIGNING_ALGS)}",
             )
     elif kind == "device":
         alg = alg or "x25519"
@@ -206,7 +211,8 @@ def generate_key(kind: KeyKind, alg: str | None = None) -> PrivateKey:
             parts = [mlkem.MLKEM768PrivateKey.generate(), x25519.X25519PrivateKey.generate()]
         else:
             raise KeyFileError(
-                f"unknown device key algorithm {alg!r}", hint=f"choose one of {', '.join(DEVICE_ALGS)}"
+                f"unknown device key algorithm {alg!r}",
+                hint=f"choose one of {', '.join(DEVICE_ALGS)}",
             )
     else:
         raise KeyFileError(f"unknown key kind {kind!r}", hint="use 'signing' or 'device'")
@@ -219,7 +225,9 @@ def _write_new(path: Path, data: bytes, mode: int, *, overwrite: bool) -> None:
     try:
         fd = os.open(path, flags, mode)
     except FileExistsError:
-        raise KeyFileError(f"{path} already exists", hint="choose another --out or pass --force") from None
+        raise KeyFileError(
+            f"{path} already exists", hint="choose another --out or pass --force"
+        ) from None
     except OSError as exc:
         raise KeyFileError(f"cannot write {path}: {exc.strerror}") from None
     with os.fdopen(fd, "wb") as handle:
@@ -376,7 +384,9 @@ class TrustStore:
         return cls({k.key_id: k for k in keys}, frozenset(revoked), threshold)
 
     @classmethod
-    def load(cls, paths: Sequence[str | os.PathLike[str]], *, threshold: int | None = None) -> TrustStore:
+    def load(
+        cls, paths: Sequence[str | os.PathLike[str]], *, threshold: int | None = None
+    ) -> TrustStore:
         """Load from ``.pub`` files and/or directories (``--trust`` may be given several times)."""
         if not paths:
             raise TrustStoreError("no trust store given", hint="pass --trust PUBKEY or --trust DIR")
@@ -397,9 +407,7 @@ class TrustStore:
                 keys.append(load_public_key(path, kind="signing"))
             else:
                 raise TrustStoreError(f"trust path {path} does not exist")
-        return cls.from_keys(
-            keys, revoked=revoked, threshold=threshold or configured or 1
-        )
+        return cls.from_keys(keys, revoked=revoked, threshold=threshold or configured or 1)
 
 
 def _load_trust_config(path: Path) -> tuple[int | None, set[str]]:

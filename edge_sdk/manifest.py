@@ -40,7 +40,9 @@ def _fail(where: str, problem: str) -> ManifestError:
     return ManifestError(f"manifest field {where}: {problem}")
 
 
-def _expect_keys(where: str, data: Mapping[str, Any], required: set[str], optional: set[str]) -> None:
+def _expect_keys(
+    where: str, data: Mapping[str, Any], required: set[str], optional: set[str]
+) -> None:
     if not isinstance(data, Mapping):
         raise _fail(where, "must be an object")
     missing = required - set(data)
@@ -57,7 +59,9 @@ def _int(where: str, value: Any, low: int = 0, high: int = MAX_VERSION) -> int:
     return value
 
 
-def _str(where: str, value: Any, pattern: re.Pattern[str] | None = None, choices: tuple[str, ...] = ()) -> str:
+def _str(
+    where: str, value: Any, pattern: re.Pattern[str] | None = None, choices: tuple[str, ...] = ()
+) -> str:
     if not isinstance(value, str):
         raise _fail(where, f"must be a string, got {type(value).__name__}")
     if pattern is not None and not pattern.fullmatch(value):
@@ -130,7 +134,11 @@ class TensorSpec:
         scale = zero = None
         if quant is not None:
             _expect_keys("tensor quantization", quant, {"scale", "zero_point"}, set())
-            scale = float(quant["scale"]) if isinstance(quant["scale"], (int, float)) else quant["scale"]
+            scale = (
+                float(quant["scale"])
+                if isinstance(quant["scale"], (int, float))
+                else quant["scale"]
+            )
             zero = quant["zero_point"]
         return cls(data["name"], tuple(shape), data["dtype"], scale, zero)
 
@@ -271,7 +279,9 @@ class Target:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Target:
-        _expect_keys("target", data, {"profile", "runtime", "runtime_version", "hardware_ids"}, set())
+        _expect_keys(
+            "target", data, {"profile", "runtime", "runtime_version", "hardware_ids"}, set()
+        )
         ids = data["hardware_ids"]
         if not isinstance(ids, list):
             raise _fail("target.hardware_ids", "must be a list")
@@ -294,7 +304,10 @@ class Manifest:
 
     def __post_init__(self) -> None:
         if self.schema != SCHEMA:
-            raise _fail("schema", f"unsupported manifest schema {self.schema!r} (this release reads {SCHEMA})")
+            raise _fail(
+                "schema",
+                f"unsupported manifest schema {self.schema!r} (this release reads {SCHEMA})",
+            )
         _str("name", self.name, _NAME)
         _int("version", self.version, 0)
         _time("created", self.created)
@@ -302,10 +315,14 @@ class Manifest:
             _time("expires", self.expires)
             if parse_time(self.expires) <= parse_time(self.created):
                 raise _fail("expires", "must be later than created")
-        if not isinstance(self.reports, Mapping) or not all(isinstance(k, str) for k in self.reports):
+        if not isinstance(self.reports, Mapping) or not all(
+            isinstance(k, str) for k in self.reports
+        ):
             raise _fail("reports", "must be an object")
-        if self.payload.encryption == "none" and self.payload.compression == "none" and (
-            self.payload.sha256 != self.model.sha256 or self.payload.size != self.model.size
+        if (
+            self.payload.encryption == "none"
+            and self.payload.compression == "none"
+            and (self.payload.sha256 != self.model.sha256 or self.payload.size != self.model.size)
         ):
             raise _fail("payload", "a plain payload must have the model's digest and size")
 
@@ -341,7 +358,10 @@ class Manifest:
             {"expires"},
         )
         if data["schema"] != SCHEMA:
-            raise _fail("schema", f"unsupported manifest schema {data['schema']!r} (this release reads {SCHEMA})")
+            raise _fail(
+                "schema",
+                f"unsupported manifest schema {data['schema']!r} (this release reads {SCHEMA})",
+            )
         return cls(
             name=data["name"],
             version=data["version"],

@@ -67,7 +67,9 @@ def seal_bundle(
     stored: bytes | bytearray = model_bytes
     compressed_size = None
     if compression != "none":
-        stored = compress(model_bytes, compression, *([compression_level] if compression_level else []))
+        stored = compress(
+            model_bytes, compression, *([compression_level] if compression_level else [])
+        )
         compressed_size = len(stored)
     content_id = os.urandom(16)
     key = new_content_key() if recipients else b""
@@ -117,4 +119,3 @@ def add_recipients(bundle: Bundle, opener: PrivateKey, new: Sequence[PublicKey])
     return bundle.with_recipients(
         bundle.recipients + wrap_content_key(key, bundle.manifest_digest, fresh)
     )
-

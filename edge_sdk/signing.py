@@ -38,7 +38,9 @@ class SignatureEntry:
     signature: bytes
 
 
-def sign_manifest(manifest_bytes: bytes, signers: Sequence[PrivateKey]) -> tuple[SignatureEntry, ...]:
+def sign_manifest(
+    manifest_bytes: bytes, signers: Sequence[PrivateKey]
+) -> tuple[SignatureEntry, ...]:
     """Sign the manifest bytes with every signer (distinct keys only)."""
     if not signers:
         raise SignatureError("at least one signing key is required")

@@ -16,8 +16,10 @@ from datetime import datetime, timedelta, timezone
 from .bundle import DEFAULT_LIMITS, Bundle, Limits, read_bundle
 from .encryption import decrypt_payload, unwrap_content_key
 from .errors import DecryptionError, ExpiredError, IntegrityError, TargetMismatchError
+from .hashing import PipelinedSHA256
 from .keys import PrivateKey, TrustStore
 from .manifest import Manifest
+from .memory import Buffer, Releaser, freeze, writable_bytes
 from .signing import verify_signatures
 
 EXPIRY_WARNING = timedelta(days=14)
@@ -78,15 +80,25 @@ def verify_bundle(
     expires = manifest.expires_at
     if expires is not None:
         if now >= expires:
-            raise ExpiredError(f"bundle {manifest.name} v{manifest.version} expired at {manifest.expires}")
+            raise ExpiredError(
+                f"bundle {manifest.name} v{manifest.version} expired at {manifest.expires}"
+            )
         if expires - now < EXPIRY_WARNING:
             warnings.append(f"expires soon ({manifest.expires})")
     if not manifest.payload.encrypted:
         warnings.append("payload is not encrypted (signed-only bundle)")
     if report.unknown:
-        warnings.append(f"signatures from keys not in the trust store: {', '.join(k[:16] for k in report.unknown)}")
+        warnings.append(
+            f"signatures from keys not in the trust store: {', '.join(k[:16] for k in report.unknown)}"
+        )
     if check_payload_hash:
-        check_digest(bundle.payload, manifest.payload.sha256, manifest.payload.size, "payload")
+        check_digest(
+            bundle.payload,
+            manifest.payload.sha256,
+            manifest.payload.size,
+            "payload",
+            precomputed=bundle.payload_sha256,
+        )
     return Verification(
         manifest=manifest,
         digest=bundle.digest,
@@ -98,7 +110,9 @@ def verify_bundle(
     )
 
 
-def check_digest(data: bytes | bytearray | memoryview, sha256: str, size: int, what: str) -> None:
+def check_digest(
+    data: Buffer, sha256: str, size: int, what: str, *, precomputed: str | None = None
+) -> None:
     """Compare size and SHA-256 of ``data`` with the signed values.
 
     Raises:
@@ -106,15 +120,18 @@ def check_digest(data: bytes | bytearray | memoryview, sha256: str, size: int, w
     """
     if len(data) != size:
         raise IntegrityError(f"{what} is {len(data)} bytes, the signed manifest says {size}")
-    actual = hashlib.sha256(data).hexdigest()
+    actual = precomputed or hashlib.sha256(data).hexdigest()
     if actual != sha256:
-        raise IntegrityError(
-            f"{what} SHA-256 mismatch: signed {sha256[:16]}…, got {actual[:16]}…"
-        )
+        raise IntegrityError(f"{what} SHA-256 mismatch: signed {sha256[:16]}…, got {actual[:16]}…")
 
 
-def decrypt_model(bundle: Bundle, device_key: PrivateKey | None) -> bytearray:
+def decrypt_model(bundle: Bundle, device_key: PrivateKey | None, *, consume: bool = False) -> bytes:
     """Unwrap, decrypt and check the model bytes of a bundle that :func:`verify_bundle` passed.
+
+    The model is decrypted (or decompressed) straight into the ``bytes`` object the interpreter
+    will take, and hashed by a worker thread while later chunks are still being decrypted. With
+    ``consume`` the bundle's ciphertext buffer is released behind the decryption cursor (the
+    bundle must not be used afterwards).
 
     Raises:
         DecryptionError: no device key for an encrypted bundle, not a recipient, AEAD failure.
@@ -122,29 +139,49 @@ def decrypt_model(bundle: Bundle, device_key: PrivateKey | None) -> bytearray:
     """
     manifest = bundle.manifest
     payload = manifest.payload
-    if not payload.encrypted:
-        plain = bytearray(bundle.payload)
-    else:
+    digest: str | None = None
+    stored: Buffer = bundle.payload
+    if payload.encrypted:
         if device_key is None:
             raise DecryptionError(
                 f"bundle {manifest.name} v{manifest.version} is encrypted; a device key is needed",
                 hint="pass --device-key",
             )
         key = unwrap_content_key(bundle.recipients, bundle.manifest_digest, device_key)
-        stored_size = payload.compressed_size if payload.compressed_size is not None else manifest.model.size
-        plain = decrypt_payload(
-            bundle.payload,
+        stored_size = (
+            payload.compressed_size if payload.compressed_size is not None else manifest.model.size
+        )
+        args = (
             payload.encryption,
             key,
             bytes.fromhex(payload.content_id),
             payload.chunk_size,
             stored_size,
         )
+        if payload.compression == "none":
+            obj, view = writable_bytes(stored_size)
+            hasher = PipelinedSHA256(stored_size)
+            releaser = Releaser(bundle.payload) if consume else None
+            decrypt_payload(
+                bundle.payload,
+                *args,
+                on_chunk=hasher.update,
+                out=view,
+                on_consumed=releaser.consumed if releaser is not None else None,
+            )
+            digest = hasher.hexdigest()
+            plain = freeze(obj, view)
+        else:
+            stored = decrypt_payload(bundle.payload, *args)
     if payload.compression != "none":
         from .compression import decompress
 
-        plain = decompress(plain, payload.compression, manifest.model.size)
-    check_digest(plain, manifest.model.sha256, manifest.model.size, "decrypted model")
+        plain = decompress(stored, payload.compression, manifest.model.size)
+    elif not payload.encrypted:
+        plain, digest = bytes(stored), bundle.payload_sha256
+    check_digest(
+        plain, manifest.model.sha256, manifest.model.size, "decrypted model", precomputed=digest
+    )
     return plain
 
 
@@ -168,14 +205,10 @@ def open_bundle(
 ) -> OpenedBundle:
     """Read, verify, decrypt and check a bundle; the model bytes never touch disk.
 
-    Peak memory stays near two payload sizes: the ciphertext is dropped before the plaintext
-    buffer is turned into the immutable ``bytes`` an interpreter needs.
+    Peak memory stays near one model size: the model is decrypted straight into its final
+    ``bytes``, and the ciphertext's pages are released as decryption moves past them.
     """
     bundle = read_bundle(source, limits)
     verification = verify_bundle(bundle, trust, now=now)
     check_target(bundle.manifest, profile=profile, hardware_ids=hardware_ids)
-    plain = decrypt_model(bundle, device_key)
-    del bundle  # release the ciphertext before copying the plaintext
-    model_bytes = bytes(plain)
-    del plain
-    return OpenedBundle(verification, model_bytes)
+    return OpenedBundle(verification, decrypt_model(bundle, device_key, consume=True))

@@ -6,7 +6,7 @@ import json
 import os
 import struct
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,13 @@ class KeySet:
     device2: PrivateKey
     device_pq: PrivateKey
 
-    def trust(self, *keys: PrivateKey, threshold: int = 1, revoked: tuple[str, ...] = ()) -> TrustStore:
+    def trust(
+        self, *keys: PrivateKey, threshold: int = 1, revoked: tuple[str, ...] = ()
+    ) -> TrustStore:
         chosen = keys or (self.signer,)
-        return TrustStore.from_keys([k.public for k in chosen], threshold=threshold, revoked=revoked)
+        return TrustStore.from_keys(
+            [k.public for k in chosen], threshold=threshold, revoked=revoked
+        )
 
 
 @pytest.fixture(scope="session")
@@ -90,7 +94,10 @@ class Parts:
     envelope_raw: bytes | None = None  # set to store envelope bytes verbatim
 
     def join(self) -> bytes:
-        env = self.envelope_raw or json.dumps(self.envelope, separators=(",", ":"), sort_keys=True).encode()
+        env = (
+            self.envelope_raw
+            or json.dumps(self.envelope, separators=(",", ":"), sort_keys=True).encode()
+        )
         return (
             b"EDGEPKG\n"
             + struct.pack(">HHI", self.version, self.flags, len(self.manifest))
@@ -127,7 +134,9 @@ class CliResult:
 
 
 @pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliResult]:
+def cli(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., CliResult]:
     """Run ``edge-sdk ARGS`` in-process through the real entry point and capture its output."""
     from edge_sdk.cli import main
 
@@ -158,12 +167,15 @@ def key_files(tmp_path: Path, keyset: KeySet) -> dict[str, Path]:
 
 
 @pytest.fixture
-def no_tensorflow_check() -> Iterator[Callable[[str], None]]:
+def no_tensorflow_check() -> Callable[[str], None]:
     """Run a snippet in a fresh interpreter and assert it never imports tensorflow."""
     import subprocess
 
     def check(code: str) -> None:
-        snippet = code + "\nimport sys\nassert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
+        snippet = (
+            code
+            + "\nimport sys\nassert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
+        )
         subprocess.run([sys.executable, "-c", snippet], check=True, cwd=REPO)
 
-    yield check
+    return check

@@ -163,7 +163,9 @@ def test_algorithm_in_header_cannot_override_trust(good: bytes, keyset: KeySet) 
 
 
 def test_wrong_device_key(good: bytes, keyset: KeySet) -> None:
-    with pytest.raises(DecryptionError, match=f"device key {keyset.device2.key_id[:16]} is not a recipient"):
+    with pytest.raises(
+        DecryptionError, match=f"device key {keyset.device2.key_id[:16]} is not a recipient"
+    ):
         _open(good, keyset, device_key=keyset.device2)
 
 
@@ -189,7 +191,9 @@ def test_encrypted_bundle_without_device_key(good: bytes, keyset: KeySet) -> Non
 
 
 def test_truncated_at_many_offsets(good: bytes, keyset: KeySet) -> None:
-    offsets = sorted({*range(0, 64), *range(64, len(good), max(1, len(good) // 200)), len(good) - 1})
+    offsets = sorted(
+        {*range(0, 64), *range(64, len(good), max(1, len(good) // 200)), len(good) - 1}
+    )
     for cut in offsets:
         with pytest.raises(BundleFormatError):
             read_bundle(good[:cut])
@@ -218,7 +222,9 @@ def test_chunks_reordered_are_caught_by_hash_and_by_aead(good: bytes, keyset: Ke
     key = unwrap_content_key(bundle.recipients, bundle.manifest_digest, keyset.device)
     p = bundle.manifest.payload
     with pytest.raises(DecryptionError, match="chunk 0 of"):
-        decrypt_payload(swapped, p.encryption, key, bytes.fromhex(p.content_id), p.chunk_size, len(MODEL))
+        decrypt_payload(
+            swapped, p.encryption, key, bytes.fromhex(p.content_id), p.chunk_size, len(MODEL)
+        )
 
 
 def test_last_chunk_dropped_fails_in_aead(good: bytes, keyset: KeySet) -> None:
@@ -229,7 +235,9 @@ def test_last_chunk_dropped_fails_in_aead(good: bytes, keyset: KeySet) -> None:
     dropped = b"".join(chunks[:-1])
     short = len(MODEL) - (len(chunks[-1]) - TAG_SIZE)  # an attacker also rewrites the size
     with pytest.raises(DecryptionError, match="failed authentication"):
-        decrypt_payload(dropped, p.encryption, key, bytes.fromhex(p.content_id), p.chunk_size, short)
+        decrypt_payload(
+            dropped, p.encryption, key, bytes.fromhex(p.content_id), p.chunk_size, short
+        )
 
 
 def test_expired(keyset: KeySet) -> None:
@@ -339,7 +347,13 @@ def test_duplicate_key_in_envelope(good: bytes) -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"EDGEPKG", b"\x89PNG\r\n\x1a\n" + bytes(100), b"PK\x03\x04" + bytes(100), os.urandom(4096)],
+    [
+        b"",
+        b"EDGEPKG",
+        b"\x89PNG\r\n\x1a\n" + bytes(100),
+        b"PK\x03\x04" + bytes(100),
+        os.urandom(4096),
+    ],
 )
 def test_not_a_bundle(data: bytes) -> None:
     with pytest.raises(BundleFormatError, match="not an edge-sdk bundle"):
@@ -353,12 +367,17 @@ def test_missing_file(tmp_path: os.PathLike[str]) -> None:
 
 def test_plaintext_hash_is_checked_after_decryption(keyset: KeySet) -> None:
     """A publisher bug or a forged manifest claiming another model digest is caught after AEAD."""
-    from edge_sdk.sealing import seal_bundle
     from edge_sdk.manifest import Target
+    from edge_sdk.sealing import seal_bundle
 
     bundle = seal_bundle(
-        MODEL, name="m", version=1, target=Target("x86_64"), signers=[keyset.signer],
-        recipients=[keyset.device.public], chunk_size=4096,
+        MODEL,
+        name="m",
+        version=1,
+        target=Target("x86_64"),
+        signers=[keyset.signer],
+        recipients=[keyset.device.public],
+        chunk_size=4096,
     )
     # Re-seal a manifest that lies about the model digest, signed by the trusted key.
     import dataclasses
@@ -375,7 +394,10 @@ def test_plaintext_hash_is_checked_after_decryption(keyset: KeySet) -> None:
 
     key = unwrap_content_key(bundle.recipients, bundle.manifest_digest, keyset.device)
     forged = Bundle(
-        1, lying, mbytes, sign_manifest(mbytes, [keyset.signer]),
+        1,
+        lying,
+        mbytes,
+        sign_manifest(mbytes, [keyset.signer]),
         wrap_content_key(key, hashlib.sha256(mbytes).digest(), [keyset.device.public]),
         bundle.payload,
     )
@@ -412,9 +434,15 @@ def test_device_key_given_as_signing_key(good: bytes, keyset: KeySet) -> None:
 
 def test_post_quantum_recipient_and_hybrid_signature(keyset: KeySet) -> None:
     raw = make_bundle_bytes(
-        keyset, MODEL, signers=(keyset.hybrid,), recipients=(keyset.device_pq,), aead="chacha20-poly1305"
+        keyset,
+        MODEL,
+        signers=(keyset.hybrid,),
+        recipients=(keyset.device_pq,),
+        aead="chacha20-poly1305",
     )
-    assert _open(raw, keyset, trust=keyset.trust(keyset.hybrid), device_key=keyset.device_pq) == MODEL
+    assert (
+        _open(raw, keyset, trust=keyset.trust(keyset.hybrid), device_key=keyset.device_pq) == MODEL
+    )
 
 
 def test_key_ids_are_sha256_of_spki(keyset: KeySet) -> None:

@@ -12,10 +12,10 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edge_sdk.bundle import bundle_to_bytes
 from edge_sdk.errors import EdgeSDKError
 from edge_sdk.keys import TrustStore, generate_key
 from edge_sdk.manifest import Target
-from edge_sdk.bundle import bundle_to_bytes
 from edge_sdk.sealing import seal_bundle
 from edge_sdk.verify import open_bundle
 
@@ -29,8 +29,14 @@ TRUST = TrustStore.from_keys([SIGNER.public, HYBRID.public])
 def _bundle(**kw: object) -> bytes:
     return bundle_to_bytes(
         seal_bundle(
-            MODEL, name="fuzz", version=3, target=Target("x86_64"), signers=[SIGNER],
-            recipients=[DEVICE.public], chunk_size=4096, **kw,  # type: ignore[arg-type]
+            MODEL,
+            name="fuzz",
+            version=3,
+            target=Target("x86_64"),
+            signers=[SIGNER],
+            recipients=[DEVICE.public],
+            chunk_size=4096,
+            **kw,  # type: ignore[arg-type]
         )
     )
 

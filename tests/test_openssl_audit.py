@@ -42,7 +42,9 @@ def _audit(tmp_path: Path, raw: bytes, signer: PrivateKey) -> subprocess.Complet
 
 @pytest.mark.parametrize("signer_name", ["signer", "ecdsa"])
 @pytest.mark.parametrize("encrypted", [True, False])
-def test_openssl_verifies_a_good_bundle(tmp_path: Path, keyset: KeySet, signer_name: str, encrypted: bool) -> None:
+def test_openssl_verifies_a_good_bundle(
+    tmp_path: Path, keyset: KeySet, signer_name: str, encrypted: bool
+) -> None:
     signer = getattr(keyset, signer_name)
     raw = make_bundle_bytes(
         keyset, signers=(signer, keyset.signer2), recipients=(keyset.device,) if encrypted else ()

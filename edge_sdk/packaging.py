@@ -1,0 +1,210 @@
+"""HOST: ``edge-sdk package`` end to end — model file → checked, signed, encrypted bundle.
+
+A ``.tflite`` input is sealed as it is (after the same compatibility check); Keras and SavedModel
+inputs go through :mod:`edge_sdk.convert` first. TensorFlow is imported only on that path.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .bundle import Bundle, save_bundle
+from .errors import CompatibilityError, ModelInputError
+from .keys import PrivateKey, PublicKey
+from .manifest import Target, TensorSpec
+from .profiles import DeviceProfile
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PackageOptions:
+    """Everything ``edge-sdk package`` can be told. ``None`` means "the profile's default"."""
+
+    name: str
+    version: int
+    quantize: str | None = None
+    io_dtype: str | None = None
+    aead: str | None = None
+    compress: int | None = None
+    calibration: Path | None = None
+    evaluation: Path | None = None
+    max_accuracy_drop: float = 1.0
+    max_output_error: float = 0.05
+    expires: datetime | None = None
+    chunk_size: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PackageResult:
+    """What was built, for the summary the CLI prints."""
+
+    path: Path
+    bundle: Bundle
+    size: int
+    model_size: int
+    quantization: str
+    source_format: str
+    reports: dict[str, Any] = field(repr=False)
+    notes: tuple[str, ...] = ()
+
+
+def _edgetpu_step(model_bytes: bytes, profile: DeviceProfile, notes: list[str]) -> bytes:
+    """Compile for the Edge TPU when the compiler is present; otherwise say what that means."""
+    compiler = shutil.which("edgetpu_compiler")
+    if compiler is None:
+        notes.append(
+            "edgetpu_compiler is not installed (it runs only on x86-64 Debian/Ubuntu): the bundle "
+            f"holds a plain int8 model, which {profile.name} runs on the CPU fallback, not the Edge TPU"
+        )
+        return model_bytes
+    import tempfile
+
+    # The compiler only takes files; this is the host side with the publisher's own model, so a
+    # private temp dir is acceptable (plaintext never touches a device's disk).
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "model.tflite"
+        src.write_bytes(model_bytes)
+        run = subprocess.run(
+            [compiler, "-s", "-o", tmp, str(src)], capture_output=True, text=True, check=False
+        )
+        out = Path(tmp) / "model_edgetpu.tflite"
+        if run.returncode != 0 or not out.exists():
+            raise CompatibilityError(
+                f"edgetpu_compiler failed: {(run.stderr or run.stdout).strip()[-400:]}"
+            )
+        notes.append("compiled for the Edge TPU by edgetpu_compiler")
+        return out.read_bytes()
+
+
+def io_specs(
+    model_bytes: bytes, output_names: Sequence[str] = ()
+) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The model's inputs and outputs as the runtime will present them (signature order).
+
+    Output names from the source model replace the converter's generic ``output_0`` names, so
+    ``predict`` returns the names the model's author chose.
+    """
+    from .runtime import Model, TensorInfo
+
+    def spec(t: TensorInfo, name: str | None = None) -> TensorSpec:
+        quantized = t.quantized
+        return TensorSpec(
+            name or t.name,
+            t.shape,
+            str(t.dtype),
+            t.scale if quantized else None,
+            t.zero_point if quantized else None,
+        )
+
+    with Model(model_bytes) as model:
+        names: Sequence[str | None] = (
+            output_names if len(output_names) == len(model.outputs) else [None] * len(model.outputs)
+        )
+        return (
+            tuple(spec(t) for t in model.inputs),
+            tuple(spec(t, n) for t, n in zip(model.outputs, names, strict=True)),
+        )
+
+
+def package_model(
+    model_path: Path,
+    output: Path,
+    profile: DeviceProfile,
+    options: PackageOptions,
+    signers: Sequence[PrivateKey],
+    recipients: Sequence[PublicKey] = (),
+    progress: Progress = lambda _step: None,
+) -> PackageResult:
+    """Convert (if needed), check, seal and write one bundle.
+
+    Raises:
+        EdgeSDKError: typed by cause — model, data, conversion, accuracy, compatibility, keys.
+    """
+    from .compat import check_compatibility, read_tflite
+    from .convert import convert_model, detect_model_format
+    from .sealing import seal_bundle
+
+    fmt = detect_model_format(model_path)
+    quantize = options.quantize or profile.quantization
+    notes: list[str] = []
+    if fmt == "tflite":
+        progress("load")
+        model_bytes = model_path.read_bytes()
+        info = read_tflite(model_bytes)
+        compat = check_compatibility(info, profile.runtime.package, profile.runtime.version)
+        if not compat.ok:
+            raise CompatibilityError(
+                compat.summary(), hint="re-convert from the Keras model with this profile"
+            )
+        reports: dict[str, Any] = {
+            "conversion": {
+                "source_format": "tflite",
+                "quantization": "as converted",
+                "size": len(model_bytes),
+            },
+            "compatibility": compat.to_dict(),
+        }
+        quantization = "as converted"
+        output_names: tuple[str, ...] = ()
+    else:
+        result = convert_model(
+            model_path,
+            quantize=quantize,
+            runtime=profile.runtime.package,
+            runtime_version=profile.runtime.version,
+            io_dtype=options.io_dtype or (profile.io_dtype if quantize == "int8" else "float32"),
+            calibration=options.calibration,
+            evaluation=options.evaluation,
+            max_accuracy_drop=options.max_accuracy_drop,
+            max_output_error=options.max_output_error,
+            progress=progress,
+        )
+        model_bytes, reports, quantization = result.model_bytes, result.reports, result.quantization
+        notes.extend(result.notes)
+        output_names = result.output_names
+    # Before Edge TPU compilation: the compiled model's custom op only runs with the TPU delegate.
+    inputs, outputs = io_specs(model_bytes, output_names)
+    if profile.edgetpu:
+        if quantization != "int8":
+            notes.append(
+                f"{profile.name} runs {quantization} models on the CPU only; the Edge TPU needs int8"
+            )
+        else:
+            model_bytes = _edgetpu_step(model_bytes, profile, notes)
+    if len(model_bytes) > profile.max_model_bytes:
+        raise CompatibilityError(
+            f"model is {len(model_bytes)} bytes, over {profile.name}'s limit of {profile.max_model_bytes}"
+        )
+    level = profile.compression_level if options.compress is None else options.compress
+    progress("seal")
+    bundle = seal_bundle(
+        model_bytes,
+        name=options.name,
+        version=options.version,
+        target=Target(
+            profile.name, profile.runtime.package, profile.runtime.version, profile.hardware_ids
+        ),
+        signers=signers,
+        recipients=recipients,
+        aead=options.aead or profile.aead,
+        inputs=inputs,
+        outputs=outputs,
+        expires=options.expires,
+        reports={**reports, "notes": notes} if notes else reports,
+        chunk_size=options.chunk_size,
+        compression="zstd" if level else "none",
+        compression_level=level or None,
+    )
+    if not output.parent.exists():
+        raise ModelInputError(f"output directory {output.parent} does not exist")
+    size = save_bundle(bundle, output)
+    return PackageResult(
+        output, bundle, size, len(model_bytes), quantization, fmt, reports, tuple(notes)
+    )

@@ -1,0 +1,130 @@
+"""Anti-rollback state: the highest accepted version of each bundle name on this device.
+
+The state file is rewritten atomically (temp file, fsync, rename, fsync of the directory) under an
+exclusive ``flock``, so concurrent loaders never corrupt it and a crash leaves the old or the new
+state, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .errors import RollbackError, StateError
+
+STATE_ENV = "EDGE_SDK_STATE_DIR"
+
+
+def default_state_dir() -> Path:
+    """``$EDGE_SDK_STATE_DIR``, else /var/lib/edge-sdk for root, else the XDG state dir."""
+    if os.environ.get(STATE_ENV):
+        return Path(os.environ[STATE_ENV])
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/edge-sdk")
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return Path(base) / "edge-sdk"
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new content, never a mix."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def locked(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``lock_path`` (created if needed)."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+class VersionState:
+    """The ``versions.json`` file in a state directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StateError(
+                f"cannot create state directory {directory}: {exc.strerror}",
+                hint=f"set {STATE_ENV} or pass --state-dir to a writable directory",
+            ) from None
+        self.path = directory / "versions.json"
+        self._lock = directory / ".versions.lock"
+
+    def read(self) -> dict[str, Any]:
+        """The accepted versions by bundle name."""
+        try:
+            data = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise StateError(f"state file {self.path} is unreadable or corrupt: {exc}") from None
+        if not isinstance(data, dict):
+            raise StateError(f"state file {self.path} is corrupt: not an object")
+        return data
+
+    def check(self, name: str, version: int, digest: str) -> None:
+        """Refuse an older version, or the same version with different contents.
+
+        Raises:
+            RollbackError: naming the bundle, its version and the accepted one.
+        """
+        _check(self.read().get(name), name, version, digest)
+
+    def record(self, name: str, version: int, digest: str) -> None:
+        """Remember ``version`` as accepted (re-checked under the lock against a racing loader)."""
+        try:
+            with locked(self._lock):
+                state = self.read()
+                _check(state.get(name), name, version, digest)
+                state[name] = {
+                    "version": version,
+                    "digest": digest,
+                    "accepted": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                }
+                atomic_write(self.path, json.dumps(state, indent=1, sort_keys=True).encode(), 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot update state file {self.path}: {exc.strerror}") from None
+
+
+def _check(entry: Any, name: str, version: int, digest: str) -> None:
+    if not entry:
+        return
+    accepted = int(entry.get("version", -1))
+    if version < accepted:
+        raise RollbackError(
+            f"bundle {name} v{version} is older than v{accepted}, which this device already accepted"
+        )
+    if version == accepted and entry.get("digest") != digest:
+        raise RollbackError(
+            f"bundle {name} v{version} differs from the v{accepted} this device already accepted "
+            f"(digest {digest[:16]} vs {str(entry.get('digest'))[:16]})"
+        )
