@@ -48,7 +48,11 @@ def _print_json(value: Any) -> None:
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        # Piped output: never wrap a 64-digit key id or digest in the middle.
+        console.width = max(console.width, 160)
+    return console
 
 
 def _table(title: str | None, columns: list[str], rows: list[list[str]]) -> None:

@@ -9,9 +9,12 @@ fails the build.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import sys
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -339,7 +342,8 @@ def run_tflite(
     """Run a TFLite model over a dataset in batches, float in / float out, outputs by name."""
     from .runtime import Model
 
-    model = Model(model_bytes)
+    with native_output_captured():
+        model = Model(model_bytes)
     try:
         n = len(next(iter(feeds.values())))
         chunks: dict[str, list[np.ndarray]] = {}
@@ -424,11 +428,44 @@ def _converter(
     return conv
 
 
+@contextlib.contextmanager
+def native_output_captured() -> Iterator[io.StringIO]:
+    """Capture what TensorFlow's C++ side and Keras print, so ``package`` output stays readable.
+
+    The converter and the interpreter write progress chatter straight to file descriptors 1 and 2
+    (``fully_quantize: 0 …``, ``INFO: Created … XNNPACK``); only a descriptor-level redirect
+    catches that. The captured text is kept so a failure can quote it.
+    """
+    import tempfile
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    text = io.StringIO()
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(text):
+                yield text
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            sink.seek(0)
+            text.write(sink.read().decode(errors="replace"))
+
+
 def _convert(conv: Any, what: str) -> bytes:
+    captured = io.StringIO()
     try:
-        return bytes(conv.convert())
+        with native_output_captured() as captured:
+            return bytes(conv.convert())
     except Exception as exc:  # noqa: BLE001 - the converter raises many unrelated types
-        message = str(exc).strip().splitlines()
+        message = (str(exc).strip() or captured.getvalue().strip()).splitlines()
         raise ConversionError(
             f"TFLite conversion ({what}) failed: {(message or [type(exc).__name__])[-1][:400]}"
         ) from None

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from tools.demo_model import digits_data, train_digits_cnn
+
 from .conftest import REPO
 
 CACHE = Path(os.environ.get("EDGE_SDK_TEST_CACHE", REPO / ".cache" / "test-models"))
@@ -25,17 +27,7 @@ def _tf() -> Any:
     return tf
 
 
-def digits_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Train/test split of load_digits as float32 NHWC in [0, 1] and int64 labels."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = (digits.images / 16.0).astype(np.float32)[..., None]
-    y = digits.target.astype(np.int64)
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(x))
-    x, y = x[order], y[order]
-    return x[:1400], y[:1400], x[1400:], y[1400:]
+__all__ = ["digits_data"]
 
 
 def _cached(name: str) -> Path:
@@ -44,31 +36,12 @@ def _cached(name: str) -> Path:
 
 
 def digits_cnn() -> Path:
-    """A small CNN trained on digits (≈97% test accuracy), saved as .keras."""
+    """The demo's CNN trained on digits (≈97% test accuracy), saved as .keras."""
     path = _cached("digits.keras")
-    if path.exists():
-        return path
-    _tf()
-    import keras
-
-    keras.utils.set_random_seed(0)
-    x_train, y_train, _, _ = digits_data()
-    model = keras.Sequential(
-        [
-            keras.Input((8, 8, 1), name="image"),
-            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dense(10, activation="softmax", name="probs"),
-        ]
-    )
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x_train, y_train, epochs=12, batch_size=32, verbose=0)
-    tmp = path.with_suffix(".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    if not path.exists():
+        tmp = path.with_suffix(".tmp.keras")
+        train_digits_cnn().save(tmp)
+        os.replace(tmp, path)
     return path
 
 

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite, from a clean clone: installs what it needs, then lint, types and tests.
+#   bash tools/test.sh            # everything
+#   bash tools/test.sh -k deploy  # extra arguments go to pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System tools the tests use for real: OpenSSH's sshd (deploy tests), openssl (auditor test).
+need=()
+command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  # Debian's python3 may lack the venv module (python3-venv); virtualenv from pip works everywhere.
+  $PY -m venv .venv 2>/dev/null || { $PY -m pip install -q --user virtualenv && $PY -m virtualenv -q .venv; }
+fi
+.venv/bin/python -m pip install -q --upgrade pip 'setuptools>=77'
+.venv/bin/python -m pip install -q -e '.[host,device,dev]'
+
+.venv/bin/ruff check edge_sdk tests tools
+.venv/bin/ruff format --check edge_sdk tests tools
+.venv/bin/mypy
+.venv/bin/python -m pytest "$@"
