@@ -148,10 +148,7 @@ def load_source_model(path: Path, fmt: str | None = None) -> SourceModel:
             ) from None
         input_names = tuple(t.name for t in model.inputs)
         input_shapes = tuple(tuple(t.shape) for t in model.inputs)
-        output_names = tuple(
-            getattr(model, "output_names", None)
-            or [f"output_{i}" for i in range(len(model.outputs))]
-        )
+        output_names = _keras_output_names(model)
 
         def run_keras(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             args = [feeds[name] for name in input_names]
@@ -193,6 +190,20 @@ def load_source_model(path: Path, fmt: str | None = None) -> SourceModel:
             run_saved,
         )
     raise ModelInputError(f"{path}: format {fmt!r} cannot be converted (it is already TFLite?)")
+
+
+def _keras_output_names(model: Any) -> tuple[str, ...]:
+    """The names the model's author gave its outputs (functional: output_names; Sequential: the
+    layer that produces each output), falling back to ``output_<i>``."""
+    names = list(getattr(model, "output_names", None) or [])
+    if len(names) == len(model.outputs):
+        return tuple(str(n) for n in names)
+    found = []
+    for i, tensor in enumerate(model.outputs):
+        history = getattr(tensor, "_keras_history", None)
+        operation = getattr(history, "operation", None)
+        found.append(str(getattr(operation, "name", None) or f"output_{i}"))
+    return tuple(found)
 
 
 def _check_h5_is_model(path: Path) -> None:

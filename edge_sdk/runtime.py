@@ -11,6 +11,7 @@ with a warning: it is heavy and not meant for boards); ``EDGE_SDK_BACKEND`` or a
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import importlib.metadata
 import logging
@@ -209,6 +210,9 @@ def _build_delegates(
         library = getattr(spec, "library", None)
         options = dict(getattr(spec, "options", {}) or {})
         try:
+            # dlopen first: the runtimes' Delegate objects raise again from __del__ when their
+            # own load fails, which would turn a clean fallback into noise on stderr.
+            ctypes.CDLL(library)
             loaded.append(backend.load_delegate(library, {k: str(v) for k, v in options.items()}))
             reports.append(DelegateReport(name, True))
         except (ValueError, OSError, RuntimeError) as exc:

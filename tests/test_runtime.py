@@ -1,0 +1,431 @@
+"""The device runtime on a real LiteRT interpreter: parity, I/O handling, delegates, state, logs."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import edge_sdk
+from edge_sdk.audit_log import verify_log
+from edge_sdk.bundle import read_bundle
+from edge_sdk.errors import (
+    BackendError,
+    DelegateError,
+    InferenceInputError,
+    RollbackError,
+    SignatureError,
+    TargetMismatchError,
+)
+from edge_sdk.packaging import PackageOptions, package_model
+from edge_sdk.profiles import load_profile
+from edge_sdk.runtime import Model, ModelPool, discover_backend
+
+from . import models
+from .conftest import REPO, CliResult, KeySet
+
+pytestmark = pytest.mark.host
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory, keyset: KeySet) -> dict[str, Path]:
+    """Real bundles for this machine's profile, built once."""
+    tmp = tmp_path_factory.mktemp("bundles")
+    calib = models.digits_npz(tmp, split="train", with_labels=False)
+    evald = models.digits_npz(tmp, split="test")
+    out: dict[str, Path] = {}
+    for key, source, options in [
+        ("f32", models.digits_cnn(), {"quantize": "none"}),
+        ("int8", models.digits_cnn(), {"quantize": "int8", "calibration": calib, "evaluation": evald}),
+        ("int8io", models.digits_cnn(), {"quantize": "int8", "io_dtype": "int8", "calibration": calib,
+                                          "evaluation": evald}),
+        ("multi", models.multi_io(), {"quantize": "none"}),
+        ("f32v2", models.digits_cnn(), {"quantize": "none", "version": 2}),
+    ]:  # fmt: skip
+        options.setdefault("version", 1)
+        path = tmp / f"{key}.edgepkg"
+        package_model(source, path, load_profile("x86_64"), PackageOptions(name=key.removesuffix("v2"), **options),
+                      [keyset.signer], [keyset.device.public])  # fmt: skip
+        out[key] = path
+    return out
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+def _load(path: Path, keyset: KeySet, state: Path, **kw: Any) -> Model:
+    kw.setdefault("profile", "x86_64")
+    return edge_sdk.load(
+        path, trust=keyset.trust(), device_key=keyset.device, state_dir=state, **kw
+    )
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    _, _, x, y = models.digits_data()
+    return x, y
+
+
+def test_float32_parity_with_keras(bundles: dict[str, Path], keyset: KeySet, state: Path) -> None:
+    import keras
+
+    x, _ = _digits()
+    expected = np.asarray(keras.saving.load_model(models.digits_cnn())(x, training=False))
+    with _load(bundles["f32"], keyset, state) as model:
+        got = model.predict(x)
+    assert np.max(np.abs(got - expected)) <= 1e-5
+
+
+@pytest.mark.parametrize("variant", ["int8", "int8io"])
+def test_int8_accuracy_within_gate(
+    bundles: dict[str, Path], keyset: KeySet, state: Path, variant: str
+) -> None:
+    x, y = _digits()
+    manifest = read_bundle(bundles[variant]).manifest
+    gate = manifest.reports["accuracy"]
+    with _load(bundles[variant], keyset, state) as model:
+        probs = model.predict(x)  # floats in, floats out, even for int8 I/O
+    accuracy = float(np.mean(np.argmax(probs, axis=1) == y)) * 100
+    assert probs.dtype == np.float32
+    assert abs(accuracy - gate["quantized_accuracy"]) < 1e-3  # the report rounds to 3 places
+    assert gate["float_accuracy"] - accuracy <= 1.0
+
+
+def test_raw_integer_io(bundles: dict[str, Path], keyset: KeySet, state: Path) -> None:
+    x, _ = _digits()
+    with _load(bundles["int8io"], keyset, state) as model:
+        spec = model.inputs[0]
+        assert spec.dtype == np.int8 and spec.quantized
+        q = np.clip(np.round(x[:4] / spec.scale) + spec.zero_point, -128, 127).astype(np.int8)
+        raw = model.predict(q, raw=True)
+        assert raw.dtype == np.int8
+        out = model.outputs[0]
+        np.testing.assert_allclose((raw.astype(np.float32) - out.zero_point) * out.scale, model.predict(x[:4]),
+                                   atol=1e-6)  # fmt: skip
+        with pytest.raises(InferenceInputError, match="expects int8, got float32"):
+            model.predict(x[:4], raw=True)
+
+
+def test_batch_resize_happens_once_per_shape(
+    bundles: dict[str, Path], keyset: KeySet, state: Path
+) -> None:
+    x, _ = _digits()
+    with _load(bundles["f32"], keyset, state) as model:
+        calls = {"n": 0}
+        interp = model._interpreter
+        original = interp.resize_tensor_input
+
+        def counting(*args: Any, **kw: Any) -> Any:
+            calls["n"] += 1
+            return original(*args, **kw)
+
+        interp.resize_tensor_input = counting
+        single = [model.predict(x[i : i + 1]) for i in range(3)]
+        batch = [model.predict(x[:3]) for _ in range(3)]
+        assert calls["n"] == 1  # batch 1 is the allocated shape; batch 3 resizes once
+        np.testing.assert_allclose(np.concatenate(single), batch[0], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (
+            np.ones((2, 9, 8, 1), np.float32),
+            r"input 'image' expects shape \[-1, 8, 8, 1\].*got \[2, 9, 8, 1\]",
+        ),
+        (np.ones((8, 8, 1), np.float32), r"expects shape .* got \[8, 8, 1\]"),
+        (np.array([["a"]]), "input 'image' expects shape"),
+        (np.full((1, 8, 8, 1), "x"), "expects float32, got <U1"),
+        ({"nope": np.ones((1, 8, 8, 1))}, r"missing \['image'\], unknown \['nope'\]"),
+    ],
+)
+def test_input_mistakes_name_the_tensor(bundles: dict[str, Path], keyset: KeySet, state: Path, bad: Any,
+                                        message: str) -> None:  # fmt: skip
+    with (
+        _load(bundles["f32"], keyset, state) as model,
+        pytest.raises(InferenceInputError, match=message),
+    ):
+        model.predict(bad)
+
+
+def test_multi_io_by_name(bundles: dict[str, Path], keyset: KeySet, state: Path) -> None:
+    import keras
+
+    rng = np.random.default_rng(0)
+    a, b = (
+        rng.standard_normal((5, 6)).astype(np.float32),
+        rng.standard_normal((5, 4)).astype(np.float32),
+    )
+    expected = keras.saving.load_model(models.multi_io())([a, b], training=False)
+    with _load(bundles["multi"], keyset, state) as model:
+        assert [t.name for t in model.inputs] == ["sensor_a", "sensor_b"]
+        out = model.predict({"sensor_b": b, "sensor_a": a})
+        assert list(out) == ["label", "score"]
+        np.testing.assert_allclose(out["label"], np.asarray(expected[0]), atol=1e-5)
+        np.testing.assert_allclose(out["score"], np.asarray(expected[1]), atol=1e-5)
+        in_order = model.predict([a, b])
+        np.testing.assert_allclose(in_order["score"], out["score"])
+        with pytest.raises(InferenceInputError, match="the model takes 2 inputs"):
+            model.predict(a)
+
+
+def test_predict_from_many_threads(bundles: dict[str, Path], keyset: KeySet, state: Path) -> None:
+    x, _ = _digits()
+    with _load(bundles["f32"], keyset, state) as model:
+        expected = [model.predict(x[i : i + 1 + i % 3]) for i in range(40)]
+        results: dict[int, np.ndarray] = {}
+
+        def work(i: int) -> None:
+            results[i] = model.predict(x[i : i + 1 + i % 3])
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for i in range(40):
+            np.testing.assert_allclose(results[i], expected[i], atol=1e-6)
+
+
+def test_model_pool(bundles: dict[str, Path], keyset: KeySet, state: Path) -> None:
+    x, _ = _digits()
+    model = _load(bundles["f32"], keyset, state)
+    pool = ModelPool(model, workers=2)
+    outputs: list[np.ndarray] = []
+    threads = [
+        threading.Thread(target=lambda i=i: outputs.append(pool.predict(x[i : i + 8])))
+        for i in range(10)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(outputs) == 10 and all(o.shape == (8, 10) for o in outputs)
+    pool.close()
+
+
+def test_model_reports_backend_and_delegates(
+    bundles: dict[str, Path], keyset: KeySet, state: Path
+) -> None:
+    with _load(bundles["f32"], keyset, state, threads=2) as model:
+        info = model.describe()
+    assert info["backend"]["name"] == "ai_edge_litert" and info["backend"]["version"]
+    assert info["threads"] == 2
+    assert info["delegates"][0]["name"] == "xnnpack" and info["delegates"][0]["applied"]
+    assert model.manifest is not None and model.manifest.name == "f32"
+
+
+def _profile_with_delegate(tmp: Path, required: bool) -> Path:
+    base = load_profile("x86_64")
+    assert base.path is not None
+    text = Path(base.path).read_text().replace('name = "x86_64"', 'name = "x86_64"')
+    text += (
+        '\n[[delegates]]\nname = "npu"\nlibrary = "/nonexistent/libvendor_delegate.so"\n'
+        f"required = {'true' if required else 'false'}\n"
+    )
+    directory = tmp / ("required" if required else "optional")
+    directory.mkdir()
+    path = directory / "x86_64.toml"
+    path.write_text(text)
+    return path
+
+
+def test_missing_delegate_falls_back_with_reason(bundles: dict[str, Path], keyset: KeySet, state: Path,
+                                                 tmp_path: Path) -> None:  # fmt: skip
+    profile = _profile_with_delegate(tmp_path, required=False)
+    with _load(bundles["f32"], keyset, state, profile=load_profile(str(profile))) as model:
+        npu = next(d for d in model.delegates if d.name == "npu")
+        assert not npu.applied and "libvendor_delegate.so could not be loaded" in npu.reason
+        assert model.predict(_digits()[0][:2]).shape == (2, 10)  # still runs, on the CPU
+    with pytest.raises(DelegateError, match="delegate npu failed"):
+        _load(
+            bundles["f32"], keyset, state, profile=load_profile(str(profile)), strict_delegates=True
+        )
+
+
+def test_required_delegate_is_an_error(bundles: dict[str, Path], keyset: KeySet, state: Path,
+                                       tmp_path: Path) -> None:  # fmt: skip
+    profile = _profile_with_delegate(tmp_path, required=True)
+    with pytest.raises(DelegateError, match="libvendor_delegate.so"):
+        _load(bundles["f32"], keyset, state, profile=load_profile(str(profile)))
+
+
+def test_target_mismatch(bundles: dict[str, Path], keyset: KeySet, state: Path) -> None:
+    with pytest.raises(
+        TargetMismatchError, match="targets profile 'x86_64', this device runs 'rpi4'"
+    ):
+        _load(bundles["f32"], keyset, state, profile="rpi4")
+    with pytest.raises(
+        TargetMismatchError, match="for hardware x86_64; this device is raspberrypi"
+    ):
+        _load(bundles["f32"], keyset, state, hardware_ids=["raspberrypi,4-model-b"])
+    _load(bundles["f32"], keyset, state, profile="rpi4", allow_target_mismatch=True).close()
+
+
+def test_anti_rollback(bundles: dict[str, Path], keyset: KeySet, state: Path) -> None:
+    _load(bundles["f32v2"], keyset, state).close()
+    with pytest.raises(RollbackError, match="f32 v1 is older than v2"):
+        _load(bundles["f32"], keyset, state)
+    _load(bundles["f32v2"], keyset, state).close()  # the same release again is fine
+    saved = json.loads((state / "versions.json").read_text())
+    assert saved["f32"]["version"] == 2
+
+
+def test_same_version_different_content_refused(
+    tmp_path: Path, keyset: KeySet, state: Path
+) -> None:
+    from .conftest import make_bundle_bytes
+
+    a, b = (tmp_path / "a.edgepkg", tmp_path / "b.edgepkg")
+    model = models.digits_cnn()
+    for path, quantize in ((a, "none"), (b, "dynamic")):
+        package_model(model, path, load_profile("x86_64"), PackageOptions(name="same", version=5, quantize=quantize),
+                      [keyset.signer], [keyset.device.public])  # fmt: skip
+    _load(a, keyset, state).close()
+    with pytest.raises(RollbackError, match="same v5 differs from the v5"):
+        _load(b, keyset, state)
+    assert make_bundle_bytes  # the helper stays importable for other tests
+
+
+def test_state_not_updated_on_failure(
+    bundles: dict[str, Path], keyset: KeySet, state: Path
+) -> None:
+    with pytest.raises(SignatureError):
+        edge_sdk.load(bundles["f32v2"], trust=keyset.trust(keyset.signer2), device_key=keyset.device,
+                      state_dir=state)  # fmt: skip
+    assert not (state / "versions.json").exists()
+
+
+def _concurrent_loader(args: tuple[str, str, str, str, str]) -> str:
+    bundle, trust, key, state, _ = args
+    try:
+        edge_sdk.load(
+            bundle, trust=trust, device_key=key, state_dir=state, profile="x86_64"
+        ).close()
+        return "ok"
+    except RollbackError:
+        return "rollback"
+
+
+def test_concurrent_loaders_keep_state_and_log_valid(bundles: dict[str, Path], key_files: dict[str, Path],
+                                                     state: Path) -> None:  # fmt: skip
+    ctx = multiprocessing.get_context("spawn")
+    jobs = [(str(bundles["f32" if i % 2 else "f32v2"]), str(key_files["signer.pub"]), str(key_files["device"]),
+             str(state), str(i)) for i in range(12)]  # fmt: skip
+    with ctx.Pool(4) as pool:
+        results = pool.map(_concurrent_loader, jobs)
+    assert "ok" in results
+    saved = json.loads((state / "versions.json").read_text())
+    assert saved["f32"]["version"] in (1, 2)
+    report = verify_log(state / "audit.log")
+    assert len(report.records) == 12
+
+
+def test_audit_log_records_loads_and_rejections(
+    bundles: dict[str, Path], keyset: KeySet, state: Path
+) -> None:
+    _load(bundles["f32v2"], keyset, state).close()
+    with pytest.raises(RollbackError):
+        _load(bundles["f32"], keyset, state)
+    records = verify_log(state / "audit.log").records
+    assert [r["event"] for r in records] == ["load", "reject"]
+    assert records[0]["version"] == 2 and records[0]["signers"] == [keyset.signer.key_id]
+    assert records[1]["error"] == "rollback" and "older than v2" in records[1]["reason"]
+
+
+def test_closed_model(bundles: dict[str, Path], keyset: KeySet, state: Path) -> None:
+    model = _load(bundles["f32"], keyset, state)
+    model.close()
+    with pytest.raises(edge_sdk.EdgeSDKError, match="closed"):
+        model.predict(np.zeros((1, 8, 8, 1), np.float32))
+
+
+def test_unknown_backend() -> None:
+    with pytest.raises(BackendError, match="unknown backend"):
+        discover_backend("onnx")
+    with pytest.raises(BackendError, match="tflite_runtime is not installed"):
+        discover_backend("tflite_runtime")
+
+
+def test_device_path_never_imports_tensorflow(bundles: dict[str, Path], key_files: dict[str, Path],
+                                              tmp_path: Path) -> None:  # fmt: skip
+    code = f"""
+import sys, numpy as np, edge_sdk
+m = edge_sdk.load({str(bundles["f32"])!r}, trust={str(key_files["signer.pub"])!r},
+                  device_key={str(key_files["device"])!r}, state_dir={str(tmp_path)!r}, profile="x86_64")
+assert m.predict(np.zeros((2, 8, 8, 1), np.float32)).shape == (2, 10)
+bad = [name for name in sys.modules if name.split('.')[0] in ('tensorflow', 'keras', 'tf_keras')]
+assert not bad, bad
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, capture_output=True)
+
+
+def test_plaintext_never_touches_disk(
+    bundles: dict[str, Path], key_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """Load and predict in a child whose cwd, HOME and TMPDIR are empty directories we then scan."""
+    from edge_sdk.keys import TrustStore, load_private_key, load_public_key
+    from edge_sdk.verify import open_bundle
+
+    plaintext = open_bundle(bundles["int8"], TrustStore.from_keys([load_public_key(key_files["signer.pub"])]),
+                            load_private_key(key_files["device"])).model_bytes  # fmt: skip
+    watched = {name: tmp_path / name for name in ("cwd", "home", "tmp", "state")}
+    for directory in watched.values():
+        directory.mkdir()
+    code = f"""
+import numpy as np, edge_sdk
+m = edge_sdk.load({str(bundles["int8"])!r}, trust={str(key_files["signer.pub"])!r},
+                  device_key={str(key_files["device"])!r}, state_dir={str(watched["state"])!r}, profile="x86_64")
+m.predict(np.zeros((1, 8, 8, 1), np.float32))
+"""
+    env = {**os.environ, "HOME": str(watched["home"]), "TMPDIR": str(watched["tmp"])}
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, cwd=watched["cwd"], env=env, capture_output=True
+    )
+    written = [p for d in watched.values() for p in d.rglob("*") if p.is_file()]
+    assert {p.name for p in written} <= {
+        "versions.json",
+        "audit.log",
+        ".versions.lock",
+        ".audit.log.lock",
+    }
+    needle = plaintext[1000:1064]  # a slice from inside the model (the weights region)
+    for path in written:
+        assert needle not in path.read_bytes(), f"model bytes found in {path}"
+
+
+def test_cli_run_and_bench(
+    bundles: dict[str, Path], cli: Any, key_files: dict[str, Path], tmp_path: Path
+) -> None:
+    x, y = _digits()
+    np.save(tmp_path / "x.npy", x[:16])
+    common = ["--trust", key_files["signer.pub"], "--device-key", key_files["device"], "--state-dir",
+              tmp_path / "state", "--profile", "x86_64"]  # fmt: skip
+    result: CliResult = cli("run", bundles["int8"], "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npz",
+                            *common, "--json")  # fmt: skip
+    assert result.code == 0, result.err
+    argmax = result.json()["results"]["probs"]["argmax"]
+    assert float(np.mean(np.array(argmax) == y[:16])) > 0.8
+    with np.load(tmp_path / "y.npz") as saved:
+        assert saved["probs"].shape == (16, 10)
+    bench = cli("bench", bundles["int8"], *common, "--threads", "1,2", "--runs", "5", "--json")
+    assert bench.code == 0, bench.err
+    configs = bench.json()["configs"]
+    assert [c["threads"] for c in configs] == [1, 2] and all(c["p50_ms"] > 0 for c in configs)
+    bad = cli("run", bundles["int8"], "--input", tmp_path / "missing.npy", *common)
+    assert bad.code == 64 and "does not exist" in bad.err
+    doctor = cli("doctor", "--profile", "x86_64", "--state-dir", tmp_path / "state", "--json")
+    assert doctor.code == 0 and {c["name"] for c in doctor.json()["checks"]} >= {
+        "runtime",
+        "crypto",
+        "numpy",
+    }
