@@ -1,0 +1,92 @@
+"""Regenerate the committed format test vectors in tests/vectors/ — only on purpose.
+
+The vectors are bundles sealed with fixed keys (committed too) around a small real model. Every
+future release must still open them (tests/test_vectors.py), so a format change that breaks old
+bundles fails CI. Sealing is randomised (content keys, HPKE ephemerals, ECDSA nonces), so running
+this script produces different bytes: commit the result only when adding a new format version.
+
+    python tools/make_test_vectors.py            # writes tests/vectors/
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from edge_sdk.bundle import save_bundle  # noqa: E402
+from edge_sdk.keys import generate_key, load_private_key, save_keypair  # noqa: E402
+from edge_sdk.manifest import Target  # noqa: E402
+from edge_sdk.sealing import seal_bundle  # noqa: E402
+
+OUT = REPO / "tests" / "vectors"
+CREATED = datetime(2026, 11, 28, tzinfo=timezone.utc)
+KEYS = {
+    "signer-ed25519": ("signing", "ed25519"),
+    "signer-ecdsa": ("signing", "ecdsa-p256"),
+    "signer-hybrid": ("signing", "ed25519+mldsa65"),
+    "device-x25519": ("device", "x25519"),
+    "device-mlkem": ("device", "mlkem768-x25519"),
+}
+VECTORS = {
+    "v1-ed25519-signed-only": {"signers": ["signer-ed25519"], "recipients": []},
+    "v1-ed25519-x25519-aes256gcm": {"signers": ["signer-ed25519"], "recipients": ["device-x25519"]},
+    "v1-ecdsa-x25519-chacha20-zstd": {
+        "signers": ["signer-ecdsa"], "recipients": ["device-x25519"], "aead": "chacha20-poly1305",
+        "compression": "zstd",
+    },
+    "v1-hybrid-mlkem-aes256gcm-2signers": {
+        "signers": ["signer-hybrid", "signer-ed25519"], "recipients": ["device-mlkem", "device-x25519"],
+    },
+}  # fmt: skip
+
+
+def _model() -> bytes:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(7)
+    model = keras.Sequential([keras.Input((4,), name="x"), keras.layers.Dense(3, name="y")])
+    return bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+
+
+def main() -> None:
+    keys_dir = OUT / "keys"
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    for name, (kind, alg) in KEYS.items():
+        if not (keys_dir / f"{name}.key").exists():
+            save_keypair(generate_key(kind, alg), keys_dir / name)  # type: ignore[arg-type]
+    keys = {name: load_private_key(keys_dir / f"{name}.key") for name in KEYS}
+    model_path = OUT / "model.tflite"
+    if not model_path.exists():
+        model_path.write_bytes(_model())
+    model = model_path.read_bytes()
+    expected: dict[str, object] = {"model_sha256": hashlib.sha256(model).hexdigest(), "bundles": {}}
+    for name, spec in VECTORS.items():
+        bundle = seal_bundle(
+            model, name="vector", version=1, target=Target("x86_64", "ai-edge-litert", "2.3.0", ("x86_64",)),
+            signers=[keys[s] for s in spec["signers"]],  # type: ignore[attr-defined]
+            recipients=[keys[r].public for r in spec["recipients"]],  # type: ignore[attr-defined]
+            aead=str(spec.get("aead", "aes-256-gcm")), compression=str(spec.get("compression", "none")),
+            created=CREATED, chunk_size=4096,
+        )  # fmt: skip
+        save_bundle(bundle, OUT / f"{name}.edgepkg")
+        expected["bundles"][name] = {  # type: ignore[index]
+            "digest": bundle.digest,
+            "signers": [keys[s].key_id for s in spec["signers"]],  # type: ignore[attr-defined]
+            "recipients": [keys[r].key_id for r in spec["recipients"]],  # type: ignore[attr-defined]
+            "file_sha256": hashlib.sha256((OUT / f"{name}.edgepkg").read_bytes()).hexdigest(),
+        }
+    (OUT / "expected.json").write_text(json.dumps(expected, indent=2) + "\n")
+    print(f"wrote {len(VECTORS)} vectors to {OUT}")
+
+
+if __name__ == "__main__":
+    main()
