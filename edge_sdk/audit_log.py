@@ -138,6 +138,22 @@ class LogReport:
         return self.problem is None
 
 
+def _all_seqs(paths: Sequence[Path]) -> set[int]:
+    """Every sequence number present anywhere (to tell a reordering from a deletion)."""
+    seqs: set[int] = set()
+    for path in paths:
+        try:
+            lines = path.read_bytes().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            try:
+                seqs.add(int(json.loads(line)["seq"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+    return seqs
+
+
 def read_log(paths: Sequence[Path]) -> LogReport:
     """Read and check the chain across ``paths`` (oldest first), stopping at the first break.
 
@@ -145,6 +161,7 @@ def read_log(paths: Sequence[Path]) -> LogReport:
     deletions, insertions and reorderings at the first record whose sequence number is off.
     """
     records: list[dict[str, Any]] = []
+    everywhere = _all_seqs(paths)
     prev_hash: str | None = None
     prev_seq: int | None = None
     prev_where: tuple[str, int, int | None] | None = None
@@ -165,7 +182,9 @@ def read_log(paths: Sequence[Path]) -> LogReport:
                     LogProblem(*where, None, "record is not valid JSON or lacks seq/prev: edited"),
                 )
             if prev_seq is not None and seq != prev_seq + 1:
-                if seq > prev_seq + 1:
+                if seq > prev_seq + 1 and prev_seq + 1 in everywhere:
+                    problem = f"record seq {seq} comes before seq {prev_seq + 1}: reordered"
+                elif seq > prev_seq + 1:
                     problem = f"records seq {prev_seq + 1}..{seq - 1} were deleted before this one"
                 else:
                     problem = f"record seq {seq} is out of order after seq {prev_seq}: inserted or reordered"
@@ -181,14 +200,10 @@ def read_log(paths: Sequence[Path]) -> LogReport:
                         f"record seq {prev_seq} was edited: its hash no longer matches the link in seq {seq}",
                     ),
                 )
-            if (
-                prev_hash is None
-                and link != GENESIS
-                and path == paths[0]
-                and number == 1
-                and seq != 1
-            ):
-                pass  # the oldest rotated file may start mid-chain once older files were pruned
+            if prev_hash is None and seq == 1 and link != GENESIS:
+                # (A chain may also start mid-way when the oldest rotated files were pruned.)
+                problem = "the first record does not start the chain: edited"
+                return LogReport(tuple(records), LogProblem(*where, seq, problem))
             records.append(record)
             prev_hash, prev_seq, prev_where = _line_hash(line), seq, (str(path), number, seq)
     return LogReport(tuple(records), None)
