@@ -47,7 +47,7 @@ _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 MAX_RECIPIENT_ENC_BYTES = 4096
-_READ_PIECE = 8 * 1024 * 1024
+_READ_PIECE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,10 @@ class _Source:
     """Sequential reads from bytes or a file, with the total size known up front."""
 
     def __init__(
-        self, data: bytes | bytearray | memoryview | None, handle: io.BufferedReader | None, size: int
+        self,
+        data: bytes | bytearray | memoryview | None,
+        handle: io.BufferedReader | None,
+        size: int,
     ):
         self._view = memoryview(data) if data is not None else None
         self._handle = handle

@@ -365,7 +365,7 @@ def package(
         float, typer.Option(help="Accuracy budget in percentage points.")
     ] = 1.0,
     max_output_error: Annotated[
-        float, typer.Option(help="Budget for normalised RMS output error.")
+        float, typer.Option(help="Budget for relative RMS output error.")
     ] = 0.05,
     aead: Annotated[
         str | None, typer.Option(help="aes-256-gcm | chacha20-poly1305 (default: profile)")
@@ -454,7 +454,7 @@ def _accuracy_line(gate: dict[str, Any]) -> str:
         )
     if gate.get("metric") == "output-error":
         return (
-            f"normalised RMS error {gate['normalized_rmse']:.4f}, cosine {gate['cosine']:.4f} "
+            f"relative RMS error {gate['relative_rmse']:.4f}, cosine {gate['cosine']:.4f} "
             f"on {gate['samples']} samples ({gate['data']})"
         )
     return str(gate.get("metric", "n/a"))

@@ -36,7 +36,7 @@ PARITY_SAMPLES = 16
 PARITY_RTOL = 1e-3
 PARITY_ATOL = 1e-4
 DEFAULT_MAX_ACCURACY_DROP = 1.0  # percentage points, classification
-DEFAULT_MAX_OUTPUT_ERROR = 0.05  # normalised RMS error of quantized vs float outputs
+DEFAULT_MAX_OUTPUT_ERROR = 0.05  # relative RMS error of quantized vs float outputs
 DEFAULT_MIN_COSINE = 0.99
 MAX_CALIBRATION_SAMPLES = 500
 
@@ -531,7 +531,7 @@ def accuracy_gate(
     """Evaluate float and quantized models on ``data``; the report says whether the budget held.
 
     With integer class labels (and a 2-D first output) it compares accuracy in percentage points;
-    otherwise it compares quantized with float outputs: normalised RMS error and cosine similarity.
+    otherwise it compares quantized with float outputs: relative RMS error and cosine similarity.
     """
     f_out = run_tflite(float_bytes, data.inputs)
     q_out = run_tflite(quant_bytes, data.inputs)
@@ -551,21 +551,23 @@ def accuracy_gate(
             passed=bool(drop <= max_accuracy_drop),
         )
         return report
-    worst_nrmse, worst_cos = 0.0, 1.0
+    worst_rel, worst_cos = 0.0, 1.0
     for _, f, q in pairs:
         f64, q64 = f.astype(np.float64).ravel(), q.astype(np.float64).ravel()
         rmse = float(np.sqrt(np.mean((f64 - q64) ** 2)))
-        nrmse = rmse / (float(np.std(f64)) + 1e-12)
+        # Relative to the outputs' own magnitude: robust when they barely vary (an untrained
+        # softmax), where normalising by their spread would divide by almost nothing.
+        rel = rmse / (float(np.sqrt(np.mean(f64**2))) + 1e-12)
         denom = float(np.linalg.norm(f64) * np.linalg.norm(q64)) or 1e-12
-        worst_nrmse = max(worst_nrmse, nrmse)
+        worst_rel = max(worst_rel, rel)
         worst_cos = min(worst_cos, float(np.dot(f64, q64) / denom))
     report.update(
         metric="output-error",
-        normalized_rmse=round(worst_nrmse, 5),
+        relative_rmse=round(worst_rel, 5),
         cosine=round(worst_cos, 6),
-        budget_normalized_rmse=max_output_error,
+        budget_relative_rmse=max_output_error,
         budget_cosine=min_cosine,
-        passed=bool(worst_nrmse <= max_output_error and worst_cos >= min_cosine),
+        passed=bool(worst_rel <= max_output_error and worst_cos >= min_cosine),
     )
     return report
 
@@ -690,7 +692,7 @@ def _gate_message(quantize: str, gate: Mapping[str, Any]) -> str:
             f"budget {gate['budget_points']} points"
         )
     return (
-        f"{quantize} quantization changes outputs too much: normalised RMS error "
-        f"{gate['normalized_rmse']:.4f} (budget {gate['budget_normalized_rmse']}), cosine "
+        f"{quantize} quantization changes outputs too much: relative RMS error "
+        f"{gate['relative_rmse']:.4f} (budget {gate['budget_relative_rmse']}), cosine "
         f"{gate['cosine']:.4f} (minimum {gate['budget_cosine']})"
     )

@@ -8,10 +8,25 @@ piece *i* while the caller reads or decrypts piece *i+1*. Pieces are hashed in s
 from __future__ import annotations
 
 import hashlib
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
-# Below this a thread costs more than it saves.
+# Below this, handing pieces to another thread costs more than it saves.
 PIPELINE_THRESHOLD = 4 * 1024 * 1024
+
+_worker: ThreadPoolExecutor | None = None
+_worker_lock = threading.Lock()
+
+
+def _shared_worker() -> ThreadPoolExecutor:
+    """One hashing thread for the process, started on first use (starting a thread per load
+    costs about a millisecond, as much as hashing 2 MB). Its single FIFO queue keeps every
+    hasher's pieces in order even when several loads share it."""
+    global _worker
+    with _worker_lock:
+        if _worker is None:
+            _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-sdk-hash")
+        return _worker
 
 
 class PipelinedSHA256:
@@ -32,9 +47,7 @@ class PipelinedSHA256:
         self._pending = self._pool.submit(self._hash.update, piece)
 
     def hexdigest(self) -> str:
-        if self._pool is not None:
-            if self._pending is not None:
-                self._pending.result()
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        if self._pending is not None:
+            self._pending.result()  # FIFO: the last piece done means every piece is done
+            self._pending = None
         return self._hash.hexdigest()

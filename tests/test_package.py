@@ -188,7 +188,7 @@ def test_gate_without_labels_uses_output_error(
     )
     gate = result.reports["accuracy"]
     assert gate["metric"] == "output-error" and gate["passed"] and gate["cosine"] > 0.99
-    with pytest.raises(AccuracyGateError, match="normalised RMS error"):
+    with pytest.raises(AccuracyGateError, match="relative RMS error"):
         _package(
             models.digits_cnn(), tmp_path / "c.edgepkg", keyset, quantize="int8",
             calibration=data["calib"], max_output_error=1e-6,
