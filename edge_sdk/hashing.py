@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 # Below this, handing pieces to another thread costs more than it saves.
 PIPELINE_THRESHOLD = 4 * 1024 * 1024
 
-_worker: ThreadPoolExecutor | None = None
+_worker: list[ThreadPoolExecutor] = []
 _worker_lock = threading.Lock()
 
 
@@ -22,11 +22,10 @@ def _shared_worker() -> ThreadPoolExecutor:
     """One hashing thread for the process, started on first use (starting a thread per load
     costs about a millisecond, as much as hashing 2 MB). Its single FIFO queue keeps every
     hasher's pieces in order even when several loads share it."""
-    global _worker
     with _worker_lock:
-        if _worker is None:
-            _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-sdk-hash")
-        return _worker
+        if not _worker:
+            _worker.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-sdk-hash"))
+        return _worker[0]
 
 
 class PipelinedSHA256:

@@ -133,17 +133,10 @@ def runtime_suite() -> None:
             raw_x = x if not spec.quantized else np.clip(np.round(x / spec.scale) + spec.zero_point, -128, 127).astype(
                 spec.dtype)  # fmt: skip
 
-            def raw_invoke() -> object:
-                interp.set_tensor(idx_in, raw_x)  # type: ignore[attr-defined]
-                interp.invoke()  # type: ignore[attr-defined]
-                return interp.get_tensor(idx_out)  # type: ignore[attr-defined]
-
-            def sdk_predict() -> object:
-                return model.predict(x)  # type: ignore[attr-defined]
-
+            raw_invoke, sdk_predict = _callers(interp, idx_in, idx_out, raw_x, model, x)
             for fn in (raw_invoke, sdk_predict):
                 for _ in range(20):
-                    fn()
+                    fn()  # type: ignore[operator]
             raw_ms, sdk_ms = [], []
             for _ in range(10):  # interleaved blocks, so drift hits both sides alike
                 raw_ms.append(_median_ms(raw_invoke, 30))
@@ -168,6 +161,21 @@ def runtime_suite() -> None:
         rows,
     )  # fmt: skip
     _startup_table()
+
+
+def _callers(interp: object, idx_in: int, idx_out: int, raw_x: np.ndarray, model: object,
+             x: np.ndarray) -> tuple[object, object]:  # fmt: skip
+    """A raw set/invoke/get loop and the SDK's predict, over the same input."""
+
+    def raw_invoke() -> object:
+        interp.set_tensor(idx_in, raw_x)  # type: ignore[attr-defined]
+        interp.invoke()  # type: ignore[attr-defined]
+        return interp.get_tensor(idx_out)  # type: ignore[attr-defined]
+
+    def sdk_predict() -> object:
+        return model.predict(x)  # type: ignore[attr-defined]
+
+    return raw_invoke, sdk_predict
 
 
 def _pool_scaling(model: object, x: np.ndarray, pool_cls: type) -> float:
