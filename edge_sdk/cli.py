@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 from .errors import EdgeSDKError, KeyFileError, UsageError
 
@@ -761,6 +762,127 @@ def doctor(
         )
     if failed:
         raise typer.Exit(1)
+
+
+# -- audit ------------------------------------------------------------------------------------
+
+
+class _AuditGroup(TyperGroup):
+    """``edge-sdk audit PATH…`` scans; ``edge-sdk audit log FILE`` reads a device log."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["scan", *args]
+        return list(super().parse_args(ctx, args))
+
+
+audit_app = typer.Typer(
+    cls=_AuditGroup,
+    help="Audit bundles (edge-sdk audit PATH… --trust DIR) or a device's log (edge-sdk audit log FILE).",
+    no_args_is_help=True,
+)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("scan", hidden=True)
+def audit_scan(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Bundles or directories (searched recursively).")
+    ],
+    trust: TrustOpt,
+    threshold: Annotated[
+        int | None, typer.Option(help="Override the trust store's threshold.")
+    ] = None,
+    output_format: Annotated[str, typer.Option("--format", help="table | json | csv")] = "table",
+    fail_on: Annotated[str, typer.Option(help="Exit non-zero on: error | warning")] = "error",
+    expiring_days: Annotated[
+        int, typer.Option(help="Warn when a bundle expires within N days.")
+    ] = 30,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check every bundle without a device key: one row each, a summary, an exit code."""
+    from datetime import timedelta
+
+    from .audit import audit_paths, failed, summarize, to_csv
+    from .keys import TrustStore
+
+    fmt = "json" if as_json else output_format
+    if fmt not in ("table", "json", "csv"):
+        raise UsageError(f"--format must be table, json or csv, not {fmt!r}")
+    store = TrustStore.load(trust, threshold=threshold)
+    with _counter(fmt == "table", "Auditing") as progress:
+        rows = audit_paths(
+            paths, store, warn_within=timedelta(days=expiring_days), progress=progress
+        )
+    summary = summarize(rows)
+    bad = failed(rows, fail_on)
+    if fmt == "json":
+        _print_json({"ok": not bad, "summary": summary, "rows": [r.to_dict() for r in rows]})
+    elif fmt == "csv":
+        sys.stdout.write(to_csv(rows))
+    else:
+        _table(None, ["device", "path", "name", "version", "digest", "signers", "status", "reason"], [
+            [r.device, r.path + (" (current)" if r.current else ""), r.name or "", str(r.version or ""),
+             (r.digest or "")[:16], " ".join(k[:16] for k in r.signers), r.status.upper(), r.reason]
+            for r in rows
+        ])  # fmt: skip
+        _console().print(
+            f"{summary['total']} bundle(s): {summary['ok']} ok, {summary['warning']} warning, "
+            f"{summary['error']} error",
+            markup=False,
+        )
+    if bad:
+        raise typer.Exit(1)
+
+
+@audit_app.command("log")
+def audit_log(
+    path: Annotated[
+        Path, typer.Argument(help="The device's audit.log (rotated files are read too).")
+    ],
+    verify_chain: Annotated[bool, typer.Option("--verify", help="Check the hash chain.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a device's audit log; with --verify, name the first broken record."""
+    from .audit_log import log_files, read_log
+
+    files = log_files(path)
+    if not files:
+        raise UsageError(f"audit log {path} does not exist")
+    report = read_log(files)
+    if as_json:
+        problem = report.problem
+        _print_json({"ok": report.ok, "records": list(report.records),
+                     "problem": None if problem is None else vars(problem)})  # fmt: skip
+    else:
+        _table(None, ["seq", "time", "event", "name", "version", "result", "reason"], [
+            [str(r.get("seq")), str(r.get("time", "")), str(r.get("event", "")), str(r.get("name", "")),
+             str(r.get("version", "")), str(r.get("result", "")), str(r.get("reason", ""))]
+            for r in report.records
+        ])  # fmt: skip
+    if verify_chain and report.problem is not None:
+        from .errors import AuditLogError
+
+        p = report.problem
+        raise AuditLogError(f"audit log broken at {p.file}:{p.line} (seq {p.seq}): {p.problem}")
+    if verify_chain and not as_json:
+        _console().print(f"chain intact: {len(report.records)} record(s)", markup=False)
+
+
+def _counter(show: bool, label: str) -> Any:
+    """A context manager yielding ``progress(count)``, drawn on stderr when it is a terminal."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def run() -> Any:
+        console = _console(stderr=True)
+        if not show or not console.is_terminal:
+            yield lambda _n: None
+            return
+        with console.status(label) as status:
+            yield lambda n: status.update(f"{label}: {n} done")
+
+    return run()
 
 
 # -- entry point --------------------------------------------------------------------------------

@@ -526,9 +526,10 @@ def load(
         EdgeSDKError: every failure, typed by cause (see :mod:`edge_sdk.errors`).
     """
     from .audit_log import AuditLog
+    from .bundle import read_bundle
     from .profiles import load_profile
     from .state import VersionState, default_state_dir
-    from .verify import open_bundle
+    from .verify import check_target, decrypt_model, verify_bundle
 
     store = _as_trust(trust)
     key = (
@@ -541,47 +542,43 @@ def load(
     audit = AuditLog(state.directory / "audit.log")
     ids = tuple(hardware_ids) if hardware_ids is not None else detect_hardware_ids()
     where = source if isinstance(source, (str, os.PathLike)) else "<bytes>"
+    parsed: dict[str, Any] = {}  # what is known of the bundle so far, for the audit record
     try:
-        opened = open_bundle(
-            source,
-            store,
-            key,
-            now=now,
-            profile=None if allow_target_mismatch or prof is None else prof.name,
-            hardware_ids=() if allow_target_mismatch else ids,
-        )
-        manifest = opened.verification.manifest
-        if (
-            prof is not None
-            and not allow_target_mismatch
-            and manifest.target.runtime != prof.runtime.package
-        ):
-            raise TargetMismatchError(
-                f"bundle {manifest.name} v{manifest.version} was checked for {manifest.target.runtime} "
-                f"{manifest.target.runtime_version}, profile {prof.name} runs {prof.runtime.package}"
-            )
-        state.check(manifest.name, manifest.version, opened.verification.digest)
+        # The order is the contract of docs/FORMAT.md: caps and parse, signatures, expiry, target,
+        # anti-rollback, payload hash — all before the content key is even unwrapped.
+        bundle = read_bundle(source)
+        manifest = bundle.manifest
+        parsed = {"name": manifest.name, "version": manifest.version, "digest": bundle.digest}
+        verification = verify_bundle(bundle, store, now=now)
+        if not allow_target_mismatch:
+            check_target(manifest, profile=prof.name if prof else None, hardware_ids=ids)
+            if prof is not None and manifest.target.runtime != prof.runtime.package:
+                raise TargetMismatchError(
+                    f"bundle {manifest.name} v{manifest.version} was checked for "
+                    f"{manifest.target.runtime} {manifest.target.runtime_version}, "
+                    f"profile {prof.name} runs {prof.runtime.package}"
+                )
+        state.check(manifest.name, manifest.version, verification.digest)
+        model_bytes = decrypt_model(bundle, key, consume=True)
+        del bundle  # its ciphertext pages were released while decrypting
         model = Model(
-            opened.model_bytes,
+            model_bytes,
             manifest=manifest,
             backend=discover_backend(backend),
             threads=threads or (prof.threads if prof is not None else None),
             delegate_chain=prof.delegates if prof is not None else (),
             strict_delegates=strict_delegates,
         )
-        state.record(manifest.name, manifest.version, opened.verification.digest)
+        state.record(manifest.name, manifest.version, verification.digest)
     except EdgeSDKError as exc:
-        audit.append(
-            "reject", source=str(where), result="rejected", reason=exc.message, error=exc.kind
-        )
+        audit.append("reject", source=str(where), **parsed, result="rejected", reason=exc.message,
+                     error=exc.kind)  # fmt: skip
         raise
     audit.append(
         "load",
         source=str(where),
-        name=manifest.name,
-        version=manifest.version,
-        digest=opened.verification.digest,
-        signers=list(opened.verification.signers),
+        **parsed,
+        signers=list(verification.signers),
         result="ok",
         backend=f"{model.backend.package} {model.backend.version}",
     )

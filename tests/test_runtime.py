@@ -429,3 +429,15 @@ def test_cli_run_and_bench(
         "crypto",
         "numpy",
     }
+
+
+def test_rollback_is_refused_before_any_decryption(
+    bundles: dict[str, Path], keyset: KeySet, state: Path
+) -> None:
+    """The version counter is checked before the content key is unwrapped (docs/FORMAT.md order)."""
+    _load(bundles["f32v2"], keyset, state).close()
+    with pytest.raises(RollbackError):
+        edge_sdk.load(bundles["f32"], trust=keyset.trust(), device_key=keyset.device2, state_dir=state,
+                      profile="x86_64")  # fmt: skip
+    record = verify_log(state / "audit.log").records[-1]
+    assert record["event"] == "reject" and record["name"] == "f32" and record["version"] == 1

@@ -1,0 +1,175 @@
+"""Fleet-wide signature audits: find every bundle, check each without any device key, one row each.
+
+An audit reads and hashes; it never decrypts. Each bundle gets a status:
+
+* ``ok`` — structure, signatures and threshold against the trust store, revocation, expiry,
+  format version and payload hash all pass;
+* ``warning`` — it passes, but expires within the warning window, is not encrypted, or also
+  carries signatures from keys the trust store does not know;
+* ``error`` — anything fails; ``reason`` says what, ``kind`` is the error's short name.
+
+Rows also say whether the file is the release a device's ``current`` link points at (the layout
+``edge-sdk deploy`` writes: ``<root>/<name>/releases/…`` with ``<root>/<name>/current``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from .bundle import read_bundle
+from .errors import EdgeSDKError, UsageError
+from .keys import TrustStore
+from .verify import verify_bundle
+
+BUNDLE_SUFFIX = ".edgepkg"
+STATUSES = ("ok", "warning", "error")
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """The verdict on one bundle file."""
+
+    device: str
+    path: str
+    status: str
+    reason: str = ""
+    kind: str = ""
+    name: str | None = None
+    version: int | None = None
+    digest: str | None = None
+    signers: tuple[str, ...] = ()
+    expires: str | None = None
+    format_version: int | None = None
+    current: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["signers"] = list(self.signers)
+        return out
+
+
+def find_bundles(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
+    """Every ``.edgepkg`` file under ``paths`` (files as given, directories recursively, sorted).
+
+    Release files are reached through ``releases/`` directories; ``current`` links are not listed
+    twice (they are reported through :attr:`AuditRow.current`).
+    """
+    for raw in paths:
+        path = Path(raw)
+        if path.is_file():
+            yield path
+        elif path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(files):
+                    candidate = Path(root) / name
+                    if name.endswith(BUNDLE_SUFFIX) and not candidate.is_symlink():
+                        yield candidate
+        else:
+            raise UsageError(f"audit path {path} does not exist")
+
+
+def _is_current(path: Path) -> bool:
+    """True when ``path`` is what ``<name>/current`` points at in the deploy layout."""
+    if path.parent.name != "releases":
+        return False
+    link = path.parent.parent / "current"
+    try:
+        return link.is_symlink() and link.resolve() == path.resolve()
+    except OSError:
+        return False
+
+
+def audit_bundle(
+    source: Path | bytes,
+    trust: TrustStore,
+    *,
+    device: str = "local",
+    label: str | None = None,
+    now: datetime | None = None,
+    warn_within: timedelta = timedelta(days=30),
+    current: bool = False,
+) -> AuditRow:
+    """Check one bundle (file or bytes) the way an auditor can: no device key, no decryption."""
+    where = label or str(source if isinstance(source, Path) else "<bytes>")
+    try:
+        bundle = read_bundle(source)
+    except EdgeSDKError as exc:
+        return AuditRow(device, where, "error", exc.message, exc.kind, current=current)
+    manifest = bundle.manifest
+    base = {
+        "device": device,
+        "path": where,
+        "name": manifest.name,
+        "version": manifest.version,
+        "digest": bundle.digest,
+        "signers": tuple(s.key_id for s in bundle.signatures),
+        "expires": manifest.expires,
+        "format_version": bundle.format_version,
+        "current": current,
+    }
+    try:
+        result = verify_bundle(bundle, trust, now=now)
+    except EdgeSDKError as exc:
+        return AuditRow(status="error", reason=exc.message, kind=exc.kind, **base)  # type: ignore[arg-type]
+    now = now or datetime.now(timezone.utc)
+    warnings = [w for w in result.warnings if not w.startswith("expires soon")]
+    expires = manifest.expires_at
+    if expires is not None and expires - now < warn_within:
+        warnings.insert(0, f"expires within {warn_within.days} days ({manifest.expires})")
+    status = "warning" if warnings else "ok"
+    return AuditRow(status=status, reason="; ".join(warnings), **base)  # type: ignore[arg-type]
+
+
+def audit_paths(
+    paths: Sequence[str | os.PathLike[str]],
+    trust: TrustStore,
+    *,
+    now: datetime | None = None,
+    warn_within: timedelta = timedelta(days=30),
+    progress: Callable[[int], None] = lambda _n: None,
+) -> list[AuditRow]:
+    """Audit every bundle under local ``paths``; ``progress`` is told how many are done."""
+    rows = []
+    for count, path in enumerate(find_bundles(paths), start=1):
+        rows.append(
+            audit_bundle(path, trust, now=now, warn_within=warn_within, current=_is_current(path))
+        )
+        progress(count)
+    return rows
+
+
+def summarize(rows: Sequence[AuditRow]) -> dict[str, int]:
+    """Counts by status, plus the total."""
+    counts = {status: 0 for status in STATUSES}
+    for row in rows:
+        counts[row.status] += 1
+    return {"total": len(rows), **counts}
+
+
+def failed(rows: Sequence[AuditRow], fail_on: str) -> bool:
+    """Whether the audit fails at the chosen level (``error``, or ``warning`` for stricter)."""
+    if fail_on not in ("error", "warning"):
+        raise UsageError(f"--fail-on must be 'error' or 'warning', not {fail_on!r}")
+    bad = {"error"} if fail_on == "error" else {"error", "warning"}
+    return any(row.status in bad for row in rows)
+
+
+def to_csv(rows: Sequence[AuditRow]) -> str:
+    """The rows as CSV with a header (signers joined by spaces)."""
+    buffer = io.StringIO()
+    fields = list(AuditRow.__dataclass_fields__)
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        data = row.to_dict()
+        data["signers"] = " ".join(row.signers)
+        writer.writerow(data)
+    return buffer.getvalue()
