@@ -27,7 +27,7 @@ def _tree(root: Path, keyset: KeySet) -> dict[str, Path]:
         "revoked": make_bundle_bytes(keyset, name="revoked", signers=(keyset.hybrid,)),
         "expired": make_bundle_bytes(
             keyset, name="expired", created=now - timedelta(days=9), expires=now - timedelta(days=1)
-        ),  # fmt: skip
+        ),
         "expiring": make_bundle_bytes(keyset, name="expiring", expires=now + timedelta(days=3)),
         "plain": make_bundle_bytes(keyset, name="plain", recipients=()),
         "two-signers": make_bundle_bytes(
