@@ -28,6 +28,7 @@ import os
 import re
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -48,6 +49,7 @@ _U64 = struct.Struct(">Q")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 MAX_RECIPIENT_ENC_BYTES = 4096
 _READ_PIECE = 1024 * 1024
+_SMALL_FILE = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class Bundle:
     #: SHA-256 of ``payload`` when the reader computed it while reading (saves a second pass).
     payload_sha256: str | None = None
 
-    @property
+    @cached_property
     def manifest_digest(self) -> bytes:
         """SHA-256 of the manifest bytes: binds recipient entries to this bundle."""
         return hashlib.sha256(self.manifest_bytes).digest()
@@ -85,7 +87,7 @@ class Bundle:
     @property
     def digest(self) -> str:
         """The bundle's identity: SHA-256 (hex) of the signed manifest."""
-        return hashlib.sha256(self.manifest_bytes).hexdigest()
+        return self.manifest_digest.hex()
 
     def with_recipients(self, recipients: tuple[RecipientEntry, ...]) -> Bundle:
         """The same signed bundle with another recipient list."""
@@ -353,4 +355,8 @@ def read_bundle(
         raise BundleFormatError(f"cannot read bundle {path}: {exc.strerror}") from None
     with handle:
         size = os.fstat(handle.fileno()).st_size
+        if size <= _SMALL_FILE:
+            # One read instead of one per section; the size check happens before the read.
+            data = handle.read(size)
+            return _read(_Source(data, None, len(data)), limits)
         return _read(_Source(None, handle, size), limits)

@@ -78,7 +78,10 @@ def format_time(moment: datetime) -> str:
 
 def parse_time(text: str) -> datetime:
     """Parse the manifest's time form back into an aware datetime."""
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    if not _TIME.fullmatch(text):
+        raise ValueError(f"not a manifest time: {text!r}")
+    # fromisoformat is ~10x faster than strptime; on 3.10 it does not take "Z", hence the swap.
+    return datetime.fromisoformat(text[:-1] + "+00:00")
 
 
 def _time(where: str, value: Any) -> str:

@@ -34,18 +34,19 @@ _WHAT = ["document"]
 
 
 def _depth(value: Any, limit: int) -> int:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    deepest = 0
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            return deepest
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return deepest
+    """Nesting depth, walked level by level over containers only (cheap for flat documents)."""
+    level = [value]
+    depth = 0
+    while level and depth <= limit:
+        depth += 1
+        deeper: list[Any] = []
+        for item in level:
+            children = (
+                item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+            )
+            deeper.extend(c for c in children if isinstance(c, (dict, list)))
+        level = deeper
+    return depth
 
 
 def loads_strict(data: bytes, what: str, *, max_depth: int = MAX_DEPTH) -> Any:

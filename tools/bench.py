@@ -2,7 +2,8 @@
 
 Suites: ``crypto`` (verify + decrypt throughput and peak memory on a 100 MB payload),
 ``quant`` (size / latency / accuracy per quantization mode), ``runtime`` (SDK overhead vs raw
-LiteRT, secure load vs plain load, import time, workers), ``deploy`` (tools/bench_deploy.py).
+LiteRT, secure load vs plain load, import time, workers), ``audit`` (1,000 bundles vs raw read +
+hash), ``deploy`` (tools/bench_deploy.py).
 Every figure that is a claim is a ratio measured side by side in one run, because this machine is
 shared and absolute times drift. The README's tables were made with the commands it names.
 """
@@ -135,11 +136,11 @@ def crypto_suite(size_mb: int = 100) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "suites", nargs="*", default=["crypto"], help="crypto, quant, runtime, deploy, all"
+        "suites", nargs="*", default=["crypto"], help="crypto, quant, runtime, audit, deploy, all"
     )
     parser.add_argument("--size-mb", type=int, default=100)
     args = parser.parse_args()
-    suites = ["crypto", "quant", "runtime", "deploy"] if "all" in args.suites else args.suites
+    suites = ["crypto", "quant", "runtime", "audit", "deploy"] if "all" in args.suites else args.suites
     print(f"edge-sdk benchmarks on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     for suite in suites:
         if suite == "crypto":
@@ -152,6 +153,10 @@ def main() -> None:
             from tools.bench_runtime import runtime_suite
 
             runtime_suite()
+        elif suite == "audit":
+            from tools.bench_audit import audit_suite
+
+            audit_suite()
         elif suite == "deploy":
             subprocess.run([sys.executable, str(REPO / "tools" / "bench_deploy.py")], check=True)
         else:
