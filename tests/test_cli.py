@@ -24,7 +24,17 @@ def bundle(tmp_path: Path, keyset: KeySet) -> Path:
 
 
 def test_keys_generate_and_show(tmp_path: Path, cli: Any) -> None:
-    made = cli("keys", "generate", "--kind", "signing", "--alg", "ed25519+mldsa65", "--out", tmp_path / "pub", "--json")
+    made = cli(
+        "keys",
+        "generate",
+        "--kind",
+        "signing",
+        "--alg",
+        "ed25519+mldsa65",
+        "--out",
+        tmp_path / "pub",
+        "--json",
+    )
     assert made.code == 0, made.err
     info = made.json()
     assert info["alg"] == "ed25519+mldsa65" and len(info["key_id"]) == 64
@@ -35,9 +45,23 @@ def test_keys_generate_and_show(tmp_path: Path, cli: Any) -> None:
     assert info["key_id"] in table.out and "PRIVATE" not in table.out
 
 
-def test_keys_generate_with_passphrase_env(tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keys_generate_with_passphrase_env(
+    tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MY_PASS", "s3cret phrase")
-    assert cli("keys", "generate", "--kind", "device", "--out", tmp_path / "d", "--passphrase-env", "MY_PASS").code == 0
+    assert (
+        cli(
+            "keys",
+            "generate",
+            "--kind",
+            "device",
+            "--out",
+            tmp_path / "d",
+            "--passphrase-env",
+            "MY_PASS",
+        ).code
+        == 0
+    )
     assert b"ENCRYPTED" in (tmp_path / "d.key").read_bytes()
     monkeypatch.delenv("EDGE_SDK_KEY_PASSPHRASE", raising=False)
     missing = cli("keys", "show", tmp_path / "d.key")
@@ -74,7 +98,9 @@ def test_inspect_marks_unencrypted(tmp_path: Path, cli: Any, keyset: KeySet) -> 
 def test_verify_auditor_and_device(bundle: Path, cli: Any, key_files: dict[str, Path]) -> None:
     auditor = cli("verify", bundle, "--trust", key_files["signer.pub"], "--json")
     assert auditor.code == 0 and auditor.json()["decrypted"] is False
-    device = cli("verify", bundle, "--trust", key_files["signer.pub"], "--device-key", key_files["device"])
+    device = cli(
+        "verify", bundle, "--trust", key_files["signer.pub"], "--device-key", key_files["device"]
+    )
     assert device.code == 0 and "decryption, model hash" in device.out
 
 
@@ -114,7 +140,11 @@ def test_verify_failures(tmp_path: Path, bundle: Path, cli: Any, key_files: dict
     assert result.code == code, result.err
     assert message in result.err and "Traceback" not in result.err
     as_json = cli(*args, "--json")
-    assert as_json.code == code and as_json.json()["ok"] is False and message in as_json.json()["message"]
+    assert (
+        as_json.code == code
+        and as_json.json()["ok"] is False
+        and message in as_json.json()["message"]
+    )
 
 
 def test_recipients_add(bundle: Path, cli: Any, key_files: dict[str, Path], keyset: KeySet) -> None:
@@ -126,7 +156,9 @@ def test_recipients_add(bundle: Path, cli: Any, key_files: dict[str, Path], keys
     assert after.manifest_bytes == before.manifest_bytes  # not re-signed
     assert after.signatures == before.signatures
     assert [r.key_id for r in after.recipients] == [keyset.device.key_id, keyset.device_pq.key_id]
-    opened = cli("verify", bundle, "--trust", key_files["signer.pub"], "--device-key", key_files["device_pq"])
+    opened = cli(
+        "verify", bundle, "--trust", key_files["signer.pub"], "--device-key", key_files["device_pq"]
+    )
     assert opened.code == 0, opened.err
     outsider = cli("recipients", "add", bundle, "--device-key", key_files["device2"], "--recipient",
                    key_files["device2.pub"])  # fmt: skip
@@ -134,12 +166,18 @@ def test_recipients_add(bundle: Path, cli: Any, key_files: dict[str, Path], keys
 
 
 def test_every_error_class_has_a_distinct_documented_exit_code() -> None:
-    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.EdgeSDKError)]
+    classes = [
+        c
+        for c in vars(errors).values()
+        if isinstance(c, type) and issubclass(c, errors.EdgeSDKError)
+    ]
     codes = {c.exit_code for c in classes}
     assert len(codes) == len(classes), "two error classes share an exit code"
     readme = (REPO / "README.md").read_text()
     for cls in classes:
-        assert f"| {cls.exit_code} |" in readme and cls.__name__ in readme, f"{cls.__name__} not documented"
+        assert f"| {cls.exit_code} |" in readme and cls.__name__ in readme, (
+            f"{cls.__name__} not documented"
+        )
 
 
 def test_help_imports_nothing_heavy() -> None:
@@ -152,5 +190,7 @@ def test_help_imports_nothing_heavy() -> None:
 
 
 def test_python_m_entry_point() -> None:
-    done = subprocess.run([sys.executable, "-m", "edge_sdk", "--help"], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_sdk", "--help"], capture_output=True, text=True, check=True
+    )
     assert "package" in done.stdout and "verify" in done.stdout

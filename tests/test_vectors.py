@@ -39,7 +39,9 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_vector_still_opens(name: str, keys: Path) -> None:
     expected = EXPECTED["bundles"][name]
     path = VECTORS / f"{name}.edgepkg"
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == expected["file_sha256"], "vector file changed"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == expected["file_sha256"], (
+        "vector file changed"
+    )
     bundle = read_bundle(path)
     assert bundle.format_version == 1
     assert bundle.digest == expected["digest"]
@@ -59,7 +61,10 @@ def test_manifest_bytes_are_canonical() -> None:
     """The stored manifest is exactly what Manifest.to_bytes() writes (golden bytes)."""
     for name in EXPECTED["bundles"]:
         bundle = read_bundle(VECTORS / f"{name}.edgepkg")
-        assert Manifest.from_dict(json.loads(bundle.manifest_bytes)).to_bytes() == bundle.manifest_bytes
+        assert (
+            Manifest.from_dict(json.loads(bundle.manifest_bytes)).to_bytes()
+            == bundle.manifest_bytes
+        )
 
 
 def test_vectors_refuse_the_wrong_trust(keys: Path) -> None:

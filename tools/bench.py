@@ -140,7 +140,9 @@ def main() -> None:
     )
     parser.add_argument("--size-mb", type=int, default=100)
     args = parser.parse_args()
-    suites = ["crypto", "quant", "runtime", "audit", "deploy"] if "all" in args.suites else args.suites
+    suites = (
+        ["crypto", "quant", "runtime", "audit", "deploy"] if "all" in args.suites else args.suites
+    )
     print(f"edge-sdk benchmarks on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     for suite in suites:
         if suite == "crypto":

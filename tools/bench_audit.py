@@ -54,7 +54,14 @@ def audit_suite() -> None:
     table(
         f"Audit: {COUNT:,} bundles of {MODEL_BYTES // 1024} KiB ({total_mb:.0f} MB), best of 5",
         ["read + SHA-256 only", "edge-sdk audit", "audit ÷ raw", "bundles / s"],
-        [[f"{raw_s * 1000:.0f} ms", f"{audit_s * 1000:.0f} ms", f"{audit_s / raw_s:.2f}", f"{COUNT / audit_s:,.0f}"]],
+        [
+            [
+                f"{raw_s * 1000:.0f} ms",
+                f"{audit_s * 1000:.0f} ms",
+                f"{audit_s / raw_s:.2f}",
+                f"{COUNT / audit_s:,.0f}",
+            ]
+        ],
     )
 
 

@@ -58,7 +58,9 @@ def write_demo(out: Path) -> None:
     np.savez(out / "calibration.npz", x=x_train[:300])
     np.savez(out / "eval.npz", x=x_test, y=y_test)
     np.save(out / "sample.npy", x_test[:8])
-    print(f"wrote {out}/digits.h5, calibration.npz, eval.npz, sample.npy (labels {y_test[:8].tolist()})")
+    print(
+        f"wrote {out}/digits.h5, calibration.npz, eval.npz, sample.npy (labels {y_test[:8].tolist()})"
+    )
 
 
 if __name__ == "__main__":
