@@ -1,8 +1,9 @@
 """edge-sdk: take a trained Keras model to a fleet of edge boards, safely.
 
-The public surface is small and imports nothing heavy: ``import edge_sdk`` loads neither
-TensorFlow nor a LiteRT runtime. Host-side conversion lives in :mod:`edge_sdk.convert` and the
-device runtime in :mod:`edge_sdk.runtime`; both import their heavy dependencies lazily.
+``import edge_sdk`` is light: it loads neither numpy, TensorFlow nor a LiteRT runtime. The device
+API (:func:`load`, :class:`Model`, :class:`ModelPool`) is imported on first use from
+:mod:`edge_sdk.runtime`; host-side conversion lives in :mod:`edge_sdk.convert` and
+:mod:`edge_sdk.packaging`.
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ from .errors import EdgeSDKError
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .runtime import Model
+    from .runtime import Model, ModelPool, load
+
+_LAZY = {"load", "Model", "ModelPool"}
 
 
-def load(source: Any, **kwargs: Any) -> Model:
-    """Verify, decrypt in memory and load a bundle; see :func:`edge_sdk.runtime.load`."""
-    from .runtime import load as _load
+def __getattr__(name: str) -> Any:
+    # PEP 562: the runtime (and numpy with it) is imported only when the device API is used.
+    if name in _LAZY:
+        from . import runtime
 
-    return _load(source, **kwargs)
+        return getattr(runtime, name)
+    raise AttributeError(f"module 'edge_sdk' has no attribute {name!r}")
 
 
-__all__ = ["EdgeSDKError", "__version__", "load"]
+__all__ = ["EdgeSDKError", "Model", "ModelPool", "__version__", "load"]
