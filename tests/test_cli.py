@@ -194,3 +194,16 @@ def test_python_m_entry_point() -> None:
         [sys.executable, "-m", "edge_sdk", "--help"], capture_output=True, text=True, check=True
     )
     assert "package" in done.stdout and "verify" in done.stdout
+
+
+def test_profiles_list_and_show(cli: Any) -> None:
+    listed = cli("profiles", "list", "--json")
+    assert listed.code == 0
+    names = {p["name"] for p in listed.json()}
+    assert {"rpi4", "rpi5", "jetson-orin-nano", "coral-usb", "imx8mp", "x86_64"} <= names
+    table = cli("profiles", "list")
+    assert "Cortex-A72" in table.out and "chacha20-poly1305" in table.out
+    shown = cli("profiles", "show", "coral-usb", "--json").json()
+    assert shown["quantization"] == "int8" and shown["edgetpu"] is True
+    unknown = cli("profiles", "show", "pi-zero")
+    assert unknown.code == 50 and "rpi4" in unknown.err
