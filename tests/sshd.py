@@ -204,6 +204,8 @@ class SshServer:
 class DropProxy:
     """A loopback TCP proxy that cuts each connection after ``limit`` bytes (both directions).
 
+    ``rate`` (bytes per second, each direction) throttles it to look like a real link to a board.
+
     ``limit=None`` forwards everything and just counts (``last_total`` is the byte count of the
     last finished connection), which tells a test how long a full session is. When the limit is
     hit, both sides are aborted (TCP RST) or closed (FIN), at random via ``abort``.
@@ -215,8 +217,11 @@ class DropProxy:
             await deploy_async(..., f"ssh://root@127.0.0.1:{proxy.port}/...")
     """
 
-    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, upstream_port: int, upstream_host: str = "127.0.0.1", *, rate: float | None = None
+    ) -> None:
         self.upstream = (upstream_host, upstream_port)
+        self.rate = rate
         self.limit: int | None = None
         self.abort = True
         self.port = 0
@@ -279,6 +284,8 @@ class DropProxy:
                                 await dst.drain()
                         break
                     state["total"] += len(data)
+                    if self.rate:
+                        await asyncio.sleep(len(data) / self.rate)
                     dst.write(data)
                     await dst.drain()
             except (ConnectionError, asyncio.IncompleteReadError):

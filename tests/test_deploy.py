@@ -80,6 +80,16 @@ class Lab:
         )
         return replace(base, **changes)  # type: ignore[arg-type]
 
+    def devices(self, base: Path, count: int, **fields: object) -> list[Device]:
+        """``count`` simulated boards with their own root under ``base``, across both sshd."""
+        out = []
+        for i in range(count):
+            root = base / f"ssh-{i}"
+            root.mkdir(parents=True)
+            uri = self.servers[i % len(self.servers)].uri(root)
+            out.append(Device(f"ssh-{i}", uri, ssh=self.ssh(), **fields))  # type: ignore[arg-type]
+        return out
+
 
 @pytest.fixture(scope="session")
 def signer() -> PrivateKey:
@@ -474,9 +484,11 @@ def test_host_key_mismatch_is_refused(
             deploy(
                 make_bundle(1),
                 b.uri(root),
+                DeployOptions(retry=QUICK),
                 ssh=lab.ssh(known_hosts=known, accept_new_host_keys=trusting),
             )
         assert f"127.0.0.1:{b.port}" in info.value.message
+        assert "gave up" not in info.value.message  # refused at once, never retried
         assert info.value.hint and "ssh-keygen -R" in info.value.hint
     assert list(root.iterdir()) == []
 
@@ -685,12 +697,7 @@ def root_of(device: Device) -> Path:
 
 
 def _fleet(lab: Lab, board: Callable[[str], Path], n_ssh: int, n_local: int) -> list[Device]:
-    devices = []
-    for i in range(n_ssh):
-        server = lab.servers[i % len(lab.servers)]
-        devices.append(
-            Device(f"ssh-{i}", server.uri(board(f"ssh-{i}")), profile="rpi4", ssh=lab.ssh())
-        )
+    devices = lab.devices(board("fleet"), n_ssh, profile="rpi4")
     for i in range(n_local):
         devices.append(Device(f"local-{i}", str(board(f"local-{i}")), profile="rpi4"))
     return devices
