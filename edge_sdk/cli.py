@@ -375,6 +375,12 @@ def package(
         int | None, typer.Option(help="zstd level, 0 = none (default: profile)")
     ] = None,
     expires: Annotated[str | None, typer.Option(help="Expiry date, e.g. 2027-06-30")] = None,
+    inventory: Annotated[
+        Path | None, typer.Option(help="Encrypt for the device keys of this fleet inventory.")
+    ] = None,
+    group: Annotated[
+        list[str] | None, typer.Option("--group", help="Only these inventory groups.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Convert, quantize, check and seal a model into a signed (and encrypted) bundle."""
@@ -385,6 +391,10 @@ def package(
     prof = load_profile(profile)
     signers = [_load_private(p, "signing") for p in sign_key]
     recipients = [load_public_key(p, kind="device") for p in recipient or []]
+    if inventory is not None:
+        recipients += _inventory_recipients(inventory, group or [])
+    elif group:
+        raise UsageError("--group selects devices from an --inventory")
     options = PackageOptions(
         name=name,
         version=version,
@@ -445,6 +455,19 @@ def package(
         ("digest", result.bundle.digest),
     ]
     _kv(f"{m.name} v{m.version} for {prof.name}", pairs)
+
+
+def _inventory_recipients(inventory: Path, groups: list[str]) -> list[Any]:
+    """The device keys of the selected inventory devices (each device must have one)."""
+    from .inventory import load_inventory
+
+    devices = load_inventory(inventory).select((), groups)
+    missing = [d.name for d in devices if d.public_key is None]
+    if missing:
+        raise UsageError(
+            f"inventory devices without a public_key cannot be recipients: {', '.join(missing)}"
+        )
+    return [d.public_key for d in devices]
 
 
 def _accuracy_line(gate: dict[str, Any]) -> str:
@@ -761,6 +784,274 @@ def doctor(
             [[c.name, c.status.upper(), c.detail, c.fix or ""] for c in checks],
         )
     if failed:
+        raise typer.Exit(1)
+
+
+# -- deploy, rollback, status -------------------------------------------------------------------
+
+
+TargetOpt = Annotated[
+    str | None, typer.Option("--target", help="A directory or ssh://user@host[:port]/path.")
+]
+InventoryOpt = Annotated[Path | None, typer.Option(help="Fleet inventory TOML.")]
+GroupOpt = Annotated[list[str] | None, typer.Option("--group", help="Inventory group; repeatable.")]
+DeviceOpt = Annotated[
+    list[str] | None, typer.Option("--device", help="Inventory device name; repeatable.")
+]
+IdentityOpt = Annotated[Path | None, typer.Option(help="SSH private key for the boards.")]
+KnownHostsOpt = Annotated[
+    Path | None, typer.Option(help="known_hosts file (default ~/.ssh/known_hosts).")
+]
+AcceptNewOpt = Annotated[
+    bool,
+    typer.Option("--accept-new-host-keys", help="Trust and record hosts seen for the first time."),
+]
+PortOpt = Annotated[int | None, typer.Option(help="SSH port (overrides the URI).")]
+TimeoutOpt = Annotated[float, typer.Option(help="Seconds to connect and log in.")]
+
+
+def _ssh_options(identity: Path | None, known_hosts: Path | None, accept_new: bool, port: int | None,
+                 connect_timeout: float) -> Any:  # fmt: skip
+    from .transports import SshOptions
+
+    return SshOptions(identity=identity, known_hosts=known_hosts, accept_new_host_keys=accept_new, port=port,
+                      connect_timeout=connect_timeout)  # fmt: skip
+
+
+def _targets(target: str | None, inventory: Path | None, devices: list[str] | None, groups: list[str] | None,
+             ssh: Any) -> list[Any]:  # fmt: skip
+    """``--target`` or the selected inventory devices, as deploy targets."""
+    from .inventory import load_inventory
+    from .transports import parse_target
+
+    if (target is None) == (inventory is None):
+        raise UsageError("give exactly one of --target or --inventory")
+    if target is not None:
+        if devices or groups:
+            raise UsageError("--device and --group select from an --inventory")
+        return [parse_target(target, ssh=ssh)]
+    assert inventory is not None
+    return [d.open_target() for d in load_inventory(inventory).select(devices or [], groups or [])]
+
+
+def _fleet_progress(show: bool) -> Any:
+    """A context manager yielding a deploy progress callback: one bar per device on stderr."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def run() -> Any:
+        console = _console(stderr=True)
+        if not show or not console.is_terminal:
+            yield None
+            return
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+        tasks: dict[str, Any] = {}
+        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                      TextColumn("{task.fields[phase]}"), console=console) as bars:  # fmt: skip
+
+            def update(event: Any) -> None:
+                key = event.device or event.target
+                if key not in tasks:
+                    tasks[key] = bars.add_task(key, total=None, phase="")
+                phase = event.phase if event.result is None else event.result.status
+                bars.update(
+                    tasks[key], completed=event.sent, total=event.total or None, phase=phase
+                )
+
+            yield update
+
+    return run()
+
+
+def _deploy_rows(results: list[Any]) -> list[list[str]]:
+    return [
+        [r.device or r.target, r.name, str(r.version), r.digest[:16], r.status.upper(),
+         "yes" if r.uploaded else "no", f"{r.elapsed:.2f}s", r.reason or ""]
+        for r in results
+    ]  # fmt: skip
+
+
+@app.command()
+def deploy(
+    bundles: Annotated[list[Path], typer.Argument(help="Bundles to install.")],
+    target: TargetOpt = None,
+    inventory: InventoryOpt = None,
+    device: DeviceOpt = None,
+    group: GroupOpt = None,
+    trust: Annotated[
+        list[Path] | None,
+        typer.Option(help="Verify each bundle locally against this trust store first."),
+    ] = None,
+    keep: Annotated[int, typer.Option(help="Releases to keep per bundle name.")] = 3,
+    verify_remote: Annotated[
+        str | None,
+        typer.Option(
+            help="Trust store path ON THE BOARD: run edge-sdk verify there before switching."
+        ),
+    ] = None,
+    health_check: Annotated[
+        str | None,
+        typer.Option(help="Command run on the board after the switch; failure rolls back."),
+    ] = None,
+    health_timeout: Annotated[
+        float, typer.Option(help="Seconds the health check may take.")
+    ] = 30.0,
+    allow_downgrade: Annotated[
+        bool, typer.Option(help="Allow a lower version than the current one.")
+    ] = False,
+    retries: Annotated[int, typer.Option(help="Attempts for network failures (with backoff).")] = 3,
+    parallel: Annotated[int, typer.Option(help="Devices deployed at once.")] = 8,
+    canary: Annotated[
+        int, typer.Option(help="Deploy to N devices first; continue only if they pass.")
+    ] = 0,
+    max_failures: Annotated[
+        int, typer.Option(help="Stop starting new devices after this many failures.")
+    ] = 0,
+    identity: IdentityOpt = None,
+    known_hosts: KnownHostsOpt = None,
+    accept_new_host_keys: AcceptNewOpt = False,
+    port: PortOpt = None,
+    connect_timeout: TimeoutOpt = 15.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Install bundles on a target or a fleet: upload, check, switch `current` atomically."""
+    from .deploy import DeployOptions, deploy_fleet, prepare_bundle
+    from .inventory import load_inventory
+    from .keys import TrustStore
+    from .transports import RetryPolicy
+
+    ssh = _ssh_options(identity, known_hosts, accept_new_host_keys, port, connect_timeout)
+    options = DeployOptions(keep=keep, verify_remote=verify_remote, health_check=health_check,
+                            health_timeout=health_timeout, allow_downgrade=allow_downgrade,
+                            retry=RetryPolicy(attempts=retries))  # fmt: skip
+    store = TrustStore.load(trust) if trust else None
+    prepared = [prepare_bundle(b, trust=store) for b in bundles]
+    if inventory is not None:
+        if target is not None:
+            raise UsageError("give exactly one of --target or --inventory")
+        devices = list(load_inventory(inventory).select(device or [], group or []))
+    else:
+        from .inventory import Device
+
+        if target is None:
+            raise UsageError("give exactly one of --target or --inventory")
+        if device or group:
+            raise UsageError("--device and --group select from an --inventory")
+        devices = [Device(name=target, target=target, ssh=ssh)]
+    results: list[Any] = []
+    stopped = False
+    with _fleet_progress(not as_json) as progress:
+        for bundle in prepared:
+            fleet = deploy_fleet(bundle, devices, options, parallel=parallel, canary=canary,
+                                 max_failures=max_failures, progress=progress)  # fmt: skip
+            results.extend(fleet.results)
+            stopped = stopped or fleet.stopped
+    failed_count = sum(1 for r in results if r.status not in ("ok", "unchanged"))
+    if as_json:
+        _print_json({
+            "ok": failed_count == 0 and not stopped,
+            "stopped": stopped,
+            "results": [{"device": r.device, "target": r.target, "name": r.name, "version": r.version,
+                         "digest": r.digest, "status": r.status, "uploaded": r.uploaded, "file": r.file,
+                         "previous": r.previous, "rolled_back": r.rolled_back, "reason": r.reason,
+                         "error": r.error.kind if r.error else None, "elapsed": r.elapsed} for r in results],
+        })  # fmt: skip
+    else:
+        _table(None, ["device", "name", "version", "digest", "status", "uploaded", "time", "reason"],
+               _deploy_rows(results))  # fmt: skip
+        _console().print(f"{len(results) - failed_count} of {len(results)} deploy(s) succeeded"
+                         + (" (rollout stopped)" if stopped else ""), markup=False)  # fmt: skip
+    if failed_count or stopped:
+        raise typer.Exit(1)
+
+
+@app.command()
+def rollback(
+    name: Annotated[str, typer.Argument(help="Bundle name to roll back.")],
+    target: TargetOpt = None,
+    inventory: InventoryOpt = None,
+    device: DeviceOpt = None,
+    group: GroupOpt = None,
+    to_version: Annotated[
+        int | None, typer.Option(help="Switch to this version instead of the previous one.")
+    ] = None,
+    identity: IdentityOpt = None,
+    known_hosts: KnownHostsOpt = None,
+    accept_new_host_keys: AcceptNewOpt = False,
+    port: PortOpt = None,
+    connect_timeout: TimeoutOpt = 15.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Switch `current` back to the previous (or a given) release."""
+    from .deploy import rollback as do_rollback
+
+    ssh = _ssh_options(identity, known_hosts, accept_new_host_keys, port, connect_timeout)
+    rows, failures = [], 0
+    for tgt in _targets(target, inventory, device, group, ssh):
+        try:
+            result = do_rollback(name, tgt, to_version=to_version, ssh=ssh)
+            rows.append({"target": tgt.label, "ok": True, "from": result.from_file, "to": result.to_file,
+                         "version": result.version})  # fmt: skip
+        except EdgeSDKError as exc:
+            if target is not None:
+                raise
+            failures += 1
+            rows.append(
+                {"target": tgt.label, "ok": False, "error": exc.kind, "reason": exc.message}
+            )
+    if as_json:
+        _print_json({"ok": not failures, "results": rows})
+    else:
+        _table(None, ["target", "result"], [
+            [r["target"], f"{r['from']} → {r['to']} (v{r['version']})" if r["ok"] else f"FAILED: {r['reason']}"]
+            for r in rows
+        ])  # fmt: skip
+    if failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    target: TargetOpt = None,
+    inventory: InventoryOpt = None,
+    device: DeviceOpt = None,
+    group: GroupOpt = None,
+    identity: IdentityOpt = None,
+    known_hosts: KnownHostsOpt = None,
+    accept_new_host_keys: AcceptNewOpt = False,
+    port: PortOpt = None,
+    connect_timeout: TimeoutOpt = 15.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """What each device runs: name, version, digest, when it was switched."""
+    from .deploy import status as get_status
+
+    ssh = _ssh_options(identity, known_hosts, accept_new_host_keys, port, connect_timeout)
+    rows: list[dict[str, Any]] = []
+    failures = 0
+    for tgt in _targets(target, inventory, device, group, ssh):
+        try:
+            for rel in get_status(tgt, ssh=ssh):
+                rows.append({"target": tgt.label, "name": rel.name, "version": rel.version, "digest": rel.digest,
+                             "file": rel.file, "switched_at": rel.switched_at.isoformat() if rel.switched_at else None,
+                             "releases": list(rel.releases), "problem": rel.problem})  # fmt: skip
+        except EdgeSDKError as exc:
+            if target is not None:
+                raise
+            failures += 1
+            rows.append(
+                {"target": tgt.label, "name": None, "problem": f"{exc.kind}: {exc.message}"}
+            )
+    if as_json:
+        _print_json({"ok": not failures, "releases": rows})
+    else:
+        _table(None, ["target", "name", "version", "digest", "switched", "releases", "problem"], [
+            [r["target"], r.get("name") or "", str(r.get("version") or ""), (r.get("digest") or "")[:16],
+             r.get("switched_at") or "", str(len(r.get("releases") or [])), r.get("problem") or ""]
+            for r in rows
+        ])  # fmt: skip
+    if failures:
         raise typer.Exit(1)
 
 
