@@ -960,8 +960,10 @@ def deploy(
     else:
         _table(None, ["device", "name", "version", "digest", "status", "uploaded", "time", "reason"],
                _deploy_rows(results))  # fmt: skip
+        skipped = sum(1 for r in results if r.status == "skipped")
         _console().print(f"{len(results) - failed_count} of {len(results)} deploy(s) succeeded"
-                         + (" (rollout stopped)" if stopped else ""), markup=False)  # fmt: skip
+                         + (f" (rollout stopped: {skipped} skipped)" if stopped and skipped else ""),
+                         markup=False)  # fmt: skip
     if failed_count or stopped:
         raise typer.Exit(1)
 

@@ -56,7 +56,10 @@ def import_tensorflow() -> Any:
     """Import TensorFlow (host extra), or explain how to get it."""
     _quiet_tensorflow()
     try:
-        import tensorflow as tf
+        # TensorFlow's import logs CUDA probing through absl straight to fd 2, past
+        # TF_CPP_MIN_LOG_LEVEL; on a CPU-only host that is noise.
+        with native_output_captured():
+            import tensorflow as tf
     except ImportError:
         raise HostDependencyError(
             "converting Keras models needs TensorFlow, which is not installed",
@@ -141,7 +144,8 @@ def load_source_model(path: Path, fmt: str | None = None) -> SourceModel:
         if fmt == "h5":
             _check_h5_is_model(path)
         try:
-            model = keras.saving.load_model(str(path), compile=False, safe_mode=True)
+            with native_output_captured():  # CUDA probing chatter on CPU-only hosts
+                model = keras.saving.load_model(str(path), compile=False, safe_mode=True)
         except Exception as exc:  # noqa: BLE001 - Keras raises anything from ValueError to OSError
             raise ModelInputError(
                 f"cannot load {path} as a Keras model: {str(exc).splitlines()[0][:300]}"

@@ -31,6 +31,7 @@ step edge-sdk verify "$W/digits-rpi4.edgepkg" --trust "$W/publisher.pub"
 step edge-sdk package "$W/digits.h5" --profile x86_64 --quantize int8 --calibration "$W/calibration.npz" \
   --eval "$W/eval.npz" --sign-key "$W/publisher.key" --recipient "$W/device.pub" --name digits \
   --version 1 -o "$W/digits-x86_64.edgepkg"
+mkdir -p "$W/board"   # the board's model directory (an SD card, a mounted board, or ssh://…)
 step edge-sdk deploy "$W/digits-x86_64.edgepkg" --target "$W/board"
 step edge-sdk run "$W/board/digits/current" --trust "$W/publisher.pub" --device-key "$W/device.key" \
   --profile x86_64 --state-dir "$W/board-state" --input "$W/sample.npy"
