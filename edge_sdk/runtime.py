@@ -467,6 +467,48 @@ class ModelPool:
             model.close()
 
 
+def _release_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
+
+
+def check_backend(manifest: Manifest, backend: Backend) -> None:
+    """Refuse, before decrypting, a bundle whose model needs a newer LiteRT than this backend.
+
+    Packaging recorded in the signed manifest the first TFLite release that runs every op version
+    the model uses (``reports.compatibility.required_release``); this backend's package and
+    version map to a TFLite release the same way. Without that record, only the runtime package
+    the bundle was checked for is accepted.
+
+    Raises:
+        TargetMismatchError: naming the model's need and what this device has.
+    """
+    from .compat import tflite_release
+    from .errors import CompatibilityError
+
+    compat = manifest.reports.get("compatibility")
+    needed = compat.get("required_release") if isinstance(compat, Mapping) else None
+    what = f"bundle {manifest.name} v{manifest.version}"
+    if not isinstance(needed, str) or not needed:
+        if backend.package != manifest.target.runtime:
+            raise TargetMismatchError(
+                f"{what} was checked for {manifest.target.runtime}, this device runs {backend.package}",
+                hint=f"install {manifest.target.runtime} or pin it with {BACKEND_ENV}",
+            )
+        return
+    try:
+        have = tflite_release(backend.package, backend.version)
+    except CompatibilityError as exc:
+        raise TargetMismatchError(
+            f"{what}: cannot judge {backend.package} {backend.version}: {exc.message}"
+        ) from None
+    if _release_tuple(have) < _release_tuple(needed):
+        raise TargetMismatchError(
+            f"{what} needs TFLite {needed} or newer; this device runs {backend.package} {backend.version} "
+            f"(TFLite {have})",
+            hint=f"re-package for a profile with {backend.package} {backend.version}, or upgrade the runtime",
+        )
+
+
 def detect_hardware_ids() -> tuple[str, ...]:
     """Ids this board answers to: device-tree ``compatible`` strings and model, plus the arch."""
     ids: list[str] = []
@@ -558,13 +600,16 @@ def load(
                     f"{manifest.target.runtime} {manifest.target.runtime_version}, "
                     f"profile {prof.name} runs {prof.runtime.package}"
                 )
+        runtime = discover_backend(backend)
+        if not allow_target_mismatch:
+            check_backend(manifest, runtime)
         state.check(manifest.name, manifest.version, verification.digest)
         model_bytes = decrypt_model(bundle, key, consume=True)
         del bundle  # its ciphertext pages were released while decrypting
         model = Model(
             model_bytes,
             manifest=manifest,
-            backend=discover_backend(backend),
+            backend=runtime,
             threads=threads or (prof.threads if prof is not None else None),
             delegate_chain=prof.delegates if prof is not None else (),
             strict_delegates=strict_delegates,

@@ -441,3 +441,23 @@ def test_rollback_is_refused_before_any_decryption(
                       profile="x86_64")  # fmt: skip
     record = verify_log(state / "audit.log").records[-1]
     assert record["event"] == "reject" and record["name"] == "f32" and record["version"] == 1
+
+
+def test_backend_too_old_for_the_model_is_refused_before_decryption(
+    tmp_path: Path, keyset: KeySet
+) -> None:
+    """A dynamic-range model needs FULLY_CONNECTED v12 (TFLite 2.17): tflite-runtime 2.14 is refused."""
+    from edge_sdk.runtime import Backend, check_backend
+
+    path = tmp_path / "dyn.edgepkg"
+    package_model(models.digits_cnn(), path, load_profile("rpi4"), PackageOptions(name="dyn", version=1,
+                  quantize="dynamic"), [keyset.signer], [keyset.device.public])  # fmt: skip
+    manifest = read_bundle(path).manifest
+    assert manifest.reports["compatibility"]["required_release"] == "2.17.0"
+    old = Backend("tflite_runtime", "2.14.0", None, None, None)
+    with pytest.raises(
+        TargetMismatchError,
+        match=r"needs TFLite 2.17.0 or newer; this device runs tflite-runtime 2.14.0",
+    ):
+        check_backend(manifest, old)
+    check_backend(manifest, discover_backend())  # ai-edge-litert 2.3 is new enough

@@ -27,3 +27,7 @@ fi
 .venv/bin/ruff format --check edge_sdk tests tools
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"
+
+# Second stage, "portability": the device suite in device-only installs (x86_64 ai-edge-litert,
+# x86_64 tflite-runtime 2.14, aarch64 under qemu with both); writes docs/PORTABILITY.md.
+bash tools/test_portability.sh
