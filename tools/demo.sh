@@ -8,7 +8,7 @@ if [ ! -x .venv/bin/python ]; then
   $PY -m venv .venv 2>/dev/null || { $PY -m pip install -q --user virtualenv && $PY -m virtualenv -q .venv; }
 fi
 .venv/bin/python -m pip install -q --upgrade pip 'setuptools>=77'
-.venv/bin/python -m pip install -q -e '.[host,device]' scikit-learn
+.venv/bin/python -m pip install -q -e '.[host,device,deploy]' scikit-learn
 export PATH="$PWD/.venv/bin:$PATH" TF_CPP_MIN_LOG_LEVEL=2
 W=demo-work
 rm -rf "$W" && mkdir -p "$W"

@@ -5,10 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System tools the tests use for real: OpenSSH's sshd (deploy tests), openssl (auditor test).
+# System tools the tests use for real: OpenSSH's sshd (deploy tests), openssl (auditor test),
+# nginx (the TUF repository server).
 need=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
@@ -21,7 +23,7 @@ if [ ! -x .venv/bin/python ]; then
   $PY -m venv .venv 2>/dev/null || { $PY -m pip install -q --user virtualenv && $PY -m virtualenv -q .venv; }
 fi
 .venv/bin/python -m pip install -q --upgrade pip 'setuptools>=77'
-.venv/bin/python -m pip install -q -e '.[host,device,dev]'
+.venv/bin/python -m pip install -q -e '.[host,device,deploy,tuf,dev]'
 
 .venv/bin/ruff check edge_sdk tests tools
 .venv/bin/ruff format --check edge_sdk tests tools

@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from edge_sdk.errors import TransportError
+from edge_sdk.errors import HostDependencyError, TransportError
 from edge_sdk.transports import (
     CommandResult,
     Entry,
@@ -377,7 +377,13 @@ class SshTarget(Target):
             ) from None
 
     async def connect(self) -> Session:
-        import asyncssh
+        try:
+            import asyncssh
+        except ImportError:
+            raise HostDependencyError(
+                f"{self.label}: SSH targets need asyncssh, which is not installed",
+                hint="pip install 'edge-sdk[deploy]'",
+            ) from None
 
         self._check_identity()
         text = self._known_hosts_text()
