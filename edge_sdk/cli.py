@@ -211,6 +211,7 @@ def _bundle_summary(bundle: Any) -> dict[str, Any]:
             "compressed": m.payload.compressed_size,
         },
         "encrypted": m.payload.encrypted,
+        "sparsity": (m.reports.get("pruning") or {}).get("sparsity"),
     }
 
 
@@ -236,6 +237,8 @@ def inspect(
         ("target", f"{m.target.profile} ({m.target.runtime} {m.target.runtime_version})".rstrip()),
         ("hardware ids", ", ".join(m.target.hardware_ids) or "any"),
         ("model", f"{m.model.format}, {_human_size(m.model.size)}, sha256 {m.model.sha256}"),
+        ("compression", _compression_line(m)),
+        ("sparsity", _pruning_line(m.reports.get("pruning"))),
         (
             "payload",
             f"{m.payload.encryption}, {_human_size(m.payload.size)}"
@@ -260,8 +263,32 @@ def inspect(
     for spec in m.model.outputs:
         pairs.append((f"output {spec.name}", f"{list(spec.shape)} {spec.dtype}"))
     for name, report in m.reports.items():
-        pairs.append((f"report {name}", json.dumps(report, sort_keys=True)[:200]))
+        if name != "pruning":  # shown above; its per-layer table would be cut off here anyway
+            pairs.append((f"report {name}", json.dumps(report, sort_keys=True)[:200]))
     _kv(str(bundle), pairs)
+
+
+def _compression_line(m: Any) -> str:
+    if m.payload.compression == "none" or not m.payload.compressed_size:
+        return f"none ({_human_size(m.model.size)})"
+    ratio = m.payload.compressed_size / m.model.size if m.model.size else 1.0
+    return (
+        f"{m.payload.compression}: {_human_size(m.model.size)} → "
+        f"{_human_size(m.payload.compressed_size)} ({ratio:.0%})"
+    )
+
+
+def _pruning_line(report: Any) -> str:
+    if not isinstance(report, dict):
+        return "not pruned"
+    tuned = report.get("fine_tune") or {}
+    how = f"{report.get('mode', '?')}, " + (
+        f"fine-tuned {tuned['epochs']} epochs" if tuned.get("epochs") else "post-training"
+    )
+    return (
+        f"{report.get('sparsity', 0):.1%} of {report.get('prunable_weights', 0):,} prunable "
+        f"weights are zero ({how})"
+    )
 
 
 @app.command()
@@ -322,7 +349,7 @@ def _progress_runner(as_json: bool) -> Any:
 
     labels = {"load": "Loading model", "convert": "Converting to TFLite", "calibrate": "Calibrating and quantizing",
               "quantize": "Quantizing", "check": "Checking runtime compatibility", "evaluate": "Evaluating accuracy",
-              "seal": "Signing and encrypting"}  # fmt: skip
+              "seal": "Signing and encrypting", "prune": "Pruning"}  # fmt: skip
 
     @contextlib.contextmanager
     def run() -> Any:
@@ -381,12 +408,26 @@ def package(
     group: Annotated[
         list[str] | None, typer.Option("--group", help="Only these inventory groups.")
     ] = None,
+    prune: Annotated[
+        str | None,
+        typer.Option(
+            help="Zero this fraction of each kernel (0.8, 80%) or 'auto': the most "
+            "that stays within the accuracy budget"
+        ),
+    ] = None,
+    train: Annotated[
+        Path | None, typer.Option(help=".npz with x and y: fine-tune while pruning")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Fine-tuning epochs with --train (default 8)")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Convert, quantize, check and seal a model into a signed (and encrypted) bundle."""
     from .keys import load_public_key
     from .packaging import PackageOptions, package_model
     from .profiles import load_profile
+    from .pruning import parse_sparsity
 
     prof = load_profile(profile)
     signers = [_load_private(p, "signing") for p in sign_key]
@@ -407,6 +448,9 @@ def package(
         max_accuracy_drop=max_accuracy_drop,
         max_output_error=max_output_error,
         expires=_parse_expiry(expires),
+        prune=parse_sparsity(prune) if prune is not None else None,
+        train=train,
+        epochs=epochs,
     )
     with _progress_runner(as_json) as progress:
         result = package_model(model, out, prof, options, signers, recipients, progress)
@@ -442,6 +486,11 @@ def package(
             f"{result.source_format} → tflite {result.quantization}, {_human_size(result.model_size)}",
         ),
         ("accuracy", _accuracy_line(accuracy) if accuracy else "not evaluated (already TFLite)"),
+        *(
+            [("pruning", _pruning_line(result.reports["pruning"]))]
+            if "pruning" in result.reports
+            else []
+        ),
         (
             "compatibility",
             f"{'OK' if compat.get('ok') else 'FAILED'} for {prof.runtime.package} {prof.runtime.version}",

@@ -7,6 +7,8 @@ device at most the declared size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .errors import IntegrityError, PayloadTooLargeError, UnsupportedVersionError
 from .memory import Buffer, freeze, writable_bytes
 
@@ -22,8 +24,16 @@ def compress(data: bytes, method: str, level: int = DEFAULT_LEVEL) -> bytes:
     return bytes(zstandard.ZstdCompressor(level=level, write_content_size=True).compress(data))
 
 
-def decompress(data: Buffer, method: str, declared_size: int) -> bytes:
+def decompress(
+    data: Buffer,
+    method: str,
+    declared_size: int,
+    on_chunk: Callable[[memoryview], None] | None = None,
+) -> bytes:
     """Decompress into exactly ``declared_size`` bytes, refusing anything larger.
+
+    ``on_chunk`` sees each decompressed piece (a view of the final buffer, never written again)
+    as it is produced, so the caller can hash while later pieces are still being decompressed.
 
     Raises:
         PayloadTooLargeError: the stream would exceed ``declared_size``.
@@ -48,6 +58,8 @@ def decompress(data: Buffer, method: str, declared_size: int) -> bytes:
                         f"decompressed payload exceeds its declared size of {declared_size} bytes"
                     )
                 view[filled : filled + len(chunk)] = chunk
+                if on_chunk is not None:
+                    on_chunk(view[filled : filled + len(chunk)])
                 filled += len(chunk)
     except zstandard.ZstdError as exc:
         raise IntegrityError(f"payload does not decompress: {exc}") from None

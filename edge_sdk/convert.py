@@ -17,7 +17,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from .errors import (
     HostDependencyError,
     ModelInputError,
 )
+
+if TYPE_CHECKING:
+    from .pruning import PruneOptions
 
 QUANTIZATIONS = ("none", "dynamic", "float16", "int8", "int16x8")
 NEEDS_CALIBRATION = ("int8", "int16x8")
@@ -127,6 +130,8 @@ class SourceModel:
     output_names: tuple[str, ...]
     make_converter: Callable[[], Any] = field(repr=False)
     predict: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] = field(repr=False)
+    #: The loaded Keras model (None for a SavedModel): what ``--prune`` works on.
+    keras_model: Any = field(default=None, repr=False)
 
 
 def load_source_model(path: Path, fmt: str | None = None) -> SourceModel:
@@ -167,6 +172,7 @@ def load_source_model(path: Path, fmt: str | None = None) -> SourceModel:
             output_names,
             lambda: tf.lite.TFLiteConverter.from_keras_model(model),
             run_keras,
+            model,
         )
     if fmt == "savedmodel":
         try:
@@ -587,9 +593,13 @@ def convert_model(
     evaluation: Path | None = None,
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
     max_output_error: float = DEFAULT_MAX_OUTPUT_ERROR,
+    prune: PruneOptions | None = None,
     progress: Progress = lambda _step: None,
 ) -> ConversionResult:
     """Convert, quantize, check parity, gate accuracy and check runtime compatibility.
+
+    With ``prune`` the Keras model is pruned (and fine-tuned) first, and the accuracy gate
+    compares the final model with the *unpruned* float model, so the budget covers both.
 
     Raises:
         ModelInputError, DataError: bad model or data.
@@ -621,6 +631,29 @@ def convert_model(
             "edge-sdk never calibrates on random data",
             hint="pass a .npy/.npz of a few hundred real inputs, or a directory of images",
         )
+    reference: bytes | None = None  # the unpruned float model, when pruning
+    pruning: dict[str, Any] | None = None
+    if prune is not None:
+        from .pruning import prune_for_conversion
+
+        if source.keras_model is None:
+            raise ModelInputError(
+                f"{path}: --prune needs a Keras model (.keras or .h5); a SavedModel's weights "
+                "cannot be pruned"
+            )
+        pruned = prune_for_conversion(
+            source.keras_model,
+            prune,
+            fmt=source.format,
+            quantize=quantize,
+            io_dtype=io_dtype,
+            calibration=calib,
+            evaluation=evald,
+            max_accuracy_drop=max_accuracy_drop,
+            max_output_error=max_output_error,
+            progress=progress,
+        )
+        source, reference, pruning = pruned.source, pruned.reference_float, pruned.report.to_dict()
     progress("convert")
     float_bytes = _convert(source.make_converter(), "float32")
     real = calib or evald
@@ -652,21 +685,26 @@ def convert_model(
             compat.summary(), hint="choose another --quantize, or a newer runtime in the profile"
         )
     gate: dict[str, Any] = {"passed": True, "metric": "none (float32 model)"}
-    if quantize != "none":
+    if quantize != "none" or reference is not None:
         progress("evaluate")
         data = evald or calib
         if data is None:
             data = Dataset(synthetic_inputs(source, 64, seed=1), None, "synthetic (seeded normal)")
         gate = accuracy_gate(
-            float_bytes,
+            reference or float_bytes,
             model_bytes,
             data,
             max_accuracy_drop=max_accuracy_drop,
             max_output_error=max_output_error,
         )
         if not gate["passed"]:
+            what = f"{quantize} quantization" if quantize != "none" else ""
+            if pruning is not None:
+                what = " + ".join(filter(None, [f"pruning to {pruning['sparsity']:.0%}", what]))
             raise AccuracyGateError(
-                _gate_message(quantize, gate), hint="raise the budget, or try a milder --quantize"
+                _gate_message(what, gate),
+                hint="raise the budget, or try a milder --quantize"
+                + (", a lower --prune, --prune auto, or --train to fine-tune" if pruning else ""),
             )
     tf = import_tensorflow()
     reports = {
@@ -683,20 +721,22 @@ def convert_model(
         "accuracy": gate,
         "compatibility": compat.to_dict(),
     }
+    if pruning is not None:
+        reports["pruning"] = pruning
     return ConversionResult(
         model_bytes, float_bytes, quantize, io_dtype, reports, tuple(notes), source.output_names
     )
 
 
-def _gate_message(quantize: str, gate: Mapping[str, Any]) -> str:
+def _gate_message(what: str, gate: Mapping[str, Any]) -> str:
     if gate.get("metric") == "accuracy":
         return (
-            f"{quantize} quantization drops accuracy by {gate['drop_points']:.2f} points "
+            f"{what} drops accuracy by {gate['drop_points']:.2f} points "
             f"({gate['float_accuracy']:.2f}% → {gate['quantized_accuracy']:.2f}%), "
             f"budget {gate['budget_points']} points"
         )
     return (
-        f"{quantize} quantization changes outputs too much: relative RMS error "
+        f"{what} changes outputs too much: relative RMS error "
         f"{gate['relative_rmse']:.4f} (budget {gate['budget_relative_rmse']}), cosine "
         f"{gate['cosine']:.4f} (minimum {gate['budget_cosine']})"
     )

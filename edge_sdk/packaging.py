@@ -12,13 +12,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .bundle import Bundle, save_bundle
-from .errors import CompatibilityError, ModelInputError
+from .errors import CompatibilityError, ModelInputError, UsageError
 from .keys import PrivateKey, PublicKey
 from .manifest import Target, TensorSpec
 from .profiles import DeviceProfile
+
+if TYPE_CHECKING:
+    from .pruning import PruneOptions
 
 Progress = Callable[[str], None]
 
@@ -39,6 +42,10 @@ class PackageOptions:
     max_output_error: float = 0.05
     expires: datetime | None = None
     chunk_size: int = 1024 * 1024
+    #: Magnitude pruning before conversion: a sparsity in [0, 1) or "auto" (see edge_sdk.pruning).
+    prune: float | Literal["auto"] | None = None
+    train: Path | None = None
+    epochs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,17 @@ def package_model(
     fmt = detect_model_format(model_path)
     quantize = options.quantize or profile.quantization
     notes: list[str] = []
+    prune: PruneOptions | None = None
+    if options.prune is not None:
+        from .pruning import PruneOptions
+
+        prune = PruneOptions(options.prune, train=options.train, epochs=options.epochs)
+    elif options.train is not None or options.epochs is not None:
+        raise UsageError("--train and --epochs fine-tune a pruned model; add --prune SPARSITY|auto")
+    if fmt == "tflite" and prune is not None:
+        raise UsageError(
+            f"{model_path} is already TFLite: --prune needs the Keras model (.keras or .h5)"
+        )
     if fmt == "tflite":
         progress("load")
         model_bytes = model_path.read_bytes()
@@ -164,6 +182,7 @@ def package_model(
             evaluation=options.evaluation,
             max_accuracy_drop=options.max_accuracy_drop,
             max_output_error=options.max_output_error,
+            prune=prune,
             progress=progress,
         )
         model_bytes, reports, quantization = result.model_bytes, result.reports, result.quantization

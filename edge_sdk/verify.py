@@ -176,7 +176,11 @@ def decrypt_model(bundle: Bundle, device_key: PrivateKey | None, *, consume: boo
     if payload.compression != "none":
         from .compression import decompress
 
-        plain = decompress(stored, payload.compression, manifest.model.size)
+        # Hash each piece as it is decompressed, as the uncompressed path hashes while it
+        # decrypts: a serial hash after decompression would add a full pass to every load.
+        hasher = PipelinedSHA256(manifest.model.size)
+        plain = decompress(stored, payload.compression, manifest.model.size, hasher.update)
+        digest = hasher.hexdigest()
     elif not payload.encrypted:
         plain, digest = bytes(stored), bundle.payload_sha256
     check_digest(
