@@ -155,25 +155,7 @@ def load_source_model(path: Path, fmt: str | None = None) -> SourceModel:
             raise ModelInputError(
                 f"cannot load {path} as a Keras model: {str(exc).splitlines()[0][:300]}"
             ) from None
-        input_names = tuple(t.name for t in model.inputs)
-        input_shapes = tuple(tuple(t.shape) for t in model.inputs)
-        output_names = _keras_output_names(model)
-
-        def run_keras(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            args = [feeds[name] for name in input_names]
-            result = model(args[0] if len(args) == 1 else args, training=False)
-            values = result if isinstance(result, (list, tuple)) else [result]
-            return {name: np.asarray(v) for name, v in zip(output_names, values, strict=True)}
-
-        return SourceModel(
-            fmt,
-            input_names,
-            input_shapes,
-            output_names,
-            lambda: tf.lite.TFLiteConverter.from_keras_model(model),
-            run_keras,
-            model,
-        )
+        return keras_source(model, fmt)
     if fmt == "savedmodel":
         try:
             loaded = tf.saved_model.load(str(path))
@@ -200,6 +182,34 @@ def load_source_model(path: Path, fmt: str | None = None) -> SourceModel:
             run_saved,
         )
     raise ModelInputError(f"{path}: format {fmt!r} cannot be converted (it is already TFLite?)")
+
+
+def keras_source(model: Any, fmt: str = "keras") -> SourceModel:
+    """A :class:`SourceModel` for an in-memory Keras model.
+
+    The converter and the reference predictions are closures over *this* model, so a transformed
+    (e.g. pruned) model is converted and parity-checked as itself, never as the file it came from.
+    """
+    tf = import_tensorflow()
+    input_names = tuple(t.name for t in model.inputs)
+    input_shapes = tuple(tuple(t.shape) for t in model.inputs)
+    output_names = _keras_output_names(model)
+
+    def run_keras(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        args = [feeds[name] for name in input_names]
+        result = model(args[0] if len(args) == 1 else args, training=False)
+        values = result if isinstance(result, (list, tuple)) else [result]
+        return {name: np.asarray(v) for name, v in zip(output_names, values, strict=True)}
+
+    return SourceModel(
+        fmt,
+        input_names,
+        input_shapes,
+        output_names,
+        lambda: tf.lite.TFLiteConverter.from_keras_model(model),
+        run_keras,
+        model,
+    )
 
 
 def _keras_output_names(model: Any) -> tuple[str, ...]:

@@ -36,9 +36,9 @@ from .convert import (
     _convert,
     _converter,
     _is_classification,
-    _keras_output_names,
     accuracy_gate,
     import_tensorflow,
+    keras_source,
     load_dataset,
 )
 from .errors import AccuracyGateError, DataError, ModelInputError, UsageError
@@ -634,34 +634,6 @@ def _verdict_summary(report: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # -- the packaging pipeline's side ------------------------------------------------------------------
-
-
-def keras_source(model: Any, fmt: str = "keras") -> SourceModel:
-    """A :class:`~edge_sdk.convert.SourceModel` for an in-memory Keras model.
-
-    Built like the Keras branch of :func:`edge_sdk.convert.load_source_model`: the converter and
-    the reference predictions are closures over *this* model, so a pruned model is converted and
-    parity-checked as itself, never as the file it came from.
-    """
-    tf = import_tensorflow()
-    input_names = tuple(t.name for t in model.inputs)
-    input_shapes = tuple(tuple(t.shape) for t in model.inputs)
-    output_names = _keras_output_names(model)
-
-    def run_keras(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        args = [feeds[name] for name in input_names]
-        result = model(args[0] if len(args) == 1 else args, training=False)
-        values = result if isinstance(result, (list, tuple)) else [result]
-        return {name: np.asarray(v) for name, v in zip(output_names, values, strict=True)}
-
-    return SourceModel(
-        fmt,
-        input_names,
-        input_shapes,
-        output_names,
-        lambda: tf.lite.TFLiteConverter.from_keras_model(model),
-        run_keras,
-    )
 
 
 def quantizing_converter(
