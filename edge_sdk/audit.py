@@ -173,3 +173,50 @@ def to_csv(rows: Sequence[AuditRow]) -> str:
         data["signers"] = " ".join(row.signers)
         writer.writerow(data)
     return buffer.getvalue()
+
+
+def audit_targets(
+    targets: Sequence[Any],
+    trust: TrustStore,
+    *,
+    now: datetime | None = None,
+    warn_within: timedelta = timedelta(days=30),
+    progress: Callable[[int], None] = lambda _n: None,
+) -> list[AuditRow]:
+    """Audit every release on deploy targets (directories or ``ssh://``), reusing the deploy
+    transport: ``<root>/<name>/releases/*.edgepkg``, with ``current`` read from the link.
+
+    A target that cannot be reached becomes one ``error`` row naming it; the others go on.
+    """
+    import asyncio
+
+    from .transports import RetryPolicy, with_session
+
+    rows: list[AuditRow] = []
+    for target in targets:
+
+        async def scan(session: Any, target: Any = target) -> list[AuditRow]:
+            found: list[AuditRow] = []
+            for entry in sorted(await session.listdir(""), key=lambda e: e.name):
+                releases = f"{entry.name}/releases"
+                if entry.kind != "dir" or await session.stat(releases) is None:
+                    continue
+                current = await session.readlink(f"{entry.name}/current")
+                for item in sorted(await session.listdir(releases), key=lambda e: e.name):
+                    if item.kind != "file" or not item.name.endswith(BUNDLE_SUFFIX):
+                        continue
+                    data = await session.read(f"{releases}/{item.name}", 0, item.size)
+                    found.append(
+                        audit_bundle(
+                            data, trust, device=target.label, label=f"{releases}/{item.name}", now=now,
+                            warn_within=warn_within, current=current == f"releases/{item.name}",
+                        )
+                    )  # fmt: skip
+            return found
+
+        try:
+            rows.extend(asyncio.run(with_session(target, scan, RetryPolicy())))
+        except EdgeSDKError as exc:
+            rows.append(AuditRow(target.label, target.uri, "error", exc.message, exc.kind))
+        progress(len(rows))
+    return rows

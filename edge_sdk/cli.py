@@ -1377,10 +1377,21 @@ app.add_typer(audit_app, name="audit")
 
 @audit_app.command("scan", hidden=True)
 def audit_scan(
-    paths: Annotated[
-        list[Path], typer.Argument(help="Bundles or directories (searched recursively).")
-    ],
     trust: TrustOpt,
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Bundles or directories (searched recursively).")
+    ] = None,
+    target: Annotated[
+        list[str] | None,
+        typer.Option("--target", help="A deploy target (directory or ssh://…); repeatable."),
+    ] = None,
+    inventory: InventoryOpt = None,
+    group: GroupOpt = None,
+    identity: IdentityOpt = None,
+    known_hosts: KnownHostsOpt = None,
+    accept_new_host_keys: AcceptNewOpt = False,
+    port: PortOpt = None,
+    connect_timeout: TimeoutOpt = 15.0,
     threshold: Annotated[
         int | None, typer.Option(help="Override the trust store's threshold.")
     ] = None,
@@ -1400,11 +1411,23 @@ def audit_scan(
     fmt = "json" if as_json else output_format
     if fmt not in ("table", "json", "csv"):
         raise UsageError(f"--format must be table, json or csv, not {fmt!r}")
+    from .audit import audit_targets
+    from .inventory import load_inventory
+    from .transports import parse_target
+
+    if not (paths or target or inventory):
+        raise UsageError("nothing to audit: give PATHs, --target or --inventory")
     store = TrustStore.load(trust, threshold=threshold)
+    ssh = _ssh_options(identity, known_hosts, accept_new_host_keys, port, connect_timeout)
+    remote = [parse_target(t, ssh=ssh) for t in target or []]
+    if inventory is not None:
+        remote += [d.open_target() for d in load_inventory(inventory).select((), group or [])]
+    elif group:
+        raise UsageError("--group selects devices from an --inventory")
+    within = timedelta(days=expiring_days)
     with _counter(fmt == "table", "Auditing") as progress:
-        rows = audit_paths(
-            paths, store, warn_within=timedelta(days=expiring_days), progress=progress
-        )
+        rows = audit_paths(paths or [], store, warn_within=within, progress=progress)
+        rows += audit_targets(remote, store, warn_within=within, progress=progress)
     summary = summarize(rows)
     bad = failed(rows, fail_on)
     if fmt == "json":

@@ -1055,3 +1055,41 @@ def test_cli_package_for_an_inventory_group(
                "--json")  # fmt: skip
     assert made.code == 0, made.err
     assert set(made.json()["recipients"]) == {keys[0].key_id, keys[1].key_id}  # d2 is not in "lab"
+
+
+def test_cli_audit_over_ssh_and_inventory(
+    lab: Lab, make_bundle: BundleFactory, tmp_path: Path, cli: Any
+) -> None:
+    """Audit what boards hold, over the deploy transport: tampered releases and unreachable boards show."""
+    root = tmp_path / "audited"
+    root.mkdir()
+    uri = lab.servers[0].uri(root)
+    v1, v2 = make_bundle(1), make_bundle(2)
+    for bundle in (v1, v2):
+        assert cli("deploy", bundle, "--target", uri, "--identity", lab.client.private, "--known-hosts",
+                   lab.known_hosts).code == 0  # fmt: skip
+    old = next((root / "demo" / "releases").glob("1-*.edgepkg"))
+    raw = bytearray(old.read_bytes())
+    raw[-10] ^= 0xFF
+    old.write_bytes(bytes(raw))  # someone changed a kept release on the board
+    ssh = ["--identity", lab.client.private, "--known-hosts", lab.known_hosts]
+    result = cli("audit", "--target", uri, *ssh, "--trust", lab.trust, "--json")
+    rows = {Path(r["path"]).name.split("-")[0]: r for r in result.json()["rows"]}
+    assert result.code == 1
+    assert (
+        rows["2"]["status"] == "warning" and rows["2"]["current"] is True
+    )  # signed-only: a warning
+    assert rows["2"]["reason"] == "payload is not encrypted (signed-only bundle)"
+    assert rows["1"]["status"] == "error" and "payload SHA-256 mismatch" in rows["1"]["reason"]
+    inventory = tmp_path / "fleet.toml"
+    inventory.write_text(
+        f'[defaults.ssh]\nidentity = "{lab.client.private}"\nknown_hosts = "{lab.known_hosts}"\n'
+        f'use_agent = false\nconnect_timeout = 3\n[[device]]\nname = "board"\ntarget = "{uri}"\n'
+        f'[[device]]\nname = "gone"\ntarget = "ssh://root@127.0.0.1:{free_port()}/srv"\n'
+    )
+    fleet = cli("audit", "--inventory", inventory, "--trust", lab.trust, "--json").json()
+    by_device = {}
+    for row in fleet["rows"]:
+        by_device.setdefault(row["device"].split(" ")[0], []).append(row)
+    assert len(by_device["board"]) == 2
+    assert by_device["gone"][0]["status"] == "error" and by_device["gone"][0]["kind"] == "transport"
