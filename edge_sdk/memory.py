@@ -22,7 +22,12 @@ def alloc_buffer(size: int) -> bytearray | mmap.mmap:
     """A writable buffer of ``size`` bytes; callers slice it through ``memoryview``."""
     if size < MMAP_THRESHOLD:
         return bytearray(size)
-    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        # 2 MiB pages where the kernel allows them (THP in "madvise" mode): a 100 MB buffer
+        # takes ~50 page faults instead of ~25,000.
+        buffer.madvise(mmap.MADV_HUGEPAGE)
+    return buffer
 
 
 def writable_bytes(size: int) -> tuple[bytes, memoryview]:
@@ -48,8 +53,27 @@ def writable_bytes(size: int) -> tuple[bytes, memoryview]:
     as_string.restype = ctypes.c_void_p
     as_string.argtypes = (ctypes.py_object,)
     obj = new(None, size)
-    view = memoryview((ctypes.c_char * size).from_address(as_string(obj))).cast("B")
+    address = as_string(obj)
+    _advise_huge_pages(address, size)
+    view = memoryview((ctypes.c_char * size).from_address(address)).cast("B")
     return obj, view
+
+
+def _advise_huge_pages(address: int, size: int) -> None:
+    """Ask for transparent huge pages on the 2 MiB-aligned part of ``[address, address+size)``.
+
+    Best effort: where the kernel or libc says no, ordinary pages are used.
+    """
+    import ctypes
+
+    huge = 2 * 1024 * 1024
+    start = -(-address // huge) * huge
+    end = (address + size) // huge * huge
+    if end <= start or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    libc.madvise(start, end - start, mmap.MADV_HUGEPAGE)
 
 
 def freeze(obj: bytes, view: memoryview) -> bytes:
