@@ -80,30 +80,38 @@ class AuditLog:
         os.replace(self.path, self.path.with_name(self.path.name + ".1"))
 
     def append(self, event: str, **fields: Any) -> dict[str, Any]:
-        """Append one record and return it. Failing to log never hides the original outcome:
-        an OSError here is raised as AuditLogError only after the record could not be written."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with locked(self._lock):
-            if self.path.exists() and self.path.stat().st_size >= self.max_bytes:
-                self._rotate()
-            seq, prev = self._tail()
-            record = {
-                "seq": seq + 1,
-                "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                "event": event,
-                **fields,
-                "prev": prev,
-            }
-            line = (
-                json.dumps(record, sort_keys=True, separators=(",", ":"), default=str).encode()
-                + b"\n"
-            )
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, line)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        """Append one record and return it.
+
+        Raises:
+            AuditLogError: the log cannot be written (or its tail is not a record).
+        """
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with locked(self._lock):
+                if self.path.exists() and self.path.stat().st_size >= self.max_bytes:
+                    self._rotate()
+                seq, prev = self._tail()
+                record = {
+                    "seq": seq + 1,
+                    "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                    "event": event,
+                    **fields,
+                    "prev": prev,
+                }
+                line = (
+                    json.dumps(record, sort_keys=True, separators=(",", ":"), default=str).encode()
+                    + b"\n"
+                )
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, line)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except OSError as exc:
+            raise AuditLogError(
+                f"cannot write audit log {self.path}: {exc.strerror or exc}"
+            ) from None
         return record
 
 
@@ -201,8 +209,12 @@ def read_log(paths: Sequence[Path]) -> LogReport:
                     ),
                 )
             if prev_hash is None and seq == 1 and link != GENESIS:
-                # (A chain may also start mid-way when the oldest rotated files were pruned.)
                 problem = "the first record does not start the chain: edited"
+                return LogReport(tuple(records), LogProblem(*where, seq, problem))
+            if prev_hash is None and seq != 1 and len(paths) == 1:
+                # Only a log whose oldest rotated files were pruned may start mid-chain; a single,
+                # never-rotated file that does has lost its head.
+                problem = f"records seq 1..{seq - 1} were deleted from the start of the log"
                 return LogReport(tuple(records), LogProblem(*where, seq, problem))
             records.append(record)
             prev_hash, prev_seq, prev_where = _line_hash(line), seq, (str(path), number, seq)

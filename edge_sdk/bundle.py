@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .encryption import RecipientEntry
-from .errors import BundleFormatError, UnsupportedVersionError
+from .errors import BundleFormatError, ManifestError, PayloadTooLargeError, UnsupportedVersionError
 from .hashing import PipelinedSHA256
+from .keys import TrustStore
 from .manifest import Manifest
 from .memory import Buffer, alloc_buffer
-from .signing import MAX_SIGNATURE_BYTES, SignatureEntry
+from .signing import MAX_SIGNATURE_BYTES, SignatureEntry, verify_signatures
 from .strict_json import canonical_bytes, loads_strict
 
 MAGIC = b"EDGEPKG\n"
@@ -61,6 +62,15 @@ class Limits:
     max_signatures: int = 16
     max_recipients: int = 4096
     max_payload_bytes: int = 4 * 1024**3
+    #: The largest plaintext model accepted (a profile's ``max_model_bytes`` tightens it).
+    max_model_bytes: int = 4 * 1024**3
+
+    @classmethod
+    def for_model_size(cls, max_model_bytes: int) -> Limits:
+        """Caps for a device that accepts models up to ``max_model_bytes``."""
+        # The payload is the model plus one 16-byte tag per 4 KiB chunk at worst.
+        overhead = 16 * (max_model_bytes // 4096 + 1)
+        return cls(max_payload_bytes=max_model_bytes + overhead, max_model_bytes=max_model_bytes)
 
 
 DEFAULT_LIMITS = Limits()
@@ -191,14 +201,18 @@ class _Source:
         assert self._handle is not None
         buf = memoryview(alloc_buffer(n))
         hasher = PipelinedSHA256(n) if hash_it else None
-        for at in range(0, max(n, 1), _READ_PIECE):
-            piece = buf[at : at + _READ_PIECE]
-            if self._handle.readinto(piece) != len(piece):
-                raise BundleFormatError(
-                    f"truncated bundle: short read of {what} at offset {start + at}"
-                )
+        try:
+            for at in range(0, max(n, 1), _READ_PIECE):
+                piece = buf[at : at + _READ_PIECE]
+                if self._handle.readinto(piece) != len(piece):
+                    raise BundleFormatError(
+                        f"truncated bundle: short read of {what} at offset {start + at}"
+                    )
+                if hasher is not None:
+                    hasher.update(piece)  # hashed by a worker while the next piece is read
+        finally:
             if hasher is not None:
-                hasher.update(piece)  # hashed by a worker while the next piece is read
+                hasher.wait()
         self.digest = hasher.hexdigest() if hasher is not None else None
         return buf
 
@@ -275,7 +289,7 @@ def parse_envelope(
     return tuple(signatures), tuple(recipients)
 
 
-def _read(src: _Source, limits: Limits) -> Bundle:
+def _read(src: _Source, limits: Limits, trust: TrustStore | None = None) -> Bundle:
     if src.size < _PREAMBLE.size:
         raise BundleFormatError(
             f"not an edge-sdk bundle: {src.size} bytes is shorter than the {_PREAMBLE.size}-byte header"
@@ -304,7 +318,7 @@ def _read(src: _Source, limits: Limits) -> Bundle:
     env_raw = bytes(src.take(e_len, "envelope"))
     (p_len,) = _U64.unpack(src.take(8, "payload length"))
     if p_len > limits.max_payload_bytes:
-        raise BundleFormatError(
+        raise PayloadTooLargeError(
             f"payload length {p_len} exceeds the limit of {limits.max_payload_bytes} bytes"
         )
     if p_len != src.size - src.pos:
@@ -313,8 +327,22 @@ def _read(src: _Source, limits: Limits) -> Bundle:
             f"bundle {problem}: header declares a {p_len}-byte payload, "
             f"{src.size - src.pos} bytes follow"
         )
-    signatures, recipients = parse_envelope(env_raw, limits)
-    manifest = Manifest.from_dict(_manifest_object(manifest_bytes))
+    try:
+        signatures, recipients = parse_envelope(env_raw, limits)
+        manifest = Manifest.from_dict(_manifest_object(manifest_bytes))
+    except (TypeError, ValueError, OverflowError, AttributeError, KeyError) as exc:
+        # A last line: every field is type-checked on purpose, but nothing a hostile header
+        # spells may escape as anything but a format error.
+        raise ManifestError(
+            f"malformed bundle header: {type(exc).__name__}: {str(exc)[:120]}"
+        ) from None
+    if manifest.model.size > limits.max_model_bytes:
+        raise PayloadTooLargeError(
+            f"model is {manifest.model.size} bytes, over this device's limit of {limits.max_model_bytes}"
+        )
+    if trust is not None:
+        # Before a payload-sized allocation: an unsigned file must not cost the device its RAM.
+        verify_signatures(manifest_bytes, signatures, trust)
     if manifest.payload.size != p_len:
         raise BundleFormatError(
             f"payload is {p_len} bytes but the manifest declares {manifest.payload.size}"
@@ -333,17 +361,21 @@ def _manifest_object(raw: bytes) -> dict[str, Any]:
 
 
 def read_bundle(
-    source: str | os.PathLike[str] | bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview,
+    limits: Limits = DEFAULT_LIMITS,
+    *,
+    trust: TrustStore | None = None,
 ) -> Bundle:
     """Read and structurally validate a bundle from a path or from bytes.
 
-    Nothing is verified cryptographically here; see :func:`edge_sdk.verify.verify_bundle`.
+    With ``trust``, the signatures are checked as soon as the header is parsed, before the payload
+    is read into memory; the full verification is still :func:`edge_sdk.verify.verify_bundle`.
 
     Raises:
         BundleFormatError: not a bundle, truncated, oversized, malformed (subclasses narrow it).
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _read(_Source(source, None, len(source)), limits)
+        return _read(_Source(source, None, len(source)), limits, trust)
     path = Path(source)
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed below; a with-block would hide the fstat
@@ -358,5 +390,5 @@ def read_bundle(
         if size <= _SMALL_FILE:
             # One read instead of one per section; the size check happens before the read.
             data = handle.read(size)
-            return _read(_Source(data, None, len(data)), limits)
-        return _read(_Source(None, handle, size), limits)
+            return _read(_Source(data, None, len(data)), limits, trust)
+        return _read(_Source(None, handle, size), limits, trust)

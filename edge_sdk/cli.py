@@ -63,7 +63,7 @@ def _table(title: str | None, columns: list[str], rows: list[list[str]]) -> None
     for col in columns:
         table.add_column(col, overflow="fold")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(_safe(cell) for cell in row))
     _console().print(table)
 
 
@@ -74,8 +74,16 @@ def _kv(title: str, pairs: list[tuple[str, str]]) -> None:
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for key, value in pairs:
-        table.add_row(key, value)
+        table.add_row(_safe(key), _safe(value))
     _console().print(table)
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), 127] if c != 10}
+
+
+def _safe(text: str) -> str:
+    """Text from a bundle, shown without its control characters (no terminal escapes)."""
+    return text.translate(_CONTROL)
 
 
 def _human_size(n: int) -> str:
@@ -88,7 +96,7 @@ def _human_size(n: int) -> str:
 
 
 def _warn(message: str) -> None:
-    _console(stderr=True).print(f"warning: {message}", style="yellow", markup=False)
+    _console(stderr=True).print(f"warning: {_safe(message)}", style="yellow", markup=False)
 
 
 # -- key loading with passphrase prompt -----------------------------------------------------------
@@ -310,7 +318,7 @@ def verify(
 
     store = TrustStore.load(trust, threshold=threshold)
     key = _load_private(device_key, "device") if device_key else None
-    parsed = read_bundle(bundle)
+    parsed = read_bundle(bundle, trust=store)
     result = verify_bundle(parsed, store)
     if key is not None:
         decrypt_model(parsed, key)
@@ -652,20 +660,24 @@ MismatchOpt = Annotated[
 
 
 def _load_inputs(path: Path) -> Any:
+    import zipfile
+
     import numpy as np
 
     from .errors import DataError
 
     try:
-        data = np.load(path, allow_pickle=False)
+        # Our own file handle: numpy leaves its handle open when a .npz turns out corrupt.
+        with open(path, "rb") as handle:
+            data = np.load(handle, allow_pickle=False)
+            if isinstance(data, np.ndarray):
+                return data
+            with data:  # .npz members load lazily: read them inside the same error handling
+                return {k: data[k] for k in data.files}
     except FileNotFoundError:
         raise DataError(f"input file {path} does not exist") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"cannot read {path} as .npy/.npz: {str(exc)[:200]}") from None
-    if isinstance(data, np.ndarray):
-        return data
-    with data:
-        return {k: data[k] for k in data.files}
 
 
 @app.command()
@@ -708,7 +720,14 @@ def run(
         y = model.predict(x, raw=raw)
         outputs = y if isinstance(y, dict) else {model.outputs[0].name: y}
         if output is not None:
-            np.savez(output, **outputs)
+            try:
+                np.savez(output, **outputs)
+            except OSError as exc:
+                from .errors import DataError
+
+                raise DataError(
+                    f"cannot write outputs to {output}: {exc.strerror or exc}"
+                ) from None
         info = model.describe()
     result = {
         "name": model.manifest.name,
@@ -1514,7 +1533,7 @@ def _fail(exc: EdgeSDKError, as_json: bool) -> NoReturn:
             }
         )
     else:
-        sys.stderr.write(f"error: {exc.diagnostics()}\n")
+        sys.stderr.write(f"error: {_safe(exc.diagnostics())}\n")
     sys.exit(exc.exit_code)
 
 

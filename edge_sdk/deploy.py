@@ -66,7 +66,7 @@ CURRENT = "current"
 DEFAULT_VERIFY_COMMAND = "edge-sdk verify {file} --trust {trust}"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_RELEASE = re.compile(r"(\d{1,15})-([0-9a-f]{16})\.edgepkg")
+_RELEASE = re.compile(r"(\d{1,19})-([0-9a-f]{16})\.edgepkg")  # versions go up to 2**63 - 1
 _PREAMBLE = struct.Struct(">8sHHI")  # magic, format version, flags, manifest length
 #: Extra free space wanted beyond the bundle's size before uploading (directory blocks, slack).
 _SPACE_MARGIN = 64 * 1024
@@ -301,7 +301,8 @@ class FleetResult:
 
 def _release_key(name: str, mtime: float) -> tuple[int, float, str]:
     match = _RELEASE.fullmatch(name)
-    assert match is not None
+    if match is None:  # callers only pass names the pattern listed; keep it a typed error anyway
+        raise DeployError(f"{name!r} is not a release file name")
     return int(match.group(1)), mtime, name
 
 

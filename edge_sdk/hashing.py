@@ -34,9 +34,7 @@ class PipelinedSHA256:
 
     def __init__(self, expected_size: int) -> None:
         self._hash = hashlib.sha256()
-        self._pool = (
-            ThreadPoolExecutor(max_workers=1) if expected_size >= PIPELINE_THRESHOLD else None
-        )
+        self._pool = _shared_worker() if expected_size >= PIPELINE_THRESHOLD else None
         self._pending: Future[None] | None = None
 
     def update(self, piece: bytes | bytearray | memoryview) -> None:
@@ -45,8 +43,13 @@ class PipelinedSHA256:
             return
         self._pending = self._pool.submit(self._hash.update, piece)
 
-    def hexdigest(self) -> str:
+    def wait(self) -> None:
+        """Block until every queued piece is hashed. Callers must call this (in a ``finally``)
+        before the buffers they queued can be freed — also when they stop early on an error."""
         if self._pending is not None:
             self._pending.result()  # FIFO: the last piece done means every piece is done
             self._pending = None
+
+    def hexdigest(self) -> str:
+        self.wait()
         return self._hash.hexdigest()

@@ -50,7 +50,8 @@ def _expect_keys(
         raise _fail(where, f"missing {', '.join(sorted(missing))}")
     unknown = set(data) - required - optional
     if unknown:
-        raise _fail(where, f"unknown field(s) {', '.join(sorted(unknown))}")
+        names = ", ".join(repr(k)[:60] for k in sorted(map(str, unknown)))
+        raise _fail(where, f"unknown field(s) {names}")
 
 
 def _int(where: str, value: Any, low: int = 0, high: int = MAX_VERSION) -> int:
@@ -104,9 +105,9 @@ class TensorSpec:
     zero_point: int | None = None
 
     def __post_init__(self) -> None:
-        where = f"tensor {self.name[:80]!r}"
         if not isinstance(self.name, str) or not 0 < len(self.name) <= 256:
             raise _fail("tensor name", "must be a non-empty string of at most 256 characters")
+        where = f"tensor {self.name[:80]!r}"
         if not isinstance(self.shape, tuple) or len(self.shape) > MAX_RANK:
             raise _fail(where, f"shape must have at most {MAX_RANK} dimensions")
         for dim in self.shape:
@@ -137,11 +138,9 @@ class TensorSpec:
         scale = zero = None
         if quant is not None:
             _expect_keys("tensor quantization", quant, {"scale", "zero_point"}, set())
-            scale = (
-                float(quant["scale"])
-                if isinstance(quant["scale"], (int, float))
-                else quant["scale"]
-            )
+            raw = quant["scale"]
+            # Integers are accepted as scales (JSON does not tell 1 from 1.0); bools are not.
+            scale = float(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw
             zero = quant["zero_point"]
         return cls(data["name"], tuple(shape), data["dtype"], scale, zero)
 
@@ -328,6 +327,22 @@ class Manifest:
             and (self.payload.sha256 != self.model.sha256 or self.payload.size != self.model.size)
         ):
             raise _fail("payload", "a plain payload must have the model's digest and size")
+        stored = (
+            self.payload.compressed_size
+            if self.payload.compressed_size is not None
+            else self.model.size
+        )
+        if self.payload.encrypted:
+            chunks = max(1, -(-stored // self.payload.chunk_size))
+            expected = stored + 16 * chunks  # one 16-byte AEAD tag per chunk (docs/FORMAT.md)
+        else:
+            expected = stored
+        if self.payload.size != expected:
+            raise _fail(
+                "payload.size",
+                f"{self.payload.size} does not fit a {stored}-byte {self.payload.encryption} payload "
+                f"(expected {expected})",
+            )
 
     @property
     def expires_at(self) -> datetime | None:

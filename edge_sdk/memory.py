@@ -55,7 +55,11 @@ def writable_bytes(size: int) -> tuple[bytes, memoryview]:
     obj = new(None, size)
     address = as_string(obj)
     _advise_huge_pages(address, size)
-    view = memoryview((ctypes.c_char * size).from_address(address)).cast("B")
+    storage = (ctypes.c_char * size).from_address(address)
+    # A from_address array does not own its memory; tie the bytes object's lifetime to it (and
+    # so to every view of it) so no view can outlive the storage it points into.
+    storage._edge_sdk_owner = obj  # type: ignore[attr-defined]
+    view = memoryview(storage).cast("B")
     return obj, view
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .errors import (
+    AuditLogError,
     BackendError,
     DelegateError,
     EdgeSDKError,
@@ -359,11 +360,11 @@ class Model:
             InferenceInputError: wrong name, shape or dtype, naming the tensor.
             BackendError: the interpreter failed.
         """
-        if self._closed:
-            raise UsageError("this model was closed")
         feeds = [(spec, self._coerce(spec, value, raw)) for spec, value in self._arrange(x)]
-        interp = self._interpreter
         with self._lock:
+            if self._closed:  # checked under the lock: close() may run in another thread
+                raise UsageError("this model was closed")
+            interp = self._interpreter
             try:
                 resized = [(s, a) for s, a in feeds if self._current_shapes[s.index] != a.shape]
                 if resized:
@@ -371,8 +372,10 @@ class Model:
                     # since ops joining several inputs cannot be prepared with mixed batch sizes.
                     for spec, array in resized:
                         interp.resize_tensor_input(spec.index, array.shape, strict=False)
-                        self._current_shapes[spec.index] = array.shape
+                        self._current_shapes[spec.index] = ()  # unknown until allocation succeeds
                     interp.allocate_tensors()
+                    for spec, array in resized:
+                        self._current_shapes[spec.index] = array.shape
                 for spec, array in feeds:
                     interp.set_tensor(spec.index, array)
                 interp.invoke()
@@ -568,10 +571,10 @@ def load(
         EdgeSDKError: every failure, typed by cause (see :mod:`edge_sdk.errors`).
     """
     from .audit_log import AuditLog
-    from .bundle import read_bundle
+    from .bundle import DEFAULT_LIMITS, Limits, read_bundle
     from .profiles import load_profile
     from .state import VersionState, default_state_dir
-    from .verify import check_target, decrypt_model, verify_bundle
+    from .verify import check_digest, check_target, decrypt_model, verify_bundle
 
     store = _as_trust(trust)
     key = (
@@ -585,13 +588,15 @@ def load(
     ids = tuple(hardware_ids) if hardware_ids is not None else detect_hardware_ids()
     where = source if isinstance(source, (str, os.PathLike)) else "<bytes>"
     parsed: dict[str, Any] = {}  # what is known of the bundle so far, for the audit record
+    limits = Limits.for_model_size(prof.max_model_bytes) if prof is not None else DEFAULT_LIMITS
     try:
-        # The order is the contract of docs/FORMAT.md: caps and parse, signatures, expiry, target,
-        # anti-rollback, payload hash — all before the content key is even unwrapped.
-        bundle = read_bundle(source)
+        # The order is the contract of docs/FORMAT.md: caps and parse, signatures (before the
+        # payload is even read), expiry, target, runtime, anti-rollback, payload hash — all
+        # before the content key is unwrapped.
+        bundle = read_bundle(source, limits, trust=store)
         manifest = bundle.manifest
         parsed = {"name": manifest.name, "version": manifest.version, "digest": bundle.digest}
-        verification = verify_bundle(bundle, store, now=now)
+        verification = verify_bundle(bundle, store, now=now, check_payload_hash=False)
         if not allow_target_mismatch:
             check_target(manifest, profile=prof.name if prof else None, hardware_ids=ids)
             if prof is not None and manifest.target.runtime != prof.runtime.package:
@@ -604,6 +609,8 @@ def load(
         if not allow_target_mismatch:
             check_backend(manifest, runtime)
         state.check(manifest.name, manifest.version, verification.digest)
+        check_digest(bundle.payload, manifest.payload.sha256, manifest.payload.size, "payload",
+                     precomputed=bundle.payload_sha256)  # fmt: skip
         model_bytes = decrypt_model(bundle, key, consume=True)
         del bundle  # its ciphertext pages were released while decrypting
         model = Model(
@@ -614,17 +621,21 @@ def load(
             delegate_chain=prof.delegates if prof is not None else (),
             strict_delegates=strict_delegates,
         )
-        state.record(manifest.name, manifest.version, verification.digest)
     except EdgeSDKError as exc:
-        audit.append("reject", source=str(where), **parsed, result="rejected", reason=exc.message,
-                     error=exc.kind)  # fmt: skip
+        try:
+            audit.append("reject", source=str(where), **parsed, result="rejected", reason=exc.message,
+                         error=exc.kind)  # fmt: skip
+        except AuditLogError as log_error:
+            # The rejection is what the caller must see; the log failure is said alongside it.
+            log.error("could not record the rejection in the audit log: %s", log_error.message)
         raise
-    audit.append(
-        "load",
-        source=str(where),
-        **parsed,
-        signers=list(verification.signers),
-        result="ok",
-        backend=f"{model.backend.package} {model.backend.version}",
-    )
+    try:
+        # Logged before the version counter moves: a load the device cannot account for is
+        # refused (and leaves the counter where it was).
+        audit.append("load", source=str(where), **parsed, signers=list(verification.signers), result="ok",
+                     backend=f"{model.backend.package} {model.backend.version}")  # fmt: skip
+        state.record(manifest.name, manifest.version, verification.digest)
+    except EdgeSDKError:
+        model.close()
+        raise
     return model

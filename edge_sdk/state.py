@@ -118,7 +118,12 @@ class VersionState:
 def _check(entry: Any, name: str, version: int, digest: str) -> None:
     if not entry:
         return
-    accepted = int(entry.get("version", -1))
+    if not isinstance(entry, dict) or not isinstance(entry.get("version"), int):
+        raise StateError(
+            f"anti-rollback state for {name!r} is corrupt: {str(entry)[:80]}",
+            hint="restore versions.json from a backup; deleting it re-arms rollback attacks",
+        )
+    accepted = int(entry["version"])
     if version < accepted:
         raise RollbackError(
             f"bundle {name} v{version} is older than v{accepted}, which this device already accepted"

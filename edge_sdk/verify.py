@@ -162,13 +162,16 @@ def decrypt_model(bundle: Bundle, device_key: PrivateKey | None, *, consume: boo
             obj, view = writable_bytes(stored_size)
             hasher = PipelinedSHA256(stored_size)
             releaser = Releaser(bundle.payload) if consume else None
-            decrypt_payload(
-                bundle.payload,
-                *args,
-                on_chunk=hasher.update,
-                out=view,
-                on_consumed=releaser.consumed if releaser is not None else None,
-            )
+            try:
+                decrypt_payload(
+                    bundle.payload,
+                    *args,
+                    on_chunk=hasher.update,
+                    out=view,
+                    on_consumed=releaser.consumed if releaser is not None else None,
+                )
+            finally:
+                hasher.wait()  # the worker may still be reading `view`; never free it under it
             digest = hasher.hexdigest()
             plain = freeze(obj, view)
         else:
@@ -179,7 +182,10 @@ def decrypt_model(bundle: Bundle, device_key: PrivateKey | None, *, consume: boo
         # Hash each piece as it is decompressed, as the uncompressed path hashes while it
         # decrypts: a serial hash after decompression would add a full pass to every load.
         hasher = PipelinedSHA256(manifest.model.size)
-        plain = decompress(stored, payload.compression, manifest.model.size, hasher.update)
+        try:
+            plain = decompress(stored, payload.compression, manifest.model.size, hasher.update)
+        finally:
+            hasher.wait()  # as above: no freed buffer may still be queued for hashing
         digest = hasher.hexdigest()
     elif not payload.encrypted:
         plain, digest = bytes(stored), bundle.payload_sha256
@@ -212,7 +218,7 @@ def open_bundle(
     Peak memory stays near one model size: the model is decrypted straight into its final
     ``bytes``, and the ciphertext's pages are released as decryption moves past them.
     """
-    bundle = read_bundle(source, limits)
+    bundle = read_bundle(source, limits, trust=trust)
     verification = verify_bundle(bundle, trust, now=now)
     check_target(bundle.manifest, profile=profile, hardware_ids=hardware_ids)
     return OpenedBundle(verification, decrypt_model(bundle, device_key, consume=True))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import csv
 import io
-import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 
 from edge_sdk.audit import audit_paths, find_bundles, summarize
+from edge_sdk.bundle import read_bundle
 from edge_sdk.keys import TrustStore
 
 from .conftest import KeySet, make_bundle_bytes, split_bundle
@@ -149,7 +149,14 @@ def test_cli_audit_log(tmp_path: Path, cli: Any) -> None:
     assert cli("audit", "log", tmp_path / "none.log").code == 2
 
 
-def test_audit_does_not_need_or_read_device_keys(tree: dict[str, Path], trust: TrustStore) -> None:
-    os.environ.pop("EDGE_SDK_KEY_PASSPHRASE", None)
+def test_audit_never_decrypts(
+    tree: dict[str, Path], trust: TrustStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_sdk import verify
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an audit must never decrypt")
+
+    monkeypatch.setattr(verify, "decrypt_model", forbidden)
     rows = audit_paths([tree["good"]], trust)
-    assert rows[0].status == "ok"
+    assert rows[0].status == "ok" and read_bundle(tree["good"]).manifest.payload.encrypted

@@ -121,3 +121,17 @@ def test_concurrent_appenders_produce_one_valid_chain(tmp_path: Path) -> None:
     report = verify_log(path)
     assert len(report.records) == 100
     assert [r["seq"] for r in report.records] == list(range(1, 101))
+
+
+def test_deleting_the_oldest_records_is_detected(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    _write(path, 10)
+    path.write_text("\n".join(_lines(path)[6:]) + "\n")
+    with pytest.raises(AuditLogError, match=r"records seq 1..6 were deleted from the start"):
+        verify_log(path)
+
+
+def test_unwritable_log_is_a_typed_error(tmp_path: Path) -> None:
+    (tmp_path / "audit.log").mkdir()  # a directory where the file should be
+    with pytest.raises(AuditLogError, match="cannot write audit log"):
+        AuditLog(tmp_path / "audit.log").append("load")

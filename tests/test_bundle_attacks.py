@@ -14,7 +14,6 @@ from edge_sdk.encryption import TAG_SIZE, decrypt_payload, unwrap_content_key
 from edge_sdk.errors import (
     BundleFormatError,
     DecryptionError,
-    EdgeSDKError,
     ExpiredError,
     IntegrityError,
     ManifestError,
@@ -427,9 +426,11 @@ def test_trust_store_threshold_above_keys(keyset: KeySet) -> None:
         keyset.trust(keyset.signer, threshold=2)
 
 
-def test_device_key_given_as_signing_key(good: bytes, keyset: KeySet) -> None:
-    with pytest.raises(EdgeSDKError):
-        _open(good, keyset, device_key=keyset.signer)
+def test_signing_key_given_as_device_key(good: bytes, keyset: KeySet) -> None:
+    parts = split_bundle(good)
+    parts.envelope["recipients"][0]["keyid"] = keyset.signer.key_id  # an entry that names it
+    with pytest.raises(DecryptionError, match="but the device key is ed25519"):
+        _open(parts.join(), keyset, device_key=keyset.signer)
 
 
 def test_post_quantum_recipient_and_hybrid_signature(keyset: KeySet) -> None:

@@ -175,9 +175,7 @@ def test_every_error_class_has_a_distinct_documented_exit_code() -> None:
     assert len(codes) == len(classes), "two error classes share an exit code"
     readme = (REPO / "README.md").read_text()
     for cls in classes:
-        assert f"| {cls.exit_code} |" in readme and cls.__name__ in readme, (
-            f"{cls.__name__} not documented"
-        )
+        assert f"| {cls.exit_code} | `{cls.__name__}` |" in readme, f"{cls.__name__} not documented"
 
 
 def test_help_imports_nothing_heavy() -> None:
@@ -207,3 +205,20 @@ def test_profiles_list_and_show(cli: Any) -> None:
     assert shown["quantization"] == "int8" and shown["edgetpu"] is True
     unknown = cli("profiles", "show", "pi-zero")
     assert unknown.code == 50 and "rpi4" in unknown.err
+
+
+def test_control_characters_from_a_bundle_never_reach_the_terminal(
+    tmp_path: Path, cli: Any, keyset: KeySet
+) -> None:
+    import json as _json
+
+    from .conftest import split_bundle
+
+    parts = split_bundle(make_bundle_bytes(keyset))
+    manifest = _json.loads(parts.manifest)
+    manifest["\x1b[2J\x1b[32mOK signed by a trusted key\x1b[0m"] = 1
+    parts.manifest = _json.dumps(manifest).encode()
+    path = tmp_path / "evil.edgepkg"
+    path.write_bytes(parts.join())
+    result = cli("inspect", path)
+    assert result.code == 12 and "\x1b" not in result.err and "\\x1b" in result.err

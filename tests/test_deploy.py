@@ -1093,3 +1093,17 @@ def test_cli_audit_over_ssh_and_inventory(
         by_device.setdefault(row["device"].split(" ")[0], []).append(row)
     assert len(by_device["board"]) == 2
     assert by_device["gone"][0]["status"] == "error" and by_device["gone"][0]["kind"] == "transport"
+
+
+def test_versions_up_to_the_manifest_limit(
+    make_bundle: BundleFactory, board: Callable[[str], Path]
+) -> None:
+    """Versions beyond 15 digits once switched `current` and then crashed pruning (review finding)."""
+    root = board("bigver")
+    small, big = make_bundle(7), make_bundle(2**63 - 1)
+    deploy(small, str(root))
+    result = deploy(big, str(root))
+    assert result.status == "ok" and sha(current_of(root)) == sha(big)
+    [state] = status(str(root))
+    assert state.version == 2**63 - 1 and state.problem is None
+    assert rollback("demo", str(root)).version == 7

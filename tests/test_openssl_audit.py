@@ -74,3 +74,14 @@ def test_openssl_rejects_a_tampered_payload(tmp_path: Path, keyset: KeySet) -> N
 def test_openssl_finds_no_signature_from_another_key(tmp_path: Path, keyset: KeySet) -> None:
     result = _audit(tmp_path, make_bundle_bytes(keyset), keyset.signer2)
     assert result.returncode != 0
+
+
+def test_script_computes_hybrid_key_ids(tmp_path: Path, keyset: KeySet) -> None:
+    """OpenSSL 3.0 cannot parse ML-DSA keys, but the key id step only base64-decodes PEM blocks."""
+    assert SCRIPT is not None
+    _, pub = save_keypair(keyset.hybrid, tmp_path / "hybrid")
+    keyid_step = "# 3." + SCRIPT.group(1).split("# 3.")[1].split("ENTRY=")[0]
+    done = subprocess.run(["bash", "-c", "set -euo pipefail\n" + keyid_step + 'echo "$KEYID"'], cwd=tmp_path,
+                          env={"PUBKEY": str(pub), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    assert done.stdout.strip().splitlines()[-1] == keyset.hybrid.key_id

@@ -215,7 +215,9 @@ def _security_bundles(
             created=datetime(2020, 1, 1, tzinfo=timezone.utc),
             expires=datetime(2021, 1, 1, tzinfo=timezone.utc),
         )  # fmt: skip
-        raw = bytearray((out / files["v1"]).read_bytes())
+        # From v2, the version the suite accepts last: a tampered payload must then fail its hash,
+        # not the anti-rollback check (which comes first).
+        raw = bytearray((out / files["v2"]).read_bytes())
         raw[-1] ^= (
             0x01  # the last byte is always payload (ciphertext): the signed hash must catch it
         )
