@@ -886,20 +886,30 @@ def _ssh_options(identity: Path | None, known_hosts: Path | None, accept_new: bo
                       connect_timeout=connect_timeout)  # fmt: skip
 
 
-def _targets(target: str | None, inventory: Path | None, devices: list[str] | None, groups: list[str] | None,
+def _devices(target: str | None, inventory: Path | None, devices: list[str] | None, groups: list[str] | None,
              ssh: Any) -> list[Any]:  # fmt: skip
-    """``--target`` or the selected inventory devices, as deploy targets."""
-    from .inventory import load_inventory
-    from .transports import parse_target
+    """``--target`` (as a one-device fleet) or the selected inventory devices."""
+    from .inventory import Device, load_inventory
 
     if (target is None) == (inventory is None):
         raise UsageError("give exactly one of --target or --inventory")
     if target is not None:
         if devices or groups:
             raise UsageError("--device and --group select from an --inventory")
-        return [parse_target(target, ssh=ssh)]
+        return [Device(name=target, target=target, ssh=ssh)]
     assert inventory is not None
-    return [d.open_target() for d in load_inventory(inventory).select(devices or [], groups or [])]
+    return list(load_inventory(inventory).select(devices or [], groups or []))
+
+
+def _targets(target: str | None, inventory: Path | None, devices: list[str] | None, groups: list[str] | None,
+             ssh: Any) -> list[Any]:  # fmt: skip
+    """``--target`` or the selected inventory devices, as deploy targets."""
+    from .transports import parse_target
+
+    chosen = _devices(target, inventory, devices, groups, ssh)
+    return (
+        [parse_target(target, ssh=ssh)] if target is not None else [d.open_target() for d in chosen]
+    )
 
 
 def _fleet_progress(show: bool) -> Any:
@@ -985,7 +995,6 @@ def deploy(
 ) -> None:
     """Install bundles on a target or a fleet: upload, check, switch `current` atomically."""
     from .deploy import DeployOptions, deploy_fleet, prepare_bundle
-    from .inventory import load_inventory
     from .keys import TrustStore
     from .transports import RetryPolicy
 
@@ -995,18 +1004,7 @@ def deploy(
                             retry=RetryPolicy(attempts=retries))  # fmt: skip
     store = TrustStore.load(trust) if trust else None
     prepared = [prepare_bundle(b, trust=store) for b in bundles]
-    if inventory is not None:
-        if target is not None:
-            raise UsageError("give exactly one of --target or --inventory")
-        devices = list(load_inventory(inventory).select(device or [], group or []))
-    else:
-        from .inventory import Device
-
-        if target is None:
-            raise UsageError("give exactly one of --target or --inventory")
-        if device or group:
-            raise UsageError("--device and --group select from an --inventory")
-        devices = [Device(name=target, target=target, ssh=ssh)]
+    devices = _devices(target, inventory, device, group, ssh)
     results: list[Any] = []
     stopped = False
     with _fleet_progress(not as_json) as progress:
