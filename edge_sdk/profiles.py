@@ -503,7 +503,18 @@ class DeviceProfile:
 
 
 def _builtin_root() -> Traversable:
-    return resources.files(BUILTIN_PACKAGE)
+    try:
+        return resources.files(BUILTIN_PACKAGE)
+    except ModuleNotFoundError:
+        # An editable install imports edge_sdk from the checkout, where the built-in profiles sit
+        # beside the package rather than inside it (the wheel maps them in).
+        checkout = Path(__file__).resolve().parent.parent / "device_profiles"
+        if not checkout.is_dir():
+            raise ProfileError(
+                f"the built-in profiles ({BUILTIN_PACKAGE}) are missing from this installation",
+                hint="reinstall edge-sdk from its wheel",
+            ) from None
+        return checkout
 
 
 def _user_dirs() -> list[Path]:

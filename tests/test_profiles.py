@@ -523,7 +523,7 @@ def test_the_wheel_ships_the_profiles(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert build.returncode == 0, build.stdout + build.stderr
-    (wheel,) = out.glob("edge_sdk-*.whl")
+    (wheel,) = out.glob("edgepkg-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         assert "edge_sdk/device_profiles/rpi4.toml" in names

@@ -22,7 +22,7 @@ if [ ! -x .venv/bin/python ]; then
   # Debian's python3 may lack the venv module (python3-venv); virtualenv from pip works everywhere.
   $PY -m venv .venv 2>/dev/null || { $PY -m pip install -q --user virtualenv && $PY -m virtualenv -q .venv; }
 fi
-.venv/bin/python -m pip install -q --upgrade pip 'setuptools>=77'
+.venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[host,device,deploy,tuf,dev]'
 
 .venv/bin/ruff check edge_sdk tests tools

@@ -1,0 +1,219 @@
+"""What every command group shares: the app, option types, rendering and key prompts.
+
+Only the CLI imports typer and rich; rich is imported inside the functions that draw, so
+``edge-sdk --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edge_sdk.errors import KeyFileError, UsageError
+
+app = typer.Typer(
+    name="edge-sdk",
+    help="Take a trained model to a fleet of edge boards: package, verify, deploy, run.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # private keys must never appear in a traceback
+    rich_markup_mode=None,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+TrustOpt = Annotated[
+    list[Path],
+    typer.Option(
+        "--trust", help="Trusted signing public key (.pub) or a trust directory; repeatable."
+    ),
+]
+
+
+DeviceKeyOpt = Annotated[
+    Path | None, typer.Option(help="This device's private key (for encrypted bundles).")
+]
+ProfileOpt = Annotated[
+    str | None, typer.Option(help="This board's profile (threads, delegates, target check).")
+]
+StateOpt = Annotated[Path | None, typer.Option(help="Anti-rollback state and audit log directory.")]
+StrictOpt = Annotated[
+    bool, typer.Option("--strict-delegates", help="A delegate that fails to load is an error.")
+]
+MismatchOpt = Annotated[
+    bool, typer.Option("--allow-target-mismatch", help="Testing: skip the target check.")
+]
+
+
+TargetOpt = Annotated[
+    str | None, typer.Option("--target", help="A directory or ssh://user@host[:port]/path.")
+]
+InventoryOpt = Annotated[Path | None, typer.Option(help="Fleet inventory TOML.")]
+GroupOpt = Annotated[list[str] | None, typer.Option("--group", help="Inventory group; repeatable.")]
+DeviceOpt = Annotated[
+    list[str] | None, typer.Option("--device", help="Inventory device name; repeatable.")
+]
+IdentityOpt = Annotated[Path | None, typer.Option(help="SSH private key for the boards.")]
+KnownHostsOpt = Annotated[
+    Path | None, typer.Option(help="known_hosts file (default ~/.ssh/known_hosts).")
+]
+AcceptNewOpt = Annotated[
+    bool,
+    typer.Option("--accept-new-host-keys", help="Trust and record hosts seen for the first time."),
+]
+PortOpt = Annotated[int | None, typer.Option(help="SSH port (overrides the URI).")]
+TimeoutOpt = Annotated[float, typer.Option(help="Seconds to connect and log in.")]
+
+
+# -- rendering helpers ------------------------------------------------------------------------
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    out = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not out.is_terminal:
+        # Piped output: never wrap a 64-digit key id or digest in the middle.
+        out.width = max(out.width, 160)
+    return out
+
+
+def table(title: str | None, columns: list[str], rows: list[list[str]]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, show_header=True, header_style="bold")
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*(safe(cell) for cell in row))
+    console().print(table)
+
+
+def kv(title: str, pairs: list[tuple[str, str]]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False, box=None, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in pairs:
+        table.add_row(safe(key), safe(value))
+    console().print(table)
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), 127] if c != 10}
+
+
+def safe(text: str) -> str:
+    """Text from a bundle, shown without its control characters (no terminal escapes)."""
+    return text.translate(_CONTROL)
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def warn(message: str) -> None:
+    console(stderr=True).print(f"warning: {safe(message)}", style="yellow", markup=False)
+
+
+# -- key loading with passphrase prompt -----------------------------------------------------------
+
+
+def load_private(path: Path, kind: str) -> Any:
+    from edge_sdk.keys import load_private_key
+
+    try:
+        return load_private_key(path, kind=kind)  # type: ignore[arg-type]
+    except KeyFileError as exc:
+        if "no passphrase was given" not in exc.message or not sys.stdin.isatty():
+            raise
+    passphrase = typer.prompt(f"Passphrase for {path}", hide_input=True)
+    return load_private_key(path, kind=kind, passphrase=passphrase.encode())  # type: ignore[arg-type]
+
+
+def parse_expiry(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"--expires {text!r} is not a date", hint="use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def pruning_line(report: Any) -> str:
+    if not isinstance(report, dict):
+        return "not pruned"
+    tuned = report.get("fine_tune") or {}
+    how = f"{report.get('mode', '?')}, " + (
+        f"fine-tuned {tuned['epochs']} epochs" if tuned.get("epochs") else "post-training"
+    )
+    return (
+        f"{report.get('sparsity', 0):.1%} of {report.get('prunable_weights', 0):,} prunable "
+        f"weights are zero ({how})"
+    )
+
+
+def ssh_options(identity: Path | None, known_hosts: Path | None, accept_new: bool, port: int | None,
+                 connect_timeout: float) -> Any:  # fmt: skip
+    from edge_sdk.transports import SshOptions
+
+    return SshOptions(identity=identity, known_hosts=known_hosts, accept_new_host_keys=accept_new, port=port,
+                      connect_timeout=connect_timeout)  # fmt: skip
+
+
+def select_devices(target: str | None, inventory: Path | None, devices: list[str] | None, groups: list[str] | None,
+             ssh: Any) -> list[Any]:  # fmt: skip
+    """``--target`` (as a one-device fleet) or the selected inventory devices."""
+    from edge_sdk.inventory import Device, load_inventory
+
+    if (target is None) == (inventory is None):
+        raise UsageError("give exactly one of --target or --inventory")
+    if target is not None:
+        if devices or groups:
+            raise UsageError("--device and --group select from an --inventory")
+        return [Device(name=target, target=target, ssh=ssh)]
+    assert inventory is not None
+    return list(load_inventory(inventory).select(devices or [], groups or []))
+
+
+def select_targets(target: str | None, inventory: Path | None, devices: list[str] | None, groups: list[str] | None,
+             ssh: Any) -> list[Any]:  # fmt: skip
+    """``--target`` or the selected inventory devices, as deploy targets."""
+    from edge_sdk.transports import parse_target
+
+    chosen = select_devices(target, inventory, devices, groups, ssh)
+    return (
+        [parse_target(target, ssh=ssh)] if target is not None else [d.open_target() for d in chosen]
+    )
+
+
+def counter(show: bool, label: str) -> Any:
+    """A context manager yielding ``progress(count)``, drawn on stderr when it is a terminal."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def run() -> Any:
+        err = console(stderr=True)
+        if not show or not err.is_terminal:
+            yield lambda _n: None
+            return
+        with err.status(label) as status:
+            yield lambda n: status.update(f"{label}: {n} done")
+
+    return run()

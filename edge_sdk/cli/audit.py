@@ -1,0 +1,155 @@
+"""``edge-sdk audit``: bundles on disk or on targets, and device audit logs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from edge_sdk.errors import UsageError
+
+from ._common import (
+    AcceptNewOpt,
+    GroupOpt,
+    IdentityOpt,
+    InventoryOpt,
+    JsonOpt,
+    KnownHostsOpt,
+    PortOpt,
+    TimeoutOpt,
+    TrustOpt,
+    app,
+    console,
+    counter,
+    print_json,
+    ssh_options,
+    table,
+)
+
+
+class _AuditGroup(TyperGroup):
+    """``edge-sdk audit PATH…`` scans; ``edge-sdk audit log FILE`` reads a device log."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["scan", *args]
+        return list(super().parse_args(ctx, args))
+
+
+audit_app = typer.Typer(
+    cls=_AuditGroup,
+    help="Audit bundles (edge-sdk audit PATH… --trust DIR) or a device's log (edge-sdk audit log FILE).",
+    no_args_is_help=True,
+)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("scan", hidden=True)
+def audit_scan(
+    trust: TrustOpt,
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Bundles or directories (searched recursively).")
+    ] = None,
+    target: Annotated[
+        list[str] | None,
+        typer.Option("--target", help="A deploy target (directory or ssh://…); repeatable."),
+    ] = None,
+    inventory: InventoryOpt = None,
+    group: GroupOpt = None,
+    identity: IdentityOpt = None,
+    known_hosts: KnownHostsOpt = None,
+    accept_new_host_keys: AcceptNewOpt = False,
+    port: PortOpt = None,
+    connect_timeout: TimeoutOpt = 15.0,
+    threshold: Annotated[
+        int | None, typer.Option(help="Override the trust store's threshold.")
+    ] = None,
+    output_format: Annotated[str, typer.Option("--format", help="table | json | csv")] = "table",
+    fail_on: Annotated[str, typer.Option(help="Exit non-zero on: error | warning")] = "error",
+    expiring_days: Annotated[
+        int, typer.Option(help="Warn when a bundle expires within N days.")
+    ] = 30,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check every bundle without a device key: one row each, a summary, an exit code."""
+    from datetime import timedelta
+
+    from edge_sdk.audit import audit_paths, failed, summarize, to_csv
+    from edge_sdk.keys import TrustStore
+
+    fmt = "json" if as_json else output_format
+    if fmt not in ("table", "json", "csv"):
+        raise UsageError(f"--format must be table, json or csv, not {fmt!r}")
+    from edge_sdk.audit import audit_targets
+    from edge_sdk.inventory import load_inventory
+    from edge_sdk.transports import parse_target
+
+    if not (paths or target or inventory):
+        raise UsageError("nothing to audit: give PATHs, --target or --inventory")
+    store = TrustStore.load(trust, threshold=threshold)
+    ssh = ssh_options(identity, known_hosts, accept_new_host_keys, port, connect_timeout)
+    remote = [parse_target(t, ssh=ssh) for t in target or []]
+    if inventory is not None:
+        remote += [d.open_target() for d in load_inventory(inventory).select((), group or [])]
+    elif group:
+        raise UsageError("--group selects devices from an --inventory")
+    within = timedelta(days=expiring_days)
+    with counter(fmt == "table", "Auditing") as progress:
+        rows = audit_paths(paths or [], store, warn_within=within, progress=progress)
+        rows += audit_targets(remote, store, warn_within=within, progress=progress)
+    summary = summarize(rows)
+    bad = failed(rows, fail_on)
+    if fmt == "json":
+        print_json({"ok": not bad, "summary": summary, "rows": [r.to_dict() for r in rows]})
+    elif fmt == "csv":
+        sys.stdout.write(to_csv(rows))
+    else:
+        table(None, ["device", "path", "name", "version", "digest", "signers", "status", "reason"], [
+            [r.device, r.path + (" (current)" if r.current else ""), r.name or "", str(r.version or ""),
+             (r.digest or "")[:16], " ".join(k[:16] for k in r.signers), r.status.upper(), r.reason]
+            for r in rows
+        ])  # fmt: skip
+        console().print(
+            f"{summary['total']} bundle(s): {summary['ok']} ok, {summary['warning']} warning, "
+            f"{summary['error']} error",
+            markup=False,
+        )
+    if bad:
+        raise typer.Exit(1)
+
+
+@audit_app.command("log")
+def audit_log(
+    path: Annotated[
+        Path, typer.Argument(help="The device's audit.log (rotated files are read too).")
+    ],
+    verify_chain: Annotated[bool, typer.Option("--verify", help="Check the hash chain.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a device's audit log; with --verify, name the first broken record."""
+    from edge_sdk.audit_log import log_files, read_log
+
+    files = log_files(path)
+    if not files:
+        raise UsageError(f"audit log {path} does not exist")
+    report = read_log(files)
+    if as_json:
+        problem = report.problem
+        print_json({"ok": report.ok, "records": list(report.records),
+                     "problem": None if problem is None else vars(problem)})  # fmt: skip
+    else:
+        table(None, ["seq", "time", "event", "name", "version", "result", "reason"], [
+            [str(r.get("seq")), str(r.get("time", "")), str(r.get("event", "")), str(r.get("name", "")),
+             str(r.get("version", "")), str(r.get("result", "")), str(r.get("reason", ""))]
+            for r in report.records
+        ])  # fmt: skip
+    if verify_chain and report.problem is not None:
+        from edge_sdk.errors import AuditLogError
+
+        p = report.problem
+        raise AuditLogError(f"audit log broken at {p.file}:{p.line} (seq {p.seq}): {p.problem}")
+    if verify_chain and not as_json:
+        console().print(f"chain intact: {len(report.records)} record(s)", markup=False)

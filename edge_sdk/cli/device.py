@@ -1,0 +1,246 @@
+"""Device-side commands: ``run``, ``bench``, ``doctor``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edge_sdk.errors import UsageError
+
+from ._common import (
+    DeviceKeyOpt,
+    JsonOpt,
+    MismatchOpt,
+    ProfileOpt,
+    StateOpt,
+    StrictOpt,
+    TrustOpt,
+    app,
+    console,
+    load_private,
+    print_json,
+    table,
+)
+
+
+def _device_load(
+    bundle: Path,
+    trust: list[Path],
+    device_key: Path | None,
+    profile: str | None,
+    state_dir: Path | None,
+    threads: int | None,
+    strict_delegates: bool,
+    allow_target_mismatch: bool,
+) -> Any:
+    from edge_sdk.runtime import load
+
+    key = load_private(device_key, "device") if device_key else None
+    return load(
+        bundle,
+        trust=trust,
+        device_key=key,
+        profile=profile,
+        state_dir=state_dir,
+        threads=threads,
+        strict_delegates=strict_delegates,
+        allow_target_mismatch=allow_target_mismatch,
+    )
+
+
+def _load_inputs(path: Path) -> Any:
+    import zipfile
+
+    import numpy as np
+
+    from edge_sdk.errors import DataError
+
+    try:
+        # Our own file handle: numpy leaves its handle open when a .npz turns out corrupt.
+        with open(path, "rb") as handle:
+            data = np.load(handle, allow_pickle=False)
+            if isinstance(data, np.ndarray):
+                return data
+            with data:  # .npz members load lazily: read them inside the same error handling
+                return {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise DataError(f"input file {path} does not exist") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"cannot read {path} as .npy/.npz: {str(exc)[:200]}") from None
+
+
+@app.command()
+def run(
+    bundle: Annotated[Path, typer.Argument(help="The .edgepkg file.")],
+    trust: TrustOpt,
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help=".npy (one input) or .npz (by input name)")
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write outputs to this .npz")
+    ] = None,
+    device_key: DeviceKeyOpt = None,
+    profile: ProfileOpt = None,
+    state_dir: StateOpt = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Interpreter threads (default: profile).")
+    ] = None,
+    raw: Annotated[
+        bool, typer.Option(help="Feed and return quantized integers as they are.")
+    ] = False,
+    strict_delegates: StrictOpt = False,
+    allow_target_mismatch: MismatchOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Verify, decrypt in memory and run a bundle on the inputs; print or save the outputs."""
+    import numpy as np
+
+    x = _load_inputs(input)
+    with _device_load(
+        bundle,
+        trust,
+        device_key,
+        profile,
+        state_dir,
+        threads,
+        strict_delegates,
+        allow_target_mismatch,
+    ) as model:
+        y = model.predict(x, raw=raw)
+        outputs = y if isinstance(y, dict) else {model.outputs[0].name: y}
+        if output is not None:
+            try:
+                np.savez(output, **outputs)
+            except OSError as exc:
+                from edge_sdk.errors import DataError
+
+                raise DataError(
+                    f"cannot write outputs to {output}: {exc.strerror or exc}"
+                ) from None
+        info = model.describe()
+    result = {
+        "name": model.manifest.name,
+        "version": model.manifest.version,
+        **info,
+        "results": {
+            k: {
+                "shape": list(v.shape),
+                "dtype": str(v.dtype),
+                **(
+                    {"argmax": np.argmax(v.reshape(len(v), -1), axis=1).tolist()[:32]}
+                    if v.ndim == 2
+                    else {}
+                ),
+            }
+            for k, v in outputs.items()
+        },
+        "output_file": str(output) if output else None,
+    }
+    if as_json:
+        print_json(result)
+        return
+    delegates = (
+        ", ".join(f"{d['name']}{'' if d['applied'] else ' (fell back)'}" for d in info["delegates"])
+        or "none"
+    )
+    console().print(
+        f"{result['name']} v{result['version']} on {info['backend']['package']} "
+        f"{info['backend']['version']}, delegates: {delegates}",
+        markup=False,
+    )
+    for name, value in outputs.items():
+        console().print(f"{name}: shape {list(value.shape)} {value.dtype}", markup=False)
+        if value.ndim == 2:
+            console().print(f"  argmax: {np.argmax(value, axis=1).tolist()[:32]}", markup=False)
+    if output:
+        console().print(f"saved to {output}", markup=False)
+
+
+@app.command()
+def bench(
+    bundle: Annotated[Path, typer.Argument(help="The .edgepkg file.")],
+    trust: TrustOpt,
+    device_key: DeviceKeyOpt = None,
+    profile: ProfileOpt = None,
+    state_dir: StateOpt = None,
+    threads: Annotated[str, typer.Option(help="Comma-separated thread counts to compare.")] = "1,2",
+    runs: Annotated[int, typer.Option(help="Timed runs per configuration.")] = 50,
+    warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 5,
+    allow_target_mismatch: MismatchOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure load time and latency percentiles per thread count on this board."""
+    from edge_sdk.benchmark import bench_bundle
+
+    counts = _int_list(threads, "--threads")
+    key = load_private(device_key, "device") if device_key else None
+    report = bench_bundle(
+        bundle,
+        trust=trust,
+        device_key=key,
+        profile=profile,
+        state_dir=state_dir,
+        threads=counts,
+        runs=runs,
+        warmup=warmup,
+        allow_target_mismatch=allow_target_mismatch,
+    )
+    if as_json:
+        print_json(report)
+        return
+    console().print(
+        f"{report['name']} v{report['version']} on {report['backend']}; load "
+        f"{report['load_ms']:.1f} ms; delegates: {', '.join(report['delegates']) or 'none'}",
+        markup=False,
+    )
+    table(
+        None,
+        ["threads", "p50 ms", "p90 ms", "p99 ms", "mean ms", "runs"],
+        [
+            [
+                str(r["threads"]),
+                f"{r['p50_ms']:.3f}",
+                f"{r['p90_ms']:.3f}",
+                f"{r['p99_ms']:.3f}",
+                f"{r['mean_ms']:.3f}",
+                str(r["runs"]),
+            ]
+            for r in report["configs"]
+        ],
+    )
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{option} takes comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise UsageError(f"{option} needs positive integers, got {text!r}")
+    return values
+
+
+@app.command()
+def doctor(
+    profile: ProfileOpt = None,
+    device_key: DeviceKeyOpt = None,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check this board: Python, arch, runtime, numpy, crypto speed, delegates, state, key."""
+    from edge_sdk.doctor import run_checks
+
+    checks = run_checks(profile=profile, device_key=device_key, state_dir=state_dir)
+    failed = [c for c in checks if c.status == "fail"]
+    if as_json:
+        print_json({"ok": not failed, "checks": [c.to_dict() for c in checks]})
+    else:
+        table(
+            None,
+            ["check", "status", "detail", "fix"],
+            [[c.name, c.status.upper(), c.detail, c.fix or ""] for c in checks],
+        )
+    if failed:
+        raise typer.Exit(1)

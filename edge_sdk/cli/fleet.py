@@ -1,0 +1,241 @@
+"""Fleet commands: ``deploy``, ``rollback``, ``status``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edge_sdk.errors import EdgeSDKError
+
+from ._common import (
+    AcceptNewOpt,
+    DeviceOpt,
+    GroupOpt,
+    IdentityOpt,
+    InventoryOpt,
+    JsonOpt,
+    KnownHostsOpt,
+    PortOpt,
+    TargetOpt,
+    TimeoutOpt,
+    app,
+    console,
+    print_json,
+    select_devices,
+    select_targets,
+    ssh_options,
+    table,
+)
+
+
+def _fleet_progress(show: bool) -> Any:
+    """A context manager yielding a deploy progress callback: one bar per device on stderr."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def run() -> Any:
+        err = console(stderr=True)
+        if not show or not err.is_terminal:
+            yield None
+            return
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+        tasks: dict[str, Any] = {}
+        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                      TextColumn("{task.fields[phase]}"), console=err) as bars:  # fmt: skip
+
+            def update(event: Any) -> None:
+                key = event.device or event.target
+                if key not in tasks:
+                    tasks[key] = bars.add_task(key, total=None, phase="")
+                phase = event.phase if event.result is None else event.result.status
+                bars.update(
+                    tasks[key], completed=event.sent, total=event.total or None, phase=phase
+                )
+
+            yield update
+
+    return run()
+
+
+def _deploy_rows(results: list[Any]) -> list[list[str]]:
+    return [
+        [r.device or r.target, r.name, str(r.version), r.digest[:16], r.status.upper(),
+         "yes" if r.uploaded else "no", f"{r.elapsed:.2f}s", r.reason or ""]
+        for r in results
+    ]  # fmt: skip
+
+
+@app.command()
+def deploy(
+    bundles: Annotated[list[Path], typer.Argument(help="Bundles to install.")],
+    target: TargetOpt = None,
+    inventory: InventoryOpt = None,
+    device: DeviceOpt = None,
+    group: GroupOpt = None,
+    trust: Annotated[
+        list[Path] | None,
+        typer.Option(help="Verify each bundle locally against this trust store first."),
+    ] = None,
+    keep: Annotated[int, typer.Option(help="Releases to keep per bundle name.")] = 3,
+    verify_remote: Annotated[
+        str | None,
+        typer.Option(
+            help="Trust store path ON THE BOARD: run edge-sdk verify there before switching."
+        ),
+    ] = None,
+    health_check: Annotated[
+        str | None,
+        typer.Option(help="Command run on the board after the switch; failure rolls back."),
+    ] = None,
+    health_timeout: Annotated[
+        float, typer.Option(help="Seconds the health check may take.")
+    ] = 30.0,
+    allow_downgrade: Annotated[
+        bool, typer.Option(help="Allow a lower version than the current one.")
+    ] = False,
+    retries: Annotated[int, typer.Option(help="Attempts for network failures (with backoff).")] = 3,
+    parallel: Annotated[int, typer.Option(help="Devices deployed at once.")] = 8,
+    canary: Annotated[
+        int, typer.Option(help="Deploy to N devices first; continue only if they pass.")
+    ] = 0,
+    max_failures: Annotated[
+        int, typer.Option(help="Stop starting new devices after this many failures.")
+    ] = 0,
+    identity: IdentityOpt = None,
+    known_hosts: KnownHostsOpt = None,
+    accept_new_host_keys: AcceptNewOpt = False,
+    port: PortOpt = None,
+    connect_timeout: TimeoutOpt = 15.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Install bundles on a target or a fleet: upload, check, switch `current` atomically."""
+    from edge_sdk.deploy import DeployOptions, deploy_fleet, prepare_bundle
+    from edge_sdk.keys import TrustStore
+    from edge_sdk.transports import RetryPolicy
+
+    ssh = ssh_options(identity, known_hosts, accept_new_host_keys, port, connect_timeout)
+    options = DeployOptions(keep=keep, verify_remote=verify_remote, health_check=health_check,
+                            health_timeout=health_timeout, allow_downgrade=allow_downgrade,
+                            retry=RetryPolicy(attempts=retries))  # fmt: skip
+    store = TrustStore.load(trust) if trust else None
+    prepared = [prepare_bundle(b, trust=store) for b in bundles]
+    devices = select_devices(target, inventory, device, group, ssh)
+    results: list[Any] = []
+    stopped = False
+    with _fleet_progress(not as_json) as progress:
+        for bundle in prepared:
+            fleet = deploy_fleet(bundle, devices, options, parallel=parallel, canary=canary,
+                                 max_failures=max_failures, progress=progress)  # fmt: skip
+            results.extend(fleet.results)
+            stopped = stopped or fleet.stopped
+    failed_count = sum(1 for r in results if r.status not in ("ok", "unchanged"))
+    if as_json:
+        print_json({
+            "ok": failed_count == 0 and not stopped,
+            "stopped": stopped,
+            "results": [{"device": r.device, "target": r.target, "name": r.name, "version": r.version,
+                         "digest": r.digest, "status": r.status, "uploaded": r.uploaded, "file": r.file,
+                         "previous": r.previous, "rolled_back": r.rolled_back, "reason": r.reason,
+                         "error": r.error.kind if r.error else None, "elapsed": r.elapsed} for r in results],
+        })  # fmt: skip
+    else:
+        table(None, ["device", "name", "version", "digest", "status", "uploaded", "time", "reason"],
+               _deploy_rows(results))  # fmt: skip
+        skipped = sum(1 for r in results if r.status == "skipped")
+        console().print(f"{len(results) - failed_count} of {len(results)} deploy(s) succeeded"
+                         + (f" (rollout stopped: {skipped} skipped)" if stopped and skipped else ""),
+                         markup=False)  # fmt: skip
+    if failed_count or stopped:
+        raise typer.Exit(1)
+
+
+@app.command()
+def rollback(
+    name: Annotated[str, typer.Argument(help="Bundle name to roll back.")],
+    target: TargetOpt = None,
+    inventory: InventoryOpt = None,
+    device: DeviceOpt = None,
+    group: GroupOpt = None,
+    to_version: Annotated[
+        int | None, typer.Option(help="Switch to this version instead of the previous one.")
+    ] = None,
+    identity: IdentityOpt = None,
+    known_hosts: KnownHostsOpt = None,
+    accept_new_host_keys: AcceptNewOpt = False,
+    port: PortOpt = None,
+    connect_timeout: TimeoutOpt = 15.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Switch `current` back to the previous (or a given) release."""
+    from edge_sdk.deploy import rollback as do_rollback
+
+    ssh = ssh_options(identity, known_hosts, accept_new_host_keys, port, connect_timeout)
+    rows, failures = [], 0
+    for tgt in select_targets(target, inventory, device, group, ssh):
+        try:
+            result = do_rollback(name, tgt, to_version=to_version, ssh=ssh)
+            rows.append({"target": tgt.label, "ok": True, "from": result.from_file, "to": result.to_file,
+                         "version": result.version})  # fmt: skip
+        except EdgeSDKError as exc:
+            if target is not None:
+                raise
+            failures += 1
+            rows.append(
+                {"target": tgt.label, "ok": False, "error": exc.kind, "reason": exc.message}
+            )
+    if as_json:
+        print_json({"ok": not failures, "results": rows})
+    else:
+        table(None, ["target", "result"], [
+            [r["target"], f"{r['from']} → {r['to']} (v{r['version']})" if r["ok"] else f"FAILED: {r['reason']}"]
+            for r in rows
+        ])  # fmt: skip
+    if failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    target: TargetOpt = None,
+    inventory: InventoryOpt = None,
+    device: DeviceOpt = None,
+    group: GroupOpt = None,
+    identity: IdentityOpt = None,
+    known_hosts: KnownHostsOpt = None,
+    accept_new_host_keys: AcceptNewOpt = False,
+    port: PortOpt = None,
+    connect_timeout: TimeoutOpt = 15.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """What each device runs: name, version, digest, when it was switched."""
+    from edge_sdk.deploy import status as get_status
+
+    ssh = ssh_options(identity, known_hosts, accept_new_host_keys, port, connect_timeout)
+    rows: list[dict[str, Any]] = []
+    failures = 0
+    for tgt in select_targets(target, inventory, device, group, ssh):
+        try:
+            for rel in get_status(tgt, ssh=ssh):
+                rows.append({"target": tgt.label, "name": rel.name, "version": rel.version, "digest": rel.digest,
+                             "file": rel.file, "switched_at": rel.switched_at.isoformat() if rel.switched_at else None,
+                             "releases": list(rel.releases), "problem": rel.problem})  # fmt: skip
+        except EdgeSDKError as exc:
+            if target is not None:
+                raise
+            failures += 1
+            rows.append(
+                {"target": tgt.label, "name": None, "problem": f"{exc.kind}: {exc.message}"}
+            )
+    if as_json:
+        print_json({"ok": not failures, "releases": rows})
+    else:
+        table(None, ["target", "name", "version", "digest", "switched", "releases", "problem"], [
+            [r["target"], r.get("name") or "", str(r.get("version") or ""), (r.get("digest") or "")[:16],
+             r.get("switched_at") or "", str(len(r.get("releases") or [])), r.get("problem") or ""]
+            for r in rows
+        ])  # fmt: skip
+    if failures:
+        raise typer.Exit(1)

@@ -1,0 +1,213 @@
+"""``edge-sdk package``: convert, quantize, check and seal a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edge_sdk.errors import UsageError
+
+from ._common import (
+    JsonOpt,
+    app,
+    console,
+    human_size,
+    kv,
+    load_private,
+    parse_expiry,
+    print_json,
+    pruning_line,
+    warn,
+)
+
+
+def _progress_runner(as_json: bool) -> Any:
+    """A context manager yielding a ``progress(step)`` callback drawn as a spinner on stderr."""
+    import contextlib
+
+    labels = {"load": "Loading model", "convert": "Converting to TFLite", "calibrate": "Calibrating and quantizing",
+              "quantize": "Quantizing", "check": "Checking runtime compatibility", "evaluate": "Evaluating accuracy",
+              "seal": "Signing and encrypting", "prune": "Pruning"}  # fmt: skip
+
+    @contextlib.contextmanager
+    def run() -> Any:
+        err = console(stderr=True)
+        if as_json or not err.is_terminal:
+            yield lambda step: None
+            return
+        with err.status("Starting") as status:
+            yield lambda step: status.update(f"{labels.get(step, step)}…")
+
+    return run()
+
+
+@app.command()
+def package(
+    model: Annotated[Path, typer.Argument(help=".keras, .h5, SavedModel directory, or .tflite")],
+    profile: Annotated[str, typer.Option(help="Device profile name or path to a .toml file.")],
+    sign_key: Annotated[
+        list[Path], typer.Option(help="Signing private key; repeat for several signers.")
+    ],
+    name: Annotated[str, typer.Option(help="Bundle name (letters, digits, . _ -).")],
+    version: Annotated[int, typer.Option(help="Monotonic version number (anti-rollback).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .edgepkg path.")],
+    recipient: Annotated[
+        list[Path] | None,
+        typer.Option(help="Device public key to encrypt for; repeatable. None: signed only."),
+    ] = None,
+    quantize: Annotated[
+        str | None, typer.Option(help="none|dynamic|float16|int8|int16x8 (default: profile)")
+    ] = None,
+    io_dtype: Annotated[
+        str | None, typer.Option(help="float32|int8 inputs/outputs for int8 models")
+    ] = None,
+    calibration: Annotated[
+        Path | None, typer.Option(help=".npy/.npz or image directory for int8 calibration")
+    ] = None,
+    eval_data: Annotated[
+        Path | None, typer.Option("--eval", help=".npz with x and y labels for the accuracy gate")
+    ] = None,
+    max_accuracy_drop: Annotated[
+        float, typer.Option(help="Accuracy budget in percentage points.")
+    ] = 1.0,
+    max_output_error: Annotated[
+        float, typer.Option(help="Budget for relative RMS output error.")
+    ] = 0.05,
+    aead: Annotated[
+        str | None, typer.Option(help="aes-256-gcm | chacha20-poly1305 (default: profile)")
+    ] = None,
+    compress: Annotated[
+        int | None, typer.Option(help="zstd level, 0 = none (default: profile)")
+    ] = None,
+    expires: Annotated[str | None, typer.Option(help="Expiry date, e.g. 2027-06-30")] = None,
+    inventory: Annotated[
+        Path | None, typer.Option(help="Encrypt for the device keys of this fleet inventory.")
+    ] = None,
+    group: Annotated[
+        list[str] | None, typer.Option("--group", help="Only these inventory groups.")
+    ] = None,
+    prune: Annotated[
+        str | None,
+        typer.Option(
+            help="Zero this fraction of each kernel (0.8, 80%) or 'auto': the most "
+            "that stays within the accuracy budget"
+        ),
+    ] = None,
+    train: Annotated[
+        Path | None, typer.Option(help=".npz with x and y: fine-tune while pruning")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Fine-tuning epochs with --train (default 8)")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Convert, quantize, check and seal a model into a signed (and encrypted) bundle."""
+    from edge_sdk.keys import load_public_key
+    from edge_sdk.packaging import PackageOptions, package_model
+    from edge_sdk.profiles import load_profile
+    from edge_sdk.pruning import parse_sparsity
+
+    prof = load_profile(profile)
+    signers = [load_private(p, "signing") for p in sign_key]
+    recipients = [load_public_key(p, kind="device") for p in recipient or []]
+    if inventory is not None:
+        recipients += _inventory_recipients(inventory, group or [])
+    elif group:
+        raise UsageError("--group selects devices from an --inventory")
+    options = PackageOptions(
+        name=name,
+        version=version,
+        quantize=quantize,
+        io_dtype=io_dtype,
+        aead=aead,
+        compress=compress,
+        calibration=calibration,
+        evaluation=eval_data,
+        max_accuracy_drop=max_accuracy_drop,
+        max_output_error=max_output_error,
+        expires=parse_expiry(expires),
+        prune=parse_sparsity(prune) if prune is not None else None,
+        train=train,
+        epochs=epochs,
+    )
+    with _progress_runner(as_json) as progress:
+        result = package_model(model, out, prof, options, signers, recipients, progress)
+    m = result.bundle.manifest
+    summary = {
+        "bundle": str(result.path),
+        "digest": result.bundle.digest,
+        "name": m.name,
+        "version": m.version,
+        "profile": prof.name,
+        "source_format": result.source_format,
+        "quantization": result.quantization,
+        "model_size": result.model_size,
+        "bundle_size": result.size,
+        "encryption": m.payload.encryption,
+        "compression": m.payload.compression,
+        "signers": [s.key_id for s in result.bundle.signatures],
+        "recipients": [r.key_id for r in result.bundle.recipients],
+        "reports": result.reports,
+        "notes": list(result.notes),
+    }
+    if as_json:
+        print_json(summary)
+        return
+    for note in result.notes:
+        warn(note)
+    accuracy = result.reports.get("accuracy", {})
+    compat = result.reports.get("compatibility", {})
+    pairs = [
+        ("bundle", f"{result.path} ({human_size(result.size)})"),
+        (
+            "model",
+            f"{result.source_format} → tflite {result.quantization}, {human_size(result.model_size)}",
+        ),
+        ("accuracy", _accuracy_line(accuracy) if accuracy else "not evaluated (already TFLite)"),
+        *(
+            [("pruning", pruning_line(result.reports["pruning"]))]
+            if "pruning" in result.reports
+            else []
+        ),
+        (
+            "compatibility",
+            f"{'OK' if compat.get('ok') else 'FAILED'} for {prof.runtime.package} {prof.runtime.version}",
+        ),
+        ("payload", f"{m.payload.encryption}, {m.payload.compression}"),
+        ("signed by", ", ".join(s.key_id[:16] for s in result.bundle.signatures)),
+        (
+            "recipients",
+            ", ".join(r.key_id[:16] for r in result.bundle.recipients) or "none: NOT ENCRYPTED",
+        ),
+        ("digest", result.bundle.digest),
+    ]
+    kv(f"{m.name} v{m.version} for {prof.name}", pairs)
+
+
+def _inventory_recipients(inventory: Path, groups: list[str]) -> list[Any]:
+    """The device keys of the selected inventory devices (each device must have one)."""
+    from edge_sdk.inventory import load_inventory
+
+    devices = load_inventory(inventory).select((), groups)
+    missing = [d.name for d in devices if d.public_key is None]
+    if missing:
+        raise UsageError(
+            f"inventory devices without a public_key cannot be recipients: {', '.join(missing)}"
+        )
+    return [d.public_key for d in devices]
+
+
+def _accuracy_line(gate: dict[str, Any]) -> str:
+    if gate.get("metric") == "accuracy":
+        return (
+            f"{gate['float_accuracy']:.2f}% → {gate['quantized_accuracy']:.2f}% "
+            f"(drop {gate['drop_points']:.2f} ≤ {gate['budget_points']} points) on {gate['samples']} samples"
+        )
+    if gate.get("metric") == "output-error":
+        return (
+            f"relative RMS error {gate['relative_rmse']:.4f}, cosine {gate['cosine']:.4f} "
+            f"on {gate['samples']} samples ({gate['data']})"
+        )
+    return str(gate.get("metric", "n/a"))

@@ -1,0 +1,268 @@
+"""TUF commands: ``repo`` (publisher side) and ``agent`` (device side)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edge_sdk.errors import UsageError
+
+from ._common import (
+    JsonOpt,
+    TrustOpt,
+    app,
+    console,
+    human_size,
+    kv,
+    print_json,
+    table,
+    warn,
+)
+
+repo_app = typer.Typer(
+    help="Publish bundles through a TUF repository; devices pull them with 'edge-sdk agent'.",
+    no_args_is_help=True,
+)
+app.add_typer(repo_app, name="repo")
+
+RepoOpt = Annotated[Path, typer.Option("--repo", help="The TUF repository directory.")]
+RootKeysOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--root-keys", help="Root key directory (default DIR/root-keys); keep it offline."
+    ),
+]
+AskPassOpt = Annotated[
+    bool, typer.Option("--prompt-passphrase", help="Ask for the root keys' passphrase.")
+]
+
+
+def _root_passphrase(prompt: bool, confirm: bool = False) -> bytes | None:
+    if not prompt:
+        return None  # encrypted root keys then use EDGE_SDK_KEY_PASSPHRASE
+    answer: str = typer.prompt("Root key passphrase", hide_input=True, confirmation_prompt=confirm)
+    return answer.encode()
+
+
+def _repo_status(status: Any, as_json: bool) -> None:
+    if as_json:
+        print_json(status.to_dict())
+        return
+    table("roles", ["role", "version", "expires", "threshold", "keys", "available"], [
+        [r.name, str(r.version), f"{r.expires:%Y-%m-%d %H:%M}Z", str(r.threshold),
+         " ".join(k[:16] for k in r.keyids), str(r.keys_available)]
+        for r in status.roles
+    ])  # fmt: skip
+    table("targets", ["name", "version", "digest", "groups", "hardware", "size"], [
+        [t.name, str(t.version), t.digest[:16], " ".join(t.groups) or "(all)",
+         " ".join(t.hardware_ids) or "(any)", human_size(t.length)]
+        for t in status.targets
+    ])  # fmt: skip
+    for warning in status.warnings:
+        warn(warning)
+
+
+@repo_app.command("init")
+def repo_init(
+    directory: Annotated[Path, typer.Argument(help="Directory for the new repository.")],
+    root_keys: RootKeysOpt = None,
+    root_key_count: Annotated[int, typer.Option(help="Root keys to generate.")] = 1,
+    root_threshold: Annotated[int, typer.Option(help="Root signatures required.")] = 1,
+    timestamp_hours: Annotated[
+        float, typer.Option(help="Timestamp lifetime; run 'repo refresh' well within it.")
+    ] = 24.0,
+    prompt_passphrase: Annotated[
+        bool, typer.Option("--prompt-passphrase", help="Encrypt the root keys with a passphrase.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a repository: keys for every role, root v1, empty targets."""
+    from datetime import timedelta
+
+    from edge_sdk.tuf_repo import init_repo
+
+    if timestamp_hours <= 0:
+        raise UsageError("--timestamp-hours must be positive")
+    status = init_repo(
+        directory,
+        root_keys=root_keys,
+        keys={"root": root_key_count},
+        thresholds={"root": root_threshold},
+        expiry={"timestamp": timedelta(hours=timestamp_hours)},
+        root_passphrase=_root_passphrase(prompt_passphrase, confirm=True),
+    )
+    _repo_status(status, as_json)
+    if not as_json:
+        console().print(
+            f"ship {directory / 'metadata' / '1.root.json'} in the device image; "
+            f"move {root_keys or directory / 'root-keys'} offline",
+            markup=False,
+        )
+
+
+@repo_app.command("publish")
+def repo_publish(
+    bundles: Annotated[list[Path], typer.Argument(help="Bundle files to publish.")],
+    repo: RepoOpt,
+    group: Annotated[
+        str | None, typer.Option(help="Only devices of this group (default: every device).")
+    ] = None,
+    keep: Annotated[
+        int | None, typer.Option(help="List only the newest N versions per bundle name.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add bundles as targets; signs new targets, snapshot and timestamp metadata."""
+    from edge_sdk.tuf_repo import publish
+
+    result = publish(bundles, repo, group, keep=keep)
+    if as_json:
+        print_json({
+            "published": [{"path": t.path, "length": t.length, **t.to_custom()} for t in result.published],
+            "versions": dict(result.versions),
+        })  # fmt: skip
+        return
+    table(None, ["name", "version", "digest", "groups", "size", "target"], [
+        [t.name, str(t.version), t.digest[:16], " ".join(t.groups) or "(all)", human_size(t.length), t.path]
+        for t in result.published
+    ])  # fmt: skip
+    console().print(", ".join(f"{role} v{v}" for role, v in result.versions.items()), markup=False)
+
+
+@repo_app.command("refresh")
+def repo_refresh(
+    repo: RepoOpt,
+    force: Annotated[bool, typer.Option(help="Re-sign every online role now.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-sign roles that expire soon (run hourly from cron)."""
+    from edge_sdk.tuf_repo import refresh
+
+    result = refresh(repo, force=force)
+    if as_json:
+        print_json({"resigned": dict(result.resigned), "warnings": list(result.warnings)})
+        return
+    done = ", ".join(f"{role} v{v}" for role, v in result.resigned.items())
+    console().print(f"re-signed {done}" if done else "nothing due", markup=False)
+    for warning in result.warnings:
+        warn(warning)
+
+
+@repo_app.command("rotate-key")
+def repo_rotate_key(
+    role: Annotated[str, typer.Argument(help="root | targets | snapshot | timestamp")],
+    repo: RepoOpt,
+    old_key: Annotated[
+        str | None, typer.Option(help="Key id (prefix) to replace, when the role has several.")
+    ] = None,
+    root_keys: RootKeysOpt = None,
+    prompt_passphrase: AskPassOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replace a role's key; root is re-signed by the old and the new root keys."""
+    from edge_sdk.tuf_repo import rotate_key
+
+    change = rotate_key(
+        repo,
+        role,
+        old_key=old_key,
+        root_keys=root_keys,
+        root_passphrase=_root_passphrase(prompt_passphrase),
+    )
+    result = {
+        "role": change.role, "added": list(change.added), "removed": list(change.removed),
+        "threshold": change.threshold, "versions": dict(change.versions),
+    }  # fmt: skip
+    if as_json:
+        print_json(result)
+        return
+    kv(f"{role} key rotated", [
+        ("added", " ".join(change.added)), ("removed", " ".join(change.removed)),
+        ("threshold", str(change.threshold)),
+        ("new versions", ", ".join(f"{r} v{v}" for r, v in change.versions.items())),
+    ])  # fmt: skip
+
+
+@repo_app.command("status")
+def repo_status(repo: RepoOpt, root_keys: RootKeysOpt = None, as_json: JsonOpt = False) -> None:
+    """Roles, versions, expiries, thresholds, key availability and targets."""
+    from edge_sdk.tuf_repo import status as get_repo_status
+
+    _repo_status(get_repo_status(repo, root_keys=root_keys), as_json)
+
+
+def _agent_result(result: Any, as_json: bool) -> None:
+    if as_json:
+        print_json({
+            "ok": not result.errors,
+            "outcomes": [
+                {"name": o.name, "status": o.status, "version": o.version, "digest": o.digest,
+                 "previous": o.previous, "reason": o.reason, "error": o.error.kind if o.error else None}
+                for o in result.outcomes
+            ],
+            "requests": result.requests, "bytes": result.bytes, "attempts": result.attempts,
+            "error": result.error.message if result.error else None,
+        })  # fmt: skip
+        return
+    if result.error is not None:
+        warn(f"poll failed: {result.error.message}")
+        return
+    table(None, ["name", "status", "version", "previous", "reason"], [
+        [o.name, o.status, str(o.version or ""), o.previous or "", o.reason or ""] for o in result.outcomes
+    ])  # fmt: skip
+    console().print(
+        f"{result.requests} request(s), {human_size(result.bytes)} in {result.elapsed:.2f} s",
+        markup=False,
+    )
+
+
+@app.command()
+def agent(
+    repo: Annotated[str, typer.Option("--repo", help="Repository base URL (http:// or https://).")],
+    root: Annotated[
+        Path, typer.Option("--root", help="Trusted root.json shipped with the device.")
+    ],
+    state_dir: Annotated[
+        Path, typer.Option("--state-dir", help="TUF cache, audit log, anti-rollback state.")
+    ],
+    install_dir: Annotated[
+        Path, typer.Option("--install-dir", help="Deploy root: NAME/releases/, NAME/current.")
+    ],
+    trust: TrustOpt,
+    group: Annotated[str | None, typer.Option(help="This device's rollout group.")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Poll once and exit (the default).")] = False,
+    interval: Annotated[
+        float | None, typer.Option(help="Poll every S seconds (±10 % jitter) until stopped.")
+    ] = None,
+    health_check: Annotated[
+        str | None,
+        typer.Option(
+            help="Command run after a switch ({current}, {file}, {version}…); failure rolls back."
+        ),
+    ] = None,
+    hardware_id: Annotated[
+        list[str] | None,
+        typer.Option("--hardware-id", help="This device's ids (default: detected)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pull updates from a TUF repository: verify (TUF and bundle signatures), install, roll back."""
+    from edge_sdk.agent import Agent
+    from edge_sdk.keys import TrustStore
+
+    if once and interval is not None:
+        raise UsageError("--once and --interval exclude each other")
+    device = Agent(
+        repo, root, state_dir, install_dir, TrustStore.load(trust),
+        group=group, hardware_ids=hardware_id or None, health_check=health_check,
+    )  # fmt: skip
+    if interval is None:
+        result = device.poll()
+        _agent_result(result, as_json)
+        if result.errors and as_json:
+            raise typer.Exit(result.errors[0].exit_code)  # the JSON above already says why
+        result.raise_for_errors()
+        return
+    device.run(interval, on_poll=lambda result: _agent_result(result, as_json))
