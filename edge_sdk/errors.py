@@ -46,6 +46,16 @@ def excerpt(value: object, limit: int = 80) -> str:
     return shown if len(shown) <= limit else shown[:limit] + "… (cut)"
 
 
+def install_hint(extra: str) -> str:
+    """How to add an optional part of edge-sdk. Never ``pip install edge-sdk``: that PyPI name
+    belongs to an unrelated project; ours installs from its wheel (or a checkout)."""
+    return (
+        f'install edge-sdk with its "{extra}" extra: pip install '
+        f'"/path/to/edgepkg-VERSION-py3-none-any.whl[{extra}]" (or ".[{extra}]" in a checkout; '
+        "README: Install)"
+    )
+
+
 def _bounded(text: str) -> str:
     if len(text) <= MAX_MESSAGE_CHARS:
         return text

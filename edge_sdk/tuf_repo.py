@@ -47,6 +47,7 @@ from .errors import (
     StateError,
     UsageError,
     excerpt,
+    install_hint,
 )
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def _tuf() -> None:
         import tuf.api.metadata  # noqa: F401
     except ImportError:
         raise HostDependencyError(
-            "TUF repositories need python-tuf", hint="pip install 'edge-sdk[tuf]'"
+            "TUF repositories need python-tuf", hint=install_hint("tuf")
         ) from None
 
 

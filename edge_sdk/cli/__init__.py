@@ -13,7 +13,18 @@ from typing import NoReturn
 
 from edge_sdk.errors import EdgeSDKError
 
-from . import audit, bundles, device, fleet, keys, package, profiles, repo  # noqa: F401  (registers)
+# Importing a command module registers its commands; the order is the order of --help.
+from . import (  # noqa: F401
+    audit,
+    bundles,
+    device,
+    fleet,
+    keys,
+    package,
+    profiles,
+    project,
+    repo,
+)
 from ._common import app, print_json, safe
 
 

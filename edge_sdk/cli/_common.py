@@ -13,10 +13,27 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
-from edge_sdk.errors import KeyFileError, UsageError
+from edge_sdk.errors import EdgeSDKError, KeyFileError, UsageError
+
+#: The order of ``edge-sdk --help``: the way a project uses the tool, first to last.
+COMMAND_ORDER = (
+    "init", "keys", "profiles", "package", "inspect", "verify", "recipients", "deploy", "status",
+    "rollback", "audit", "run", "bench", "doctor", "repo", "agent",
+)  # fmt: skip
+
+
+class _OrderedGroup(TyperGroup):
+    def list_commands(self, ctx: Any) -> list[str]:
+        known = super().list_commands(ctx)
+        return [c for c in COMMAND_ORDER if c in known] + [
+            c for c in known if c not in COMMAND_ORDER
+        ]
+
 
 app = typer.Typer(
+    cls=_OrderedGroup,
     name="edge-sdk",
     help="Take a trained model to a fleet of edge boards: package, verify, deploy, run.",
     no_args_is_help=True,
@@ -24,6 +41,25 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # private keys must never appear in a traceback
     rich_markup_mode=None,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from edge_sdk import __version__
+
+        sys.stdout.write(f"edge-sdk {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Take a trained model to a fleet of edge boards: package, verify, deploy, run."""
+
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 TrustOpt = Annotated[
@@ -179,11 +215,24 @@ def ssh_options(identity: Path | None, known_hosts: Path | None, accept_new: boo
 
 def select_devices(target: str | None, inventory: Path | None, devices: list[str] | None, groups: list[str] | None,
              ssh: Any) -> list[Any]:  # fmt: skip
-    """``--target`` (as a one-device fleet) or the selected inventory devices."""
+    """``--target`` (as a one-device fleet), the selected inventory devices, or — with neither —
+    the ``[deploy]`` target or inventory of the project's edge-sdk.toml."""
     from edge_sdk.inventory import Device, load_inventory
 
-    if (target is None) == (inventory is None):
-        raise UsageError("give exactly one of --target or --inventory")
+    if target is not None and inventory is not None:
+        raise UsageError("give --target or --inventory, not both")
+    if target is None and inventory is None:
+        from edge_sdk.config import find_config
+
+        config = find_config()
+        if config is not None and (config.deploy_target or config.deploy_inventory):
+            target, inventory = config.deploy_target, config.deploy_inventory
+            groups = groups or list(config.deploy_groups)
+        else:
+            raise UsageError(
+                "where to? give --target DIR|ssh://user@host/path or --inventory fleet.toml",
+                hint="or set [deploy] target or inventory in edge-sdk.toml",
+            )
     if target is not None:
         if devices or groups:
             raise UsageError("--device and --group select from an --inventory")
@@ -194,13 +243,8 @@ def select_devices(target: str | None, inventory: Path | None, devices: list[str
 
 def select_targets(target: str | None, inventory: Path | None, devices: list[str] | None, groups: list[str] | None,
              ssh: Any) -> list[Any]:  # fmt: skip
-    """``--target`` or the selected inventory devices, as deploy targets."""
-    from edge_sdk.transports import parse_target
-
-    chosen = select_devices(target, inventory, devices, groups, ssh)
-    return (
-        [parse_target(target, ssh=ssh)] if target is not None else [d.open_target() for d in chosen]
-    )
+    """The devices of :func:`select_devices`, as deploy targets."""
+    return [d.open_target() for d in select_devices(target, inventory, devices, groups, ssh)]
 
 
 def counter(show: bool, label: str) -> Any:
@@ -217,3 +261,31 @@ def counter(show: bool, label: str) -> Any:
             yield lambda n: status.update(f"{label}: {n} done")
 
     return run()
+
+
+def publisher_trust(paths: list[Path] | None, command: str) -> Any:
+    """The trust store a host-side command checks bundles against before shipping them.
+
+    ``--trust`` when given, else the public key of the project's signing key (``edge-sdk init``);
+    with neither, the command refuses rather than ship unverified bundles.
+    """
+    from edge_sdk.keys import TrustStore
+
+    if paths:
+        return TrustStore.load(paths)
+    from edge_sdk.config import find_config
+
+    config = find_config()
+    if config is not None and config.signing_public is not None:
+        return TrustStore.load([config.signing_public])
+    raise UsageError(
+        f"{command} verifies bundles before publishing them: give --trust PUBLISHER.pub",
+        hint="or run 'edge-sdk init' so the project's signing key is the default",
+    )
+
+
+def exit_code_of(errors: list[EdgeSDKError]) -> int:
+    """A fleet command's exit code: the documented code of its failures when they agree (e.g.
+    80 when every failure was the network), else 1."""
+    codes = {e.exit_code for e in errors}
+    return codes.pop() if len(codes) == 1 else 1
