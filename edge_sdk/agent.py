@@ -368,7 +368,7 @@ class _Memory:
         return cls(path, {k: v for k, v in rejected.items() if isinstance(v, dict)})
 
     def remember(self, candidate: Candidate, reason: str) -> None:
-        from .state import atomic_write
+        from .files import atomic_write
 
         self.rejected[candidate.sha256] = {
             "name": candidate.name,

@@ -34,6 +34,7 @@ from typing import Any, BinaryIO
 
 from .encryption import RecipientEntry
 from .errors import BundleFormatError, ManifestError, PayloadTooLargeError, UnsupportedVersionError
+from .files import temp_beside
 from .hashing import PipelinedSHA256
 from .keys import TrustStore
 from .manifest import Manifest
@@ -151,9 +152,12 @@ def write_bundle(bundle: Bundle, out: BinaryIO) -> int:
 def save_bundle(bundle: Bundle, path: str | os.PathLike[str]) -> int:
     """Write atomically: a temp file beside ``path``, fsynced, then renamed over it."""
     target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as handle:
+        fd, tmp = temp_beside(target, 0o644)
+    except OSError as exc:
+        raise BundleFormatError(f"cannot write bundle {target}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
             size = write_bundle(bundle, handle)
             handle.flush()
             os.fsync(handle.fileno())

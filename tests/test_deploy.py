@@ -1107,3 +1107,53 @@ def test_versions_up_to_the_manifest_limit(
     [state] = status(str(root))
     assert state.version == 2**63 - 1 and state.problem is None
     assert rollback("demo", str(root)).version == 7
+
+
+# -- hostile layouts: symlinks planted below the target root ------------------------------------
+
+
+def _plant(root: Path, outside: Path, where: str) -> None:
+    """A symlink at ``root/demo`` or ``root/demo/releases`` pointing outside the root."""
+    outside.mkdir(exist_ok=True)
+    (outside / "precious.txt").write_text("do not touch")
+    if where == "name":
+        (root / "demo").symlink_to(outside, target_is_directory=True)
+    else:
+        (root / "demo").mkdir()
+        (root / "demo" / "releases").symlink_to(outside, target_is_directory=True)
+
+
+def _untouched(outside: Path) -> None:
+    assert sorted(p.name for p in outside.iterdir()) == ["precious.txt"]
+    assert (outside / "precious.txt").read_text() == "do not touch"
+
+
+@pytest.mark.parametrize("where", ["name", "releases"])
+def test_local_deploy_refuses_symlinks_below_the_root(make_bundle: BundleFactory, board: Callable[[str], Path],
+                                                      tmp_path: Path, where: str) -> None:  # fmt: skip
+    root = board(f"sym-{where}")
+    outside = tmp_path / f"outside-{where}"
+    _plant(root, outside, where)
+    with pytest.raises(DeployError, match="not a directory; refusing to write through it"):
+        deploy(make_bundle(1), str(root), DeployOptions(retry=ONCE))
+    _untouched(outside)
+    with pytest.raises(DeployError, match="refusing to write through it"):
+        rollback("demo", str(root), retry=ONCE)
+
+
+@pytest.mark.parametrize("where", ["name", "releases"])
+def test_ssh_deploy_refuses_symlinks_below_the_root(lab: Lab, make_bundle: BundleFactory, tmp_path: Path,
+                                                    where: str) -> None:  # fmt: skip
+    root = tmp_path / f"ssh-sym-{where}"
+    root.mkdir()
+    outside = tmp_path / f"ssh-outside-{where}"
+    _plant(root, outside, where)
+    if where == "releases":
+        # The review's case: a non-empty releases/ used to skip the directory checks entirely.
+        (outside / "1-0000000000000000.edgepkg").write_bytes(b"x")
+    target = parse_target(lab.servers[0].uri(root), ssh=lab.ssh())
+    with pytest.raises(DeployError, match="refusing to write through it"):
+        deploy(make_bundle(2), target, DeployOptions(retry=ONCE))
+    assert not (root / "demo" / "current").exists()
+    assert (outside / "precious.txt").read_text() == "do not touch"
+    assert len(list(outside.iterdir())) == (2 if where == "releases" else 1)
