@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .bundle import read_bundle
-from .errors import EdgeSDKError, UsageError
+from .errors import EdgeSDKError, UsageError, escape_text
 from .keys import TrustStore
 from .verify import verify_bundle
 
@@ -171,8 +171,17 @@ def to_csv(rows: Sequence[AuditRow]) -> str:
     for row in rows:
         data = row.to_dict()
         data["signers"] = " ".join(row.signers)
-        writer.writerow(data)
+        writer.writerow({key: _csv_cell(value) for key, value in data.items()})
     return buffer.getvalue()
+
+
+def _csv_cell(value: Any) -> Any:
+    """A CSV cell that can neither drive a terminal nor run as a spreadsheet formula: control
+    characters escaped, and a leading ``= + - @`` (or tab/CR) quoted."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    text = escape_text(str(value))
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def audit_targets(

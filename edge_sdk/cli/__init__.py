@@ -40,7 +40,7 @@ def _fail(exc: EdgeSDKError, as_json: bool) -> NoReturn:
             }
         )
     else:
-        sys.stderr.write(f"error: {safe(exc.diagnostics())}\n")
+        sys.stderr.write(f"error: {safe(exc.diagnostics(), keep_newlines=True)}\n")
     sys.exit(exc.exit_code)
 
 

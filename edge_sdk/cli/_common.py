@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from edge_sdk.errors import EdgeSDKError, KeyFileError, UsageError
+from edge_sdk.errors import EdgeSDKError, KeyFileError, UsageError, escape_text
 
 #: The order of ``edge-sdk --help``: the way a project uses the tool, first to last.
 COMMAND_ORDER = (
@@ -144,12 +144,16 @@ def kv(title: str, pairs: list[tuple[str, str]]) -> None:
     console().print(table)
 
 
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), 127] if c != 10}
+def safe(text: str, *, keep_newlines: bool = False) -> str:
+    """Text that may come from a bundle or file, with every control character escaped.
 
-
-def safe(text: str) -> str:
-    """Text from a bundle, shown without its control characters (no terminal escapes)."""
-    return text.translate(_CONTROL)
+    C0 and C1 controls (ESC, CSI 0x9b, OSC …), DEL and line separators could move the cursor,
+    rewrite the terminal title or fake table rows; they are shown as ``\\xNN``. Newlines survive
+    only where we put them ourselves (an error's hint line).
+    """
+    if keep_newlines:
+        return "\n".join(escape_text(line) for line in text.split("\n"))
+    return escape_text(text)
 
 
 def human_size(n: int) -> str:
@@ -192,17 +196,25 @@ def parse_expiry(text: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+def _number(value: Any) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if ok and abs(value) < 1e300 else None
+
+
 def pruning_line(report: Any) -> str:
+    """The pruning report of a manifest in one line; a report of another shape is said to be so
+    (it is signed, but written by whoever held the key: never trust its shape)."""
     if not isinstance(report, dict):
         return "not pruned"
-    tuned = report.get("fine_tune") or {}
-    how = f"{report.get('mode', '?')}, " + (
-        f"fine-tuned {tuned['epochs']} epochs" if tuned.get("epochs") else "post-training"
+    sparsity, weights = _number(report.get("sparsity")), _number(report.get("prunable_weights"))
+    if sparsity is None or weights is None:
+        return "pruned (report not readable; see inspect --json)"
+    tuned = report.get("fine_tune")
+    epochs = _number(tuned.get("epochs")) if isinstance(tuned, dict) else None
+    how = f"{str(report.get('mode', '?'))[:20]}, " + (
+        f"fine-tuned {epochs:.0f} epochs" if epochs else "post-training"
     )
-    return (
-        f"{report.get('sparsity', 0):.1%} of {report.get('prunable_weights', 0):,} prunable "
-        f"weights are zero ({how})"
-    )
+    return f"{sparsity:.1%} of {weights:,.0f} prunable weights are zero ({how})"
 
 
 def ssh_options(identity: Path | None, known_hosts: Path | None, accept_new: bool, port: int | None,
