@@ -27,6 +27,7 @@ from .errors import (
     ExpiredError,
     IntegrityError,
     TargetMismatchError,
+    UsageError,
     VerificationError,
     escape_text,
     excerpt,
@@ -141,8 +142,7 @@ def check_bundle(bundle: Bundle, policy: Policy) -> Verification:
     if policy.state is not None:
         policy.state.check(manifest.name, manifest.version, verification.digest)
     if policy.check_payload_hash:
-        check_digest(bundle.payload, manifest.payload.sha256, manifest.payload.size, "payload",
-                     precomputed=bundle.payload_sha256)  # fmt: skip
+        check_payload(bundle)
     return verification
 
 
@@ -232,13 +232,7 @@ def verify_bundle(
             f"signatures from keys not in the trust store: {', '.join(k[:16] for k in report.unknown)}"
         )
     if check_payload_hash:
-        check_digest(
-            bundle.payload,
-            manifest.payload.sha256,
-            manifest.payload.size,
-            "payload",
-            precomputed=bundle.payload_sha256,
-        )
+        check_payload(bundle)
     return Verification(
         manifest=manifest,
         digest=bundle.digest,
@@ -248,6 +242,26 @@ def verify_bundle(
         recipients=tuple(r.key_id for r in bundle.recipients),
         warnings=tuple(warnings),
     )
+
+
+def check_payload(bundle: Bundle) -> None:
+    """The stored payload against its signed size and SHA-256 (kept, or hashed as it streamed).
+
+    Raises:
+        IntegrityError: the payload differs from what the manifest signs.
+    """
+    signed = bundle.manifest.payload
+    if bundle.streamed:
+        # Streamed: the reader hashed exactly signed.size bytes (the header said so, and the
+        # file size matched); only the digest is left to compare.
+        if bundle.payload_sha256 != signed.sha256:
+            raise IntegrityError(
+                f"payload SHA-256 mismatch: signed {signed.sha256[:16]}…, "
+                f"got {str(bundle.payload_sha256)[:16]}…"
+            )
+        return
+    check_digest(bundle.payload, signed.sha256, signed.size, "payload",
+                 precomputed=bundle.payload_sha256)  # fmt: skip
 
 
 def check_digest(
@@ -279,6 +293,8 @@ def decrypt_model(bundle: Bundle, device_key: PrivateKey | None, *, consume: boo
     """
     manifest = bundle.manifest
     payload = manifest.payload
+    if bundle.streamed:
+        raise UsageError("this bundle was read for an audit: its payload was hashed, not kept")
     digest: str | None = None
     stored: Buffer = bundle.payload
     if payload.encrypted:

@@ -1157,3 +1157,67 @@ def test_ssh_deploy_refuses_symlinks_below_the_root(lab: Lab, make_bundle: Bundl
     assert not (root / "demo" / "current").exists()
     assert (outside / "precious.txt").read_text() == "do not touch"
     assert len(list(outside.iterdir())) == (2 if where == "releases" else 1)
+
+
+# -- audits read headers and signatures first, and stream payloads ------------------------------
+
+
+def _sparse_hostile(raw: bytes, path: Path, payload: int) -> None:
+    """A file with a real bundle's header, edited (so unsigned) to claim a huge payload, and a
+    sparse tail of that size: what a compromised board or a planted file looks like."""
+    import json as _json
+    import struct
+
+    from .conftest import split_bundle
+
+    parts = split_bundle(raw)
+    manifest = _json.loads(parts.manifest)
+    manifest["payload"]["size"] = payload
+    if (
+        not manifest["payload"].get("encrypted", True)
+        or manifest["payload"].get("encryption") == "none"
+    ):
+        manifest["model"]["size"] = payload  # a plain payload is the model itself
+    m = _json.dumps(manifest, separators=(",", ":")).encode()
+    env = _json.dumps(parts.envelope, separators=(",", ":")).encode()
+    header = (b"EDGEPKG\n" + struct.pack(">HHI", 1, 0, len(m)) + m + struct.pack(">I", len(env)) + env
+              + struct.pack(">Q", payload))  # fmt: skip
+    with open(path, "wb") as handle:
+        handle.write(header)
+        handle.truncate(len(header) + payload)
+
+
+def test_audit_reads_signatures_before_payloads(
+    lab: Lab, make_bundle: BundleFactory, tmp_path: Path
+) -> None:
+    import json as _json
+
+    root = tmp_path / "audit-board"
+    root.mkdir()
+    uri = lab.servers[0].uri(root)
+    target = parse_target(uri, ssh=lab.ssh())
+    for version in (1, 2):
+        deploy(make_bundle(version), target, DeployOptions(retry=ONCE))
+    releases = root / "demo" / "releases"
+    _sparse_hostile(make_bundle(9).read_bytes(), releases / "9-0123456789abcdef.edgepkg", 1 << 30)
+    local = tmp_path / "local-audit"
+    local.mkdir()
+    _sparse_hostile(make_bundle(9).read_bytes(), local / "huge.edgepkg", 3 << 30)
+    for where in (["--target", uri, "--identity", str(lab.client.private), "--known-hosts",
+                   str(lab.known_hosts)], [str(local)]):  # fmt: skip
+        proc = subprocess.Popen([sys.executable, "-m", "edge_sdk", "audit", *where, "--trust", str(lab.trust),
+                                 "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+        assert proc.stdout is not None
+        output = proc.stdout.read()
+        _, _, usage = os.wait4(proc.pid, 0)  # this child's own peak, not the largest child so far
+        proc.returncode = 1
+        assert usage.ru_maxrss < 300 * 1024, f"audit peaked at {usage.ru_maxrss // 1024} MiB"
+        report = _json.loads(output)
+        rows = {Path(r["path"]).name: r for r in report["rows"]}
+        hostile = rows["9-0123456789abcdef.edgepkg" if "--target" in where else "huge.edgepkg"]
+        assert hostile["status"] == "error" and hostile["kind"] == "signature", hostile
+        assert hostile["name"] == "demo" and hostile["version"] == 9  # what the header claimed
+        if "--target" in where:
+            good = [r for r in report["rows"] if r["status"] in ("ok", "warning")]
+            assert sorted(r["version"] for r in good) == [1, 2]
+            assert [r["version"] for r in good if r["current"]] == [2]
