@@ -1208,9 +1208,11 @@ def test_audit_reads_signatures_before_payloads(
         proc = subprocess.Popen([sys.executable, "-m", "edge_sdk", "audit", *where, "--trust", str(lab.trust),
                                  "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
         assert proc.stdout is not None
-        output = proc.stdout.read()
-        _, _, usage = os.wait4(proc.pid, 0)  # this child's own peak, not the largest child so far
-        proc.returncode = 1
+        with proc.stdout:
+            output = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak, not the largest so far
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        assert proc.returncode == 1  # the hostile row fails the audit
         assert usage.ru_maxrss < 300 * 1024, f"audit peaked at {usage.ru_maxrss // 1024} MiB"
         report = _json.loads(output)
         rows = {Path(r["path"]).name: r for r in report["rows"]}
