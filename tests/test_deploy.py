@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
+import logging
 import os
 import random
 import subprocess
@@ -913,6 +915,7 @@ def test_dropped_connections_never_leave_a_broken_current(
     board: Callable[[str], Path],
     signer: PrivateKey,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Cut the SSH connection after N random bytes, 50 times, anywhere in a deploy.
 
@@ -964,9 +967,17 @@ def test_dropped_connections_never_leave_a_broken_current(
                 assert sha(current_of(root)) == new.sha256, where
         return outcomes
 
+    caplog.set_level(logging.DEBUG, logger="asyncio")
     outcomes = asyncio.run(scenario())
+    gc.collect()  # tasks nobody awaited report their exceptions when they are collected
     # Most cuts land inside the upload and fail; a cut after the last byte lets a deploy finish.
     assert outcomes["failed"] >= runs // 3, outcomes
+    noise = [
+        r.getMessage()[:80]
+        for r in caplog.records
+        if r.name == "asyncio" and r.levelno >= logging.WARNING
+    ]
+    assert noise == [], noise  # no "socket.send() raised", no "Task exception was never retrieved"
     time.sleep(0.1)  # let sessions the proxy cut finish dying on the server side
     assert deploy(bundles[-1].path, direct, ssh=lab.ssh()).status == "unchanged"
     assert leftovers(root) == []
@@ -1223,3 +1234,36 @@ def test_audit_reads_signatures_before_payloads(
             good = [r for r in report["rows"] if r["status"] in ("ok", "warning")]
             assert sorted(r["version"] for r in good) == [1, 2]
             assert [r["version"] for r in good if r["current"]] == [2]
+
+
+def test_connection_noise_after_a_drop_is_not_printed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edge_sdk.transports import with_session
+
+    caplog.set_level(logging.DEBUG, logger="asyncio")
+
+    async def operation(session: Any) -> None:
+        async def reader(exc: BaseException) -> None:
+            raise exc
+
+        # What asyncssh leaves behind when a link drops: reader tasks that failed, never awaited.
+        for exc in (
+            ConnectionResetError("peer gone"),
+            BrokenPipeError("pipe"),
+            ValueError("a real bug"),
+        ):
+            asyncio.ensure_future(reader(exc))
+        await asyncio.sleep(0.01)
+        logging.getLogger("asyncio").warning("socket.send() raised exception.")
+
+    asyncio.run(with_session(parse_target(str(tmp_path)), operation, ONCE))
+    gc.collect()
+    shown = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "asyncio" and r.levelno >= logging.WARNING
+    ]
+    # Connection errors are quiet; anything else still reaches asyncio's handler.
+    assert len(shown) == 1 and "never retrieved" in shown[0], shown
+    assert any("ValueError" in str(r.exc_info) for r in caplog.records if r.name == "asyncio")
