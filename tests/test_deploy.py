@@ -1253,7 +1253,7 @@ def test_connection_noise_after_a_drop_is_not_printed(
             BrokenPipeError("pipe"),
             ValueError("a real bug"),
         ):
-            asyncio.ensure_future(reader(exc))
+            asyncio.ensure_future(reader(exc))  # noqa: RUF006  (unreferenced on purpose)
         await asyncio.sleep(0.01)
         logging.getLogger("asyncio").warning("socket.send() raised exception.")
 
