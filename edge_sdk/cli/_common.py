@@ -80,6 +80,20 @@ StateOpt = Annotated[Path | None, typer.Option(help="Anti-rollback state and aud
 StrictOpt = Annotated[
     bool, typer.Option("--strict-delegates", help="A delegate that fails to load is an error.")
 ]
+NameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--name",
+        help="The bundle name you expect; another is refused (default: from the deploy layout "
+        "NAME/current).",
+    ),
+]
+AllowUnencryptedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unencrypted", help="Accept a signed-only bundle although a device key is given."
+    ),
+]
 MismatchOpt = Annotated[
     bool, typer.Option("--allow-target-mismatch", help="Testing: skip the target check.")
 ]

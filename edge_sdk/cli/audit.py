@@ -34,6 +34,16 @@ from ._common import (
 class _AuditGroup(TyperGroup):
     """``edge-sdk audit PATH…`` scans; ``edge-sdk audit log FILE`` reads a device log."""
 
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        # The scan is what `edge-sdk audit` does: show its arguments and options, then `log`.
+        scan = self.commands["scan"]
+        scan.format_usage(ctx, formatter)
+        scan.format_help_text(ctx, formatter)
+        scan.format_options(ctx, formatter)
+        with formatter.section("Device audit logs"):
+            formatter.write_dl([("edge-sdk audit log FILE [--verify] [--repair]",
+                                 "Print, check or repair a device's hash-chained audit log.")])  # fmt: skip
+
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["scan", *args]
