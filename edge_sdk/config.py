@@ -127,6 +127,8 @@ def load_config(path: Path) -> ProjectConfig:
             else:  # profile, target
                 if not isinstance(value, str) or not value:
                     raise _fail(path, f"{where} must be a non-empty string")
+                if key == "target" and "://" not in value:
+                    value = str(_path(base, path, where, value))  # a directory, relative to here
                 values[f"{section}_{key}"] = value
     return ProjectConfig(
         path=path.absolute(),

@@ -550,6 +550,8 @@ def choose_profile(
     matched = sorted(set(target.hardware_ids) & set(hardware_ids))
     if matched:
         return target, f"profile {target.name}: the bundle's target, and this board is {matched[0]}"
+    if not target.hardware_ids:
+        return None, f"no profile given, and the bundle's profile {target.name} names no hardware ids"
     return None, f"no profile given, and this board is not a {target.name}"
 
 
