@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
     from tuf.ngclient import Updater, UpdaterConfig  # type: ignore[attr-defined]
 
-    from .keys import TrustStore
+    from .keys import PrivateKey, TrustStore
     from .transports import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -403,6 +403,8 @@ class Agent:
         max_target_bytes: refuse larger targets before downloading.
         retry: retries with backoff and jitter for network failures.
         timeout: socket timeout in seconds (connect, and between received bytes).
+        device_key: this device's key (object, file, ``pkcs11:`` or ``tpm2:`` reference); when
+            given, an encrypted release is installed only if its content key unwraps with it.
     """
 
     def __init__(
@@ -423,9 +425,10 @@ class Agent:
         max_target_bytes: int = DEFAULT_MAX_TARGET_BYTES,
         retry: RetryPolicy | None = None,
         timeout: float = 30.0,
+        device_key: PrivateKey | str | os.PathLike[str] | None = None,
     ) -> None:
         from .deploy import DeployOptions
-        from .keys import TrustStore
+        from .keys import PrivateKey, TrustStore, load_private_key
         from .transports import RetryPolicy
 
         _require_tuf()
@@ -449,6 +452,11 @@ class Agent:
             paths = [trust] if isinstance(trust, (str, os.PathLike)) else list(trust)
             self.trust = TrustStore.load(paths)
         self.group = group
+        self.device_key = (
+            device_key
+            if device_key is None or isinstance(device_key, PrivateKey)
+            else load_private_key(device_key, kind="device")
+        )
         if hardware_ids is None:
             from .runtime import detect_hardware_ids
 
@@ -699,6 +707,13 @@ class Agent:
                 self._verify(path, chosen)
             except (VerificationError, BundleFormatError) as exc:
                 return self._reject(chosen, exc, memory, previous)
+            except EdgeSDKError as exc:
+                # This device's own problem (its key's token is unavailable…), not the
+                # release's: not remembered, tried again at the next poll.
+                self._event("agent-install", chosen, result="failed", error=exc.kind,
+                            reason=exc.message)  # fmt: skip
+                return Outcome(name, "failed", chosen.version, chosen.digest, previous,
+                               exc.message, exc)  # fmt: skip
             return self._install(path, chosen, previous, memory)
         finally:
             with contextlib.suppress(OSError):
@@ -749,6 +764,12 @@ class Agent:
         verify_bundle(bundle, self.trust)
         check_target(manifest, profile=self.profile, hardware_ids=self.hardware_ids)
         VersionState(self.state_dir).check(manifest.name, manifest.version, bundle.digest)
+        if self.device_key is not None and manifest.payload.encrypted:
+            from .encryption import unwrap_content_key
+
+            # A release this device cannot open is rejected here, not installed and found out
+            # at the next load. The key is unwrapped (in the token, for a token key), not used.
+            unwrap_content_key(bundle.recipients, bundle.manifest_digest, self.device_key)
 
     def _reject(
         self,

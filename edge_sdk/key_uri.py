@@ -63,6 +63,11 @@ def _excerpt(text: str, limit: int = 160) -> str:
     return repr(shown)
 
 
+def redact(reference: str) -> str:
+    """A reference for display: bounded, escaped, any ``pin-value`` masked."""
+    return _excerpt(reference)[1:-1]
+
+
 def is_key_reference(value: str | os.PathLike[str]) -> bool:
     """True when ``value`` names a key in a token or TPM rather than a key file."""
     text = value if isinstance(value, str) else os.fspath(value)
@@ -222,9 +227,7 @@ def _text(value: bytes, name: str, reference: str) -> str:
     try:
         return value.decode("utf-8")
     except UnicodeDecodeError:
-        raise KeyReferenceError(
-            f"attribute {name} is not UTF-8 in {_excerpt(reference)}"
-        ) from None
+        raise KeyReferenceError(f"attribute {name} is not UTF-8 in {_excerpt(reference)}") from None
 
 
 @dataclass(frozen=True)
@@ -285,7 +288,9 @@ class Pkcs11Uri:
                     + ", ".join(sorted(PKCS11_TYPES))
                 )
             if name == "slot-id" and not re.fullmatch(r"[0-9]{1,20}", text):
-                raise KeyReferenceError(f"slot-id must be a decimal number in {_excerpt(reference)}")
+                raise KeyReferenceError(
+                    f"slot-id must be a decimal number in {_excerpt(reference)}"
+                )
             path.append((name, text))
         query: dict[str, str] = {}
         for name, value in _split_attrs(query_part, "&", "query", reference):
@@ -408,6 +413,4 @@ def parse_key_reference(reference: str) -> KeyReference:
         return Pkcs11Uri.parse(reference)
     if reference.startswith("tpm2:"):
         return Tpm2Reference.parse(reference)
-    raise KeyReferenceError(
-        f"{_excerpt(reference)} is neither a pkcs11: URI nor a tpm2: reference"
-    )
+    raise KeyReferenceError(f"{_excerpt(reference)} is neither a pkcs11: URI nor a tpm2: reference")

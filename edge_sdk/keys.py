@@ -443,9 +443,9 @@ def load_public_key(path: str | os.PathLike[str], *, kind: KeyKind | None = None
     A ``pkcs11:`` or ``tpm2:`` reference gives the public half of that token's key.
     """
     if is_key_reference(path):
-        key = open_key_reference(os.fspath(path), kind=kind, public_only=True)
-        key.close()
-        return key.public
+        opened = open_key_reference(os.fspath(path), kind=kind, public_only=True)
+        opened.close()
+        return opened.public
     path = Path(path)
     data = _read(path)
     blocks = _pem_blocks(path, data)

@@ -109,9 +109,7 @@ def resolve_module(uri: Pkcs11Uri, search: tuple[str, ...] = MODULE_DIRS) -> str
         path = uri.module_path
     elif uri.module_name:
         name = uri.module_name
-        candidates = [
-            Path(d) / f for d in search for f in (name, f"{name}.so", f"lib{name}.so")
-        ]
+        candidates = [Path(d) / f for d in search for f in (name, f"{name}.so", f"lib{name}.so")]
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
             raise TokenNotFoundError(
@@ -276,7 +274,7 @@ class Pkcs11Key:
         with _LOCK:
             try:
                 lib = _library(self._module)
-                slot, token = self._find_token(lib)
+                _slot, token = self._find_token(lib)
                 pin: Secret | None = self._uri.pin.read() if login else None
                 needs_login = bool(token.flags & pkcs11.TokenFlag.LOGIN_REQUIRED)
                 if login and pin is None and needs_login:
@@ -549,7 +547,9 @@ def generate_pkcs11_key(
             hint="e.g. pkcs11:token=edge;object=device?module-path=…",
         )
     if uri.get("type") not in (None, "private"):
-        raise KeyReferenceError(f"{uri.display()}: a generated key pair is addressed as type=private")
+        raise KeyReferenceError(
+            f"{uri.display()}: a generated key pair is addressed as type=private"
+        )
     alg = alg or ("p256" if kind == "device" else "ecdsa-p256")
     supported = {"device": ("p256",), "signing": ("ecdsa-p256", "ed25519")}[kind]
     if alg not in supported:
@@ -559,7 +559,9 @@ def generate_pkcs11_key(
         )
     pub_path = out.with_name(out.name + ".pub")
     if pub_path.exists() and not overwrite:
-        raise KeyFileError(f"{pub_path} already exists", hint="choose another --out or pass --force")
+        raise KeyFileError(
+            f"{pub_path} already exists", hint="choose another --out or pass --force"
+        )
     key_id = uri.id if uri.id is not None else secrets.token_bytes(16)
     key = Pkcs11Key(uri, resolve_module(uri), kind)
     usage = A.DERIVE if kind == "device" else A.SIGN

@@ -70,7 +70,7 @@ def _import_tpm() -> Any:
     return tpm2_pytss
 
 
-def _translate(exc: Exception, doing: str, opened: bool, ref: Tpm2Reference) -> EdgeSDKError:
+def _translate(exc: BaseException, doing: str, opened: bool, ref: Tpm2Reference) -> EdgeSDKError:
     """Map a TSS2 exception to a typed error."""
     rc = int(getattr(exc, "rc", 0))
     error = int(getattr(exc, "error", rc))
@@ -98,7 +98,9 @@ def _translate(exc: Exception, doing: str, opened: bool, ref: Tpm2Reference) -> 
             hint="fix pin-source; do not retry blindly",
         )
     if error in (0x08B, 0x084, 0x09B):  # TPM_RC_HANDLE, TPM_RC_VALUE (no object), TPM_RC_INTEGRITY
-        return TokenKeyNotFoundError(f"{doing}: the TPM holds no usable key at {ref.display()} ({text})")
+        return TokenKeyNotFoundError(
+            f"{doing}: the TPM holds no usable key at {ref.display()} ({text})"
+        )
     if error in (0x082, 0x092, 0x0A6, 0x09C):  # ATTRIBUTES, SCHEME, CURVE, KEY
         return TokenKeyTypeError(f"{doing}: the TPM refused the operation for this key ({text})")
     return TokenError(f"{doing} failed: {text}")
@@ -201,7 +203,10 @@ class TpmKey:
         area = public.publicArea
         attrs = area.objectAttributes
         A = tpm2.TPMA_OBJECT
-        if area.type != tpm2.TPM2_ALG.ECC or area.parameters.eccDetail.curveID != tpm2.TPM2_ECC.NIST_P256:
+        if (
+            area.type != tpm2.TPM2_ALG.ECC
+            or area.parameters.eccDetail.curveID != tpm2.TPM2_ECC.NIST_P256
+        ):
             raise TokenKeyTypeError(
                 f"{doing}: {self._ref.display()} is not an ECC P-256 key (a device key must be)"
             )
@@ -248,9 +253,7 @@ class TpmKey:
         doing = "unwrapping with the TPM key"
         if len(peer_public) != 65 or peer_public[0] != 0x04:
             raise TokenError(f"{doing}: expected an uncompressed P-256 point")
-        point = tpm2.TPM2B_ECC_POINT(
-            tpm2.TPMS_ECC_POINT(x=peer_public[1:33], y=peer_public[33:65])
-        )
+        point = tpm2.TPM2B_ECC_POINT(tpm2.TPMS_ECC_POINT(x=peer_public[1:33], y=peer_public[33:65]))
         with self._context(doing) as (ectx, handle):
             public = self._read_public(ectx, handle, doing)
             if public.key_id != self._expected_id:
@@ -405,4 +408,3 @@ def _remove_generated(ref: Tpm2Reference) -> None:
     with _LOCK, contextlib.suppress(*_tss_errors()), tpm2.ESAPI(ref.tcti) as ectx:
         handle = ectx.tr_from_tpmpublic(ref.handle)
         ectx.evict_control(tpm2.ESYS_TR.OWNER, handle, ref.handle)
-

@@ -28,7 +28,7 @@ from ._common import (
 def _device_load(
     bundle: Path,
     trust: list[Path],
-    device_key: Path | None,
+    device_key: str | None,
     profile: str | None,
     state_dir: Path | None,
     threads: int | None,

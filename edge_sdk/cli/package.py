@@ -48,7 +48,10 @@ def package(
     model: Annotated[Path, typer.Argument(help=".keras, .h5, SavedModel directory, or .tflite")],
     profile: Annotated[str, typer.Option(help="Device profile name or path to a .toml file.")],
     sign_key: Annotated[
-        list[Path], typer.Option(help="Signing private key; repeat for several signers.")
+        list[str],
+        typer.Option(
+            help="Signing private key (file, or pkcs11: URI of an HSM key); repeat for several signers."
+        ),
     ],
     name: Annotated[str, typer.Option(help="Bundle name (letters, digits, . _ -).")],
     version: Annotated[int, typer.Option(help="Monotonic version number (anti-rollback).")],

@@ -10,12 +10,14 @@ import typer
 from edge_sdk.errors import UsageError
 
 from ._common import (
+    DeviceKeyOpt,
     JsonOpt,
     TrustOpt,
     app,
     console,
     human_size,
     kv,
+    load_private,
     print_json,
     table,
     warn,
@@ -246,6 +248,7 @@ def agent(
         list[str] | None,
         typer.Option("--hardware-id", help="This device's ids (default: detected)."),
     ] = None,
+    device_key: DeviceKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Pull updates from a TUF repository: verify (TUF and bundle signatures), install, roll back."""
@@ -257,6 +260,7 @@ def agent(
     device = Agent(
         repo, root, state_dir, install_dir, TrustStore.load(trust),
         group=group, hardware_ids=hardware_id or None, health_check=health_check,
+        device_key=load_private(device_key, "device") if device_key else None,
     )  # fmt: skip
     if interval is None:
         result = device.poll()
