@@ -284,20 +284,39 @@ class Pkcs11Key:
                     )
                 session = token.open(rw=rw, user_pin=pin.reveal() if pin is not None else None)
                 del pin
+            except (TokenRemovedError, TokenNotFoundError):
+                self._reset()
+                raise
             except EdgeSDKError:
                 raise
             except pkcs11.PKCS11Error as exc:
-                raise _translate(exc, doing, self._opened, pin_from) from None
+                raise self._failed(exc, doing, pin_from) from None
             try:
                 self.token_label = token.label.rstrip()
                 yield session
+            except (TokenRemovedError, TokenNotFoundError):
+                self._reset()
+                raise
             except EdgeSDKError:
                 raise
             except pkcs11.PKCS11Error as exc:
-                raise _translate(exc, doing, self._opened, pin_from) from None
+                raise self._failed(exc, doing, pin_from) from None
             finally:
                 with contextlib.suppress(pkcs11.PKCS11Error):
                     session.close()
+
+    def _failed(self, exc: Exception, doing: str, pin_from: str) -> EdgeSDKError:
+        error = _translate(exc, doing, self._opened, pin_from)
+        if isinstance(error, (TokenRemovedError, TokenNotFoundError)):
+            self._reset()
+        return error
+
+    def _reset(self) -> None:
+        """After a token vanished, re-initialize the module at next use so it rescans its slots
+        (SoftHSM, for one, keeps a stale slot until then). Safe: no session outlives a call."""
+        entry = _LIBRARIES.get(self._module)
+        if entry is not None:
+            _LIBRARIES[self._module] = (-1, entry[1])
 
     def _find(self, session: Any, doing: str, *, private: bool) -> _Found:
         pkcs11 = _import_pkcs11()
@@ -367,7 +386,7 @@ class Pkcs11Key:
             from pkcs11.util.ec import encode_ec_public_key
 
             component: Any = load_der_public_key(encode_ec_public_key(obj))
-            kind: KeyKind | None = self._kind
+            kind: KeyKind | None = self._kind or self._usage_of(obj)
         elif key_type == KT.EC_EDWARDS and params in _ED25519_PARAMS:
             point = bytes(obj[A.EC_POINT])
             # CKA_EC_POINT is a DER OCTET STRING (04 20 …) or, in some tokens, the raw 32 bytes.
@@ -387,6 +406,19 @@ class Pkcs11Key:
                 f"but a {self._kind} key is needed here"
             )
         return public
+
+    @staticmethod
+    def _usage_of(public_obj: Any) -> KeyKind:
+        """A P-256 key's kind when the caller did not say: a derive-only key is a device key."""
+        pkcs11 = _import_pkcs11()
+        A = pkcs11.Attribute
+        flags = {}
+        for attr in (A.DERIVE, A.VERIFY):
+            try:
+                flags[attr] = bool(public_obj[attr])
+            except pkcs11.PKCS11Error:
+                flags[attr] = False
+        return "device" if flags[A.DERIVE] and not flags[A.VERIFY] else "signing"
 
     def _check_private(self, priv: Any, public: PublicKey, doing: str) -> dict[str, str]:
         pkcs11 = _import_pkcs11()

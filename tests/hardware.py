@@ -115,6 +115,19 @@ class SoftHsm:
             os.environ["SOFTHSM2_CONF"] = self._saved_conf
 
 
+def _free_port_pair() -> int:
+    """A port P on 127.0.0.1 such that P and P+1 were both free a moment ago."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two consecutive free ports on 127.0.0.1")
+
+
 @dataclass
 class SwTpm:
     """A running swtpm (TPM 2.0) on loopback TCP; ``tcti`` is how to reach it."""
@@ -133,7 +146,8 @@ class SwTpm:
         missing = hardware_missing()
         assert missing is None, f"SoftHSM2/swtpm not installed: {missing}"
         workdir.mkdir(parents=True, exist_ok=True)
-        port, ctrl = free_port(), free_port()
+        port = _free_port_pair()
+        ctrl = port + 1  # the swtpm TCTI expects the control channel on the next port
         log = open(workdir / "swtpm.log", "wb")  # noqa: SIM115 - owned by the process
         process = subprocess.Popen(
             ["swtpm", "socket", "--tpm2",
@@ -156,16 +170,18 @@ class SwTpm:
         return tpm
 
     def _wait_ready(self, timeout: float) -> None:
+        # Ready means answering a TPM command (a bare TCP connect can win the race with swtpm).
         deadline = time.monotonic() + timeout
+        last = ""
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"swtpm exited: {(self.workdir / 'swtpm.log').read_text()}")
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=1
-            ):
+            done = self.tools("tpm2_getrandom", "--hex", "8", check=False)
+            if done.returncode == 0:
                 return
+            last = done.stderr
             time.sleep(0.05)
-        raise RuntimeError(f"swtpm did not listen on port {self.port}")
+        raise RuntimeError(f"swtpm did not answer on port {self.port}: {last}")
 
     def tools(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a tpm2-tools command against this TPM."""

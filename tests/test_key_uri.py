@@ -168,6 +168,6 @@ def test_pin_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_secret_never_shows_itself() -> None:
     secret = Secret("hunter2")
     assert "hunter2" not in repr(secret) and "hunter2" not in str(secret)
-    assert "hunter2" not in f"{secret} {[secret]} {({'pin': secret})}"
+    assert "hunter2" not in f"{secret} {[secret]} { ({'pin': secret}) }"
     with pytest.raises(TypeError):
         pickle.dumps(secret)
