@@ -50,6 +50,7 @@ from edge_sdk.signing import PAYLOAD_TYPE, pae
 
 from .conftest import REPO, CliResult
 from .hardware import USER_PIN, SwTpm
+from .test_tuf import lab, server  # noqa: F401 - the TUF lab's fixtures, for the agent test
 
 MODEL = (REPO / "tests" / "vectors" / "model.tflite").read_bytes()
 Cli = Callable[..., CliResult]
@@ -514,3 +515,29 @@ def test_storage_classification(tmp_path: Path) -> None:
         assert where.removable is removable, (name, where)
         assert where.device == "mmcblk0"
     assert storage_of(key, tmp_path / "no-sysfs").device is None
+
+
+# -- the agent: installs only what this device's token key can open ------------------------------------
+
+
+def test_agent_with_a_device_key_in_a_token(softhsm: Any, tmp_path: Path, lab: Any) -> None:  # noqa: F811
+    """tests/test_tuf.py's lab: a real TUF repository behind a real nginx."""
+    from edge_sdk.key_uri import Pkcs11Uri
+    from edge_sdk.pkcs11 import generate_pkcs11_key
+
+    uri = softhsm.uri("agent-board")
+    generate_pkcs11_key(Pkcs11Uri.parse(uri), kind="device", alg="p256", out=tmp_path / "board")
+    board = load_private_key(uri, kind="device")
+    lab.publish(1, recipient=board)
+    agent = lab.agent(device_key=uri)
+    assert [(o.status, o.version) for o in agent.poll().outcomes] == [("installed", 1)]
+    lab.publish(2)  # encrypted for another device only
+    (outcome,) = agent.poll().outcomes
+    assert outcome.status == "rejected" and isinstance(outcome.error, DecryptionError)
+    assert lab.current().startswith("releases/1-")
+    lab.publish(3, recipient=board)
+    with softhsm.pulled("edge"):
+        (outcome,) = agent.poll().outcomes
+    assert outcome.status == "failed" and isinstance(outcome.error, TokenRemovedError)
+    assert lab.current().startswith("releases/1-")  # nothing switched, and not remembered:
+    assert [(o.status, o.version) for o in agent.poll().outcomes] == [("installed", 3)]
