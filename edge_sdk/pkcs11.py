@@ -58,6 +58,7 @@ from .errors import (
 )
 from .key_uri import PKCS11_MODULE_ENV, PKCS11_PIN_ENV, Pkcs11Uri, Secret
 from .keys import KeyKind, PrivateKey, PublicKey
+from .native_isolation import load_isolated
 
 #: DER of the EC_PARAMS values this module accepts (RFC 5480 OIDs, or PKCS#11 3.0 curve names).
 _P256_PARAMS = bytes.fromhex("06082a8648ce3d030107")
@@ -143,6 +144,8 @@ def _library(path: str) -> Any:
             lib = entry[1]
             lib.reinitialize()  # a child inherits the parent's state; PKCS#11 wants a fresh init
         else:
+            # Before python-pkcs11 dlopens it: see edge_sdk.native_isolation (TensorFlow).
+            load_isolated("libcrypto.so.3", path)
             lib = pkcs11.lib(path)
     except pkcs11.PKCS11Error as exc:
         raise TokenNotFoundError(

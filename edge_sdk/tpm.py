@@ -49,6 +49,7 @@ from .errors import (
 )
 from .key_uri import Secret, Tpm2Reference
 from .keys import KeyKind, PrivateKey, PublicKey
+from .native_isolation import load_isolated
 
 _LOCK = threading.Lock()
 MAX_KEY_FILE_BYTES = 16 * 1024
@@ -60,6 +61,8 @@ def _import_tpm() -> Any:
     # The TSS C libraries print every TPM error response to stderr unless told otherwise; the
     # typed error raised below already says what failed.
     os.environ.setdefault("TSS2_LOG", "all+NONE")
+    # Before tpm2-pytss loads it: see edge_sdk.native_isolation (TensorFlow's BoringSSL).
+    load_isolated("libcrypto.so.3", "libtss2-esys.so.0")
     try:
         import tpm2_pytss
     except ImportError:
