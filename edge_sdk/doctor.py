@@ -154,6 +154,10 @@ def _hardware_key_check(reference: str) -> Check:
         else f"TPM {info.get('key', '?')} via {info.get('tcti', '?')}"
     )
     detail = f"{where}: {key.alg}, key id {key.public.short_id}"
+    if info.get("no_da") == "no" and info.get("authorization") == "no PIN":
+        # A wrong (or missing) authorization value counts towards the TPM's lockout.
+        return Check("device key", "warn", detail + "; DH self-test skipped",
+                     "the key is DA-protected: add pin-source= to the reference")  # fmt: skip
     try:
         if key.alg == "p256":
             probe = ec.generate_private_key(ec.SECP256R1())

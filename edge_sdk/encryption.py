@@ -40,7 +40,9 @@ CEK_INFO_LABEL = b"edge-sdk/v1/cek"
 _KEMS = {
     "x25519": hpke.KEM.X25519,
     "mlkem768-x25519": hpke.KEM.MLKEM768_X25519,
-    "p256": hpke.KEM.P256,
+    # getattr: a board with an older cryptography still imports this module and opens the other
+    # kinds; a p256 entry is then refused by _suite (token-held keys use hpke_delegated anyway).
+    "p256": getattr(hpke.KEM, "P256", None),
 }
 #: The DHKEMs a token-held key can open (its DH step runs in the token).
 _DELEGATED_KEMS = {"x25519": DHKEM_X25519, "p256": DHKEM_P256}
@@ -159,10 +161,11 @@ class RecipientEntry:
 
 
 def _suite(kem: str) -> Any:
-    try:
-        return hpke.Suite(_KEMS[kem], hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
-    except KeyError:
-        raise UnsupportedVersionError(f"unknown recipient key algorithm {kem!r}") from None
+    algorithm = _KEMS.get(kem)
+    if algorithm is None:
+        hint = "upgrade cryptography" if kem in _KEMS else "upgrade edge-sdk"
+        raise UnsupportedVersionError(f"unknown recipient key algorithm {kem!r}", hint=hint)
+    return hpke.Suite(algorithm, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 
 
 def _info(manifest_digest: bytes, key_id: str) -> bytes:

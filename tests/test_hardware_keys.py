@@ -541,3 +541,30 @@ def test_agent_with_a_device_key_in_a_token(softhsm: Any, tmp_path: Path, lab: A
     assert outcome.status == "failed" and isinstance(outcome.error, TokenRemovedError)
     assert lab.current().startswith("releases/1-")  # nothing switched, and not remembered:
     assert [(o.status, o.version) for o in agent.poll().outcomes] == [("installed", 3)]
+
+
+def test_file_keys_never_import_the_token_libraries(tmp_path: Path) -> None:
+    """A board without the hsm/tpm extras imports edge_sdk and opens file-key bundles."""
+    import subprocess
+    import sys
+
+    signer, device = generate_key("signing"), generate_key("device", "p256")
+    (tmp_path / "b.edgepkg").write_bytes(_seal(signer, [device.public]))
+    from edge_sdk.keys import save_keypair
+
+    save_keypair(device, tmp_path / "device")
+    (tmp_path / "s.pub").write_bytes(signer.public.to_pem())
+    bundle, device_key, pub = (str(tmp_path / n) for n in ("b.edgepkg", "device.key", "s.pub"))
+    code = (
+        "import sys, edge_sdk\n"
+        "from edge_sdk.keys import TrustStore, load_private_key, load_public_key\n"
+        "from edge_sdk.bundle import read_bundle\n"
+        "from edge_sdk.verify import decrypt_model\n"
+        f"key = load_private_key({device_key!r}, kind='device')\n"
+        f"trust = TrustStore.from_keys([load_public_key({pub!r})])\n"
+        f"assert len(decrypt_model(read_bundle({bundle!r}, trust=trust), key)) > 0\n"
+        "heavy = ('pkcs11', 'tpm2_pytss', 'edge_sdk.pkcs11', 'edge_sdk.tpm')\n"
+        "loaded = sorted(m for m in sys.modules if m in heavy or m.split('.')[0] in heavy)\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=REPO)
