@@ -253,9 +253,7 @@ def init_project(
         UsageError: a config exists already (without ``force``), or a path is unusable.
         KeyFileError: the key cannot be written.
     """
-    from .keys import generate_key, load_private_key, save_keypair
-
-    from .keys import load_public_key
+    from .keys import generate_key, load_private_key, load_public_key, save_keypair
 
     directory = directory.absolute()
     config = directory / CONFIG_NAME
