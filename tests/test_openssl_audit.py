@@ -134,6 +134,8 @@ def test_openssl_verifies_a_good_bundle(
         ("v1-ed25519-x25519-aes256gcm", "signer-ed25519"),
         ("v1-ecdsa-x25519-chacha20-zstd", "signer-ecdsa"),
         ("v1-hybrid-mlkem-aes256gcm-2signers", "signer-ed25519"),
+        ("v1-ed25519-signed-only-zstd", "signer-ed25519"),
+        ("v1-ecdsa-xwing-aes256gcm", "signer-ecdsa"),
     ],
 )
 def test_openssl_verifies_the_committed_vectors(tmp_path: Path, vector: str, signer: str) -> None:
