@@ -241,6 +241,8 @@ def _b64decode(value: Any, where: str, limit: int) -> bytes:
         decoded = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise BundleFormatError(f"envelope {where} is not valid base64") from None
+    if len(decoded) > limit:  # the text-length test above lets up to two more bytes through
+        raise BundleFormatError(f"envelope {where} must be a base64 string of 1 to {limit} bytes")
     if base64.b64encode(decoded).decode("ascii") != value:
         raise BundleFormatError(f"envelope {where} is not canonical base64 (non-zero padding bits)")
     return decoded
