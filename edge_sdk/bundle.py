@@ -323,7 +323,9 @@ def parse_envelope(
         raise BundleFormatError("envelope lists two signatures by the same key")
     if len({r.key_id for r in recipients}) != len(recipients):
         raise BundleFormatError("envelope lists the same recipient key twice")
-    if envelope_bytes(tuple(signatures), tuple(recipients)) != raw:
+    # The parsed value holds exactly the fields and (canonical) strings envelope_bytes would
+    # write, so re-serialising it is the canonical test, without a second copy of every string.
+    if canonical_bytes(env) != raw:
         raise BundleFormatError(
             "envelope is not in canonical form (key order, whitespace or escapes differ from "
             "canonical JSON)"
