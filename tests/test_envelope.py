@@ -216,3 +216,16 @@ def test_canonical_bundles_still_open(good: bytes, keyset: KeySet) -> None:
     assert opened.model_bytes.startswith(b"\x00TFL3")
     with pytest.raises(DecryptionError):
         open_bundle(good, keyset.trust(), keyset.device2)
+
+
+def test_entries_for_other_devices_may_name_kems_this_release_does_not_know(
+    good: bytes, keyset: KeySet
+) -> None:
+    """A newer writer may add recipient kinds: an entry for another key id is never opened."""
+    parts = split_bundle(good)
+    parts.envelope["recipients"].append(
+        {"enc": base64.b64encode(bytes(97)).decode(), "kem": "dhkem-p384", "keyid": "ab" * 32}
+    )
+    opened = open_bundle(parts.join(), keyset.trust(), keyset.device)
+    assert opened.model_bytes.startswith(b"\x00TFL3")
+    assert "ab" * 32 in opened.verification.recipients

@@ -621,6 +621,11 @@ def main() -> None:
     w.add("recipient-xwing-ciphertext-flipped", "decryption", "one bit of ct_M flipped in an X-Wing "
           "entry (ML-KEM's implicit rejection: the entry does not open)",
           first("recipients", "enc", lambda v: _b64(flip(10)(base64.b64decode(v))), xwing), xwing)  # fmt: skip
+    w.add("recipient-x25519-small-order-point", "decryption", "this device's entry with enc = the "
+          "all-zero X25519 point (a small-order point: the DH output is zero)",
+          first("recipients", "enc", lambda v: _b64(bytes(32) + base64.b64decode(v)[32:])), enc)  # fmt: skip
+    w.add("recipient-xwing-enc-short", "decryption", "an X-Wing entry one byte short of 1,168",
+          first("recipients", "enc", lambda v: _b64(base64.b64decode(v)[:-1]), xwing), xwing)  # fmt: skip
     w.add("chunk-tag-flipped", "decryption", "a tag bit flipped, the new payload digest signed",
           enc.edit_payload(flip(len(enc.parts().payload) - 1), resign=True), enc)  # fmt: skip
 
