@@ -399,3 +399,32 @@ def test_the_script_runs_under_a_fresh_key(tmp_path: Path, keyset: KeySet) -> No
     run = audit(tmp_path, raw, pub)
     assert run.code == 0, run.out
     assert os.stat(pub).st_size > 0
+
+
+@pytest.mark.parametrize("openssl", [OPENSSL_ID])
+def test_the_hybrid_key_halves_are_pem_files_openssl_reads(
+    tmp_path: Path, keyset: KeySet, openssl: str
+) -> None:
+    """The previous instructions verified against bare base64 blocks, which `openssl pkeyutl`
+    cannot read. The script's key step writes each half as a PEM file: the Ed25519 half loads in
+    any OpenSSL, the ML-DSA-65 half parses everywhere and loads where ML-DSA exists (3.5+)."""
+    assert SCRIPT is not None
+    key_step = SCRIPT.group(1).split("# 4.")[0]
+    checks = """
+openssl pkey -pubin -in "$WORK/key1.pem" -noout
+openssl asn1parse -in "$WORK/key2.pem" > "$WORK/asn1"
+grep -q 2.16.840.1.101.3.4.3.18 "$WORK/asn1" || grep -qi ML-DSA-65 "$WORK/asn1"
+if openssl pkey -pubin -in "$WORK/key2.pem" -noout 2>/dev/null; then echo mldsa-loads; fi
+echo "$ALG $KEYID"
+"""
+    bundle = tmp_path / "b.edgepkg"
+    bundle.write_bytes(make_bundle_bytes(keyset, signers=(keyset.hybrid,)))
+    pub = tmp_path / "hybrid.pub"
+    pub.write_bytes(keyset.hybrid.public.to_pem())
+    done = subprocess.run(
+        ["bash", "-c", key_step + checks], cwd=tmp_path, capture_output=True, text=True,
+        env={"BUNDLE": str(bundle), "PUBKEY": str(pub), "PATH": "/usr/bin:/bin"}, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"ed25519+mldsa65 {keyset.hybrid.key_id}" in done.stdout
+    assert ("mldsa-loads" in done.stdout) == HAS_MLDSA
