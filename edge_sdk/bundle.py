@@ -55,6 +55,8 @@ _PREAMBLE = struct.Struct(">8sHHI")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+#: What a signature ``alg`` or a recipient ``kem`` may spell (docs/FORMAT.md, "The envelope").
+ALG_NAME = re.compile(r"[a-z0-9][a-z0-9+._-]{0,63}")
 MAX_RECIPIENT_ENC_BYTES = 4096
 _READ_PIECE = 1024 * 1024
 _SMALL_FILE = 4 * 1024 * 1024
@@ -241,14 +243,23 @@ def _field(obj: dict[str, Any], keys: set[str], where: str) -> None:
 
 
 def _b64decode(value: Any, where: str, limit: int) -> bytes:
-    if not isinstance(value, str) or len(value) > limit * 4 // 3 + 4:
-        raise BundleFormatError(
-            f"envelope {where} must be a base64 string of at most {limit} bytes"
-        )
+    """Decode standard, padded base64 (RFC 4648 §4) of 1 to ``limit`` bytes, canonical only.
+
+    Only one spelling of each byte string is accepted: ``validate=True`` refuses characters
+    outside the alphabet and bad padding, and re-encoding refuses the rest — non-zero padding
+    bits (``CY==`` for ``CQ==``) would otherwise give one signature many envelopes.
+    """
+    if not isinstance(value, str) or not 0 < len(value) <= 4 * -(-limit // 3):
+        raise BundleFormatError(f"envelope {where} must be a base64 string of 1 to {limit} bytes")
     try:
-        return base64.b64decode(value, validate=True)
+        decoded = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise BundleFormatError(f"envelope {where} is not valid base64") from None
+    if len(decoded) > limit:  # the text-length test above lets up to two more bytes through
+        raise BundleFormatError(f"envelope {where} must be a base64 string of 1 to {limit} bytes")
+    if base64.b64encode(decoded).decode("ascii") != value:
+        raise BundleFormatError(f"envelope {where} is not canonical base64 (non-zero padding bits)")
+    return decoded
 
 
 def _key_id(value: Any, where: str) -> str:
@@ -257,17 +268,41 @@ def _key_id(value: Any, where: str) -> str:
     return value
 
 
-def _short_str(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= 64:
-        raise BundleFormatError(f"envelope {where} must be a short string")
+def _alg_name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not ALG_NAME.fullmatch(value):
+        raise BundleFormatError(
+            f"envelope {where} must be an algorithm name: 1 to 64 of a-z 0-9 + . _ - "
+            "(starting with a letter or digit)"
+        )
     return value
+
+
+def envelope_value_limit(limits: Limits) -> int:
+    """The most JSON values (by :func:`~edge_sdk.strict_json.value_bound`) an envelope can hold.
+
+    A well-formed envelope spends four of the bytes ``{ [ ,`` on its frame and at most four on
+    each entry (its braces' ``{``, the commas between its three fields and the one before it),
+    and no string in it may contain one (base64, hex and algorithm names cannot).
+    """
+    return 4 + 4 * (limits.max_signatures + limits.max_recipients)
 
 
 def parse_envelope(
     raw: bytes, limits: Limits
 ) -> tuple[tuple[SignatureEntry, ...], tuple[RecipientEntry, ...]]:
-    """Parse and structurally validate the envelope (no cryptography happens here)."""
-    env = loads_strict(raw, "envelope")
+    """Parse and structurally validate the envelope (no cryptography happens here).
+
+    The envelope is not signed, so anything that lets one envelope be spelled several ways would
+    make a bundle's bytes malleable. It must therefore be exactly the canonical JSON that
+    :func:`envelope_bytes` writes, with canonical base64, and with no key id listed twice among
+    the signatures or among the recipients. Its parse cost is bounded before parsing (see
+    :func:`envelope_value_limit`).
+    """
+    if not raw.isascii():
+        # Canonical JSON is ASCII; refusing other bytes first also keeps one non-ASCII character
+        # from making Python hold the whole decoded envelope at four bytes per character.
+        raise BundleFormatError("envelope is not ASCII (canonical JSON escapes everything else)")
+    env = loads_strict(raw, "envelope", max_values=envelope_value_limit(limits))
     _field(env, {"signatures", "recipients"}, "")
     sigs, recs = env["signatures"], env["recipients"]
     if not isinstance(sigs, list) or len(sigs) > limits.max_signatures:
@@ -284,7 +319,7 @@ def parse_envelope(
         signatures.append(
             SignatureEntry(
                 _key_id(s["keyid"], f"signature {i}"),
-                _short_str(s["alg"], f"signature {i} alg"),
+                _alg_name(s["alg"], f"signature {i} alg"),
                 _b64decode(s["sig"], f"signature {i} sig", MAX_SIGNATURE_BYTES),
             )
         )
@@ -294,12 +329,21 @@ def parse_envelope(
         recipients.append(
             RecipientEntry(
                 _key_id(r["keyid"], f"recipient {i}"),
-                _short_str(r["kem"], f"recipient {i} kem"),
+                _alg_name(r["kem"], f"recipient {i} kem"),
                 _b64decode(r["enc"], f"recipient {i} enc", MAX_RECIPIENT_ENC_BYTES),
             )
         )
+    if len({s.key_id for s in signatures}) != len(signatures):
+        raise BundleFormatError("envelope lists two signatures by the same key")
     if len({r.key_id for r in recipients}) != len(recipients):
         raise BundleFormatError("envelope lists the same recipient key twice")
+    # The parsed value holds exactly the fields and (canonical) strings envelope_bytes would
+    # write, so re-serialising it is the canonical test, without a second copy of every string.
+    if canonical_bytes(env) != raw:
+        raise BundleFormatError(
+            "envelope is not in canonical form (key order, whitespace or escapes differ from "
+            "canonical JSON)"
+        )
     return tuple(signatures), tuple(recipients)
 
 
@@ -356,15 +400,17 @@ def _read(
         raise PayloadTooLargeError(
             f"model is {manifest.model.size} bytes, over this device's limit of {limits.max_model_bytes}"
         )
-    if trust is not None:
-        # Before a payload-sized allocation: an unsigned file must not cost the device its RAM.
-        verify_signatures(manifest_bytes, signatures, trust)
     if manifest.payload.size != p_len:
         raise BundleFormatError(
             f"payload is {p_len} bytes but the manifest declares {manifest.payload.size}"
         )
     if not manifest.payload.encrypted and recipients:
         raise BundleFormatError("an unencrypted bundle must not list recipients")
+    if manifest.payload.encrypted and not recipients:
+        raise BundleFormatError("an encrypted bundle must list at least one recipient")
+    if trust is not None:
+        # Before a payload-sized allocation: an unsigned file must not cost the device its RAM.
+        verify_signatures(manifest_bytes, signatures, trust)
     if not keep_payload:
         return Bundle(version, manifest, manifest_bytes, signatures, recipients, memoryview(b""),
                       None, streamed=True)  # fmt: skip

@@ -1,11 +1,15 @@
 """Signing and device keys: generate, save, load, key ids, and the trust store.
 
 Key files are standard PEM: private keys are PKCS#8 (optionally passphrase-encrypted), public keys
-are SubjectPublicKeyInfo. A hybrid key (Ed25519 + ML-DSA-65, or ML-KEM-768 + X25519) is simply two
-PEM blocks in one file, in a fixed order, so each half stays readable by ``openssl``.
+are SubjectPublicKeyInfo. A hybrid signing key (Ed25519 + ML-DSA-65) is two PEM blocks in one file,
+in that order, so each half stays readable by ``openssl``. A hybrid device key (ML-KEM-768 +
+X25519, used as the X-Wing KEM) is written in X-Wing's own encoding — a PKCS#8 key holding the
+32-byte X-Wing seed and an SPKI holding the 1216-byte public key, under id-XWing — which X-Wing
+libraries import; files from earlier releases, two PEM blocks (ML-KEM-768 then X25519), still load.
 
 A key id is the SHA-256 (hex) of the public key's SubjectPublicKeyInfo DER; for a hybrid key, of
-the two DER encodings concatenated in file order. ``cat a.der b.der | sha256sum`` reproduces it.
+the two component SPKI DER encodings concatenated in the order above (whatever the file's form),
+so ``cat a.der b.der | sha256sum`` reproduces it.
 
 A P-256 key can sign (``ecdsa-p256``) or receive content keys (``p256``, DHKEM(P-256)): its SPKI is
 the same either way, so the caller says which it wants (``kind=``); without one it is a signing
@@ -18,6 +22,8 @@ stays in the token (:class:`HardwareKey`); it signs and does the DH step there.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import os
 import re
@@ -47,6 +53,67 @@ DEVICE_ALGS = ("x25519", "mlkem768-x25519", "p256")
 PASSPHRASE_ENV = "EDGE_SDK_KEY_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
+
+# -- X-Wing (draft-connolly-cfrg-xwing-kem-06 and later) key encodings ----------------------------
+# id-XWing is 1.3.6.1.4.1.62253.25722; the key bytes follow these fixed DER prefixes unwrapped.
+_XWING_PRIVATE_DER = bytes.fromhex("3034020100300d060b2b0601040183e62d81c87a0420")
+_XWING_PUBLIC_DER = bytes.fromhex("308204d4300d060b2b0601040183e62d81c87a038204c100")
+XWING_SEED_BYTES = 32
+XWING_PUBLIC_BYTES = 1184 + 32  # pk_M || pk_X
+
+
+def xwing_expand(seed: bytes) -> tuple[mlkem.MLKEM768PrivateKey, x25519.X25519PrivateKey]:
+    """X-Wing's expandDecapsulationKey: SHAKE256(seed) gives ML-KEM-768's d‖z and the X25519 key."""
+    shake = hashes.Hash(hashes.SHAKE256(96))
+    shake.update(seed)
+    expanded = shake.finalize()
+    return (
+        mlkem.MLKEM768PrivateKey.from_seed_bytes(expanded[:64]),
+        x25519.X25519PrivateKey.from_private_bytes(expanded[64:]),
+    )
+
+
+def _to_pem(label: str, der: bytes) -> bytes:
+    text = base64.b64encode(der)
+    lines = b"\n".join(text[i : i + 64] for i in range(0, len(text), 64))
+    return b"-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label.encode(), lines, label.encode())
+
+
+def _der_of(block: bytes) -> bytes | None:
+    """The DER inside one PEM block, or None when its body is not base64."""
+    body = b"".join(block.splitlines()[1:-1])
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _xwing_public(blocks: list[tuple[str, bytes]]) -> tuple[Any, ...] | None:
+    """The two components of an X-Wing SPKI file, or None when the file is not one."""
+    der = _der_of(blocks[0][1]) if len(blocks) == 1 else None
+    if der is None or not der.startswith(_XWING_PUBLIC_DER):
+        return None
+    raw = der[len(_XWING_PUBLIC_DER) :]
+    if len(raw) != XWING_PUBLIC_BYTES:
+        raise KeyFileError("malformed X-Wing public key (it is not 1216 bytes)")
+    try:
+        return (
+            mlkem.MLKEM768PublicKey.from_public_bytes(raw[:1184]),
+            x25519.X25519PublicKey.from_public_bytes(raw[1184:]),
+        )
+    except ValueError:
+        raise KeyFileError("malformed X-Wing public key") from None
+
+
+def _xwing_seed(blocks: list[tuple[str, bytes]]) -> bytes | None:
+    """The seed of an X-Wing PKCS#8 file, or None when the file is not one."""
+    der = _der_of(blocks[0][1]) if len(blocks) == 1 and blocks[0][0] == "PRIVATE KEY" else None
+    if der is None or not der.startswith(_XWING_PRIVATE_DER):
+        return None
+    seed = der[len(_XWING_PRIVATE_DER) :]
+    if len(seed) != XWING_SEED_BYTES:
+        raise KeyFileError("malformed X-Wing private key (the seed is not 32 bytes)")
+    return seed
 
 
 def _alg_of(components: Sequence[Any], kind: KeyKind | None = None) -> tuple[KeyKind, str]:
@@ -111,7 +178,10 @@ class PublicKey:
         return self.key_id[:16]
 
     def to_pem(self) -> bytes:
-        """The public key file contents (one PEM block per component)."""
+        """The public key file contents (one PEM block per component; X-Wing SPKI for X-Wing)."""
+        if self.alg == "mlkem768-x25519":
+            raw = b"".join(c.public_bytes_raw() for c in self.components)
+            return _to_pem("PUBLIC KEY", _XWING_PUBLIC_DER + raw)
         return b"".join(
             c.public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -217,6 +287,9 @@ class PrivateKey:
         if self.hardware is not None:
             self.hardware.close()
 
+    #: The 32-byte X-Wing seed the components were expanded from (X-Wing device keys only).
+    seed: bytes | None = field(default=None, repr=False)
+
     @property
     def kind(self) -> KeyKind:
         return self.public.kind
@@ -255,12 +328,18 @@ class PrivateKey:
         return hpke.MLKEM768X25519PrivateKey(self.components[0], self.components[1])
 
     def to_pem(self, passphrase: bytes | None = None) -> bytes:
-        """PKCS#8 PEM, encrypted with the best available scheme when a passphrase is given."""
+        """PKCS#8 PEM, encrypted with the best available scheme when a passphrase is given.
+
+        An X-Wing key is written as its seed under id-XWing; with a passphrase, as its two
+        expanded components (PKCS#8 encryption of the seed form is not available here).
+        """
         if self.hardware is not None:
             raise KeyFileError(
                 f"key {self.public.short_id} lives in a {self.hardware.location} token and "
                 "cannot be exported"
             )
+        if self.seed is not None and not passphrase:
+            return _to_pem("PRIVATE KEY", _XWING_PRIVATE_DER + self.seed)
         enc: serialization.KeySerializationEncryption = (
             serialization.BestAvailableEncryption(passphrase)
             if passphrase
@@ -294,7 +373,10 @@ def generate_key(kind: KeyKind, alg: str | None = None) -> PrivateKey:
         elif alg == "p256":
             parts = [ec.generate_private_key(ec.SECP256R1())]
         elif alg == "mlkem768-x25519":
-            parts = [mlkem.MLKEM768PrivateKey.generate(), x25519.X25519PrivateKey.generate()]
+            seed = os.urandom(XWING_SEED_BYTES)
+            parts = list(xwing_expand(seed))
+            public = PublicKey.from_components([p.public_key() for p in parts])
+            return PrivateKey(public, tuple(parts), seed=seed)
         else:
             raise KeyFileError(
                 f"unknown device key algorithm {alg!r}",
@@ -398,7 +480,15 @@ def load_private_key(
     check_private_permissions(path)
     if passphrase is None and os.environ.get(PASSPHRASE_ENV):
         passphrase = os.environ[PASSPHRASE_ENV].encode()
-    parts: list[Any] = []
+    seed = _xwing_seed(blocks)
+    if seed is not None:
+        parts: list[Any] = list(xwing_expand(seed))
+        key = PrivateKey(
+            PublicKey.from_components([p.public_key() for p in parts]), tuple(parts), seed=seed
+        )
+        _check_kind(path, key.kind, kind)
+        return key
+    parts = []
     for label, block in blocks:
         try:
             parts.append(
@@ -455,6 +545,11 @@ def load_public_key(path: str | os.PathLike[str], *, kind: KeyKind | None = None
     blocks = _pem_blocks(path, data)
     if any("PRIVATE" in label for label, _ in blocks):
         return load_private_key(path, kind=kind).public
+    xwing = _xwing_public(blocks)
+    if xwing is not None:
+        key = PublicKey.from_components(xwing)
+        _check_kind(path, key.kind, kind)
+        return key
     parts: list[Any] = []
     for label, block in blocks:
         if label != "PUBLIC KEY":
