@@ -55,6 +55,7 @@ from .errors import (
     TokenNotFoundError,
     TokenPinError,
     TokenRemovedError,
+    install_hint,
 )
 from .key_uri import PKCS11_MODULE_ENV, PKCS11_PIN_ENV, Pkcs11Uri, Secret
 from .keys import KeyKind, PrivateKey, PublicKey
@@ -87,7 +88,7 @@ def _import_pkcs11() -> Any:
     except ImportError:
         raise HostDependencyError(
             "a pkcs11: key needs the python-pkcs11 package, which is not installed",
-            hint="pip install 'edgepkg[hsm]'",
+            hint=install_hint("hsm"),
         ) from None
     return pkcs11
 

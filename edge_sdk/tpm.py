@@ -46,6 +46,7 @@ from .errors import (
     TokenNotFoundError,
     TokenPinError,
     TokenRemovedError,
+    install_hint,
 )
 from .key_uri import Secret, Tpm2Reference
 from .keys import KeyKind, PrivateKey, PublicKey
@@ -68,7 +69,7 @@ def _import_tpm() -> Any:
     except ImportError:
         raise HostDependencyError(
             "a tpm2: key needs the tpm2-pytss package, which is not installed",
-            hint="pip install 'edgepkg[tpm]' (needs libtss2-dev to build)",
+            hint=install_hint("tpm") + " (it builds against libtss2-dev)",
         ) from None
     return tpm2_pytss
 

@@ -30,7 +30,7 @@ import pytest
 
 from tools.tuf_server import RepoServer
 
-from .conftest import REPO
+from .conftest import REPO, Dist, tracked_files
 from .sshd import SshServer, make_keypair, sshd_available
 
 pytestmark = pytest.mark.wheel
@@ -38,37 +38,9 @@ VERSION_RE = r"^edge-sdk \d+\.\d+\.\d+\n$"
 PYENV = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
 
 
-def _tracked_files() -> list[str]:
-    out = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True)
-    return [f for f in out.stdout.decode().split("\0") if f]
-
-
-@dataclass(frozen=True)
-class Dist:
-    wheel: Path
-    sdist: Path
-
-
-@pytest.fixture(scope="session")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Dist:
-    """Wheel and sdist built from the tracked files only (as a fresh clone would build them)."""
-    tmp = tmp_path_factory.mktemp("dist")
-    src = tmp / "src"
-    for rel in _tracked_files():
-        target = src / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, target)
-    out = tmp / "out"
-    subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--wheel", "--sdist", "--outdir", str(out),
-                    str(src)], check=True, capture_output=True)  # fmt: skip
-    (wheel,) = out.glob("edgepkg-*.whl")
-    (sdist,) = out.glob("edgepkg-*.tar.gz")
-    return Dist(wheel, sdist)
-
-
 def test_the_wheel_holds_every_module_of_the_source_tree(dist: Dist) -> None:
     names = set(zipfile.ZipFile(dist.wheel).namelist())
-    tracked = _tracked_files()
+    tracked = tracked_files()
     modules = [f for f in tracked if f.startswith("edge_sdk/") and f.endswith((".py", ".typed"))]
     profiles = [f"edge_sdk/{f}" for f in tracked if f.startswith("device_profiles/")]
     missing = [f for f in modules + profiles if f not in names]

@@ -135,8 +135,12 @@ def audit_scan(
 @audit_app.command("log")
 def audit_log(
     path: Annotated[
-        Path, typer.Argument(help="The device's audit.log (rotated files are read too).")
-    ],
+        Path | None,
+        typer.Argument(
+            help="The device's audit.log; rotated files are read too (default: this device's, in "
+            "its state directory)."
+        ),
+    ] = None,
     verify_chain: Annotated[bool, typer.Option("--verify", help="Check the hash chain.")] = False,
     repair: Annotated[
         bool,
@@ -150,7 +154,9 @@ def audit_log(
 ) -> None:
     """Print a device's audit log; with --verify, name the first broken record."""
     from edge_sdk.audit_log import AuditLog, log_files, read_log, verify_log
+    from edge_sdk.state import default_state_dir
 
+    path = path or default_state_dir() / "audit.log"
     files = log_files(path)
     if not files:
         raise UsageError(f"audit log {path} does not exist")
