@@ -174,6 +174,53 @@ def _hardware_key_check(reference: str) -> Check:
     return Check("device key", "ok", detail)
 
 
+def state_dir_check(directory: Path) -> Check:
+    """Writable, and private: whoever can write the state directory can reset the anti-rollback
+    counters and rewrite the audit log."""
+    st = directory.stat()
+    if not os.access(directory, os.W_OK):
+        return Check(
+            "state dir", "fail", str(directory), f"make {directory} writable or pass --state-dir"
+        )
+    mode = stat.S_IMODE(st.st_mode)
+    problems = []
+    if mode & 0o077:
+        problems.append(f"mode {mode:04o} lets group/others in")
+    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+        problems.append(f"owned by uid {st.st_uid}, not this user")
+    if directory.is_symlink():
+        problems.append("it is a symlink")
+    if problems:
+        return Check(
+            "state dir",
+            "warn",
+            f"{directory}: {'; '.join(problems)} (whoever can write it can reset anti-rollback)",
+            f"chown $(id -u) {directory} && chmod 700 {directory}",
+        )
+    return Check("state dir", "ok", f"{directory} (private)")
+
+
+def _threads_check(prof: Any) -> Check:
+    """How many interpreter threads a load here would use, and why (see runtime.load)."""
+    from .runtime import detect_hardware_ids, usable_cores
+
+    if prof is not None:
+        return Check("threads", "ok", f"{prof.threads} (profile {prof.name})")
+    ids = set(detect_hardware_ids())
+    from .profiles import list_profiles
+
+    matching = [p.name for p in list_profiles() if set(p.hardware_ids) & ids]
+    cores = usable_cores()
+    if matching:
+        detail = (
+            f"bundles built for {', '.join(matching)} use that profile's threads on this board "
+            f"(at most the {cores} usable cores); others get {cores}"
+        )
+    else:
+        detail = f"{cores}: the usable cores (no built-in profile names this board's hardware ids)"
+    return Check("threads", "ok", detail)
+
+
 def run_checks(
     *, profile: str | None, device_key: str | Path | None, state_dir: Path | None
 ) -> list[Check]:
@@ -272,18 +319,11 @@ def run_checks(
                         f"install the vendor package that provides {spec.library}",
                     )
                 )
+    checks.append(_threads_check(prof))
     directory = state_dir or default_state_dir()
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        writable = os.access(directory, os.W_OK)
-        checks.append(
-            Check(
-                "state dir",
-                "ok" if writable else "fail",
-                str(directory),
-                None if writable else f"make {directory} writable or pass --state-dir",
-            )
-        )
+        checks.append(state_dir_check(directory))
     except OSError as exc:
         checks.append(
             Check("state dir", "fail", f"{directory}: {exc.strerror}", "pass --state-dir")

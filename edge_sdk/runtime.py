@@ -678,6 +678,12 @@ def load(
         chosen, reason = choose_profile(prof, manifest.target.profile, ids)
         if threads is not None:
             count, reason = threads, "threads given by the caller"
+        elif chosen is not None and prof is None:
+            # Found by hardware id, not chosen by the caller: a profile names a class of boards,
+            # so never more threads than this one can run at once.
+            count = min(chosen.threads, usable_cores())
+            if count < chosen.threads:
+                reason += f" (its {chosen.threads} threads capped at the {count} usable cores)"
         elif chosen is not None:
             count = chosen.threads
         else:
