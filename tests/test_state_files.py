@@ -75,3 +75,35 @@ def test_save_bundle_uses_an_unpredictable_exclusive_temp(tmp_path: Path, keyset
     save_bundle(read_bundle(make_bundle_bytes(keyset)), out)
     assert victim.read_text() == "precious"
     assert read_bundle(out).manifest.name == "digits"
+
+
+def test_doctor_wants_a_private_state_directory(tmp_path: Path) -> None:
+    from edge_sdk.doctor import state_dir_check
+
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    assert state_dir_check(private).status == "ok"
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o755)
+    check = state_dir_check(shared)
+    assert check.status == "warn" and "0755" in check.detail and check.fix and "chmod 700" in check.fix
+    link = tmp_path / "link"
+    link.symlink_to(private)
+    assert "symlink" in state_dir_check(link).detail
+
+
+def test_load_picks_threads_and_says_why(keyset: KeySet, tmp_path: Path) -> None:
+    import edge_sdk
+    from edge_sdk.runtime import usable_cores
+
+    model = (Path(__file__).parent / "vectors" / "model.tflite").read_bytes()
+    raw = make_bundle_bytes(keyset, model=model, recipients=())
+    common = {"trust": keyset.trust(), "state_dir": tmp_path / "s", "hardware_ids": ["x86_64"]}
+    with edge_sdk.load(raw, **common) as auto:
+        # The bundle targets x86_64 and this board says it is one: that profile, capped at the cores.
+        assert auto.threads == min(4, usable_cores()) and "profile x86_64" in auto.threads_reason
+    with edge_sdk.load(raw, **{**common, "hardware_ids": ["some,other-board"]}) as other:
+        assert other.threads == usable_cores() and "usable cores" in other.threads_reason
+    with edge_sdk.load(raw, threads=3, **common) as given:
+        assert given.threads == 3 and "caller" in given.threads_reason
