@@ -29,7 +29,7 @@ PARTS = {
                # keys held in hardware: read by keys, used by signing and encryption
                "edge_sdk.key_uri", "edge_sdk.pkcs11", "edge_sdk.tpm", "edge_sdk.hpke_delegated",
                "edge_sdk.native_isolation"],
-    "base": ["edge_sdk.errors", "edge_sdk.profiles"],
+    "base": ["edge_sdk.errors", "edge_sdk.profiles", "edge_sdk.native_output"],
     # The package root only re-exports the device API, lazily.
     "api": ["edge_sdk"],
 }  # fmt: skip
