@@ -13,7 +13,7 @@ from typing import NoReturn
 
 from edge_sdk.errors import EdgeSDKError
 
-from . import audit, bundles, device, fleet, keys, package, profiles, repo  # noqa: F401  (registers)
+from . import attest, audit, bundles, device, fleet, keys, package, profiles, repo  # noqa: F401  (registers)
 from ._common import app, print_json, safe
 
 

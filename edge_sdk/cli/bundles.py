@@ -20,6 +20,7 @@ from ._common import (
     pruning_line,
     warn,
 )
+from .attest import provenance_lines, provenance_summary
 
 
 def _bundle_summary(bundle: Any) -> dict[str, Any]:
@@ -37,6 +38,7 @@ def _bundle_summary(bundle: Any) -> dict[str, Any]:
         },
         "encrypted": m.payload.encrypted,
         "sparsity": (m.reports.get("pruning") or {}).get("sparsity"),
+        "provenance": provenance_summary(m),
     }
 
 
@@ -83,12 +85,14 @@ def inspect(
             or ("none: NOT ENCRYPTED" if not m.payload.encrypted else "none"),
         ),
     ]
+    pairs.extend(provenance_lines(m))
     for spec in m.model.inputs:
         pairs.append((f"input {spec.name}", f"{list(spec.shape)} {spec.dtype}"))
     for spec in m.model.outputs:
         pairs.append((f"output {spec.name}", f"{list(spec.shape)} {spec.dtype}"))
     for name, report in m.reports.items():
-        if name != "pruning":  # shown above; its per-layer table would be cut off here anyway
+        # Shown above: pruning's per-layer table and the attestation would be cut off here.
+        if name not in ("pruning", "provenance"):
             pairs.append((f"report {name}", json.dumps(report, sort_keys=True)[:200]))
     kv(str(bundle), pairs)
 
