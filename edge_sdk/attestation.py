@@ -7,8 +7,9 @@ because ``reports`` is the manifest's documented extension point, readers that p
 attestations (and every device) accept such bundles unchanged — no format or schema version moves.
 
 How it is bound: the statement's subjects are the plaintext ``.tflite`` digest (``model.sha256``)
-and the stored payload digest (``payload.sha256``; unique per bundle, because every bundle is
-encrypted under a fresh key), and its parameters name the bundle's name, version and profile.
+and the stored payload digest (``payload.sha256``), its parameters name the bundle's name, version
+and profile, and its ``invocationId`` is the manifest's ``payload.content_id`` — random per bundle,
+so even two signed-only bundles of the same model (whose payloads are the same bytes) differ.
 :func:`read_attestation` refuses an attestation whose subjects or parameters disagree with the
 manifest it sits in, so one bundle's attestation cannot be replayed in another.
 
@@ -401,7 +402,15 @@ def _provenance(
     )
     run = _obj(predicate.get("runDetails"), "runDetails")
     builder = _obj(run.get("builder"), "runDetails.builder")
-    metadata = _obj(run.get("metadata", {}), "runDetails.metadata")
+    metadata = _obj(run.get("metadata"), "runDetails.metadata")
+    invocation = metadata.get("invocationId")
+    if invocation != manifest.payload.content_id:
+        # content_id is random per bundle and signed: two bundles of the same model (a signed-only
+        # payload is the same bytes every time) still have different ones.
+        raise _fail(
+            f"was made for the bundle with content id {_excerpt(invocation)}, not this one "
+            f"({manifest.payload.content_id}): an attestation copied from another bundle"
+        )
     return Provenance(
         model_sha256=model_digest,
         payload_sha256=payload_digest,
