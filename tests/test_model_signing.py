@@ -138,7 +138,7 @@ def test_signed_keras_model_is_packaged_and_attested(
     # inspect shows the same facts, and the package summary did too.
     shown = cli("inspect", bundle["path"])
     assert f"model-signing signature by key {signed['signer'][:16]} verified" in shown.out
-    assert "evaluation-data" in shown.out and f"tensorflow {tf.__version__}" in shown.out
+    assert "evaluation-data" in shown.out and f"converter tensorflow {tf.__version__}" in shown.out
 
 
 @pytest.mark.parametrize(

@@ -142,7 +142,13 @@ def provenance_lines(manifest: Any) -> list[tuple[str, str]]:
             "(verify: edge-sdk attest --trust, or audit --require-provenance)",
         ),
         ("source", f"{source['name']} sha256 {source['sha256']}; {check}"),
-        ("built with", ", ".join(filter(None, [summary["converter"], tools])) or "n/a"),
+        (
+            "built with",
+            "; ".join(
+                filter(None, [summary["converter"] and f"converter {summary['converter']}", tools])
+            )
+            or "n/a",
+        ),
     ]
     for item in summary["data"]:
         lines.append((item["role"], f"{item['name']} sha256 {item['sha256']}"))
