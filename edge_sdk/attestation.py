@@ -293,7 +293,7 @@ def _material(entry: Any, where: str, limits: AttestationLimits) -> Material:
         if len(raw) > 16:
             raise _fail(f"{where}.annotations.modelSigning has too many fields")
         signature = {
-            str(k)[:64]: _text(v, f"{where}.annotations.modelSigning.{str(k)[:64]}", limits)
+            str(k)[:64]: _text(v, f"{where}.annotations.modelSigning[{_excerpt(k)}]", limits)
             for k, v in raw.items()
         }
     return Material(

@@ -33,7 +33,7 @@ import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -170,7 +170,6 @@ class Sources:
     options: PackageOptions
     signers: Sequence[PrivateKey]
     started: datetime
-    notes: list[str] = field(default_factory=list)
 
     @property
     def source(self) -> Input:
