@@ -28,6 +28,7 @@ from .errors import (
     DataError,
     HostDependencyError,
     ModelInputError,
+    install_hint,
 )
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ def import_tensorflow() -> Any:
     except ImportError:
         raise HostDependencyError(
             "converting Keras models needs TensorFlow, which is not installed",
-            hint="pip install 'edge-sdk[host]'",
+            hint=install_hint("host"),
         ) from None
     return tf
 

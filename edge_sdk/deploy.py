@@ -45,12 +45,13 @@ from pathlib import Path
 from typing import Literal
 
 from .bundle import DEFAULT_LIMITS, MAGIC, read_bundle
-from .errors import DeployError, EdgeSDKError, TransportError, UsageError
+from .errors import DeployError, EdgeSDKError, TransportError, UsageError, excerpt
 from .inventory import Device
 from .keys import TrustStore
 from .manifest import Manifest
 from .strict_json import loads_strict
 from .transports import (
+    Entry,
     Failure,
     RetryPolicy,
     Session,
@@ -59,7 +60,7 @@ from .transports import (
     parse_target,
     with_session,
 )
-from .verify import verify_bundle
+from .verify import Policy, check_bundle
 
 RELEASES = "releases"
 CURRENT = "current"
@@ -121,7 +122,7 @@ def prepare_bundle(
         raise UsageError(f"cannot read bundle {path}: {exc.strerror}") from None
     bundle = read_bundle(data)
     if trust is not None:
-        verify_bundle(bundle, trust)
+        check_bundle(bundle, Policy(trust))
     manifest = bundle.manifest
     _check_name(manifest.name)
     return PreparedBundle(
@@ -142,7 +143,7 @@ def _check_name(name: str) -> str:
     # The manifest already restricts names, but a name becomes a directory on every board, so
     # check again here rather than trust a rule enforced in another module.
     if not _NAME.fullmatch(name) or ".." in name:
-        raise DeployError(f"refusing bundle name {name!r}: not a safe directory name")
+        raise DeployError(f"refusing bundle name {excerpt(name)}: not a safe directory name")
     return name
 
 
@@ -193,7 +194,7 @@ def _template(template: str, what: str, **values: str) -> str:
         return template.format(**{k: shlex.quote(v) for k, v in values.items()})
     except (KeyError, IndexError, ValueError) as exc:
         raise UsageError(
-            f"{what} {template!r} has an invalid placeholder ({exc})",
+            f"{what} {excerpt(template)} has an invalid placeholder ({exc})",
             hint=f"placeholders: {', '.join('{' + k + '}' for k in values)}; "
             "write literal braces as {{ and }}",
         ) from None
@@ -302,7 +303,7 @@ class FleetResult:
 def _release_key(name: str, mtime: float) -> tuple[int, float, str]:
     match = _RELEASE.fullmatch(name)
     if match is None:  # callers only pass names the pattern listed; keep it a typed error anyway
-        raise DeployError(f"{name!r} is not a release file name")
+        raise DeployError(f"{excerpt(name)} is not a release file name")
     return int(match.group(1)), mtime, name
 
 
@@ -342,6 +343,34 @@ async def _check_root(session: Session) -> None:
             "or is not a directory",
             hint="create it on the target first (deploy never creates the root itself)",
         )
+
+
+async def _check_layout(session: Session, name: str) -> list[Entry]:
+    """Refuse a ``<name>`` or ``<name>/releases`` that is anything but a real directory.
+
+    Everything below the root is ours to write, rename and prune; a symlink planted there would
+    turn those writes into writes outside the root (``releases -> /etc``). ``current`` is the one
+    symlink of the layout, and it is only ever replaced, never followed for writing.
+    """
+    label = session.target.label
+    top = await session.stat(name)
+    if top is None:
+        return []
+    if top.kind != "dir":
+        raise DeployError(
+            f"{label}: {session.abspath(name)} is a {top.kind}, not a directory; refusing to "
+            "write through it",
+            hint="remove it on the target (deploy creates a real directory per bundle name)",
+        )
+    listing = await session.listdir(name)
+    releases = next((e for e in listing if e.name == RELEASES), None)
+    if releases is not None and releases.kind != "dir":
+        raise DeployError(
+            f"{label}: {session.abspath(f'{name}/{RELEASES}')} is a {releases.kind}, not a "
+            "directory; refusing to write through it",
+            hint="remove it on the target (deploy creates a real releases/ directory)",
+        )
+    return listing
 
 
 async def _switch(session: Session, name: str, file: str) -> None:
@@ -401,6 +430,7 @@ async def _install(
     rel_dir = f"{name}/{RELEASES}"
     rel_file = f"{rel_dir}/{file}"
     emit("checking", 0)
+    top_entries = await _check_layout(session, name)
     # Round trips are what an unchanged redeploy costs on a slow link, so the listing of the
     # releases directory is read once and reused (sizes, temps, pruning).
     entries = await session.listdir(rel_dir)
@@ -414,7 +444,7 @@ async def _install(
             await session.remove(f"{rel_dir}/{entry.name}")
         elif entry.kind == "file" and _RELEASE.fullmatch(entry.name):
             releases[entry.name], sizes[entry.name] = entry.mtime, entry.size
-    for entry in await session.listdir(name):
+    for entry in top_entries:
         if _is_stale_temp(entry.name):
             await session.remove(f"{name}/{entry.name}")
     current = _release_of(await session.readlink(f"{name}/{CURRENT}"))
@@ -656,6 +686,7 @@ async def rollback_async(
 
     async def operation(session: Session) -> RollbackResult:
         await _check_root(session)
+        await _check_layout(session, name)
         current = _release_of(await session.readlink(f"{name}/{CURRENT}"))
         if current is None:
             raise DeployError(f"{resolved.label}: {name} has no current release to roll back from")
@@ -729,7 +760,7 @@ async def _status_of(session: Session, name: str) -> ReleaseStatus:
         return ReleaseStatus(name, None, None, file, switched, ordered, problem)
 
     if file is None:
-        return broken(f"current points to {link!r}")
+        return broken(f"current points to {excerpt(link)}")
     if file not in releases:
         return broken("current release file is missing")
     try:
@@ -786,8 +817,8 @@ def _preflight(device: Device, bundle: PreparedBundle) -> str | None:
     """Why this bundle cannot work on this device, found before connecting; None if fine."""
     if device.profile is not None and device.profile != bundle.profile:
         return (
-            f"{bundle.name} v{bundle.version} targets profile {bundle.profile!r}, "
-            f"device {device.name} runs {device.profile!r}"
+            f"{bundle.name} v{bundle.version} targets profile {excerpt(bundle.profile)}, "
+            f"device {device.name} runs {excerpt(device.profile)}"
         )
     key = device.public_key
     if key is not None and bundle.encrypted and key.key_id not in bundle.recipients:

@@ -293,16 +293,20 @@ def load_private_key(
     """
     path = Path(path)
     data = _read(path)
+    blocks = _pem_blocks(path, data)
+    public_only = [
+        label for label, _ in blocks if label not in ("PRIVATE KEY", "ENCRYPTED PRIVATE KEY")
+    ]
+    if public_only:  # said before the permission check: a .pub's mode is not the problem
+        raise KeyFileError(
+            f"{path} holds a {public_only[0].lower()}, not a private key",
+            hint="pass the .key file, not the .pub file",
+        )
     check_private_permissions(path)
     if passphrase is None and os.environ.get(PASSPHRASE_ENV):
         passphrase = os.environ[PASSPHRASE_ENV].encode()
     parts: list[Any] = []
-    for label, block in _pem_blocks(path, data):
-        if label not in ("PRIVATE KEY", "ENCRYPTED PRIVATE KEY"):
-            raise KeyFileError(
-                f"{path} holds a {label.lower()}, not a private key",
-                hint="pass the .key file, not the .pub file",
-            )
+    for label, block in blocks:
         try:
             parts.append(
                 serialization.load_pem_private_key(
@@ -404,6 +408,14 @@ class TrustStore:
                     configured = t if t is not None else configured
                     revoked |= r
             elif path.exists():
+                if any("PRIVATE" in label for label, _ in _pem_blocks(path, _read(path))):
+                    # A trust store names public keys; a private key here means a signing key
+                    # was copied where verifiers (devices, auditors) can read it.
+                    raise TrustStoreError(
+                        f"{path} is a private key; a trust store holds public keys only",
+                        hint=f"pass {path.with_suffix('.pub').name} (the public half), and keep "
+                        f"{path.name} away from devices and auditors",
+                    )
                 keys.append(load_public_key(path, kind="signing"))
             else:
                 raise TrustStoreError(f"trust path {path} does not exist")

@@ -46,6 +46,8 @@ from .errors import (
     SignatureError,
     StateError,
     UsageError,
+    excerpt,
+    install_hint,
 )
 
 if TYPE_CHECKING:
@@ -81,7 +83,7 @@ def _tuf() -> None:
         import tuf.api.metadata  # noqa: F401
     except ImportError:
         raise HostDependencyError(
-            "TUF repositories need python-tuf", hint="pip install 'edge-sdk[tuf]'"
+            "TUF repositories need python-tuf", hint=install_hint("tuf")
         ) from None
 
 
@@ -227,7 +229,7 @@ class _Layout:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """One writer at a time (a publish and the refresh cron job must not interleave)."""
-        from .state import locked
+        from .files import locked
 
         with locked(self._lock):
             yield
@@ -255,7 +257,7 @@ def _read_policy(layout: _Layout) -> dict[str, timedelta]:
     try:
         data = json.loads(layout.policy.read_text(encoding="utf-8"))
         if data.get("format") != _POLICY_FORMAT:
-            raise StateError(f"{layout.policy}: unknown format {data.get('format')!r}")
+            raise StateError(f"{layout.policy}: unknown format {excerpt(data.get('format'))}")
         seconds = data["expiry_seconds"]
         return {role: timedelta(seconds=int(seconds[role])) for role in ROLES}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -263,7 +265,7 @@ def _read_policy(layout: _Layout) -> dict[str, timedelta]:
 
 
 def _write(path: Path, data: bytes) -> None:
-    from .state import atomic_write
+    from .files import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, data, 0o644)
@@ -602,7 +604,7 @@ def publish(
     if keep is not None and keep < 1:
         raise UsageError(f"keep must be at least 1, got {keep}")
     if group is not None and not _GROUP.fullmatch(group):
-        raise UsageError(f"group {group!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        raise UsageError(f"group {excerpt(group)} must be 1-64 letters, digits, '.', '_' or '-'")
     layout = _Layout(repo, None)
     prepared = [prepare_bundle(b, trust=trust) for b in bundles]
     published: list[PublishedTarget] = []
@@ -767,7 +769,7 @@ def rotate_key(
         KeyFileError, SignatureError: not enough root keys to sign the new root.
     """
     if role not in ROLES:
-        raise UsageError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+        raise UsageError(f"unknown role {excerpt(role)}; roles: {', '.join(ROLES)}")
     layout = _Layout(repo, root_keys)
     with layout.locked():
         repository = _open(layout, ROLES, root_passphrase=root_passphrase)
@@ -779,7 +781,7 @@ def rotate_key(
                 + (
                     "name the one to replace"
                     if old_key is None
-                    else f"{old_key!r} matches {len(matches)}"
+                    else f"{excerpt(old_key)} matches {len(matches)}"
                 )
             )
         replaced = matches[0]
@@ -820,7 +822,7 @@ def set_threshold(
         KeyFileError, SignatureError: not enough root keys to sign the new root.
     """
     if role not in ROLES:
-        raise UsageError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+        raise UsageError(f"unknown role {excerpt(role)}; roles: {', '.join(ROLES)}")
     if threshold < 1:
         raise UsageError(f"threshold must be at least 1, got {threshold}")
     layout = _Layout(repo, root_keys)

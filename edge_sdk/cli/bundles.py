@@ -37,7 +37,9 @@ def _bundle_summary(bundle: Any) -> dict[str, Any]:
             "compressed": m.payload.compressed_size,
         },
         "encrypted": m.payload.encrypted,
-        "sparsity": (m.reports.get("pruning") or {}).get("sparsity"),
+        "sparsity": pruning.get("sparsity")
+        if isinstance(pruning := m.reports.get("pruning"), dict)
+        else None,
         "provenance": provenance_summary(m),
     }
 
@@ -93,7 +95,7 @@ def inspect(
     for name, report in m.reports.items():
         # Shown above: pruning's per-layer table and the attestation would be cut off here.
         if name not in ("pruning", "provenance"):
-            pairs.append((f"report {name}", json.dumps(report, sort_keys=True)[:200]))
+            pairs.append((f"report {name}", _report_line(report)))
     kv(str(bundle), pairs)
 
 
@@ -179,3 +181,15 @@ def recipients_add(
     updated = add_recipients(read_bundle(bundle), opener, new)
     save_bundle(updated, out or bundle)
     console().print(f"{out or bundle}: {len(updated.recipients)} recipient(s)", markup=False)
+
+
+def _report_line(report: Any, limit: int = 300) -> str:
+    """A report as JSON when it is short; otherwise its keys (never JSON cut mid-token)."""
+    text = json.dumps(report, sort_keys=True)
+    if len(text) <= limit:
+        return text
+    if isinstance(report, dict):
+        keys = sorted(map(str, report))
+        shown = ", ".join(k[:40] for k in keys[:12]) + (", …" if len(keys) > 12 else "")
+        return f"{len(keys)} fields: {shown} (inspect --json shows them all)"
+    return f"{type(report).__name__} of {len(text):,} characters (inspect --json shows it)"
