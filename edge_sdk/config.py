@@ -127,9 +127,11 @@ def load_config(path: Path) -> ProjectConfig:
             else:  # profile, target
                 if not isinstance(value, str) or not value:
                     raise _fail(path, f"{where} must be a non-empty string")
-                if key == "target" and "://" not in value:
-                    value = str(_path(base, path, where, value))  # a directory, relative to here
-                values[f"{section}_{key}"] = value
+                # A directory target is relative to this file, like every other path in it.
+                local = key == "target" and "://" not in value
+                values[f"{section}_{key}"] = (
+                    str(_path(base, path, where, value)) if local else value
+                )
     return ProjectConfig(
         path=path.absolute(),
         signing_key=values.get("package_signing_key"),

@@ -551,7 +551,10 @@ def choose_profile(
     if matched:
         return target, f"profile {target.name}: the bundle's target, and this board is {matched[0]}"
     if not target.hardware_ids:
-        return None, f"no profile given, and the bundle's profile {target.name} names no hardware ids"
+        return (
+            None,
+            f"no profile given, and the bundle's profile {target.name} names no hardware ids",
+        )
     return None, f"no profile given, and this board is not a {target.name}"
 
 

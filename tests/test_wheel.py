@@ -88,12 +88,16 @@ def test_the_sdist_builds_the_same_wheel(dist: Dist, tmp_path: Path) -> None:
     with tarfile.open(dist.sdist) as archive:
         archive.extractall(tmp_path, filter="data")
     (root,) = tmp_path.iterdir()
-    assert (root / "tests" / "test_wheel.py").exists() and (root / "device_profiles" / "rpi4.toml").exists()
+    assert (root / "tests" / "test_wheel.py").exists() and (
+        root / "device_profiles" / "rpi4.toml"
+    ).exists()
     out = tmp_path / "rebuilt"
     subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--wheel", "--outdir", str(out), str(root)],
                    check=True, capture_output=True)  # fmt: skip
     (again,) = out.glob("*.whl")
-    assert sorted(zipfile.ZipFile(again).namelist()) == sorted(zipfile.ZipFile(dist.wheel).namelist())
+    assert sorted(zipfile.ZipFile(again).namelist()) == sorted(
+        zipfile.ZipFile(dist.wheel).namelist()
+    )
 
 
 # -- a user's machine ------------------------------------------------------------------------------
@@ -112,17 +116,25 @@ class UserEnv:
         return self.venv / "bin" / "python"
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGE_SDK_", "PYTHON", "VIRTUAL_ENV"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("EDGE_SDK_", "PYTHON", "VIRTUAL_ENV"))
+        }
         env.update(HOME=str(self.home), XDG_CONFIG_HOME=str(self.home / ".config"),
                    XDG_STATE_HOME=str(self.home / ".local" / "state"),
                    PATH=f"{self.venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}", COLUMNS="200")  # fmt: skip
         return env
 
-    def run(self, *args: str | Path, ok: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str | Path, ok: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([str(a) for a in args], cwd=self.project, env=self.env(), capture_output=True,
                                 text=True, timeout=timeout, check=False)  # fmt: skip
         if ok:
-            assert result.returncode == 0, f"{args}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+            assert result.returncode == 0, (
+                f"{args}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+            )
         return result
 
     def cli(self, *args: str | Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
@@ -135,8 +147,17 @@ class UserEnv:
 def make_user(tmp: Path, python: str | Path, wheel: Path, extras: str) -> UserEnv:
     venv = tmp / "venv"
     subprocess.run([str(python), "-m", "venv", str(venv)], check=True, capture_output=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    result = subprocess.run([*pip, f"{wheel}[{extras}]"], capture_output=True, text=True, check=False)
+    pip = [
+        str(venv / "bin" / "python"),
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+    ]
+    result = subprocess.run(
+        [*pip, f"{wheel}[{extras}]"], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     home, project = tmp / "home", tmp / "project"
     home.mkdir()
@@ -147,7 +168,9 @@ def make_user(tmp: Path, python: str | Path, wheel: Path, extras: str) -> UserEn
 @pytest.fixture(scope="module")
 def user(dist: Dist, tmp_path_factory: pytest.TempPathFactory) -> UserEnv:
     """A publisher's machine: the wheel with every extra a publisher uses."""
-    return make_user(tmp_path_factory.mktemp("user"), sys.executable, dist.wheel, "host,device,deploy,tuf")
+    return make_user(
+        tmp_path_factory.mktemp("user"), sys.executable, dist.wheel, "host,device,deploy,tuf"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +210,9 @@ def test_the_user_journey_from_the_wheel(user: UserEnv, sshd: tuple[SshServer, P
     import re
 
     # The installed package, not the checkout.
-    where = user.py("import edge_sdk, edge_sdk.transports.ssh, edge_sdk.cli; print(edge_sdk.__file__)").stdout
+    where = user.py(
+        "import edge_sdk, edge_sdk.transports.ssh, edge_sdk.cli; print(edge_sdk.__file__)"
+    ).stdout
     assert str(user.venv) in where and str(REPO) not in where
     assert re.match(VERSION_RE, user.cli("--version").stdout)
 
@@ -195,7 +220,11 @@ def test_the_user_journey_from_the_wheel(user: UserEnv, sshd: tuple[SshServer, P
     user.py(KERAS_MODEL)
     shutil.copy(REPO / "tests" / "vectors" / "model.tflite", user.project / "tiny.tflite")
     first = user.cli("package", "model.h5", "--profile", "rpi4", ok=False)
-    assert first.returncode == 2 and "edge-sdk init" in first.stderr and len(first.stderr.strip().splitlines()) == 1
+    assert (
+        first.returncode == 2
+        and "edge-sdk init" in first.stderr
+        and len(first.stderr.strip().splitlines()) == 1
+    )
 
     user.cli("init")
     key = next((user.home / ".config" / "edge-sdk" / "keys").glob("*.key"))
@@ -230,12 +259,17 @@ def test_the_user_journey_from_the_wheel(user: UserEnv, sshd: tuple[SshServer, P
     remote_root.mkdir()
     ssh = [server.uri(remote_root), "--identity", str(identity), "--known-hosts", str(known)]
     user.cli("deploy", bundle, "--target", *ssh)
-    assert json.loads(user.cli("status", "--target", *ssh, "--json").stdout)["releases"][0]["name"] == "model"
+    assert (
+        json.loads(user.cli("status", "--target", *ssh, "--json").stdout)["releases"][0]["name"]
+        == "model"
+    )
 
     # Audits of a directory and of a target.
     audit = json.loads(user.cli("audit", "board", "--trust", "publisher.pub", "--json").stdout)
     assert audit["summary"]["error"] == 0 and audit["summary"]["total"] == 2
-    remote = json.loads(user.cli("audit", "--target", *ssh, "--trust", "publisher.pub", "--json").stdout)
+    remote = json.loads(
+        user.cli("audit", "--target", *ssh, "--trust", "publisher.pub", "--json").stdout
+    )
     assert remote["ok"] and remote["rows"][0]["current"]
 
     # On the device: the command, and the Python API.
@@ -259,8 +293,12 @@ def test_the_agent_from_the_wheel(user: UserEnv, tmp_path: Path) -> None:
         pytest.fail("run with test_the_user_journey_from_the_wheel (it packages the bundle)")
     user.cli("repo", "init", "repo")
     user.cli("keys", "generate", "--out", "stranger")
-    unverified = user.cli("repo", "publish", bundle, "--repo", "repo", "--trust", "stranger.pub", ok=False)
-    assert unverified.returncode == 21, unverified.stderr  # a bundle that does not verify is never published
+    unverified = user.cli(
+        "repo", "publish", bundle, "--repo", "repo", "--trust", "stranger.pub", ok=False
+    )
+    assert unverified.returncode == 21, (
+        unverified.stderr
+    )  # a bundle that does not verify is never published
     user.cli("repo", "publish", bundle, "--repo", "repo")  # the project's key is the default trust
     server = RepoServer.start(tmp_path / "www", prefer_nginx=True)
     try:
@@ -282,7 +320,9 @@ def test_a_missing_extra_is_a_clear_error_not_a_traceback(dist: Dist, tmp_path: 
     shutil.copy(REPO / "tests" / "vectors" / "model.tflite", bare.project / "tiny.tflite")
     bare.cli("keys", "generate", "--out", "pub")
     bare.cli("package", "tiny.tflite", "--profile", "x86_64", "--sign-key", "pub.key")
-    result = bare.cli("deploy", "tiny.x86_64.edgepkg", "--target", "ssh://pi@127.0.0.1:1/opt/models", ok=False)
+    result = bare.cli(
+        "deploy", "tiny.x86_64.edgepkg", "--target", "ssh://pi@127.0.0.1:1/opt/models", ok=False
+    )
     assert result.returncode == 65, result.stderr
     assert "Traceback" not in result.stderr and "[deploy]" in result.stderr
     assert "pip install 'edge-sdk" not in result.stderr  # never a stranger's package
@@ -294,12 +334,16 @@ def test_a_missing_extra_is_a_clear_error_not_a_traceback(dist: Dist, tmp_path: 
 def _interpreter(version: str) -> Path:
     found = sorted(PYENV.glob(f"{version}.*/bin/python{version}"))
     if not found:
-        pytest.fail(f"Python {version} not found under {PYENV} (the CI image provides it through pyenv)")
+        pytest.fail(
+            f"Python {version} not found under {PYENV} (the CI image provides it through pyenv)"
+        )
     return found[-1]
 
 
 @pytest.mark.parametrize("version", ["3.10", "3.13"])
-def test_the_device_side_on_other_pythons(version: str, dist: Dist, user: UserEnv, tmp_path: Path) -> None:
+def test_the_device_side_on_other_pythons(
+    version: str, dist: Dist, user: UserEnv, tmp_path: Path
+) -> None:
     bundle = user.project / "model.x86_64.edgepkg"
     if not bundle.exists():
         pytest.fail("run with test_the_user_journey_from_the_wheel (it packages the bundle)")
@@ -307,7 +351,9 @@ def test_the_device_side_on_other_pythons(version: str, dist: Dist, user: UserEn
     for name in ("model.x86_64.edgepkg", "publisher.pub", "pi-0042.key", "x.npy"):
         shutil.copy2(user.project / name, device.project / name)
     assert f"Python {version}" in device.run(device.python, "--version").stdout
-    device.cli("verify", "model.x86_64.edgepkg", "--trust", "publisher.pub", "--device-key", "pi-0042.key")
+    device.cli(
+        "verify", "model.x86_64.edgepkg", "--trust", "publisher.pub", "--device-key", "pi-0042.key"
+    )
     device.py(
         "import sys, edge_sdk, numpy as np\n"
         "m = edge_sdk.load('model.x86_64.edgepkg', trust='publisher.pub', device_key='pi-0042.key')\n"
