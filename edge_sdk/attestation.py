@@ -31,9 +31,10 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa
 
@@ -170,6 +171,44 @@ def sign_statement(statement: Mapping[str, Any], signers: Sequence[PrivateKey]) 
         "payload": base64.b64encode(body).decode("ascii"),
         "signatures": signatures,
     }
+
+
+# -- model-signing keys -----------------------------------------------------------------------------
+
+_MODEL_SIGNER_CURVES = ("secp256r1", "secp384r1", "secp521r1")
+
+
+def signer_key_id(path: Path) -> str:
+    """The key id of a model-signing public key: SHA-256 of its DER SubjectPublicKeyInfo.
+
+    ``openssl pkey -pubin -in KEY.pub -outform DER | sha256sum`` gives the same value.
+
+    Raises:
+        KeyFileError: missing, not a PEM public key, or not an elliptic-curve key model-signing
+            can verify with (P-256, P-384, P-521).
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise KeyFileError(f"model signer key {path} does not exist") from None
+    except OSError as exc:
+        raise KeyFileError(f"cannot read model signer key {path}: {exc.strerror}") from None
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm):
+        raise KeyFileError(
+            f"model signer key {path} is not a PEM public key",
+            hint="pass the .pub half of the key the model was signed with",
+        ) from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in _MODEL_SIGNER_CURVES:
+        raise KeyFileError(
+            f"model signer key {path} is a {type(key).__name__}; model-signing keys are "
+            "elliptic-curve P-256, P-384 or P-521"
+        )
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).hexdigest()
 
 
 # -- reading ---------------------------------------------------------------------------------------

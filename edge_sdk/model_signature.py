@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import HostDependencyError, KeyFileError, ModelSignatureError, UsageError
+from .attestation import signer_key_id
+from .errors import HostDependencyError, ModelSignatureError, UsageError
 
 #: model-signing's predicate for signatures made by releases ≥ 1.0.
 PREDICATE_V1 = "https://model_signing/signature/v1.0"
 #: Signature files are JSON Sigstore bundles of a few KiB (more for sharded models).
 MAX_SIGNATURE_FILE_BYTES = 16 * 1024 * 1024
-_SUPPORTED_CURVES = ("secp256r1", "secp384r1", "secp521r1")
 
 
 def _excerpt(text: str, limit: int = 300) -> str:
@@ -118,43 +118,6 @@ class VerifiedModelSignature:
         if self.issuer is not None:
             out["issuer"] = self.issuer
         return out
-
-
-def signer_key_id(path: Path) -> str:
-    """The key id of a model-signing public key: SHA-256 of its DER SubjectPublicKeyInfo.
-
-    ``openssl pkey -pubin -in KEY.pub -outform DER | sha256sum`` gives the same value.
-
-    Raises:
-        KeyFileError: missing, not a PEM public key, or not an elliptic-curve key model-signing
-            can verify with (P-256, P-384, P-521).
-    """
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise KeyFileError(f"model signer key {path} does not exist") from None
-    except OSError as exc:
-        raise KeyFileError(f"cannot read model signer key {path}: {exc.strerror}") from None
-    try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, UnsupportedAlgorithm):
-        raise KeyFileError(
-            f"model signer key {path} is not a PEM public key",
-            hint="pass the .pub half of the key the model was signed with",
-        ) from None
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in _SUPPORTED_CURVES:
-        raise KeyFileError(
-            f"model signer key {path} is a {type(key).__name__}; model-signing keys are "
-            "elliptic-curve P-256, P-384 or P-521"
-        )
-    der = key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(der).hexdigest()
 
 
 def read_signature_file(path: Path) -> bytes:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .attestation import ROLES, Provenance
+from .attestation import ROLES, Provenance, signer_key_id
 from .errors import KeyFileError, ProvenancePolicyError, UsageError
 
 if sys.version_info >= (3, 11):
@@ -125,8 +125,6 @@ class ProvenancePolicy:
             if _HEX64.fullmatch(entry):
                 signers.add(entry)
             else:
-                from .model_signature import signer_key_id
-
                 key = Path(entry) if Path(entry).is_absolute() else path.parent / entry
                 try:
                     signers.add(signer_key_id(key))

@@ -16,16 +16,16 @@ from .conftest import REPO
 PARTS = {
     "cli": ["edge_sdk.cli", "edge_sdk.__main__"],
     "host": ["edge_sdk.convert", "edge_sdk.pruning", "edge_sdk.packaging", "edge_sdk.sealing",
-             "edge_sdk.config"],
+             "edge_sdk.config", "edge_sdk.provenance", "edge_sdk.model_signature"],
     "fleet": ["edge_sdk.deploy", "edge_sdk.transports", "edge_sdk.inventory", "edge_sdk.agent",
-              "edge_sdk.tuf_repo", "edge_sdk.audit"],
+              "edge_sdk.tuf_repo", "edge_sdk.audit", "edge_sdk.provenance_policy"],
     "device": ["edge_sdk.runtime", "edge_sdk.state", "edge_sdk.audit_log", "edge_sdk.watch",
                "edge_sdk.doctor", "edge_sdk.benchmark"],
     # compat reads a .tflite without TensorFlow: the device uses it for the runtime check.
     "reader": ["edge_sdk.compat", "edge_sdk.op_versions"],
     "format": ["edge_sdk.bundle", "edge_sdk.manifest", "edge_sdk.strict_json", "edge_sdk.signing",
                "edge_sdk.encryption", "edge_sdk.keys", "edge_sdk.verify", "edge_sdk.compression",
-               "edge_sdk.hashing", "edge_sdk.memory", "edge_sdk.files"],
+               "edge_sdk.hashing", "edge_sdk.memory", "edge_sdk.files", "edge_sdk.attestation"],
     "base": ["edge_sdk.errors", "edge_sdk.profiles"],
     # The package root only re-exports the device API, lazily.
     "api": ["edge_sdk"],
