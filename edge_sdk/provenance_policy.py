@@ -7,7 +7,7 @@ A policy is a TOML file; every setting is optional and narrows what passes::
     sigstore_identities = [{identity = "ml@example.com", issuer = "https://accounts.example.com"}]
     converters = ["tensorflow 2.21.*"]        # shell-style patterns, any may match
     tensorflow_versions = ["2.21.*"]
-    edge_sdk_versions = ["0.1.*"]
+    edge_sdk_versions = ["0.*"]
     quantizations = ["int8", "dynamic"]
     require_data = ["evaluation-data"]        # inputs the build must have used (and attested)
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +158,7 @@ def test_attestation_is_bound_to_its_bundle(packaged: dict[str, Path], keyset: K
     facts = attestation.provenance
     assert (facts.bundle_name, facts.bundle_version, facts.profile) == ("m", 1, "x86_64")
     assert facts.source.name == "model.tflite" and facts.source.signature == {}
-    assert facts.tool("edgepkg") == "0.1.0"
+    assert facts.tool("edgepkg") == version("edgepkg")
     assert check_signatures(attestation, trust) == (keyset.signer.key_id,)
     # Another trust store (the ECDSA key alone) does not accept it.
     with pytest.raises(ProvenanceError, match="signed by 0 trusted key"):

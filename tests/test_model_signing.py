@@ -14,6 +14,7 @@ import io
 import json
 import shutil
 import subprocess
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +126,7 @@ def test_signed_keras_model_is_packaged_and_attested(
     assert deps[f"evaluation-data:{work['eval'].name}"]["digest"]["sha256"] == _sha256(work["eval"])
     assert deps["tool:tensorflow"]["annotations"]["version"] == tf.__version__
     assert deps["converter:converter"]["annotations"]["version"] == f"tensorflow {tf.__version__}"
-    assert deps["tool:edgepkg"]["uri"] == "pkg:pypi/edgepkg@0.1.0"
+    assert deps["tool:edgepkg"]["uri"] == f"pkg:pypi/edgepkg@{version('edgepkg')}"
     assert build["externalParameters"]["quantization"] == "dynamic"
     assert build["externalParameters"]["bundle"] == {
         "name": "digits",
