@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
     from tuf.ngclient import Updater, UpdaterConfig  # type: ignore[attr-defined]
 
-    from .keys import TrustStore
+    from .keys import PrivateKey, TrustStore
     from .transports import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -399,7 +399,8 @@ class Agent:
         profile: this board's profile (name or DeviceProfile): releases built for another
             profile are ignored, and a release whose model needs a newer runtime than the one
             installed here is refused before ``current`` moves.
-        device_key: this device's key (object or path). When set, every release is opened in
+        device_key: this device's key (object, file, ``pkcs11:`` or ``tpm2:`` reference). When
+            set, every release is opened in
             memory (key unwrap, decryption, model hash) before it is installed, so ``current``
             never names a release this device cannot open, and signed-only releases are refused
             unless ``allow_unencrypted``.
@@ -425,7 +426,7 @@ class Agent:
         group: str | None = None,
         hardware_ids: Sequence[str] | None = None,
         profile: str | Any = None,
-        device_key: Any = None,
+        device_key: PrivateKey | str | os.PathLike[str] | None = None,
         allow_unencrypted: bool = False,
         health_check: str | None = None,
         health_timeout: float = 30.0,
@@ -436,7 +437,7 @@ class Agent:
         timeout: float = 30.0,
     ) -> None:
         from .deploy import DeployOptions
-        from .keys import TrustStore
+        from .keys import PrivateKey, TrustStore
         from .transports import RetryPolicy
 
         _require_tuf()
@@ -471,9 +472,11 @@ class Agent:
             profile = load_profile(profile)
         self.device_profile = profile
         self.profile: str | None = profile.name if profile is not None else None
-        if device_key is not None and not isinstance(device_key, PrivateKey):
-            device_key = load_private_key(device_key, kind="device")
-        self.device_key: PrivateKey | None = device_key
+        self.device_key: PrivateKey | None = (
+            device_key
+            if device_key is None or isinstance(device_key, PrivateKey)
+            else load_private_key(device_key, kind="device")
+        )
         self.allow_unencrypted = allow_unencrypted
         self.deploy_options = DeployOptions(
             keep=keep,
@@ -720,8 +723,8 @@ class Agent:
             except (VerificationError, BundleFormatError) as exc:
                 return self._reject(chosen, exc, memory, previous)
             except EdgeSDKError as exc:
-                # This device's problem (no runtime, an unreadable key), not the release's: not
-                # remembered, so the release is tried again once the device is fixed.
+                # This device's problem (no runtime, its key's token unavailable…), not the
+                # release's: not remembered, so it is tried again at the next poll.
                 self._event("agent-verify", chosen, result="failed", error=exc.kind,
                             reason=exc.message)  # fmt: skip
                 return Outcome(name, "failed", chosen.version, chosen.digest, previous,

@@ -190,20 +190,28 @@ _TEMPLATE = """\
 # The publisher's signing key (0600, kept outside the project so it is never committed).
 signing_key = {signing_key}
 # Device public keys to encrypt every bundle for (without any, bundles are signed only):
-# recipients = ["keys/pi-0042.pub"]
+{recipients}
 # ... or the devices of a fleet inventory (optionally only some groups):
-# inventory = "fleet.toml"
-# groups = ["kitchen"]
+{inventory}
+{groups}
 # Default device profile, and where bundles go (default: beside the model):
-# profile = "rpi4"
+{profile}
 # output_dir = "dist"
 
 [deploy]
 # Where 'edge-sdk deploy BUNDLE' installs when no --target/--inventory is given:
-# target = "ssh://pi@pi-0042.local/opt/models"
+{target}
 # inventory = "fleet.toml"
 # groups = ["canary"]
 """
+
+
+def _line(key: str, value: str | list[str] | None, example: str) -> str:
+    if value is None or value == []:
+        return f"# {key} = {example}"
+    if isinstance(value, list):
+        return f"{key} = [" + ", ".join(_toml_string(v) for v in value) + "]"
+    return f"{key} = {_toml_string(value)}"
 
 
 @dataclass(frozen=True)
@@ -229,6 +237,11 @@ def init_project(
     key_name: str | None = None,
     alg: str | None = None,
     force: bool = False,
+    recipients: list[str] | None = None,
+    inventory: str | None = None,
+    groups: list[str] | None = None,
+    profile: str | None = None,
+    target: str | None = None,
 ) -> InitResult:
     """Create the publisher key (unless it exists) and ``edge-sdk.toml`` in ``directory``.
 
@@ -240,10 +253,12 @@ def init_project(
         UsageError: a config exists already (without ``force``), or a path is unusable.
         KeyFileError: the key cannot be written.
     """
-    from .keys import generate_key, load_private_key, save_keypair
+    from .keys import generate_key, load_private_key, load_public_key, save_keypair
 
     directory = directory.absolute()
     config = directory / CONFIG_NAME
+    for recipient in recipients or []:  # a typo here would silently leave bundles unencrypted
+        load_public_key(_path(directory, config, "recipients", recipient), kind="device")
     if config.exists() and not force:
         raise UsageError(
             f"{config} exists already", hint="edit it, or pass --force to write a new one"
@@ -269,9 +284,17 @@ def init_project(
         created = True
     project_public = directory / "publisher.pub"
     project_public.write_bytes(public.read_bytes())
-    text = _TEMPLATE.format(signing_key=_toml_string(str(key_path)))
+    text = _TEMPLATE.format(
+        signing_key=_toml_string(str(key_path)),
+        recipients=_line("recipients", recipients, '["keys/pi-0042.pub"]'),
+        inventory=_line("inventory", inventory, '"fleet.toml"'),
+        groups=_line("groups", groups, '["kitchen"]'),
+        profile=_line("profile", profile, '"rpi4"'),
+        target=_line("target", target, '"ssh://pi@pi-0042.local/opt/models"'),
+    )
     try:
         config.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot write {config}: {exc.strerror}") from None
+    load_config(config)  # what was written must read back
     return InitResult(config, key_path, public, project_public, key.key_id, created)

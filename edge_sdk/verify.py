@@ -186,16 +186,23 @@ def check_target(
     Raises:
         TargetMismatchError: naming the bundle's target and what this device is.
     """
+    try_here = (
+        "load it on the board it was built for, or re-package it for this one (--profile); to try "
+        "it on another machine, pass allow_target_mismatch=True (CLI: --allow-target-mismatch), "
+        "which skips only this check"
+    )
     if profile is not None and manifest.target.profile != profile:
         raise TargetMismatchError(
             f"bundle {manifest.name} v{manifest.version} targets profile "
-            f"{excerpt(manifest.target.profile)}, this device runs {excerpt(profile)}"
+            f"{excerpt(manifest.target.profile)}, this device runs {excerpt(profile)}",
+            hint=try_here,
         )
     wanted = set(manifest.target.hardware_ids)
     if wanted and hardware_ids and not wanted & set(hardware_ids):
         raise TargetMismatchError(
             f"bundle {manifest.name} v{manifest.version} is for hardware "
-            f"{', '.join(sorted(wanted))}; this device is {', '.join(hardware_ids)}"
+            f"{', '.join(sorted(wanted))}; this device is {', '.join(hardware_ids)}",
+            hint=try_here,
         )
 
 

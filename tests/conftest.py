@@ -179,3 +179,23 @@ def no_tensorflow_check() -> Callable[[str], None]:
         subprocess.run([sys.executable, "-c", snippet], check=True, cwd=REPO)
 
     return check
+
+
+# -- key-holding hardware (tests/hardware.py): one SoftHSM2 and one swtpm per session ---------------
+
+
+@pytest.fixture(scope="session")
+def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from .hardware import SoftHsm
+
+    hsm = SoftHsm.start(tmp_path_factory.mktemp("softhsm"))
+    yield hsm
+    hsm.stop()
+
+
+@pytest.fixture(scope="session")
+def swtpm(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from .hardware import SwTpm
+
+    with SwTpm.start(tmp_path_factory.mktemp("swtpm")) as tpm:
+        yield tpm

@@ -25,7 +25,10 @@ PARTS = {
     "reader": ["edge_sdk.compat", "edge_sdk.op_versions"],
     "format": ["edge_sdk.bundle", "edge_sdk.manifest", "edge_sdk.strict_json", "edge_sdk.signing",
                "edge_sdk.encryption", "edge_sdk.keys", "edge_sdk.verify", "edge_sdk.compression",
-               "edge_sdk.hashing", "edge_sdk.memory", "edge_sdk.files", "edge_sdk.attestation"],
+               "edge_sdk.hashing", "edge_sdk.memory", "edge_sdk.files",
+               # keys held in hardware: read by keys, used by signing and encryption
+               "edge_sdk.key_uri", "edge_sdk.pkcs11", "edge_sdk.tpm", "edge_sdk.hpke_delegated",
+               "edge_sdk.native_isolation", "edge_sdk.attestation"],
     "base": ["edge_sdk.errors", "edge_sdk.profiles"],
     # The package root only re-exports the device API, lazily.
     "api": ["edge_sdk"],
@@ -68,7 +71,8 @@ def _part(module: str) -> str | None:
     best: tuple[int, str] | None = None
     for part, prefixes in PARTS.items():
         for prefix in prefixes:
-            matches = module == prefix or module.startswith(prefix + ".")
+            # The package root is its own part; it is not a prefix of every module.
+            matches = module == prefix or (prefix != "edge_sdk" and module.startswith(prefix + "."))
             if matches and (best is None or len(prefix) > best[0]):
                 best = (len(prefix), part)
     return best[1] if best else None

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,11 +25,14 @@ SCRIPT = re.search(
 assert SCRIPT, "docs/FORMAT.md lost its openssl-verify block"
 
 
-def _audit(tmp_path: Path, raw: bytes, signer: PrivateKey) -> subprocess.CompletedProcess[str]:
+def _audit(
+    tmp_path: Path, raw: bytes, signer: PrivateKey, pub: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     assert shutil.which("openssl"), "openssl is needed (installed by .ci/run)"
     bundle = tmp_path / "b.edgepkg"
     bundle.write_bytes(raw)
-    _, pub = save_keypair(signer, tmp_path / "publisher", overwrite=True)
+    if pub is None:
+        _, pub = save_keypair(signer, tmp_path / "publisher", overwrite=True)
     assert SCRIPT is not None
     return subprocess.run(
         ["bash", "-c", SCRIPT.group(1)],
@@ -85,3 +89,22 @@ def test_script_computes_hybrid_key_ids(tmp_path: Path, keyset: KeySet) -> None:
                           env={"PUBKEY": str(pub), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
                           check=True)  # fmt: skip
     assert done.stdout.strip().splitlines()[-1] == keyset.hybrid.key_id
+
+
+@pytest.mark.parametrize("alg", ["ecdsa-p256", "ed25519"])
+def test_openssl_verifies_a_bundle_signed_inside_an_hsm(
+    tmp_path: Path, keyset: KeySet, softhsm: Any, alg: str
+) -> None:
+    """A key generated in SoftHSM signs; the auditor's script checks it with the .pub alone."""
+    from edge_sdk.key_uri import Pkcs11Uri
+    from edge_sdk.keys import load_private_key
+    from edge_sdk.pkcs11 import generate_pkcs11_key
+
+    uri = softhsm.uri(f"audit-{alg}")
+    made = generate_pkcs11_key(Pkcs11Uri.parse(uri), kind="signing", alg=alg, out=tmp_path / "hsm")
+    signer = load_private_key(uri, kind="signing")
+    assert signer.location == "pkcs11"
+    raw = make_bundle_bytes(keyset, signers=(signer, keyset.signer2))
+    result = _audit(tmp_path, raw, signer, pub=made.public_file)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Verified" in result.stdout and "payload sha256 OK" in result.stdout

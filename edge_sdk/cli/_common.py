@@ -71,7 +71,11 @@ TrustOpt = Annotated[
 
 
 DeviceKeyOpt = Annotated[
-    Path | None, typer.Option(help="This device's private key (for encrypted bundles).")
+    str | None,
+    typer.Option(
+        help="This device's private key: a key file, a pkcs11: URI or a tpm2: reference "
+        "(for encrypted bundles; docs/KEYS.md)."
+    ),
 ]
 ProfileOpt = Annotated[
     str | None, typer.Option(help="This board's profile (threads, delegates, target check).")
@@ -186,9 +190,13 @@ def warn(message: str) -> None:
 # -- key loading with passphrase prompt -----------------------------------------------------------
 
 
-def load_private(path: Path, kind: str) -> Any:
+def load_private(path: Path | str, kind: str) -> Any:
+    """A private key file (prompting for its passphrase on a terminal), or a token/TPM key."""
+    from edge_sdk.key_uri import is_key_reference
     from edge_sdk.keys import load_private_key
 
+    if is_key_reference(path):
+        return load_private_key(path, kind=kind)  # type: ignore[arg-type]
     try:
         return load_private_key(path, kind=kind)  # type: ignore[arg-type]
     except KeyFileError as exc:

@@ -114,7 +114,10 @@ def verify(
     bundle: Annotated[Path, typer.Argument(help="The .edgepkg file.")],
     trust: TrustOpt,
     device_key: Annotated[
-        Path | None, typer.Option(help="Also unwrap, decrypt in memory and check the model hash.")
+        str | None,
+        typer.Option(
+            help="Also unwrap, decrypt in memory and check the model hash (file, pkcs11: or tpm2:)."
+        ),
     ] = None,
     threshold: Annotated[
         int | None, typer.Option(help="Override the trust store's threshold.")
@@ -165,7 +168,9 @@ app.add_typer(recipients_app, name="recipients")
 @recipients_app.command("add")
 def recipients_add(
     bundle: Annotated[Path, typer.Argument(help="The .edgepkg to extend (rewritten atomically).")],
-    device_key: Annotated[Path, typer.Option(help="A device key that is already a recipient.")],
+    device_key: Annotated[
+        str, typer.Option(help="A device key that is already a recipient (file, pkcs11: or tpm2:).")
+    ],
     recipient: Annotated[list[Path], typer.Option(help="Device public key to add; repeatable.")],
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write here instead of in place.")

@@ -27,7 +27,7 @@ from ._common import (
 )
 
 
-def _device_load(bundle: Path, trust: list[Path], device_key: Path | None, **options: Any) -> Any:
+def _device_load(bundle: Path, trust: list[Path], device_key: str | None, **options: Any) -> Any:
     """``edge_sdk.load`` with a key file (prompting for its passphrase when needed)."""
     from edge_sdk.runtime import load
 

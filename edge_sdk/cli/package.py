@@ -53,8 +53,11 @@ def package(
         typer.Option(help="Device profile name or .toml path (default: edge-sdk.toml's)."),
     ] = None,
     sign_key: Annotated[
-        list[Path] | None,
-        typer.Option(help="Signing private key; repeatable (default: edge-sdk.toml's)."),
+        list[str] | None,
+        typer.Option(
+            help="Signing private key file or pkcs11: URI of an HSM key; repeatable "
+            "(default: edge-sdk.toml's)."
+        ),
     ] = None,
     name: Annotated[
         str | None, typer.Option(help="Bundle name (default: the model's file name).")
@@ -153,7 +156,7 @@ def package(
             raise UsageError(
                 "no signing key: run 'edge-sdk init' once to create one (or pass --sign-key)"
             )
-        sign_key = [config.signing_key]
+        sign_key = [str(config.signing_key)]
     signers = [load_private(p, "signing") for p in sign_key]
     if group and inventory is None:
         raise UsageError("--group selects devices from an --inventory")

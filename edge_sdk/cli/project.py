@@ -23,12 +23,29 @@ def init(
         str | None, typer.Option(help="ed25519 (default) | ecdsa-p256 | ed25519+mldsa65")
     ] = None,
     force: Annotated[bool, typer.Option(help="Rewrite an existing edge-sdk.toml.")] = False,
+    recipient: Annotated[
+        list[str] | None,
+        typer.Option(help="A device public key every bundle is encrypted for; repeatable."),
+    ] = None,
+    inventory: Annotated[
+        str | None, typer.Option(help="Encrypt for the devices of this fleet inventory.")
+    ] = None,
+    group: Annotated[
+        list[str] | None, typer.Option("--group", help="Only these inventory groups.")
+    ] = None,
+    profile: Annotated[str | None, typer.Option(help="The default device profile.")] = None,
+    target: Annotated[
+        str | None, typer.Option(help="Where 'edge-sdk deploy BUNDLE' installs by default.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """One-time setup: a publisher signing key and the project's edge-sdk.toml."""
     from edge_sdk.config import init_project
 
-    result = init_project(directory, key_dir=key_dir, alg=alg, force=force)
+    result = init_project(
+        directory, key_dir=key_dir, alg=alg, force=force, recipients=recipient,
+        inventory=inventory, groups=group, profile=profile, target=target,
+    )  # fmt: skip
     out = {
         "config": str(result.config),
         "signing_key": str(result.signing_key),
@@ -51,7 +68,8 @@ def init(
             ("next", "edge-sdk package MODEL --profile PROFILE"),
         ],
     )
-    warn(
-        "no devices are configured yet: bundles will be signed but NOT encrypted until you add "
-        f"recipients or an inventory to {result.config.name}"
-    )
+    if not recipient and not inventory:
+        warn(
+            "no devices are configured yet: bundles will be signed but NOT encrypted until you "
+            f"add recipients or an inventory to {result.config.name}"
+        )

@@ -258,10 +258,10 @@ def agent(
     ] = None,
     profile: ProfileOpt = None,
     device_key: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            help="This device's key: every release is opened in memory before it is installed, "
-            "and signed-only releases are refused."
+            help="This device's key (file, pkcs11: or tpm2: reference): every release is opened "
+            "in memory before it is installed, and signed-only releases are refused."
         ),
     ] = None,
     allow_unencrypted: Annotated[
