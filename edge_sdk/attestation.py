@@ -127,13 +127,6 @@ def _signed_message(component: Any, message: bytes) -> bytes:
     return message
 
 
-def _sign_component(component: Any, message: bytes) -> bytes:
-    data = _signed_message(component, message)
-    if isinstance(component, ec.EllipticCurvePrivateKey):
-        return bytes(component.sign(data, ec.ECDSA(hashes.SHA256())))
-    return bytes(component.sign(data))
-
-
 def _verify_component(component: Any, signature: bytes, message: bytes) -> bool:
     data = _signed_message(component, message)
     try:
@@ -155,21 +148,26 @@ def sign_statement(statement: Mapping[str, Any], signers: Sequence[PrivateKey]) 
         raise ProvenanceError("an attestation needs at least one signing key")
     body = canonical_bytes(statement)
     message = pae(PAYLOAD_TYPE, body)
-    signatures = []
+    signatures: list[tuple[Any, bytes]] = []
     for signer in signers:
         if signer.kind != "signing":
             raise KeyFileError(f"key {signer.public.short_id} is a device key, not a signing key")
-        for private, public in zip(signer.components, signer.public.components, strict=True):
-            signatures.append(
-                {
-                    "keyid": dsse_keyid(public),
-                    "sig": base64.b64encode(_sign_component(private, message)).decode("ascii"),
-                }
-            )
+        halves = signer.public.components
+        # Only PrivateKey.sign is used, so keys held in a token or TPM sign attestations too. A
+        # hybrid signature is Ed25519 ‖ ML-DSA-65 over one message: each half is taken from a
+        # signature over the message that half's scheme signs.
+        if signer.alg == "ed25519+mldsa65":
+            signatures.append((halves[0], signer.sign(message)[:64]))
+            signatures.append((halves[1], signer.sign(_signed_message(halves[1], message))[64:]))
+        else:
+            signatures.append((halves[0], signer.sign(message)))
     return {
         "payloadType": PAYLOAD_TYPE,
         "payload": base64.b64encode(body).decode("ascii"),
-        "signatures": signatures,
+        "signatures": [
+            {"keyid": dsse_keyid(public), "sig": base64.b64encode(sig).decode("ascii")}
+            for public, sig in signatures
+        ],
     }
 
 
