@@ -232,12 +232,16 @@ def test_version_and_help(cli: Any) -> None:
 
     assert cli("--version").out == f"edge-sdk {__version__}\n"
     audit = cli("audit", "--help").out
-    assert "--trust" in audit and "--format" in audit and "audit log FILE" in audit  # not hidden on `scan`
+    assert (
+        "--trust" in audit and "--format" in audit and "audit log FILE" in audit
+    )  # not hidden on `scan`
     package = cli("package", "--help").out
     assert "--sign-key TEXT" in package and "--calibration PATH" in package and "<" not in package
 
 
-def test_a_private_key_is_not_a_trust_store(bundle: Path, key_files: dict[str, Path], cli: Any) -> None:
+def test_a_private_key_is_not_a_trust_store(
+    bundle: Path, key_files: dict[str, Path], cli: Any
+) -> None:
     result = cli("verify", bundle, "--trust", key_files["signer"])
     assert result.code == errors.TrustStoreError.exit_code
     assert "is a private key; a trust store holds public keys only" in result.err
@@ -249,8 +253,12 @@ def test_a_public_key_as_signing_key_says_so(mode: int, tmp_path: Path, key_file
     pub = key_files["signer.pub"]
     pub.chmod(mode)
     model = REPO / "tests" / "vectors" / "model.tflite"
-    result = cli("package", model, "--profile", "x86_64", "--sign-key", pub, "-o", tmp_path / "x.edgepkg")
-    assert result.code == errors.KeyFileError.exit_code and "not a private key" in result.err, result.err
+    result = cli(
+        "package", model, "--profile", "x86_64", "--sign-key", pub, "-o", tmp_path / "x.edgepkg"
+    )
+    assert result.code == errors.KeyFileError.exit_code and "not a private key" in result.err, (
+        result.err
+    )
     assert "permissions" not in result.err
 
 
@@ -275,5 +283,8 @@ def test_run_with_the_wrong_expected_name(key_files: dict[str, Path], keyset: Ke
     common = ["--trust", key_files["signer.pub"], "--device-key", key_files["device"], "--input",
               tmp_path / "x.npy", "--state-dir", tmp_path / "s"]  # fmt: skip
     wrong = cli("run", path, *common, "--name", "digits-beta")
-    assert wrong.code == errors.TargetMismatchError.exit_code and "'digits-beta' was expected" in wrong.err
+    assert (
+        wrong.code == errors.TargetMismatchError.exit_code
+        and "'digits-beta' was expected" in wrong.err
+    )
     assert cli("run", path, *common, "--name", "digits").code == 0
