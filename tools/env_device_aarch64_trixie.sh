@@ -22,8 +22,8 @@
 #   provides the /bin, /lib and /sbin links on a real system, is not needed otherwise, so the links
 #   are made here (the ELF interpreter is /lib/ld-linux-aarch64.so.1).
 # - tflite-runtime 2.14 cannot be installed on CPython 3.13: PyPI has no tflite-runtime release
-#   with a cp313 aarch64 wheel, and none with an sdist to build from (2.14.0, the last release,
-#   has wheels up to cp311). Rather than assume it, every run asks pip: the script fails if pip
+#   with a cp313 aarch64 wheel, and none with an sdist to build from (2.14.0 has wheels up to
+#   cp311). Rather than assume it, every run asks pip: the script fails if pip
 #   finds one (then this environment should be added) or fails for another reason, and otherwise
 #   prints the reason as line 2 for the portability table.
 #
@@ -190,5 +190,5 @@ for kind in wheel sdist; do
 done
 echo "$DIR/python-litert"
 echo "unavailable: no release of tflite-runtime on PyPI has a CPython 3.13 aarch64 wheel or an" \
-  "sdist (pip: 'No matching distribution found'; 2.14.0, the last, stops at cp311), so it cannot" \
+  "sdist (pip: 'No matching distribution found'; 2.14.0's wheels stop at cp311), so it cannot" \
   "be installed on trixie's Python 3.13"
