@@ -23,9 +23,9 @@
 #   are made here (the ELF interpreter is /lib/ld-linux-aarch64.so.1).
 # - tflite-runtime 2.14 cannot be installed on CPython 3.13: PyPI has no tflite-runtime release
 #   with a cp313 aarch64 wheel, and none with an sdist to build from (2.14.0 has wheels up to
-#   cp311). Rather than assume it, every run asks pip: the script fails if pip
-#   finds one (then this environment should be added) or fails for another reason, and otherwise
-#   prints the reason as line 2 for the portability table.
+#   cp311). Rather than assume it, every run asks pip: the script fails if pip finds one (then
+#   that environment should be added) or fails for another reason, and otherwise prints the
+#   reason as line 2 for the portability table.
 #
 # qemu-aarch64 >= 10 as for the bookworm environment (need_qemu_aarch64_10 in portability_lib.sh),
 # emulating a Cortex-A72 (the Raspberry Pi 4's core; trixie runs on the Pi 4 and Pi 5).
