@@ -107,6 +107,6 @@ done
 
 # -- 4. the table ---------------------------------------------------------------------------------
 echo "$(($(date +%s) - started))" >"$RUN/total.seconds"
+log "table: .cache/portability/PORTABILITY.md (docs/PORTABILITY.md is the committed copy)"
 .venv/bin/python tools/portability_table.py "$RUN" "$PORTABILITY/PORTABILITY.md" || status=1
-log "table written to .cache/portability/PORTABILITY.md (docs/PORTABILITY.md is the committed copy)"
 exit $status
