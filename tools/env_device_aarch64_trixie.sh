@@ -125,11 +125,13 @@ root_hash=$(inputs_hash "$0")
 if ! stamp_matches "$ROOTFS" "$root_hash"; then
   [ -f "$KEYRING" ] || { log "$KEYRING is missing: apt-get install debian-archive-keyring"; exit 1; }
   fetch_trixie_debs
-  log "assembling an arm64 CPython 3.13 root from $(ls "$APTDIR"/archives/*.deb | wc -l) packages"
+  debs=("$APTDIR"/archives/*.deb)
+  log "assembling an arm64 CPython 3.13 root from ${#debs[@]} packages"
   rm -rf "$ROOTFS" && mkdir -p "$ROOTFS"
   : >"$DIR/debs.txt"
-  for deb in "$APTDIR"/archives/*.deb; do
+  for deb in "${debs[@]}"; do
     dpkg -x "$deb" "$ROOTFS"
+    # shellcheck disable=SC2016 # dpkg-deb's own ${field} syntax, not the shell's
     echo "$(dpkg-deb --show --showformat='${Package} ${Version} ${Architecture}' "$deb")" \
       "$(sha256sum "$deb" | cut -c1-64)" >>"$DIR/debs.txt"
   done
