@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from .errors import CompatibilityError, ManifestError, ModelInputError
+from .errors import CompatibilityError, ManifestError, ModelInputError, excerpt
 from .manifest import QUANT_DTYPES, TensorSpec
 from .op_versions import (
     AI_EDGE_LITERT,
@@ -91,7 +91,9 @@ def _table_release(text: str) -> _Release:
     """A release written in edge-sdk's own tables; a bad one is a bug here, not the user's."""
     release = _parse_release(text)
     if release is None:
-        raise CompatibilityError(f"edge-sdk's runtime tables hold a malformed release {text!r}")
+        raise CompatibilityError(
+            f"edge-sdk's runtime tables hold a malformed release {excerpt(text)}"
+        )
     return release
 
 
@@ -335,7 +337,7 @@ def read_tflite(data: bytes | bytearray | memoryview) -> TFLiteInfo:
         raise ModelInputError(f"not a TFLite model: only {len(head)} bytes")
     if head[4:8] != FILE_IDENTIFIER:
         raise ModelInputError(
-            f"not a TFLite model: file identifier is {head[4:8]!r}, expected {FILE_IDENTIFIER!r}"
+            f"not a TFLite model: file identifier is {head[4:8]!r}, expected {excerpt(FILE_IDENTIFIER)}"
         )
     try:
         return _parse(_Reader(view))
@@ -473,17 +475,21 @@ def _io_specs(
 
 def _tensor_spec(tensor: _Table, kind: str) -> TensorSpec:
     name = tensor.string(3, f"{kind} tensor name") or ""
-    shape = tensor.numbers(0, "i", f"{kind} tensor {name!r} shape") or ()
+    shape = tensor.numbers(0, "i", f"{kind} tensor {excerpt(name)} shape") or ()
     # shape_signature keeps -1 where the converter left a dimension dynamic (the batch, usually);
     # shape holds the 1 the interpreter allocates by default.
-    signature = tensor.numbers(7, "i", f"{kind} tensor {name!r} shape signature")
+    signature = tensor.numbers(7, "i", f"{kind} tensor {excerpt(name)} shape signature")
     if signature is not None and len(signature) == len(shape):
         shape = signature
     elif signature:
-        raise _Malformed(f"{kind} tensor {name!r}: shape signature rank differs from its shape")
+        raise _Malformed(
+            f"{kind} tensor {excerpt(name)}: shape signature rank differs from its shape"
+        )
     dtype = _dtype_name(tensor.scalar(1, "<b", 0))
     if dtype not in QUANT_DTYPES:
-        raise ModelInputError(f"{kind} tensor {name!r} has type {dtype}, which edge-sdk can't feed")
+        raise ModelInputError(
+            f"{kind} tensor {excerpt(name)} has type {dtype}, which edge-sdk can't feed"
+        )
     scale, zero_point = _per_tensor_quantization(tensor, name, kind)
     return TensorSpec(name, tuple(shape), dtype, scale, zero_point)
 
@@ -492,18 +498,20 @@ def _per_tensor_quantization(
     tensor: _Table, name: str, kind: str
 ) -> tuple[float | None, int | None]:
     # table QuantizationParameters: min 0, max 1, scale 2 ([float]), zero_point 3 ([long]).
-    params = tensor.table(4, f"{kind} tensor {name!r} quantization")
+    params = tensor.table(4, f"{kind} tensor {excerpt(name)} quantization")
     if params is None:
         return None, None
-    scales = params.numbers(2, "f", f"{kind} tensor {name!r} scales") or ()
-    zeros = params.numbers(3, "q", f"{kind} tensor {name!r} zero points") or ()
+    scales = params.numbers(2, "f", f"{kind} tensor {excerpt(name)} scales") or ()
+    zeros = params.numbers(3, "q", f"{kind} tensor {excerpt(name)} zero points") or ()
     if len(scales) != 1:
         return None, None  # float tensor, or per-channel: not a single (scale, zero_point)
     scale, zero = float(scales[0]), int(zeros[0]) if zeros else 0
     if scale == 0.0 and zero == 0:
         return None, None  # what the interpreter reports for "not quantized"
     if not (math.isfinite(scale) and scale > 0) or not -(2**31) <= zero < 2**31:
-        raise _Malformed(f"{kind} tensor {name!r} has quantization {scale!r}, zero point {zero}")
+        raise _Malformed(
+            f"{kind} tensor {excerpt(name)} has quantization {excerpt(scale)}, zero point {zero}"
+        )
     return scale, zero
 
 
@@ -516,7 +524,7 @@ def _metadata(reader: _Reader, model: _Table, buffers: _Tables) -> dict[str, byt
         if name is None:
             raise _Malformed("a metadata entry has no name")
         if index >= len(buffers):
-            raise _Malformed(f"metadata {name!r} uses buffer {index} of {len(buffers)}")
+            raise _Malformed(f"metadata {excerpt(name)} uses buffer {index} of {len(buffers)}")
         found.setdefault(name, bytes(_buffer_bytes(reader, buffers[index], index)))
     return found
 
@@ -529,7 +537,7 @@ def _min_runtime(value: bytes | None) -> str | None:
     if not text:
         return None
     if not re.fullmatch(rb"\d{1,4}(\.\d{1,4}){1,3}", text):
-        raise _Malformed(f"metadata {MIN_RUNTIME_KEY} is not a version: {text[:32]!r}")
+        raise _Malformed(f"metadata {MIN_RUNTIME_KEY} is not a version: {excerpt(text)}")
     return text.decode("ascii")
 
 
@@ -571,11 +579,11 @@ def runtime_support(runtime: str, runtime_version: str) -> RuntimeSupport:
     release = _parse_release(runtime_version)
     if name not in KNOWN_RUNTIMES:
         raise CompatibilityError(
-            f"cannot judge compatibility with unknown runtime {runtime!r}",
+            f"cannot judge compatibility with unknown runtime {excerpt(runtime)}",
             hint=f"known runtimes: {', '.join(KNOWN_RUNTIMES)}",
         )
     if release is None:
-        raise CompatibilityError(f"cannot parse {runtime} version {runtime_version!r}")
+        raise CompatibilityError(f"cannot parse {runtime} version {excerpt(runtime_version)}")
     if name in _AI_EDGE_LITERT:
         rows = [row for row in AI_EDGE_LITERT if _table_release(row[0]) <= release]
         if not rows:

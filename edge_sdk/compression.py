@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .errors import IntegrityError, PayloadTooLargeError, UnsupportedVersionError
+from .errors import IntegrityError, PayloadTooLargeError, UnsupportedVersionError, excerpt
 from .memory import Buffer, freeze, writable_bytes
 
 DEFAULT_LEVEL = 10
@@ -18,7 +18,7 @@ DEFAULT_LEVEL = 10
 def compress(data: bytes, method: str, level: int = DEFAULT_LEVEL) -> bytes:
     """Compress the plaintext model with ``method`` (``zstd``)."""
     if method != "zstd":
-        raise UnsupportedVersionError(f"unknown compression {method!r}")
+        raise UnsupportedVersionError(f"unknown compression {excerpt(method)}")
     import zstandard
 
     return bytes(zstandard.ZstdCompressor(level=level, write_content_size=True).compress(data))
@@ -41,7 +41,7 @@ def decompress(
         UnsupportedVersionError: unknown method.
     """
     if method != "zstd":
-        raise UnsupportedVersionError(f"unknown compression {method!r}")
+        raise UnsupportedVersionError(f"unknown compression {excerpt(method)}")
     import zstandard
 
     obj, view = writable_bytes(declared_size)

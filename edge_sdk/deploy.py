@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Literal
 
 from .bundle import DEFAULT_LIMITS, MAGIC, read_bundle
-from .errors import DeployError, EdgeSDKError, TransportError, UsageError
+from .errors import DeployError, EdgeSDKError, TransportError, UsageError, excerpt
 from .inventory import Device
 from .keys import TrustStore
 from .manifest import Manifest
@@ -142,7 +142,7 @@ def _check_name(name: str) -> str:
     # The manifest already restricts names, but a name becomes a directory on every board, so
     # check again here rather than trust a rule enforced in another module.
     if not _NAME.fullmatch(name) or ".." in name:
-        raise DeployError(f"refusing bundle name {name!r}: not a safe directory name")
+        raise DeployError(f"refusing bundle name {excerpt(name)}: not a safe directory name")
     return name
 
 
@@ -193,7 +193,7 @@ def _template(template: str, what: str, **values: str) -> str:
         return template.format(**{k: shlex.quote(v) for k, v in values.items()})
     except (KeyError, IndexError, ValueError) as exc:
         raise UsageError(
-            f"{what} {template!r} has an invalid placeholder ({exc})",
+            f"{what} {excerpt(template)} has an invalid placeholder ({exc})",
             hint=f"placeholders: {', '.join('{' + k + '}' for k in values)}; "
             "write literal braces as {{ and }}",
         ) from None
@@ -302,7 +302,7 @@ class FleetResult:
 def _release_key(name: str, mtime: float) -> tuple[int, float, str]:
     match = _RELEASE.fullmatch(name)
     if match is None:  # callers only pass names the pattern listed; keep it a typed error anyway
-        raise DeployError(f"{name!r} is not a release file name")
+        raise DeployError(f"{excerpt(name)} is not a release file name")
     return int(match.group(1)), mtime, name
 
 
@@ -729,7 +729,7 @@ async def _status_of(session: Session, name: str) -> ReleaseStatus:
         return ReleaseStatus(name, None, None, file, switched, ordered, problem)
 
     if file is None:
-        return broken(f"current points to {link!r}")
+        return broken(f"current points to {excerpt(link)}")
     if file not in releases:
         return broken("current release file is missing")
     try:
@@ -786,8 +786,8 @@ def _preflight(device: Device, bundle: PreparedBundle) -> str | None:
     """Why this bundle cannot work on this device, found before connecting; None if fine."""
     if device.profile is not None and device.profile != bundle.profile:
         return (
-            f"{bundle.name} v{bundle.version} targets profile {bundle.profile!r}, "
-            f"device {device.name} runs {device.profile!r}"
+            f"{bundle.name} v{bundle.version} targets profile {excerpt(bundle.profile)}, "
+            f"device {device.name} runs {excerpt(device.profile)}"
         )
     key = device.public_key
     if key is not None and bundle.encrypted and key.key_id not in bundle.recipients:

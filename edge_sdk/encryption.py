@@ -23,7 +23,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from .errors import DecryptionError, IntegrityError, UnsupportedVersionError
+from .errors import DecryptionError, IntegrityError, UnsupportedVersionError, excerpt
 from .keys import PrivateKey, PublicKey
 from .memory import Buffer, alloc_buffer
 
@@ -41,7 +41,7 @@ def _aead(name: str, key: bytes) -> AESGCM | ChaCha20Poly1305:
         return AESGCM(key)
     if name == "chacha20-poly1305":
         return ChaCha20Poly1305(key)
-    raise UnsupportedVersionError(f"unknown payload encryption {name!r}")
+    raise UnsupportedVersionError(f"unknown payload encryption {excerpt(name)}")
 
 
 def chunk_count(plain_size: int, chunk_size: int) -> int:
@@ -152,7 +152,7 @@ def _suite(kem: str) -> Any:
     try:
         return hpke.Suite(_KEMS[kem], hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
     except KeyError:
-        raise UnsupportedVersionError(f"unknown recipient key algorithm {kem!r}") from None
+        raise UnsupportedVersionError(f"unknown recipient key algorithm {excerpt(kem)}") from None
 
 
 def _info(manifest_digest: bytes, key_id: str) -> bytes:
@@ -196,7 +196,7 @@ def unwrap_content_key(
         )
     if entry.kem != device_key.alg:
         raise DecryptionError(
-            f"recipient entry for key {entry.key_id[:16]} is {entry.kem!r}, "
+            f"recipient entry for key {entry.key_id[:16]} is {excerpt(entry.kem)}, "
             f"but the device key is {device_key.alg}"
         )
     try:

@@ -11,18 +11,62 @@ The exit codes are part of the public contract and are listed in the README.
 
 from __future__ import annotations
 
+import reprlib
+
+#: The longest message (and hint) an error carries. Messages go to terminals, JSON output and
+#: the device's audit log; a value copied from a hostile file must not make any of them large.
+MAX_MESSAGE_CHARS = 1000
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 60
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
+_REPR.maxlevel = 2
+# C0 and C1 controls, DEL and the Unicode line/paragraph separators: nothing from a file may
+# move the cursor, start an escape sequence or fake a new line in a log.
+_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(32), *range(127, 160)]}
+_ESCAPES.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+def escape_text(text: str) -> str:
+    """``text`` with control characters written as escapes (safe for terminals and logs)."""
+    return text.translate(_ESCAPES)
+
+
+def excerpt(value: object, limit: int = 80) -> str:
+    """A bounded, escaped, quoted rendering of a value that came from untrusted input.
+
+    Strings are cut to ``limit`` characters and marked when cut; other values are rendered by a
+    :class:`reprlib.Repr` with small limits, so even a deeply nested or huge value costs little.
+    """
+    if isinstance(value, str):
+        # repr() escapes every non-printable character (C0, C1, DEL, line separators).
+        shown = repr(value[:limit])
+        return shown + (f"… ({len(value):,} characters, cut)" if len(value) > limit else "")
+    shown = escape_text(_REPR.repr(value))
+    return shown if len(shown) <= limit else shown[:limit] + "… (cut)"
+
+
+def _bounded(text: str) -> str:
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    return text[:MAX_MESSAGE_CHARS] + f"… [message cut: {len(text):,} characters]"
+
 
 class EdgeSDKError(Exception):
-    """Base of every error edge-sdk raises on purpose."""
+    """Base of every error edge-sdk raises on purpose.
+
+    The message and hint are bounded (:data:`MAX_MESSAGE_CHARS`) whatever they were built from.
+    """
 
     exit_code = 1
     #: Short machine-readable name, used by ``--json`` output.
     kind = "error"
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        message = _bounded(message)
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = _bounded(hint) if hint is not None else None
 
     def diagnostics(self) -> str:
         """The message plus the hint on how to fix it, as the CLI prints it."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from .errors import ManifestError
+from .errors import ManifestError, excerpt
 from .strict_json import canonical_bytes
 
 SCHEMA = 1
@@ -50,13 +50,13 @@ def _expect_keys(
         raise _fail(where, f"missing {', '.join(sorted(missing))}")
     unknown = set(data) - required - optional
     if unknown:
-        names = ", ".join(repr(k)[:60] for k in sorted(map(str, unknown)))
+        names = ", ".join(excerpt(k, 40) for k in sorted(map(str, unknown))[:8])
         raise _fail(where, f"unknown field(s) {names}")
 
 
 def _int(where: str, value: Any, low: int = 0, high: int = MAX_VERSION) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise _fail(where, f"must be an integer in [{low}, {high}], got {value!r}")
+        raise _fail(where, f"must be an integer in [{low}, {high}], got {excerpt(value)}")
     return value
 
 
@@ -66,9 +66,9 @@ def _str(
     if not isinstance(value, str):
         raise _fail(where, f"must be a string, got {type(value).__name__}")
     if pattern is not None and not pattern.fullmatch(value):
-        raise _fail(where, f"malformed value {value[:80]!r}")
+        raise _fail(where, f"malformed value {excerpt(value)}")
     if choices and value not in choices:
-        raise _fail(where, f"{value[:80]!r} is not one of {', '.join(choices)}")
+        raise _fail(where, f"{excerpt(value)} is not one of {', '.join(choices)}")
     return value
 
 
@@ -80,7 +80,7 @@ def format_time(moment: datetime) -> str:
 def parse_time(text: str) -> datetime:
     """Parse the manifest's time form back into an aware datetime."""
     if not _TIME.fullmatch(text):
-        raise ValueError(f"not a manifest time: {text!r}")
+        raise ValueError(f"not a manifest time: {excerpt(text)}")
     # fromisoformat is ~10x faster than strptime; on 3.10 it does not take "Z", hence the swap.
     return datetime.fromisoformat(text[:-1] + "+00:00")
 
@@ -90,7 +90,7 @@ def _time(where: str, value: Any) -> str:
     try:
         parse_time(text)
     except ValueError:
-        raise _fail(where, f"not a valid date/time {text!r}") from None
+        raise _fail(where, f"not a valid date/time {excerpt(text)}") from None
     return text
 
 
@@ -107,7 +107,7 @@ class TensorSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not 0 < len(self.name) <= 256:
             raise _fail("tensor name", "must be a non-empty string of at most 256 characters")
-        where = f"tensor {self.name[:80]!r}"
+        where = f"tensor {excerpt(self.name)}"
         if not isinstance(self.shape, tuple) or len(self.shape) > MAX_RANK:
             raise _fail(where, f"shape must have at most {MAX_RANK} dimensions")
         for dim in self.shape:
@@ -118,7 +118,7 @@ class TensorSpec:
         if self.scale is not None and (
             not isinstance(self.scale, float) or not self.scale > 0 or self.scale == float("inf")
         ):
-            raise _fail(where, f"scale must be a positive finite number, got {self.scale!r}")
+            raise _fail(where, f"scale must be a positive finite number, got {excerpt(self.scale)}")
         if self.zero_point is not None:
             _int(f"{where} zero_point", self.zero_point, -(2**31), 2**31 - 1)
 
@@ -308,7 +308,7 @@ class Manifest:
         if self.schema != SCHEMA:
             raise _fail(
                 "schema",
-                f"unsupported manifest schema {self.schema!r} (this release reads {SCHEMA})",
+                f"unsupported manifest schema {excerpt(self.schema)} (this release reads {SCHEMA})",
             )
         _str("name", self.name, _NAME)
         _int("version", self.version, 0)
@@ -378,7 +378,7 @@ class Manifest:
         if data["schema"] != SCHEMA:
             raise _fail(
                 "schema",
-                f"unsupported manifest schema {data['schema']!r} (this release reads {SCHEMA})",
+                f"unsupported manifest schema {excerpt(data['schema'])} (this release reads {SCHEMA})",
             )
         return cls(
             name=data["name"],

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import RevokedKeyError, SignatureError
+from .errors import RevokedKeyError, SignatureError, excerpt
 from .keys import PrivateKey, TrustStore
 
 PAYLOAD_TYPE = "application/vnd.edge-sdk.manifest+json;version=1"
@@ -91,7 +91,7 @@ def verify_signatures(
             continue
         if entry.alg != key.alg:
             raise SignatureError(
-                f"signature by key {entry.key_id[:16]} claims algorithm {entry.alg!r} "
+                f"signature by key {entry.key_id[:16]} claims algorithm {excerpt(entry.alg)} "
                 f"but the trusted key is {key.alg}"
             )
         if not key.verify(message, entry.signature):

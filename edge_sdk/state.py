@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import RollbackError, StateError
+from .errors import RollbackError, StateError, excerpt
 
 STATE_ENV = "EDGE_SDK_STATE_DIR"
 
@@ -120,7 +120,7 @@ def _check(entry: Any, name: str, version: int, digest: str) -> None:
         return
     if not isinstance(entry, dict) or not isinstance(entry.get("version"), int):
         raise StateError(
-            f"anti-rollback state for {name!r} is corrupt: {str(entry)[:80]}",
+            f"anti-rollback state for {excerpt(name)} is corrupt: {excerpt(entry)}",
             hint="restore versions.json from a backup; deleting it re-arms rollback attacks",
         )
     accepted = int(entry["version"])

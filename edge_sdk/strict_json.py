@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .errors import BundleFormatError
+from .errors import BundleFormatError, excerpt
 
 MAX_DEPTH = 32
 #: Longest integer literal accepted. Sizes and versions need at most 19 digits; Python's own
@@ -28,7 +28,7 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise BundleFormatError(f"malformed JSON in {_WHAT[0]}: duplicate key {key!r}")
+            raise BundleFormatError(f"malformed JSON in {_WHAT[0]}: duplicate key {excerpt(key)}")
         result[key] = value
     return result
 

@@ -46,6 +46,7 @@ from .errors import (
     SignatureError,
     StateError,
     UsageError,
+    excerpt,
 )
 
 if TYPE_CHECKING:
@@ -255,7 +256,7 @@ def _read_policy(layout: _Layout) -> dict[str, timedelta]:
     try:
         data = json.loads(layout.policy.read_text(encoding="utf-8"))
         if data.get("format") != _POLICY_FORMAT:
-            raise StateError(f"{layout.policy}: unknown format {data.get('format')!r}")
+            raise StateError(f"{layout.policy}: unknown format {excerpt(data.get('format'))}")
         seconds = data["expiry_seconds"]
         return {role: timedelta(seconds=int(seconds[role])) for role in ROLES}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -602,7 +603,7 @@ def publish(
     if keep is not None and keep < 1:
         raise UsageError(f"keep must be at least 1, got {keep}")
     if group is not None and not _GROUP.fullmatch(group):
-        raise UsageError(f"group {group!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        raise UsageError(f"group {excerpt(group)} must be 1-64 letters, digits, '.', '_' or '-'")
     layout = _Layout(repo, None)
     prepared = [prepare_bundle(b, trust=trust) for b in bundles]
     published: list[PublishedTarget] = []
@@ -767,7 +768,7 @@ def rotate_key(
         KeyFileError, SignatureError: not enough root keys to sign the new root.
     """
     if role not in ROLES:
-        raise UsageError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+        raise UsageError(f"unknown role {excerpt(role)}; roles: {', '.join(ROLES)}")
     layout = _Layout(repo, root_keys)
     with layout.locked():
         repository = _open(layout, ROLES, root_passphrase=root_passphrase)
@@ -779,7 +780,7 @@ def rotate_key(
                 + (
                     "name the one to replace"
                     if old_key is None
-                    else f"{old_key!r} matches {len(matches)}"
+                    else f"{excerpt(old_key)} matches {len(matches)}"
                 )
             )
         replaced = matches[0]
@@ -820,7 +821,7 @@ def set_threshold(
         KeyFileError, SignatureError: not enough root keys to sign the new root.
     """
     if role not in ROLES:
-        raise UsageError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+        raise UsageError(f"unknown role {excerpt(role)}; roles: {', '.join(ROLES)}")
     if threshold < 1:
         raise UsageError(f"threshold must be at least 1, got {threshold}")
     layout = _Layout(repo, root_keys)

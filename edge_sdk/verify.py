@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 from .bundle import DEFAULT_LIMITS, Bundle, Limits, read_bundle
 from .encryption import decrypt_payload, unwrap_content_key
-from .errors import DecryptionError, ExpiredError, IntegrityError, TargetMismatchError
+from .errors import DecryptionError, ExpiredError, IntegrityError, TargetMismatchError, excerpt
 from .hashing import PipelinedSHA256
 from .keys import PrivateKey, TrustStore
 from .manifest import Manifest
@@ -49,7 +49,7 @@ def check_target(
     if profile is not None and manifest.target.profile != profile:
         raise TargetMismatchError(
             f"bundle {manifest.name} v{manifest.version} targets profile "
-            f"{manifest.target.profile!r}, this device runs {profile!r}"
+            f"{excerpt(manifest.target.profile)}, this device runs {excerpt(profile)}"
         )
     wanted = set(manifest.target.hardware_ids)
     if wanted and hardware_ids and not wanted & set(hardware_ids):

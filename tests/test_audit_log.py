@@ -98,13 +98,24 @@ def test_rotation_keeps_the_chain(tmp_path: Path) -> None:
     assert first_current["prev"] == hashlib.sha256(previous_last.encode()).hexdigest()
 
 
-def test_refuses_to_extend_a_log_with_a_mangled_tail(tmp_path: Path) -> None:
+def test_a_mangled_tail_is_kept_reported_and_extended(tmp_path: Path) -> None:
     path = tmp_path / "audit.log"
     log = _write(path, 2)
     with path.open("a") as handle:
         handle.write("{broken\n")
-    with pytest.raises(AuditLogError, match="ends with a malformed record"):
-        log.append("load")
+    record = log.append("load")  # never refused: availability comes first
+    assert record["seq"] == 4 and _lines(path)[2] == "{broken"
+    with pytest.raises(AuditLogError, match=r"audit.log:3 .*unreadable.*resumes after it at seq 3"):
+        verify_log(path)
+
+
+def test_records_are_bounded(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.log")
+    record = log.append("reject", reason="r" * 10_000_000, nested=[[["x" * 9999] * 99] * 99],
+                        big=10**400, many={str(i): i for i in range(1000)})  # fmt: skip
+    assert record["reason"].endswith("[cut: 10,000,000 characters]")
+    assert len(_lines(tmp_path / "audit.log")[0]) <= 16 * 1024
+    assert verify_log(tmp_path / "audit.log").records[0]["event"] == "reject"
 
 
 def _append_many(args: tuple[str, int]) -> None:

@@ -27,6 +27,7 @@ from ._common import (
     print_json,
     ssh_options,
     table,
+    warn,
 )
 
 
@@ -127,29 +128,44 @@ def audit_log(
         Path, typer.Argument(help="The device's audit.log (rotated files are read too).")
     ],
     verify_chain: Annotated[bool, typer.Option("--verify", help="Check the hash chain.")] = False,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Recover a torn or unreadable last record (what the next load would do), "
+            "keeping it as evidence.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Print a device's audit log; with --verify, name the first broken record."""
-    from edge_sdk.audit_log import log_files, read_log
+    from edge_sdk.audit_log import AuditLog, log_files, read_log, verify_log
 
     files = log_files(path)
     if not files:
         raise UsageError(f"audit log {path} does not exist")
+    if repair:
+        done = AuditLog(path).repair()
+        message = f"recovered {done.detail}" if done.action != "none" else "nothing to repair"
+        if as_json:
+            print_json({"ok": True, "action": done.action, "detail": done.detail})
+        else:
+            console().print(f"{path}: {message}", markup=False)
+        return
     report = read_log(files)
     if as_json:
         problem = report.problem
-        print_json({"ok": report.ok, "records": list(report.records),
-                     "problem": None if problem is None else vars(problem)})  # fmt: skip
+        print_json({"ok": report.ok, "records": list(report.records), "notes": list(report.notes),
+                    "problem": None if problem is None else vars(problem)})  # fmt: skip
     else:
         table(None, ["seq", "time", "event", "name", "version", "result", "reason"], [
             [str(r.get("seq")), str(r.get("time", "")), str(r.get("event", "")), str(r.get("name", "")),
              str(r.get("version", "")), str(r.get("result", "")), str(r.get("reason", ""))]
             for r in report.records
         ])  # fmt: skip
-    if verify_chain and report.problem is not None:
-        from edge_sdk.errors import AuditLogError
-
-        p = report.problem
-        raise AuditLogError(f"audit log broken at {p.file}:{p.line} (seq {p.seq}): {p.problem}")
-    if verify_chain and not as_json:
-        console().print(f"chain intact: {len(report.records)} record(s)", markup=False)
+        for note in report.notes:
+            warn(note)
+    if verify_chain:
+        verify_log(path)  # raises AuditLogError naming the first break
+        if not as_json:
+            console().print(f"chain intact: {len(report.records)} record(s)", markup=False)
