@@ -38,7 +38,7 @@ build_wheel() { # DIR
   rm -rf "$1" && mkdir -p "$1"
   "$(host_python)" -m pip wheel --quiet --no-deps --disable-pip-version-check -w "$1" "$REPO" \
     >/dev/null 2>"$1/build.log" || { cat "$1/build.log" >&2; return 1; }
-  ls "$1"/edge_sdk-*.whl
+  ls "$1"/*.whl
 }
 
 log() { echo "[portability] $*" >&2; }
