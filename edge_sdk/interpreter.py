@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import BackendError, InferenceInputError, UsageError
+from .errors import BackendError, InferenceInputError, UsageError, excerpt
 
 if TYPE_CHECKING:
     from .keys import PrivateKey, TrustStore
@@ -56,17 +56,17 @@ def _shape_problem(
 ) -> str | None:
     """Why ``size`` is not a shape the model allows for a tensor of ``signature``, or None."""
     if len(size) != len(signature):
-        return f"{what} {name!r} has rank {len(signature)}, got shape {list(size)}"
+        return f"{what} {excerpt(name)} has rank {len(signature)}, got shape {list(size)}"
     if any(int(d) <= 0 for d in size):
         return (
-            f"{what} {name!r}: shape {list(size)} has an empty or negative dimension; the "
+            f"{what} {excerpt(name)}: shape {list(size)} has an empty or negative dimension; the "
             "interpreter cannot run zero samples (skip invoke for an empty batch)"
         )
     fixed = [i for i, (want, got) in enumerate(zip(signature, size, strict=True))
              if want != -1 and want != int(got)]  # fmt: skip
     if fixed:
         return (
-            f"{what} {name!r}: dimension {fixed[0]} is fixed at {signature[fixed[0]]} by the model "
+            f"{what} {excerpt(name)}: dimension {fixed[0]} is fixed at {signature[fixed[0]]} by the model "
             f"(signature {list(signature)}), got {list(size)}; resizing a fixed dimension gives "
             "wrong outputs (run one sample at a time, or use Model.predict, which does)"
         )
@@ -213,9 +213,7 @@ class Interpreter:
         signature = detail.get("shape_signature")
         signature = signature if signature is not None and len(signature) else detail["shape"]
         size = [int(d) for d in np.asarray(tensor_size).reshape(-1)]
-        problem = _shape_problem(
-            str(detail["name"])[:80], [int(d) for d in signature], size, "input"
-        )
+        problem = _shape_problem(str(detail["name"]), [int(d) for d in signature], size, "input")
         if problem:
             raise InferenceInputError(problem)
         try:
@@ -275,9 +273,7 @@ class SignatureRunner:
             detail = details[name]
             signature = detail.get("shape_signature")
             signature = signature if signature is not None and len(signature) else detail["shape"]
-            problem = _shape_problem(
-                name[:80], [int(d) for d in signature], np.shape(value), "input"
-            )
+            problem = _shape_problem(name, [int(d) for d in signature], np.shape(value), "input")
             if problem:
                 raise InferenceInputError(problem)
         try:

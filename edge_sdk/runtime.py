@@ -34,6 +34,7 @@ from .errors import (
     InferenceInputError,
     TargetMismatchError,
     UsageError,
+    excerpt,
 )
 from .keys import PrivateKey, TrustStore, load_private_key
 from .manifest import Manifest
@@ -235,9 +236,8 @@ def _build_delegates(
 
 
 def _quote(text: str) -> str:
-    """A tensor or signature name for a message: it comes from the model file, so it is cut to a
-    bounded length and escaped (``repr`` escapes control characters)."""
-    return repr(text[:80])
+    """A tensor or signature name for a message: it comes from the model file (bounded, escaped)."""
+    return excerpt(text)
 
 
 def _first_line(exc: BaseException, limit: int = 300) -> str:
