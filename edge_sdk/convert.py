@@ -518,7 +518,8 @@ def load_dataset(
     given = [("'y'", labels), *((f"output {n!r}", a) for n, a in by_output.items())]
     for what, label_array in given:
         if label_array is not None and (label_array.ndim == 0 or len(label_array) != count):
-            raise DataError(f"{path}: {what} labels: {label_array.shape[:1]} for {count} samples")
+            shown = len(label_array) if label_array.ndim else 0
+            raise DataError(f"{path}: {shown} labels ({what}) for {count} samples")
     return Dataset(inputs, labels, str(path), by_output)
 
 
@@ -1265,17 +1266,17 @@ def _gate_message(what: str, gate: Mapping[str, Any]) -> str:
     for name, result in outputs.items():
         if result.get("passed", True) and len(outputs) > 1:
             continue
-        label = f"output {name!r}: " if len(outputs) > 1 else ""
         if result.get("metric") == "accuracy":
-            parts.append(
-                f"{label}accuracy drops by {result['drop_points']:.2f} points "
+            text = (
+                f"drops accuracy by {result['drop_points']:.2f} points "
                 f"({result['float_accuracy']:.2f}% → {result['quantized_accuracy']:.2f}%), "
                 f"budget {result['budget_points']} points"
             )
         else:
-            parts.append(
-                f"{label}outputs change too much: relative RMS error "
+            text = (
+                f"changes outputs too much: relative RMS error "
                 f"{result['relative_rmse']:.4f} (budget {result['budget_relative_rmse']}), cosine "
                 f"{result['cosine']:.4f} (minimum {result['budget_cosine']})"
             )
-    return f"{what or 'the model'} fails the accuracy gate: " + "; ".join(parts)
+        parts.append(f"on output {name!r} {text}" if len(outputs) > 1 else text)
+    return f"{what or 'the model'} " + "; ".join(parts)

@@ -389,11 +389,12 @@ class Model:
             for i, (want, got) in enumerate(zip(spec.shape, array.shape, strict=False))
             if i > 0 or not batch_free
         ):
-            shown = [("N" if i == 0 and batch_free else d) for i, d in enumerate(spec.shape)]
+            notes = ["batch may vary"] if batch_free else []
+            notes += ["-1: any size"] if -1 in spec.shape[1:] else []
             raise InferenceInputError(
-                f"input {name} expects shape [{', '.join(str(d) for d in shown)}] "
-                f"(-1: any size{', N: any number of samples' if batch_free else ''}), "
-                f"got {list(array.shape)}"
+                f"input {name} expects shape {list(spec.shape)}"
+                + (f" ({', '.join(notes)})" if notes else "")
+                + f", got {list(array.shape)}"
             )
         if any(got == 0 for got in array.shape[1:]):
             raise InferenceInputError(
@@ -429,7 +430,7 @@ class Model:
             if unknown or missing:
                 raise InferenceInputError(
                     f"inputs by name: missing {sorted(missing)[:16]}, unknown "
-                    f"{[_quote(str(k)) for k in sorted(map(str, unknown))[:16]]}; "
+                    f"{excerpt(sorted(map(str, unknown)))}; "
                     f"the model takes {[t.name for t in inputs]}"
                 )
             return [(graph.by_name[name], value) for name, value in x.items()]
