@@ -519,7 +519,7 @@ def load_dataset(
     for what, label_array in given:
         if label_array is not None and (label_array.ndim == 0 or len(label_array) != count):
             shown = len(label_array) if label_array.ndim else 0
-            raise DataError(f"{path}: {shown} labels ({what}) for {count} samples")
+            raise DataError(f"{path}: {shown} labels for {count} samples ({what})")
     return Dataset(inputs, labels, str(path), by_output)
 
 
