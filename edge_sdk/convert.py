@@ -374,11 +374,12 @@ def keras_source(model: Any, fmt: str = "keras") -> SourceModel:
     def run_keras(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         args = [feeds[name] for name in input_names]
         n = len(args[0]) if args and np.ndim(args[0]) else 1
-        if one_at_a_time and n != 1:
+        values = None if one_at_a_time and n != 1 else run_once(args)
+        if values is None or (n > 1 and any(v.ndim == 0 or len(v) != n for v in values)):
+            # Outputs that do not follow the batch (a reshape hard-coding one sample folds a
+            # batch together): per sample, as the device runtime runs such a model.
             runs = [run_once([a[i : i + 1] for a in args]) for i in range(n)]
             values = [np.concatenate(parts) for parts in zip(*runs, strict=True)]
-        else:
-            values = run_once(args)
         return dict(zip(output_names, values, strict=True))
 
     return SourceModel(
