@@ -334,19 +334,36 @@ def _default_range(dtype: np.dtype[Any], vocabulary: int | None) -> tuple[int, i
     return (0, 2)
 
 
-def _vocabulary(model: Any) -> int | None:
-    """The smallest vocabulary of the model's Embedding / CategoryEncoding layers: token ids below
-    it are valid for every integer input."""
+_VOCABULARY_LAYERS = {"Embedding": "input_dim", "CategoryEncoding": "num_tokens"}
+
+
+def _vocabulary(model: Any, tensor: Any = None) -> int | None:
+    """The smallest vocabulary of the Embedding / CategoryEncoding layers that read ``tensor``
+    directly (any of the model's, when ``tensor`` is None): ids below it are valid."""
     sizes: list[int] = []
     stack = list(getattr(model, "layers", []))
     while stack:
         layer = stack.pop()
         stack.extend(getattr(layer, "layers", []) or [])
-        for attribute in ("input_dim", "num_tokens"):
-            value = getattr(layer, attribute, None)
-            if type(layer).__name__ in ("Embedding", "CategoryEncoding") and isinstance(value, int):
-                sizes.append(value)
+        attribute = _VOCABULARY_LAYERS.get(type(layer).__name__)
+        value = getattr(layer, attribute, None) if attribute else None
+        if not isinstance(value, int):
+            continue
+        nodes = getattr(layer, "_inbound_nodes", None) or []
+        reads = any(t is tensor for node in nodes for t in getattr(node, "input_tensors", []) or [])
+        if tensor is None or reads:
+            sizes.append(value)
     return min(sizes) if sizes else None
+
+
+def _input_vocabulary(model: Any, tensor: Any) -> int | None:
+    """For an integer input: the vocabulary of the layer reading it; failing that, of any
+    embedding in the model unless the input is 8-bit (pixels)."""
+    direct = _vocabulary(model, tensor)
+    if direct is not None:
+        return direct
+    dtype = np.dtype(str(getattr(tensor, "dtype", "float32")))
+    return None if dtype.itemsize == 1 else _vocabulary(model)
 
 
 def keras_source(model: Any, fmt: str = "keras") -> SourceModel:
@@ -359,7 +376,6 @@ def keras_source(model: Any, fmt: str = "keras") -> SourceModel:
     input_names = tuple(t.name for t in model.inputs)
     input_shapes = tuple(tuple(t.shape) for t in model.inputs)
     input_dtypes = tuple(np.dtype(str(getattr(t, "dtype", "float32"))).name for t in model.inputs)
-    vocabulary = _vocabulary(model)
     output_names = _keras_output_names(model)
 
     # A model built for one sample per call (keras.Input(..., batch_size=1)) is run sample by
@@ -391,7 +407,12 @@ def keras_source(model: Any, fmt: str = "keras") -> SourceModel:
         run_keras,
         model,
         input_dtypes,
-        tuple(_default_range(np.dtype(d), vocabulary) for d in input_dtypes),
+        tuple(
+            _default_range(
+                np.dtype(d), _input_vocabulary(model, t) if np.dtype(d).kind in "iu" else None
+            )
+            for d, t in zip(input_dtypes, model.inputs, strict=True)
+        ),
     )
 
 
@@ -783,10 +804,13 @@ def _converter(
 
         def representative() -> Any:
             for i in range(samples):
-                yield [
-                    calibration.inputs[n][i : i + 1].astype(source.dtype(j))
+                sample = {
+                    n: calibration.inputs[n][i : i + 1].astype(source.dtype(j))
                     for j, n in enumerate(source.input_names)
-                ]
+                }
+                # By name for several inputs: the converter's input order is not the model's
+                # (a list in Keras order calibrated 'sensor_a' with 'sensor_b' data).
+                yield sample if len(sample) > 1 else list(sample.values())
 
         conv.representative_dataset = representative
         if quantize == "int8":

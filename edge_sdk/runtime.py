@@ -704,7 +704,11 @@ def _cast(name: str, array: np.ndarray, dtype: np.dtype[Any], raw: bool) -> np.n
     """``array`` as ``dtype`` when that loses nothing: same kind, and integers within range."""
     if array.dtype == dtype:
         return array
-    if not np.can_cast(array.dtype, dtype, "same_kind") or array.dtype.kind not in "biuf":
+    integers = array.dtype.kind in "iu" and dtype.kind in "iu"  # range-checked below
+    if (
+        not (integers or np.can_cast(array.dtype, dtype, "same_kind"))
+        or array.dtype.kind not in "biuf"
+    ):
         raise InferenceInputError(
             f"input {name} expects {dtype}, got {array.dtype}"
             + (" (pass raw=False to feed floats to a quantized model)" if raw else "")
