@@ -400,11 +400,13 @@ class Model:
             raise InferenceInputError(
                 f"input {name} has shape {list(array.shape)}: only the number of samples may be 0"
             )
-        if spec.dtype.kind in "SUO" or array.dtype.kind in "SUOV":
+        if spec.dtype.kind in "SUO":
             raise InferenceInputError(
-                f"input {name} expects {spec.dtype}, got {array.dtype}: predict takes numeric "
-                "and boolean arrays (use model.interpreter for string tensors)"
+                f"input {name} is a string tensor: predict takes numeric and boolean arrays",
+                hint="feed strings through model.interpreter (set_tensor with an array of bytes)",
             )
+        if array.dtype.kind in "SUOV":
+            raise InferenceInputError(f"input {name} expects {spec.dtype}, got {array.dtype}")
         if raw or not spec.quantized:
             return _cast(name, array, spec.dtype, raw)
         if array.dtype.kind not in "f":
@@ -450,7 +452,8 @@ class Model:
             if len(self.signatures) > 1:
                 raise InferenceInputError(
                     f"this model has {len(self.signatures)} signatures "
-                    f"{[_quote(s) for s in self.signatures[:16]]}: pass signature=NAME"
+                    f"{[_quote(s) for s in self.signatures[:16]]}: pass signature=NAME (edge-sdk run "
+                    "--signature NAME)"
                 )
             return self._primary
         if signature in self._graphs:

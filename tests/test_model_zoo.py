@@ -317,7 +317,9 @@ def _two_signature_tflite(tmp_path: Path) -> bytes:
     return bytes(converter.convert())
 
 
-def test_several_signatures(tmp_path: Path, keyset: KeySet) -> None:
+def test_several_signatures(
+    tmp_path: Path, keyset: KeySet, cli: Any, key_files: dict[str, Path]
+) -> None:
     (tmp_path / "calc.tflite").write_bytes(_two_signature_tflite(tmp_path))
     _package(tmp_path / "calc.tflite", tmp_path / "calc.edgepkg", keyset, quantize=None)
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
@@ -332,6 +334,14 @@ def test_several_signatures(tmp_path: Path, keyset: KeySet) -> None:
             model.predict(x, signature="nope")
         runner = model.interpreter.get_signature_runner("add")
         np.testing.assert_array_equal(runner(x=x, y=x)["sum"], x + x)
+    np.savez(tmp_path / "x.npz", x=x)
+    common = ["--trust", key_files["signer.pub"], "--device-key", key_files["device"], "--state-dir",
+              tmp_path / "state", "--profile", "x86_64", "--input", tmp_path / "x.npz"]  # fmt: skip
+    refused = cli("run", tmp_path / "calc.edgepkg", *common)
+    assert refused.code == 72 and "--signature NAME" in refused.err
+    ran = cli("run", tmp_path / "calc.edgepkg", *common, "--signature", "double", "--json")
+    assert ran.code == 0, ran.err
+    assert ran.json()["results"]["doubled"]["shape"] == [2, 3]
 
 
 # -- refusals that say what to do -------------------------------------------------------------------
@@ -470,8 +480,12 @@ def test_gate_checks_every_output(tmp_path: Path, keyset: KeySet) -> None:
     x = case.inputs(120, seed=9)
     labels = np.argmax(model_zoo.keras_outputs(case, _keras_model(case), x)["label"], axis=1)
     np.savez(tmp_path / "eval.npz", **x, label=labels)
-    result = _package(source, tmp_path / "m.edgepkg", keyset, quantize="int8", calibration=tmp_path / "eval.npz", evaluation=tmp_path / "eval.npz",
-                      min_output_cosine=0.9)  # fmt: skip
+    data = {
+        "quantize": "int8",
+        "calibration": tmp_path / "eval.npz",
+        "evaluation": tmp_path / "eval.npz",
+    }
+    result = _package(source, tmp_path / "m.edgepkg", keyset, **data, min_output_cosine=0.9)
     gate = result.reports["accuracy"]
     assert gate["outputs"]["label"]["metric"] == "accuracy"
     assert gate["outputs"]["score"]["metric"] == "output-error"
@@ -479,8 +493,8 @@ def test_gate_checks_every_output(tmp_path: Path, keyset: KeySet) -> None:
     with pytest.raises(
         AccuracyGateError, match=r"on output 'score' changes outputs too much.*minimum 0\.9999999"
     ) as caught:
-        _package(source, tmp_path / "n.edgepkg", keyset, quantize="int8", calibration=tmp_path / "eval.npz", evaluation=tmp_path / "eval.npz",
-                 max_output_error=1e-9, min_output_cosine=0.9999999)  # fmt: skip
+        _package(source, tmp_path / "n.edgepkg", keyset, **data, max_output_error=1e-9,
+                 min_output_cosine=0.9999999)  # fmt: skip
     assert "'label'" not in caught.value.message  # the class head stayed within its budget
 
 
@@ -627,3 +641,25 @@ def test_quantized_input_refuses_integers_without_raw(keyset: KeySet, tmp_path: 
         assert model.predict(q, raw=True).dtype == np.int8
         with pytest.raises(InferenceInputError, match="NaN or infinite"):
             model.predict(np.full((1, 8, 8, 1), np.nan, np.float32))
+
+
+def test_string_input_is_refused_by_predict_and_run_by_the_interpreter() -> None:
+    """A string tensor (no converter here makes one; a hand-built flatbuffer does)."""
+    from .tflite_builder import Buffer, Op, OpCode, Spec, Tensor, build
+
+    reshape = 22
+    spec = Spec(
+        opcodes=[OpCode(reshape)],
+        tensors=[Tensor("text", (1, 2), "string", buffer=1), Tensor("shape", (2,), "int32", buffer=2),
+                 Tensor("out", (1, 2), "string", buffer=3)],
+        ops=[Op(0, (0, 1), (2,))], inputs=(0,), outputs=(2,),
+        buffers=[Buffer(), Buffer(), Buffer(np.array([1, 2], np.int32).tobytes()), Buffer()],
+    )  # fmt: skip
+    with Model(build(spec)) as model:
+        with pytest.raises(InferenceInputError, match="input 'text' is a string tensor"):
+            model.predict(np.array([["a", "b"]]))
+        interpreter = model.interpreter
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(0, np.array([[b"a", b"bc"]]))
+        interpreter.invoke()
+        assert interpreter.get_tensor(2).tolist() == [[b"a", b"bc"]]

@@ -104,6 +104,9 @@ def run(
     raw: Annotated[
         bool, typer.Option(help="Feed and return quantized integers as they are.")
     ] = False,
+    signature: Annotated[
+        str | None, typer.Option(help="Which signature to run, for a model with several.")
+    ] = None,
     strict_delegates: StrictOpt = False,
     allow_target_mismatch: MismatchOpt = False,
     as_json: JsonOpt = False,
@@ -122,7 +125,7 @@ def run(
         strict_delegates,
         allow_target_mismatch,
     ) as model:
-        y = model.predict(x, raw=raw)
+        y = model.predict(x, raw=raw, signature=signature)
         outputs = y if isinstance(y, dict) else {model.outputs[0].name: y}
         if output is not None:
             try:
