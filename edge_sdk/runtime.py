@@ -476,6 +476,17 @@ class Model:
             graph = self._graphs.setdefault(signature, _Graph(signature, inputs, outputs, runner))
         return graph
 
+    def tensors(
+        self, signature: str | None = None
+    ) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:
+        """The inputs and outputs of one signature (default: the model's only one).
+
+        Raises:
+            InferenceInputError: no such signature, or none named for a model with several.
+        """
+        graph = self._graph(signature)
+        return graph.inputs, graph.outputs
+
     def predict(self, x: Any, *, raw: bool = False, signature: str | None = None) -> Any:
         """Run the model.
 
@@ -746,14 +757,14 @@ class ModelPool:
         self._free = list(self._models)
         self._cond = threading.Condition()
 
-    def predict(self, x: Any, *, raw: bool = False) -> Any:
+    def predict(self, x: Any, *, raw: bool = False, signature: str | None = None) -> Any:
         """Like :meth:`Model.predict`, on whichever interpreter is free."""
         with self._cond:
             while not self._free:
                 self._cond.wait()
             model = self._free.pop()
         try:
-            return model.predict(x, raw=raw)
+            return model.predict(x, raw=raw, signature=signature)
         finally:
             with self._cond:
                 self._free.append(model)

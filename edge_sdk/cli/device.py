@@ -126,7 +126,7 @@ def run(
         allow_target_mismatch,
     ) as model:
         y = model.predict(x, raw=raw, signature=signature)
-        outputs = y if isinstance(y, dict) else {model.outputs[0].name: y}
+        outputs = y if isinstance(y, dict) else {model.tensors(signature)[1][0].name: y}
         if output is not None:
             try:
                 np.savez(output, **outputs)
