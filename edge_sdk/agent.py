@@ -55,14 +55,16 @@ from .errors import (
     TransportError,
     UsageError,
     VerificationError,
+    install_hint,
 )
+from .keys import PrivateKey, load_private_key
 
 if TYPE_CHECKING:
     # tuf builds its __all__ from __name__ lookups, which mypy cannot read: hence the ignores.
     from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
     from tuf.ngclient import Updater, UpdaterConfig  # type: ignore[attr-defined]
 
-    from .keys import TrustStore
+    from .keys import PrivateKey, TrustStore
     from .transports import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -157,7 +159,7 @@ def _require_tuf() -> None:
         import tuf.ngclient  # noqa: F401
     except ImportError:
         raise HostDependencyError(
-            "the update agent needs python-tuf", hint="pip install 'edge-sdk[tuf]'"
+            "the update agent needs python-tuf", hint=install_hint("tuf")
         ) from None
 
 
@@ -366,7 +368,7 @@ class _Memory:
         return cls(path, {k: v for k, v in rejected.items() if isinstance(v, dict)})
 
     def remember(self, candidate: Candidate, reason: str) -> None:
-        from .state import atomic_write
+        from .files import atomic_write
 
         self.rejected[candidate.sha256] = {
             "name": candidate.name,
@@ -394,7 +396,15 @@ class Agent:
             this group only.
         hardware_ids: this device's ids (default: detected); releases for other hardware are
             ignored.
-        profile: when set, releases built for another profile are ignored.
+        profile: this board's profile (name or DeviceProfile): releases built for another
+            profile are ignored, and a release whose model needs a newer runtime than the one
+            installed here is refused before ``current`` moves.
+        device_key: this device's key (object, file, ``pkcs11:`` or ``tpm2:`` reference). When
+            set, every release is opened in
+            memory (key unwrap, decryption, model hash) before it is installed, so ``current``
+            never names a release this device cannot open, and signed-only releases are refused
+            unless ``allow_unencrypted``.
+        allow_unencrypted: accept signed-only releases although a device key is set.
         health_check: shell command template run after the switch (see
             :class:`edge_sdk.deploy.DeployOptions`); failure switches ``current`` back.
         health_timeout: seconds the health check may take.
@@ -415,7 +425,9 @@ class Agent:
         *,
         group: str | None = None,
         hardware_ids: Sequence[str] | None = None,
-        profile: str | None = None,
+        profile: str | Any = None,
+        device_key: PrivateKey | str | os.PathLike[str] | None = None,
+        allow_unencrypted: bool = False,
         health_check: str | None = None,
         health_timeout: float = 30.0,
         keep: int = 3,
@@ -425,7 +437,7 @@ class Agent:
         timeout: float = 30.0,
     ) -> None:
         from .deploy import DeployOptions
-        from .keys import TrustStore
+        from .keys import PrivateKey, TrustStore
         from .transports import RetryPolicy
 
         _require_tuf()
@@ -454,7 +466,18 @@ class Agent:
 
             hardware_ids = detect_hardware_ids()
         self.hardware_ids = tuple(hardware_ids)
-        self.profile = profile
+        if isinstance(profile, str):
+            from .profiles import load_profile
+
+            profile = load_profile(profile)
+        self.device_profile = profile
+        self.profile: str | None = profile.name if profile is not None else None
+        self.device_key: PrivateKey | None = (
+            device_key
+            if device_key is None or isinstance(device_key, PrivateKey)
+            else load_private_key(device_key, kind="device")
+        )
+        self.allow_unencrypted = allow_unencrypted
         self.deploy_options = DeployOptions(
             keep=keep,
             health_check=health_check,
@@ -699,6 +722,13 @@ class Agent:
                 self._verify(path, chosen)
             except (VerificationError, BundleFormatError) as exc:
                 return self._reject(chosen, exc, memory, previous)
+            except EdgeSDKError as exc:
+                # This device's problem (no runtime, its key's token unavailable…), not the
+                # release's: not remembered, so it is tried again at the next poll.
+                self._event("agent-verify", chosen, result="failed", error=exc.kind,
+                            reason=exc.message)  # fmt: skip
+                return Outcome(name, "failed", chosen.version, chosen.digest, previous,
+                               exc.message, exc)  # fmt: skip
             return self._install(path, chosen, previous, memory)
         finally:
             with contextlib.suppress(OSError):
@@ -729,26 +759,41 @@ class Agent:
         return path
 
     def _verify(self, path: Path, candidate: Candidate) -> None:
-        """The bundle's own checks, on top of TUF's: signatures, expiry, target, anti-rollback."""
-        from .bundle import read_bundle
+        """The bundle's own checks, on top of TUF's, through the one check order of
+        :func:`edge_sdk.verify.check_bundle`: signatures, expiry, the name TUF announced,
+        encryption, target, runtime, anti-rollback, payload hash — and, with a device key, the
+        in-memory open a later load will do."""
         from .state import VersionState
-        from .verify import check_target, verify_bundle
+        from .verify import Policy, open_verified
 
-        bundle = read_bundle(path)
-        manifest = bundle.manifest
-        if (manifest.name, manifest.version, bundle.digest) != (
-            candidate.name,
+        prof = self.device_profile
+        runtime = None
+        if prof is not None:
+            from .runtime import discover_backend, runtime_release
+
+            runtime = runtime_release(discover_backend())
+        policy = Policy(
+            self.trust,
+            expected_name=candidate.name,
+            require_encryption=self.device_key is not None and not self.allow_unencrypted,
+            profile=self.profile,
+            runtime_package=prof.runtime.package if prof is not None else None,
+            hardware_ids=self.hardware_ids,
+            runtime=runtime,
+            state=VersionState(self.state_dir),
+            device_key=self.device_key,
+        )
+        opened = open_verified(path, policy, decrypt=self.device_key is not None)
+        if (opened.verification.manifest.version, opened.verification.digest) != (
             candidate.version,
             candidate.digest,
         ):
             raise IntegrityError(
                 f"{candidate.path}: the TUF metadata announces {candidate.name} "
-                f"v{candidate.version} ({candidate.digest[:16]}), the bundle is {manifest.name} "
-                f"v{manifest.version} ({bundle.digest[:16]})"
+                f"v{candidate.version} ({candidate.digest[:16]}), the bundle is "
+                f"{opened.verification.manifest.name} v{opened.verification.manifest.version} "
+                f"({opened.verification.digest[:16]})"
             )
-        verify_bundle(bundle, self.trust)
-        check_target(manifest, profile=self.profile, hardware_ids=self.hardware_ids)
-        VersionState(self.state_dir).check(manifest.name, manifest.version, bundle.digest)
 
     def _reject(
         self,

@@ -23,10 +23,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from .bundle import read_bundle
-from .errors import EdgeSDKError, UsageError
+from .bundle import Bundle, StreamedRead, read_bundle, stream_file
+from .errors import EdgeSDKError, UsageError, escape_text
 from .keys import TrustStore
-from .verify import verify_bundle
+from .verify import Policy, check_bundle
 
 BUNDLE_SUFFIX = ".edgepkg"
 STATUSES = ("ok", "warning", "error")
@@ -88,7 +88,7 @@ def _is_current(path: Path) -> bool:
 
 
 def audit_bundle(
-    source: Path | bytes,
+    source: Path | bytes | Bundle,
     trust: TrustStore,
     *,
     device: str = "local",
@@ -99,10 +99,20 @@ def audit_bundle(
 ) -> AuditRow:
     """Check one bundle (file or bytes) the way an auditor can: no device key, no decryption."""
     where = label or str(source if isinstance(source, Path) else "<bytes>")
+    reader: StreamedRead | None = None
     try:
-        bundle = read_bundle(source)
+        # Header and signatures before the payload; a file's payload is hashed as it streams
+        # past, never held whole (a hostile 3 GiB file costs one piece of memory).
+        if isinstance(source, Bundle):
+            bundle = source
+        elif isinstance(source, Path):
+            reader = StreamedRead(trust=trust)
+            bundle = stream_file(source, reader)
+        else:
+            bundle = read_bundle(source, trust=trust)
     except EdgeSDKError as exc:
-        return AuditRow(device, where, "error", exc.message, exc.kind, current=current)
+        parsed = reader.parsed if reader is not None else None
+        return _error_row(device, where, exc, parsed, current)
     manifest = bundle.manifest
     base = {
         "device": device,
@@ -116,7 +126,7 @@ def audit_bundle(
         "current": current,
     }
     try:
-        result = verify_bundle(bundle, trust, now=now)
+        result = check_bundle(bundle, Policy(trust, now=now))
     except EdgeSDKError as exc:
         return AuditRow(status="error", reason=exc.message, kind=exc.kind, **base)  # type: ignore[arg-type]
     now = now or datetime.now(timezone.utc)
@@ -126,6 +136,18 @@ def audit_bundle(
         warnings.insert(0, f"expires within {warn_within.days} days ({manifest.expires})")
     status = "warning" if warnings else "ok"
     return AuditRow(status=status, reason="; ".join(warnings), **base)  # type: ignore[arg-type]
+
+
+def _error_row(
+    device: str, where: str, exc: EdgeSDKError, parsed: Bundle | None, current: bool
+) -> AuditRow:
+    """A row for a bundle refused before it was fully read (with what its header said, if any)."""
+    if parsed is None:
+        return AuditRow(device, where, "error", exc.message, exc.kind, current=current)
+    m = parsed.manifest
+    return AuditRow(device, where, "error", exc.message, exc.kind, m.name, m.version, parsed.digest,
+                    tuple(s.key_id for s in parsed.signatures), m.expires, parsed.format_version,
+                    current)  # fmt: skip
 
 
 def audit_paths(
@@ -171,8 +193,17 @@ def to_csv(rows: Sequence[AuditRow]) -> str:
     for row in rows:
         data = row.to_dict()
         data["signers"] = " ".join(row.signers)
-        writer.writerow(data)
+        writer.writerow({key: _csv_cell(value) for key, value in data.items()})
     return buffer.getvalue()
+
+
+def _csv_cell(value: Any) -> Any:
+    """A CSV cell that can neither drive a terminal nor run as a spreadsheet formula: control
+    characters escaped, and a leading ``= + - @`` (or tab/CR) quoted."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    text = escape_text(str(value))
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def audit_targets(
@@ -205,10 +236,19 @@ def audit_targets(
                 for item in sorted(await session.listdir(releases), key=lambda e: e.name):
                     if item.kind != "file" or not item.name.endswith(BUNDLE_SUFFIX):
                         continue
-                    data = await session.read(f"{releases}/{item.name}", 0, item.size)
+                    rel = f"{releases}/{item.name}"
+                    reader = StreamedRead(item.size, trust=trust)
+                    try:
+                        while (wanted := reader.request()) is not None:
+                            reader.feed(await session.read(rel, *wanted))
+                        source = reader.result()
+                    except EdgeSDKError as exc:
+                        found.append(_error_row(target.label, rel, exc, reader.parsed,
+                                                current == f"releases/{item.name}"))  # fmt: skip
+                        continue
                     found.append(
                         audit_bundle(
-                            data, trust, device=target.label, label=f"{releases}/{item.name}", now=now,
+                            source, trust, device=target.label, label=rel, now=now,
                             warn_within=warn_within, current=current == f"releases/{item.name}",
                         )
                     )  # fmt: skip

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .errors import AuditLogError
-from .state import locked
+from .files import locked
 
 GENESIS = "0" * 64
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024

@@ -33,7 +33,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .encryption import RecipientEntry
-from .errors import BundleFormatError, ManifestError, PayloadTooLargeError, UnsupportedVersionError
+from .errors import (
+    BundleFormatError,
+    ManifestError,
+    PayloadTooLargeError,
+    UnsupportedVersionError,
+    UsageError,
+)
+from .files import temp_beside
 from .hashing import PipelinedSHA256
 from .keys import TrustStore
 from .manifest import Manifest
@@ -48,6 +55,8 @@ _PREAMBLE = struct.Struct(">8sHHI")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+#: What a signature ``alg`` or a recipient ``kem`` may spell (docs/FORMAT.md, "The envelope").
+ALG_NAME = re.compile(r"[a-z0-9][a-z0-9+._-]{0,63}")
 MAX_RECIPIENT_ENC_BYTES = 4096
 _READ_PIECE = 1024 * 1024
 _SMALL_FILE = 4 * 1024 * 1024
@@ -88,6 +97,9 @@ class Bundle:
     payload: Buffer
     #: SHA-256 of ``payload`` when the reader computed it while reading (saves a second pass).
     payload_sha256: str | None = None
+    #: The payload was hashed as it streamed past and not kept (audits): ``payload`` is empty
+    #: and ``payload_sha256`` is the digest of the ``manifest.payload.size`` bytes that were read.
+    streamed: bool = False
 
     @cached_property
     def manifest_digest(self) -> bytes:
@@ -109,6 +121,7 @@ class Bundle:
             recipients,
             self.payload,
             self.payload_sha256,
+            self.streamed,
         )
 
 
@@ -151,9 +164,12 @@ def write_bundle(bundle: Bundle, out: BinaryIO) -> int:
 def save_bundle(bundle: Bundle, path: str | os.PathLike[str]) -> int:
     """Write atomically: a temp file beside ``path``, fsynced, then renamed over it."""
     target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as handle:
+        fd, tmp = temp_beside(target, 0o644)
+    except OSError as exc:
+        raise BundleFormatError(f"cannot write bundle {target}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
             size = write_bundle(bundle, handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -227,14 +243,23 @@ def _field(obj: dict[str, Any], keys: set[str], where: str) -> None:
 
 
 def _b64decode(value: Any, where: str, limit: int) -> bytes:
-    if not isinstance(value, str) or len(value) > limit * 4 // 3 + 4:
-        raise BundleFormatError(
-            f"envelope {where} must be a base64 string of at most {limit} bytes"
-        )
+    """Decode standard, padded base64 (RFC 4648 §4) of 1 to ``limit`` bytes, canonical only.
+
+    Only one spelling of each byte string is accepted: ``validate=True`` refuses characters
+    outside the alphabet and bad padding, and re-encoding refuses the rest — non-zero padding
+    bits (``CY==`` for ``CQ==``) would otherwise give one signature many envelopes.
+    """
+    if not isinstance(value, str) or not 0 < len(value) <= 4 * -(-limit // 3):
+        raise BundleFormatError(f"envelope {where} must be a base64 string of 1 to {limit} bytes")
     try:
-        return base64.b64decode(value, validate=True)
+        decoded = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise BundleFormatError(f"envelope {where} is not valid base64") from None
+    if len(decoded) > limit:  # the text-length test above lets up to two more bytes through
+        raise BundleFormatError(f"envelope {where} must be a base64 string of 1 to {limit} bytes")
+    if base64.b64encode(decoded).decode("ascii") != value:
+        raise BundleFormatError(f"envelope {where} is not canonical base64 (non-zero padding bits)")
+    return decoded
 
 
 def _key_id(value: Any, where: str) -> str:
@@ -243,17 +268,41 @@ def _key_id(value: Any, where: str) -> str:
     return value
 
 
-def _short_str(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= 64:
-        raise BundleFormatError(f"envelope {where} must be a short string")
+def _alg_name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not ALG_NAME.fullmatch(value):
+        raise BundleFormatError(
+            f"envelope {where} must be an algorithm name: 1 to 64 of a-z 0-9 + . _ - "
+            "(starting with a letter or digit)"
+        )
     return value
+
+
+def envelope_value_limit(limits: Limits) -> int:
+    """The most JSON values (by :func:`~edge_sdk.strict_json.value_bound`) an envelope can hold.
+
+    A well-formed envelope spends four of the bytes ``{ [ ,`` on its frame and at most four on
+    each entry (its braces' ``{``, the commas between its three fields and the one before it),
+    and no string in it may contain one (base64, hex and algorithm names cannot).
+    """
+    return 4 + 4 * (limits.max_signatures + limits.max_recipients)
 
 
 def parse_envelope(
     raw: bytes, limits: Limits
 ) -> tuple[tuple[SignatureEntry, ...], tuple[RecipientEntry, ...]]:
-    """Parse and structurally validate the envelope (no cryptography happens here)."""
-    env = loads_strict(raw, "envelope")
+    """Parse and structurally validate the envelope (no cryptography happens here).
+
+    The envelope is not signed, so anything that lets one envelope be spelled several ways would
+    make a bundle's bytes malleable. It must therefore be exactly the canonical JSON that
+    :func:`envelope_bytes` writes, with canonical base64, and with no key id listed twice among
+    the signatures or among the recipients. Its parse cost is bounded before parsing (see
+    :func:`envelope_value_limit`).
+    """
+    if not raw.isascii():
+        # Canonical JSON is ASCII; refusing other bytes first also keeps one non-ASCII character
+        # from making Python hold the whole decoded envelope at four bytes per character.
+        raise BundleFormatError("envelope is not ASCII (canonical JSON escapes everything else)")
+    env = loads_strict(raw, "envelope", max_values=envelope_value_limit(limits))
     _field(env, {"signatures", "recipients"}, "")
     sigs, recs = env["signatures"], env["recipients"]
     if not isinstance(sigs, list) or len(sigs) > limits.max_signatures:
@@ -270,7 +319,7 @@ def parse_envelope(
         signatures.append(
             SignatureEntry(
                 _key_id(s["keyid"], f"signature {i}"),
-                _short_str(s["alg"], f"signature {i} alg"),
+                _alg_name(s["alg"], f"signature {i} alg"),
                 _b64decode(s["sig"], f"signature {i} sig", MAX_SIGNATURE_BYTES),
             )
         )
@@ -280,16 +329,27 @@ def parse_envelope(
         recipients.append(
             RecipientEntry(
                 _key_id(r["keyid"], f"recipient {i}"),
-                _short_str(r["kem"], f"recipient {i} kem"),
+                _alg_name(r["kem"], f"recipient {i} kem"),
                 _b64decode(r["enc"], f"recipient {i} enc", MAX_RECIPIENT_ENC_BYTES),
             )
         )
+    if len({s.key_id for s in signatures}) != len(signatures):
+        raise BundleFormatError("envelope lists two signatures by the same key")
     if len({r.key_id for r in recipients}) != len(recipients):
         raise BundleFormatError("envelope lists the same recipient key twice")
+    # The parsed value holds exactly the fields and (canonical) strings envelope_bytes would
+    # write, so re-serialising it is the canonical test, without a second copy of every string.
+    if canonical_bytes(env) != raw:
+        raise BundleFormatError(
+            "envelope is not in canonical form (key order, whitespace or escapes differ from "
+            "canonical JSON)"
+        )
     return tuple(signatures), tuple(recipients)
 
 
-def _read(src: _Source, limits: Limits, trust: TrustStore | None = None) -> Bundle:
+def _read(
+    src: _Source, limits: Limits, trust: TrustStore | None = None, *, keep_payload: bool = True
+) -> Bundle:
     if src.size < _PREAMBLE.size:
         raise BundleFormatError(
             f"not an edge-sdk bundle: {src.size} bytes is shorter than the {_PREAMBLE.size}-byte header"
@@ -340,15 +400,20 @@ def _read(src: _Source, limits: Limits, trust: TrustStore | None = None) -> Bund
         raise PayloadTooLargeError(
             f"model is {manifest.model.size} bytes, over this device's limit of {limits.max_model_bytes}"
         )
-    if trust is not None:
-        # Before a payload-sized allocation: an unsigned file must not cost the device its RAM.
-        verify_signatures(manifest_bytes, signatures, trust)
     if manifest.payload.size != p_len:
         raise BundleFormatError(
             f"payload is {p_len} bytes but the manifest declares {manifest.payload.size}"
         )
     if not manifest.payload.encrypted and recipients:
         raise BundleFormatError("an unencrypted bundle must not list recipients")
+    if manifest.payload.encrypted and not recipients:
+        raise BundleFormatError("an encrypted bundle must list at least one recipient")
+    if trust is not None:
+        # Before a payload-sized allocation: an unsigned file must not cost the device its RAM.
+        verify_signatures(manifest_bytes, signatures, trust)
+    if not keep_payload:
+        return Bundle(version, manifest, manifest_bytes, signatures, recipients, memoryview(b""),
+                      None, streamed=True)  # fmt: skip
     payload = src.take(p_len, "payload", hash_it=True)
     return Bundle(version, manifest, manifest_bytes, signatures, recipients, payload, src.digest)
 
@@ -392,3 +457,132 @@ def read_bundle(
             data = handle.read(size)
             return _read(_Source(data, None, len(data)), limits, trust)
         return _read(_Source(None, handle, size), limits, trust)
+
+
+# -- reading a bundle without keeping its payload (audits) ------------------------------------------
+
+#: Bytes of payload read and hashed per request when a payload is streamed.
+STREAM_PIECE = 1024 * 1024
+
+
+def header_needs(prefix: bytes, limits: Limits = DEFAULT_LIMITS) -> int:
+    """How many leading bytes hold the whole header, judged from the length fields in ``prefix``.
+
+    Call it with what was read so far and read up to the answer until it stops growing. Lengths
+    above the limits are clamped (the parse then refuses them), so a hostile header can never
+    make a reader fetch more than the limits allow.
+    """
+    if len(prefix) < _PREAMBLE.size:
+        return _PREAMBLE.size
+    m_len: int = min(_U32.unpack_from(prefix, 12)[0], limits.max_manifest_bytes + 1)
+    at = _PREAMBLE.size + m_len
+    if len(prefix) < at + 4:
+        return at + 4
+    e_len: int = min(_U32.unpack_from(prefix, at)[0], limits.max_envelope_bytes + 1)
+    return at + 4 + e_len + 8
+
+
+def read_header(
+    prefix: bytes, total_size: int, limits: Limits = DEFAULT_LIMITS, *, trust: TrustStore
+) -> Bundle:
+    """Parse and check a bundle's header (signatures included) from its leading bytes.
+
+    ``prefix`` must hold :func:`header_needs` bytes of a file of ``total_size`` bytes. The result
+    is ``streamed``: it has no payload; :func:`stream_payload_digest` completes it.
+
+    Raises:
+        BundleFormatError, SignatureError: as :func:`read_bundle` with ``trust``.
+    """
+    return _read(_Source(prefix, None, total_size), limits, trust, keep_payload=False)
+
+
+def with_payload_digest(bundle: Bundle, sha256: str) -> Bundle:
+    """A streamed bundle with the SHA-256 of the payload bytes that were read."""
+    return Bundle(bundle.format_version, bundle.manifest, bundle.manifest_bytes, bundle.signatures,
+                  bundle.recipients, bundle.payload, sha256, streamed=True)  # fmt: skip
+
+
+class StreamedRead:
+    """A sans-I/O reader of one bundle for audits: ask :meth:`request` what to read, :meth:`feed`
+    it the bytes, until :meth:`request` says ``None``; :meth:`result` is the checked header with
+    the payload's digest. The header (and its signatures) is checked before a single payload byte
+    is asked for, and memory stays at one piece whatever size the file claims. The same object
+    serves a local file and a file on an SSH target.
+    """
+
+    def __init__(
+        self, size: int | None = None, limits: Limits = DEFAULT_LIMITS, *, trust: TrustStore
+    ) -> None:
+        #: The file's size; set it before the first :meth:`request` if not known at creation.
+        self.size = size
+        self.limits, self.trust = limits, trust
+        self._prefix = b""
+        #: The parsed header, once complete, whether or not its signatures then verify.
+        self.parsed: Bundle | None = None
+        self._header: Bundle | None = None
+        self._digest = hashlib.sha256()
+        self._offset = self._remaining = 0
+
+    def request(self) -> tuple[int, int] | None:
+        """The next ``(offset, length)`` to read, or None when done.
+
+        Raises:
+            BundleFormatError, SignatureError: the header, once complete, is refused.
+        """
+        if self.size is None:
+            raise UsageError("StreamedRead needs the file's size before the first request")
+        if self._header is None:
+            need = min(header_needs(self._prefix, self.limits), self.size)
+            if need > len(self._prefix):
+                return len(self._prefix), need - len(self._prefix)
+            header = _read(_Source(self._prefix, None, self.size), self.limits, keep_payload=False)
+            self.parsed = header  # known before the signatures are judged, for reports
+            verify_signatures(header.manifest_bytes, header.signatures, self.trust)
+            self._header = header
+            self._offset = header_needs(self._prefix, self.limits)  # parsed: lengths are exact
+            self._remaining = self._header.manifest.payload.size
+        if self._remaining:
+            return self._offset, min(STREAM_PIECE, self._remaining)
+        return None
+
+    def feed(self, data: bytes) -> None:
+        """The bytes read for the last request (fewer means the file ended early)."""
+        if not data:
+            raise BundleFormatError(
+                f"truncated bundle: the file ended at offset {self._offset or len(self._prefix)}"
+            )
+        if self._header is None:
+            self._prefix += data
+            return
+        data = data[: self._remaining]
+        self._digest.update(data)
+        self._offset += len(data)
+        self._remaining -= len(data)
+
+    def result(self) -> Bundle:
+        """The streamed bundle (call after :meth:`request` returned None)."""
+        if self._header is None or self._remaining:
+            raise BundleFormatError("bundle read was not finished")
+        return with_payload_digest(self._header, self._digest.hexdigest())
+
+
+def stream_file(path: str | os.PathLike[str], reader: StreamedRead) -> Bundle:
+    """Drive ``reader`` over a local file; the bundle read for an audit (payload hashed, not kept).
+
+    Raises:
+        BundleFormatError, SignatureError: as :func:`read_bundle` with a trust store (the
+        reader's ``parsed`` header is kept when it was complete).
+    """
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise BundleFormatError(f"bundle {path} does not exist") from None
+    except IsADirectoryError:
+        raise BundleFormatError(f"{path} is a directory, not a bundle") from None
+    except OSError as exc:
+        raise BundleFormatError(f"cannot read bundle {path}: {exc.strerror}") from None
+    with handle:
+        reader.size = os.fstat(handle.fileno()).st_size
+        while (wanted := reader.request()) is not None:
+            reader.feed(os.pread(handle.fileno(), wanted[1], wanted[0]))
+    return reader.result()

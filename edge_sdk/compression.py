@@ -11,8 +11,9 @@ from collections.abc import Callable
 
 from .errors import IntegrityError, PayloadTooLargeError, UnsupportedVersionError, excerpt
 from .memory import Buffer, freeze, writable_bytes
+from .profiles import DEFAULT_COMPRESSION_LEVEL
 
-DEFAULT_LEVEL = 10
+DEFAULT_LEVEL = DEFAULT_COMPRESSION_LEVEL
 
 
 def compress(data: bytes, method: str, level: int = DEFAULT_LEVEL) -> bytes:

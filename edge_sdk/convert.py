@@ -32,6 +32,7 @@ from .errors import (
     ModelInputError,
     UsageError,
     excerpt,
+    install_hint,
 )
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def import_tensorflow() -> Any:
     except ImportError:
         raise HostDependencyError(
             "converting Keras models needs TensorFlow, which is not installed",
-            hint="pip install 'edge-sdk[host]'",
+            hint=install_hint("host"),
         ) from None
     return tf
 

@@ -51,6 +51,7 @@ from .keys import TrustStore
 from .manifest import Manifest
 from .strict_json import loads_strict
 from .transports import (
+    Entry,
     Failure,
     RetryPolicy,
     Session,
@@ -59,7 +60,7 @@ from .transports import (
     parse_target,
     with_session,
 )
-from .verify import verify_bundle
+from .verify import Policy, check_bundle
 
 RELEASES = "releases"
 CURRENT = "current"
@@ -121,7 +122,7 @@ def prepare_bundle(
         raise UsageError(f"cannot read bundle {path}: {exc.strerror}") from None
     bundle = read_bundle(data)
     if trust is not None:
-        verify_bundle(bundle, trust)
+        check_bundle(bundle, Policy(trust))
     manifest = bundle.manifest
     _check_name(manifest.name)
     return PreparedBundle(
@@ -344,6 +345,34 @@ async def _check_root(session: Session) -> None:
         )
 
 
+async def _check_layout(session: Session, name: str) -> list[Entry]:
+    """Refuse a ``<name>`` or ``<name>/releases`` that is anything but a real directory.
+
+    Everything below the root is ours to write, rename and prune; a symlink planted there would
+    turn those writes into writes outside the root (``releases -> /etc``). ``current`` is the one
+    symlink of the layout, and it is only ever replaced, never followed for writing.
+    """
+    label = session.target.label
+    top = await session.stat(name)
+    if top is None:
+        return []
+    if top.kind != "dir":
+        raise DeployError(
+            f"{label}: {session.abspath(name)} is a {top.kind}, not a directory; refusing to "
+            "write through it",
+            hint="remove it on the target (deploy creates a real directory per bundle name)",
+        )
+    listing = await session.listdir(name)
+    releases = next((e for e in listing if e.name == RELEASES), None)
+    if releases is not None and releases.kind != "dir":
+        raise DeployError(
+            f"{label}: {session.abspath(f'{name}/{RELEASES}')} is a {releases.kind}, not a "
+            "directory; refusing to write through it",
+            hint="remove it on the target (deploy creates a real releases/ directory)",
+        )
+    return listing
+
+
 async def _switch(session: Session, name: str, file: str) -> None:
     await session.switch_symlink(
         f"{name}/{CURRENT}", f"{RELEASES}/{file}", f".current.tmp-{secrets.token_hex(6)}"
@@ -401,6 +430,7 @@ async def _install(
     rel_dir = f"{name}/{RELEASES}"
     rel_file = f"{rel_dir}/{file}"
     emit("checking", 0)
+    top_entries = await _check_layout(session, name)
     # Round trips are what an unchanged redeploy costs on a slow link, so the listing of the
     # releases directory is read once and reused (sizes, temps, pruning).
     entries = await session.listdir(rel_dir)
@@ -414,7 +444,7 @@ async def _install(
             await session.remove(f"{rel_dir}/{entry.name}")
         elif entry.kind == "file" and _RELEASE.fullmatch(entry.name):
             releases[entry.name], sizes[entry.name] = entry.mtime, entry.size
-    for entry in await session.listdir(name):
+    for entry in top_entries:
         if _is_stale_temp(entry.name):
             await session.remove(f"{name}/{entry.name}")
     current = _release_of(await session.readlink(f"{name}/{CURRENT}"))
@@ -656,6 +686,7 @@ async def rollback_async(
 
     async def operation(session: Session) -> RollbackResult:
         await _check_root(session)
+        await _check_layout(session, name)
         current = _release_of(await session.readlink(f"{name}/{CURRENT}"))
         if current is None:
             raise DeployError(f"{resolved.label}: {name} has no current release to roll back from")

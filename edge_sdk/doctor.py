@@ -53,8 +53,176 @@ def fast_aead(flags: set[str]) -> str:
     return "aes-256-gcm" if "aes" in flags else "chacha20-poly1305"
 
 
+@dataclass(frozen=True)
+class Storage:
+    """The block device a file lives on, and whether it can be pulled out of the board."""
+
+    device: str | None
+    removable: bool
+    reason: str
+
+
+def storage_of(path: Path, sysfs: Path = Path("/sys")) -> Storage:
+    """Which block device holds ``path`` and whether it is removable.
+
+    Removable means: the kernel's ``removable`` flag, an SD card (``device/type`` is ``SD``; the
+    kernel marks a Pi's SD slot as fixed), or a USB-attached disk. Device-mapper devices (LUKS,
+    LVM) are followed to the disks under them. ``device`` is None when the file is on no block
+    device (tmpfs, overlay, network file systems).
+    """
+    try:
+        dev = os.stat(path).st_dev
+    except OSError:
+        return Storage(None, False, "cannot stat the file")
+    node = sysfs / "dev" / "block" / f"{os.major(dev)}:{os.minor(dev)}"
+    try:
+        resolved = node.resolve(strict=True)
+    except OSError:
+        return Storage(None, False, "not on a block device")
+    return _classify(resolved, depth=0)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _classify(node: Path, depth: int) -> Storage:
+    disk = node.parent if (node / "partition").exists() else node
+    name = disk.name
+    slaves = sorted((disk / "slaves").glob("*")) if (disk / "slaves").is_dir() else []
+    if slaves and depth < 4:
+        for slave in slaves:
+            under = _classify(slave.resolve(), depth + 1)
+            if under.removable:
+                return Storage(name, True, f"{name} sits on {under.device}: {under.reason}")
+        return Storage(name, False, f"{name} sits on fixed storage")
+    if _read(disk / "removable") == "1":
+        return Storage(name, True, f"{name} is removable media")
+    if _read(disk / "device" / "type") == "SD":
+        return Storage(name, True, f"{name} is an SD card")
+    if "usb" in disk.parts or any(p.startswith("usb") for p in disk.parts):
+        return Storage(name, True, f"{name} is a USB disk")
+    return Storage(name, False, f"{name} is fixed storage")
+
+
+def device_key_check(device_key: str | Path, sysfs: Path = Path("/sys")) -> Check:
+    """Where the device key lives (file, PKCS#11 token, TPM) and whether it is usable there."""
+    from .key_uri import is_key_reference, redact
+
+    if is_key_reference(device_key):
+        return _hardware_key_check(str(device_key))
+    path = Path(device_key)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as exc:
+        return Check("device key", "fail", f"{path}: {exc.strerror}", "pass the right --device-key")
+    if mode & 0o077:
+        return Check("device key", "fail", f"file {path} mode {mode:04o}", f"chmod 600 {path}")
+    where = storage_of(path, sysfs)
+    if where.removable:
+        return Check(
+            "device key",
+            "warn",
+            f"file {path} mode {mode:04o} on removable storage ({where.reason}): whoever takes "
+            "the card or stick has the key and every model sent to this board",
+            "keep the device key in the TPM or secure element (docs/KEYS.md)",
+        )
+    on = f"on {where.device}" if where.device else f"({where.reason})"
+    detail = f"file {redact(str(path))} mode {mode:04o} {on}"
+    return Check("device key", "ok", detail, None)
+
+
+def _hardware_key_check(reference: str) -> Check:
+    """Open a token/TPM key and run one DH in it against a software DH (a self-test)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from .keys import open_key_reference
+
+    try:
+        key = open_key_reference(reference, kind="device")
+    except EdgeSDKError as exc:
+        return Check("device key", "fail", exc.message, exc.hint or "see docs/KEYS.md")
+    assert key.hardware is not None
+    info = key.hardware.describe()
+    where = (
+        f"PKCS#11 token {info.get('token', '?')!r} object {info.get('object', '?')!r}"
+        if key.location == "pkcs11"
+        else f"TPM {info.get('key', '?')} via {info.get('tcti', '?')}"
+    )
+    detail = f"{where}: {key.alg}, key id {key.public.short_id}"
+    if info.get("no_da") == "no" and info.get("authorization") == "no PIN":
+        # A wrong (or missing) authorization value counts towards the TPM's lockout.
+        return Check("device key", "warn", detail + "; DH self-test skipped",
+                     "the key is DA-protected: add pin-source= to the reference")  # fmt: skip
+    try:
+        if key.alg == "p256":
+            probe = ec.generate_private_key(ec.SECP256R1())
+            point = probe.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+            ok = key.hardware.dh(point) == probe.exchange(ec.ECDH(), key.public.components[0])
+            if not ok:
+                return Check("device key", "fail", detail + "; DH self-test gave a wrong result",
+                             "the token or TPM is faulty")  # fmt: skip
+            detail += "; DH self-test ok"
+    except EdgeSDKError as exc:
+        return Check("device key", "fail", f"{detail}; {exc.message}", exc.hint)
+    finally:
+        key.close()
+    return Check("device key", "ok", detail)
+
+
+def state_dir_check(directory: Path) -> Check:
+    """Writable, and private: whoever can write the state directory can reset the anti-rollback
+    counters and rewrite the audit log."""
+    st = directory.stat()
+    if not os.access(directory, os.W_OK):
+        return Check(
+            "state dir", "fail", str(directory), f"make {directory} writable or pass --state-dir"
+        )
+    mode = stat.S_IMODE(st.st_mode)
+    problems = []
+    if mode & 0o077:
+        problems.append(f"mode {mode:04o} lets group/others in")
+    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+        problems.append(f"owned by uid {st.st_uid}, not this user")
+    if directory.is_symlink():
+        problems.append("it is a symlink")
+    if problems:
+        return Check(
+            "state dir",
+            "warn",
+            f"{directory}: {'; '.join(problems)} (whoever can write it can reset anti-rollback)",
+            f"chown $(id -u) {directory} && chmod 700 {directory}",
+        )
+    return Check("state dir", "ok", f"{directory} (private)")
+
+
+def _threads_check(prof: Any) -> Check:
+    """How many interpreter threads a load here would use, and why (see runtime.load)."""
+    from .runtime import detect_hardware_ids, usable_cores
+
+    if prof is not None:
+        return Check("threads", "ok", f"{prof.threads} (profile {prof.name})")
+    ids = set(detect_hardware_ids())
+    from .profiles import list_profiles
+
+    matching = [p.name for p in list_profiles() if set(p.hardware_ids) & ids]
+    cores = usable_cores()
+    if matching:
+        detail = (
+            f"bundles built for {', '.join(matching)} use that profile's threads on this board "
+            f"(at most the {cores} usable cores); others get {cores}"
+        )
+    else:
+        detail = f"{cores}: the usable cores (no built-in profile names this board's hardware ids)"
+    return Check("threads", "ok", detail)
+
+
 def run_checks(
-    *, profile: str | None, device_key: Path | None, state_dir: Path | None
+    *, profile: str | None, device_key: str | Path | None, state_dir: Path | None
 ) -> list[Check]:
     """Run every check and return them in display order (never raises for a failed check)."""
     from .runtime import discover_backend
@@ -151,41 +319,15 @@ def run_checks(
                         f"install the vendor package that provides {spec.library}",
                     )
                 )
+    checks.append(_threads_check(prof))
     directory = state_dir or default_state_dir()
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        writable = os.access(directory, os.W_OK)
-        checks.append(
-            Check(
-                "state dir",
-                "ok" if writable else "fail",
-                str(directory),
-                None if writable else f"make {directory} writable or pass --state-dir",
-            )
-        )
+        checks.append(state_dir_check(directory))
     except OSError as exc:
         checks.append(
             Check("state dir", "fail", f"{directory}: {exc.strerror}", "pass --state-dir")
         )
     if device_key is not None:
-        try:
-            mode = stat.S_IMODE(device_key.stat().st_mode)
-            ok = not mode & 0o077
-            checks.append(
-                Check(
-                    "device key",
-                    "ok" if ok else "fail",
-                    f"{device_key} mode {mode:04o}",
-                    None if ok else f"chmod 600 {device_key}",
-                )
-            )
-        except OSError as exc:
-            checks.append(
-                Check(
-                    "device key",
-                    "fail",
-                    f"{device_key}: {exc.strerror}",
-                    "pass the right --device-key",
-                )
-            )
+        checks.append(device_key_check(device_key))
     return checks

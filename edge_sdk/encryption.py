@@ -5,10 +5,13 @@
   data ``"edge-sdk/v1/chunk" || content_id || u64 i || u8 last``. Reordering, dropping, truncating
   or splicing chunks therefore fails authentication.
 * The 32-byte content key is wrapped for each recipient with HPKE base mode (RFC 9180):
-  KEM DHKEM(X25519) or ML-KEM-768+X25519, KDF HKDF-SHA256, AEAD AES-256-GCM, and
+  KEM DHKEM(X25519), DHKEM(P-256) or ML-KEM-768+X25519, KDF HKDF-SHA256, AEAD AES-256-GCM, and
   ``info = "edge-sdk/v1/cek" || SHA-256(manifest) || key id`` so a recipient entry cannot be moved
   to another bundle or another key. Recipients live outside the signed manifest, so adding one
   never requires re-signing.
+* A device key held in a token (PKCS#11 or TPM) opens its entry with the DH step inside the token
+  and the rest of HPKE in software (:mod:`edge_sdk.hpke_delegated`); the bytes are the same HPKE,
+  so the publisher cannot tell, and need not know, where a device keeps its key.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from .errors import DecryptionError, IntegrityError, UnsupportedVersionError, excerpt
+from .hpke_delegated import AEAD_AES_256_GCM, DHKEM_P256, DHKEM_X25519, open_base
 from .keys import PrivateKey, PublicKey
 from .memory import Buffer, alloc_buffer
 
@@ -33,7 +37,15 @@ DEFAULT_CHUNK_SIZE = 1024 * 1024
 CHUNK_AAD_LABEL = b"edge-sdk/v1/chunk"
 CEK_INFO_LABEL = b"edge-sdk/v1/cek"
 
-_KEMS = {"x25519": hpke.KEM.X25519, "mlkem768-x25519": hpke.KEM.MLKEM768_X25519}
+_KEMS = {
+    "x25519": hpke.KEM.X25519,
+    "mlkem768-x25519": hpke.KEM.MLKEM768_X25519,
+    # getattr: a board with an older cryptography still imports this module and opens the other
+    # kinds; a p256 entry is then refused by _suite (token-held keys use hpke_delegated anyway).
+    "p256": getattr(hpke.KEM, "P256", None),
+}
+#: The DHKEMs a token-held key can open (its DH step runs in the token).
+_DELEGATED_KEMS = {"x25519": DHKEM_X25519, "p256": DHKEM_P256}
 
 
 def _aead(name: str, key: bytes) -> AESGCM | ChaCha20Poly1305:
@@ -149,10 +161,11 @@ class RecipientEntry:
 
 
 def _suite(kem: str) -> Any:
-    try:
-        return hpke.Suite(_KEMS[kem], hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
-    except KeyError:
-        raise UnsupportedVersionError(f"unknown recipient key algorithm {excerpt(kem)}") from None
+    algorithm = _KEMS.get(kem)
+    if algorithm is None:
+        hint = "upgrade cryptography" if kem in _KEMS else "upgrade edge-sdk"
+        raise UnsupportedVersionError(f"unknown recipient key algorithm {excerpt(kem)}", hint=hint)
+    return hpke.Suite(algorithm, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 
 
 def _info(manifest_digest: bytes, key_id: str) -> bytes:
@@ -199,10 +212,12 @@ def unwrap_content_key(
             f"recipient entry for key {entry.key_id[:16]} is {excerpt(entry.kem)}, "
             f"but the device key is {device_key.alg}"
         )
+    info = _info(manifest_digest, entry.key_id)
     try:
-        key = _suite(entry.kem).decrypt(
-            entry.enc, device_key.hpke_private(), info=_info(manifest_digest, entry.key_id)
-        )
+        if device_key.hardware is not None:
+            key = _open_in_token(entry, device_key, info)
+        else:
+            key = _suite(entry.kem).decrypt(entry.enc, device_key.hpke_private(), info=info)
     except (InvalidTag, ValueError):
         raise DecryptionError(
             f"cannot unwrap the content key for device key {entry.key_id[:16]}: "
@@ -211,3 +226,26 @@ def unwrap_content_key(
     if len(key) != KEY_SIZE:
         raise DecryptionError(f"unwrapped content key has {len(key)} bytes, expected {KEY_SIZE}")
     return bytes(key)
+
+
+def _open_in_token(entry: RecipientEntry, device_key: PrivateKey, info: bytes) -> bytes:
+    """HPKE base-mode open with DH(skR, pkE) computed by the token holding skR."""
+    hardware = device_key.hardware
+    assert hardware is not None
+    kem = _DELEGATED_KEMS.get(entry.kem)
+    if kem is None:
+        raise UnsupportedVersionError(
+            f"recipient kind {entry.kem!r} cannot be opened by a key held in a token"
+        )
+    # The entry is enc || ciphertext, as cryptography's single-shot HPKE writes it.
+    if len(entry.enc) <= kem.n_enc:
+        raise DecryptionError(f"recipient entry for key {entry.key_id[:16]} is truncated")
+    return open_base(
+        kem,
+        AEAD_AES_256_GCM,
+        entry.enc[: kem.n_enc],
+        entry.enc[kem.n_enc :],
+        info=info,
+        dh=hardware.dh,
+        pk_rm=device_key.public.raw_public_bytes(),
+    )

@@ -46,6 +46,16 @@ def excerpt(value: object, limit: int = 80) -> str:
     return shown if len(shown) <= limit else shown[:limit] + "… (cut)"
 
 
+def install_hint(extra: str) -> str:
+    """How to add an optional part of edge-sdk. Never ``pip install edge-sdk``: that PyPI name
+    belongs to an unrelated project; ours installs from its wheel (or a checkout)."""
+    return (
+        f'install edge-sdk with its "{extra}" extra: pip install '
+        f'"/path/to/edgepkg-VERSION-py3-none-any.whl[{extra}]" (or ".[{extra}]" in a checkout; '
+        "README: Install)"
+    )
+
+
 def _bounded(text: str) -> str:
     if len(text) <= MAX_MESSAGE_CHARS:
         return text
@@ -185,6 +195,62 @@ class TrustStoreError(EdgeSDKError):
 
     exit_code = 41
     kind = "trust"
+
+
+class KeyReferenceError(KeyFileError):
+    """A key reference (``pkcs11:`` URI or ``tpm2:`` reference) is malformed or incomplete."""
+
+    exit_code = 42
+    kind = "key-reference"
+
+
+class TokenError(KeyFileError):
+    """A key held in a PKCS#11 token or a TPM cannot be used (a cause not listed below)."""
+
+    exit_code = 43
+    kind = "token"
+
+
+class TokenNotFoundError(TokenError):
+    """No token matches the reference: module missing, token absent, TPM unreachable."""
+
+    exit_code = 44
+    kind = "token-not-found"
+
+
+class TokenRemovedError(TokenError):
+    """The token or TPM went away (or its key changed) after the key was opened."""
+
+    exit_code = 45
+    kind = "token-removed"
+
+
+class TokenPinError(TokenError):
+    """The token's PIN (or the TPM key's authorization value) is wrong or missing."""
+
+    exit_code = 46
+    kind = "token-pin"
+
+
+class TokenLockedError(TokenError):
+    """The token's PIN is locked, or the TPM is in dictionary-attack lockout."""
+
+    exit_code = 47
+    kind = "token-locked"
+
+
+class TokenKeyNotFoundError(TokenError):
+    """The token holds no key object matching the reference (or more than one)."""
+
+    exit_code = 48
+    kind = "token-key-not-found"
+
+
+class TokenKeyTypeError(TokenError):
+    """The token's key has the wrong type, curve or usage, or attributes that let it leave the token."""
+
+    exit_code = 49
+    kind = "token-key-type"
 
 
 # -- host side: profiles, models, conversion --------------------------------------------------------------

@@ -1,15 +1,29 @@
 """Signing and device keys: generate, save, load, key ids, and the trust store.
 
 Key files are standard PEM: private keys are PKCS#8 (optionally passphrase-encrypted), public keys
-are SubjectPublicKeyInfo. A hybrid key (Ed25519 + ML-DSA-65, or ML-KEM-768 + X25519) is simply two
-PEM blocks in one file, in a fixed order, so each half stays readable by ``openssl``.
+are SubjectPublicKeyInfo. A hybrid signing key (Ed25519 + ML-DSA-65) is two PEM blocks in one file,
+in that order, so each half stays readable by ``openssl``. A hybrid device key (ML-KEM-768 +
+X25519, used as the X-Wing KEM) is written in X-Wing's own encoding — a PKCS#8 key holding the
+32-byte X-Wing seed and an SPKI holding the 1216-byte public key, under id-XWing — which X-Wing
+libraries import; files from earlier releases, two PEM blocks (ML-KEM-768 then X25519), still load.
 
 A key id is the SHA-256 (hex) of the public key's SubjectPublicKeyInfo DER; for a hybrid key, of
-the two DER encodings concatenated in file order. ``cat a.der b.der | sha256sum`` reproduces it.
+the two component SPKI DER encodings concatenated in the order above (whatever the file's form),
+so ``cat a.der b.der | sha256sum`` reproduces it.
+
+A P-256 key can sign (``ecdsa-p256``) or receive content keys (``p256``, DHKEM(P-256)): its SPKI is
+the same either way, so the caller says which it wants (``kind=``); without one it is a signing
+key, as it always was.
+
+A private key need not be a file: :func:`load_private_key` also takes a ``pkcs11:`` URI or a
+``tpm2:`` reference (:mod:`edge_sdk.key_uri`) and returns a :class:`PrivateKey` whose private half
+stays in the token (:class:`HardwareKey`); it signs and does the DH step there.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import os
 import re
@@ -18,13 +32,14 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, hpke, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa, mlkem, x25519
 
 from .errors import KeyFileError, TrustStoreError
+from .key_uri import is_key_reference
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,14 +49,78 @@ else:  # pragma: no cover - exercised on 3.10 only
 KeyKind = Literal["signing", "device"]
 
 SIGNING_ALGS = ("ed25519", "ecdsa-p256", "ed25519+mldsa65")
-DEVICE_ALGS = ("x25519", "mlkem768-x25519")
+DEVICE_ALGS = ("x25519", "mlkem768-x25519", "p256")
 PASSPHRASE_ENV = "EDGE_SDK_KEY_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
 
+# -- X-Wing (draft-connolly-cfrg-xwing-kem-06 and later) key encodings ----------------------------
+# id-XWing is 1.3.6.1.4.1.62253.25722; the key bytes follow these fixed DER prefixes unwrapped.
+_XWING_PRIVATE_DER = bytes.fromhex("3034020100300d060b2b0601040183e62d81c87a0420")
+_XWING_PUBLIC_DER = bytes.fromhex("308204d4300d060b2b0601040183e62d81c87a038204c100")
+XWING_SEED_BYTES = 32
+XWING_PUBLIC_BYTES = 1184 + 32  # pk_M || pk_X
 
-def _alg_of(components: Sequence[Any]) -> tuple[KeyKind, str]:
-    """Name the algorithm of a key from the types of its components, in file order."""
+
+def xwing_expand(seed: bytes) -> tuple[mlkem.MLKEM768PrivateKey, x25519.X25519PrivateKey]:
+    """X-Wing's expandDecapsulationKey: SHAKE256(seed) gives ML-KEM-768's d‖z and the X25519 key."""
+    shake = hashes.Hash(hashes.SHAKE256(96))
+    shake.update(seed)
+    expanded = shake.finalize()
+    return (
+        mlkem.MLKEM768PrivateKey.from_seed_bytes(expanded[:64]),
+        x25519.X25519PrivateKey.from_private_bytes(expanded[64:]),
+    )
+
+
+def _to_pem(label: str, der: bytes) -> bytes:
+    text = base64.b64encode(der)
+    lines = b"\n".join(text[i : i + 64] for i in range(0, len(text), 64))
+    return b"-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label.encode(), lines, label.encode())
+
+
+def _der_of(block: bytes) -> bytes | None:
+    """The DER inside one PEM block, or None when its body is not base64."""
+    body = b"".join(block.splitlines()[1:-1])
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _xwing_public(blocks: list[tuple[str, bytes]]) -> tuple[Any, ...] | None:
+    """The two components of an X-Wing SPKI file, or None when the file is not one."""
+    der = _der_of(blocks[0][1]) if len(blocks) == 1 else None
+    if der is None or not der.startswith(_XWING_PUBLIC_DER):
+        return None
+    raw = der[len(_XWING_PUBLIC_DER) :]
+    if len(raw) != XWING_PUBLIC_BYTES:
+        raise KeyFileError("malformed X-Wing public key (it is not 1216 bytes)")
+    try:
+        return (
+            mlkem.MLKEM768PublicKey.from_public_bytes(raw[:1184]),
+            x25519.X25519PublicKey.from_public_bytes(raw[1184:]),
+        )
+    except ValueError:
+        raise KeyFileError("malformed X-Wing public key") from None
+
+
+def _xwing_seed(blocks: list[tuple[str, bytes]]) -> bytes | None:
+    """The seed of an X-Wing PKCS#8 file, or None when the file is not one."""
+    der = _der_of(blocks[0][1]) if len(blocks) == 1 and blocks[0][0] == "PRIVATE KEY" else None
+    if der is None or not der.startswith(_XWING_PRIVATE_DER):
+        return None
+    seed = der[len(_XWING_PRIVATE_DER) :]
+    if len(seed) != XWING_SEED_BYTES:
+        raise KeyFileError("malformed X-Wing private key (the seed is not 32 bytes)")
+    return seed
+
+
+def _alg_of(components: Sequence[Any], kind: KeyKind | None = None) -> tuple[KeyKind, str]:
+    """Name the algorithm of a key from the types of its components, in file order.
+
+    A P-256 key is a signing key unless ``kind`` says it is a device key.
+    """
     types = tuple(type(c) for c in components)
 
     def match(*expected: type) -> bool:
@@ -54,7 +133,7 @@ def _alg_of(components: Sequence[Any]) -> tuple[KeyKind, str]:
     if (match(ec.EllipticCurvePrivateKey) or match(ec.EllipticCurvePublicKey)) and isinstance(
         components[0].curve, ec.SECP256R1
     ):
-        return "signing", "ecdsa-p256"
+        return ("device", "p256") if kind == "device" else ("signing", "ecdsa-p256")
     if match(ed25519.Ed25519PrivateKey, mldsa.MLDSA65PrivateKey) or match(
         ed25519.Ed25519PublicKey, mldsa.MLDSA65PublicKey
     ):
@@ -82,9 +161,9 @@ class PublicKey:
     key_id: str
 
     @classmethod
-    def from_components(cls, components: Sequence[Any]) -> PublicKey:
-        """Build from cryptography public key objects, in file order."""
-        kind, alg = _alg_of(components)
+    def from_components(cls, components: Sequence[Any], kind: KeyKind | None = None) -> PublicKey:
+        """Build from cryptography public key objects, in file order (``kind`` for P-256)."""
+        kind, alg = _alg_of(components, kind)
         ders = [
             c.public_bytes(
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -99,7 +178,10 @@ class PublicKey:
         return self.key_id[:16]
 
     def to_pem(self) -> bytes:
-        """The public key file contents (one PEM block per component)."""
+        """The public key file contents (one PEM block per component; X-Wing SPKI for X-Wing)."""
+        if self.alg == "mlkem768-x25519":
+            raw = b"".join(c.public_bytes_raw() for c in self.components)
+            return _to_pem("PUBLIC KEY", _XWING_PUBLIC_DER + raw)
         return b"".join(
             c.public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -133,9 +215,57 @@ class PublicKey:
         """The object HPKE encrypts to (device keys only)."""
         if self.kind != "device":
             raise KeyFileError(f"key {self.short_id} is a {self.kind} key, not a device key")
-        if self.alg == "x25519":
+        if self.alg in ("x25519", "p256"):
             return self.components[0]
         return hpke.MLKEM768X25519PublicKey(self.components[0], self.components[1])
+
+    def raw_public_bytes(self) -> bytes:
+        """RFC 9180 SerializePublicKey: X25519's 32 bytes, or P-256's uncompressed point."""
+        if self.alg == "x25519":
+            return bytes(
+                self.components[0].public_bytes(
+                    serialization.Encoding.Raw, serialization.PublicFormat.Raw
+                )
+            )
+        if self.alg in ("p256", "ecdsa-p256"):
+            return bytes(
+                self.components[0].public_bytes(
+                    serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+                )
+            )
+        raise KeyFileError(f"key {self.short_id} ({self.alg}) has no single raw public encoding")
+
+
+class HardwareKey(Protocol):
+    """The private half of a key that never leaves a PKCS#11 token or a TPM.
+
+    Implementations (:mod:`edge_sdk.pkcs11`, :mod:`edge_sdk.tpm`) open a session per operation,
+    serialize operations per process, reopen after ``fork``, and map every token failure to a
+    :class:`~edge_sdk.errors.TokenError` subclass. They never hold the PIN in anything printable.
+    """
+
+    #: ``"pkcs11"`` or ``"tpm2"``.
+    location: str
+
+    def display(self) -> str:
+        """The reference, bounded and escaped, without any PIN."""
+        ...
+
+    def sign(self, message: bytes) -> bytes:
+        """Sign ``message`` in the format :meth:`PublicKey.verify` expects."""
+        ...
+
+    def dh(self, peer_public: bytes) -> bytes:
+        """DH(sk, peer) inside the token: P-256's x coordinate, or X25519's 32 bytes."""
+        ...
+
+    def describe(self) -> dict[str, str]:
+        """Where the key lives and its protective attributes, for ``keys show`` and ``doctor``."""
+        ...
+
+    def close(self) -> None:
+        """Release whatever the key holds (idempotent)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -144,6 +274,21 @@ class PrivateKey:
 
     public: PublicKey
     components: tuple[Any, ...] = field(repr=False)
+    #: Set when the private half lives in a token or TPM (``components`` is then empty).
+    hardware: HardwareKey | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def location(self) -> str:
+        """``"file"``, ``"pkcs11"`` or ``"tpm2"``: where the private half lives."""
+        return "file" if self.hardware is None else self.hardware.location
+
+    def close(self) -> None:
+        """Release a token or TPM key's resources (nothing to do for a file key)."""
+        if self.hardware is not None:
+            self.hardware.close()
+
+    #: The 32-byte X-Wing seed the components were expanded from (X-Wing device keys only).
+    seed: bytes | None = field(default=None, repr=False)
 
     @property
     def kind(self) -> KeyKind:
@@ -161,6 +306,8 @@ class PrivateKey:
         """Sign ``message`` (signing keys only); see :meth:`PublicKey.verify` for the hybrid form."""
         if self.kind != "signing":
             raise KeyFileError(f"key {self.public.short_id} is a device key, not a signing key")
+        if self.hardware is not None:
+            return self.hardware.sign(message)
         if self.alg == "ed25519":
             return bytes(self.components[0].sign(message))
         if self.alg == "ecdsa-p256":
@@ -171,12 +318,28 @@ class PrivateKey:
         """The object HPKE decrypts with (device keys only)."""
         if self.kind != "device":
             raise KeyFileError(f"key {self.public.short_id} is a signing key, not a device key")
-        if self.alg == "x25519":
+        if self.hardware is not None:
+            raise KeyFileError(
+                f"key {self.public.short_id} lives in a {self.hardware.location} token; "
+                "its private half cannot be handed to software HPKE"
+            )
+        if self.alg in ("x25519", "p256"):
             return self.components[0]
         return hpke.MLKEM768X25519PrivateKey(self.components[0], self.components[1])
 
     def to_pem(self, passphrase: bytes | None = None) -> bytes:
-        """PKCS#8 PEM, encrypted with the best available scheme when a passphrase is given."""
+        """PKCS#8 PEM, encrypted with the best available scheme when a passphrase is given.
+
+        An X-Wing key is written as its seed under id-XWing; with a passphrase, as its two
+        expanded components (PKCS#8 encryption of the seed form is not available here).
+        """
+        if self.hardware is not None:
+            raise KeyFileError(
+                f"key {self.public.short_id} lives in a {self.hardware.location} token and "
+                "cannot be exported"
+            )
+        if self.seed is not None and not passphrase:
+            return _to_pem("PRIVATE KEY", _XWING_PRIVATE_DER + self.seed)
         enc: serialization.KeySerializationEncryption = (
             serialization.BestAvailableEncryption(passphrase)
             if passphrase
@@ -207,8 +370,13 @@ def generate_key(kind: KeyKind, alg: str | None = None) -> PrivateKey:
         alg = alg or "x25519"
         if alg == "x25519":
             parts = [x25519.X25519PrivateKey.generate()]
+        elif alg == "p256":
+            parts = [ec.generate_private_key(ec.SECP256R1())]
         elif alg == "mlkem768-x25519":
-            parts = [mlkem.MLKEM768PrivateKey.generate(), x25519.X25519PrivateKey.generate()]
+            seed = os.urandom(XWING_SEED_BYTES)
+            parts = list(xwing_expand(seed))
+            public = PublicKey.from_components([p.public_key() for p in parts])
+            return PrivateKey(public, tuple(parts), seed=seed)
         else:
             raise KeyFileError(
                 f"unknown device key algorithm {alg!r}",
@@ -216,7 +384,7 @@ def generate_key(kind: KeyKind, alg: str | None = None) -> PrivateKey:
             )
     else:
         raise KeyFileError(f"unknown key kind {kind!r}", hint="use 'signing' or 'device'")
-    public = PublicKey.from_components([p.public_key() for p in parts])
+    public = PublicKey.from_components([p.public_key() for p in parts], kind)
     return PrivateKey(public, tuple(parts))
 
 
@@ -284,25 +452,44 @@ def check_private_permissions(path: Path) -> None:
 def load_private_key(
     path: str | os.PathLike[str], *, passphrase: bytes | None = None, kind: KeyKind | None = None
 ) -> PrivateKey:
-    """Load a private key file, checking its permissions first.
+    """Load a private key file, checking its permissions first — or open a token or TPM key.
 
-    The passphrase defaults to the ``EDGE_SDK_KEY_PASSPHRASE`` environment variable.
+    ``path`` may be a ``pkcs11:`` URI or a ``tpm2:`` reference (:mod:`edge_sdk.key_uri`): the key
+    is then opened where it lives and never leaves it. The passphrase (files only) defaults to the
+    ``EDGE_SDK_KEY_PASSPHRASE`` environment variable.
 
     Raises:
         KeyFileError: missing, unreadable, loose permissions, wrong passphrase, wrong kind.
+        KeyReferenceError, TokenError: a reference that is malformed or cannot be opened (its
+            subclasses say why: no token, wrong PIN, no such object, wrong key type…).
+        HostDependencyError: a reference needs the ``hsm`` or ``tpm`` extra, which is missing.
     """
+    if is_key_reference(path):
+        return open_key_reference(os.fspath(path), kind=kind)
     path = Path(path)
     data = _read(path)
+    blocks = _pem_blocks(path, data)
+    public_only = [
+        label for label, _ in blocks if label not in ("PRIVATE KEY", "ENCRYPTED PRIVATE KEY")
+    ]
+    if public_only:  # said before the permission check: a .pub's mode is not the problem
+        raise KeyFileError(
+            f"{path} holds a {public_only[0].lower()}, not a private key",
+            hint="pass the .key file, not the .pub file",
+        )
     check_private_permissions(path)
     if passphrase is None and os.environ.get(PASSPHRASE_ENV):
         passphrase = os.environ[PASSPHRASE_ENV].encode()
-    parts: list[Any] = []
-    for label, block in _pem_blocks(path, data):
-        if label not in ("PRIVATE KEY", "ENCRYPTED PRIVATE KEY"):
-            raise KeyFileError(
-                f"{path} holds a {label.lower()}, not a private key",
-                hint="pass the .key file, not the .pub file",
-            )
+    seed = _xwing_seed(blocks)
+    if seed is not None:
+        parts: list[Any] = list(xwing_expand(seed))
+        key = PrivateKey(
+            PublicKey.from_components([p.public_key() for p in parts]), tuple(parts), seed=seed
+        )
+        _check_kind(path, key.kind, kind)
+        return key
+    parts = []
+    for label, block in blocks:
         try:
             parts.append(
                 serialization.load_pem_private_key(
@@ -318,19 +505,51 @@ def load_private_key(
             raise KeyFileError(
                 f"cannot load private key {path}: malformed, or the passphrase is wrong"
             ) from None
-    public = PublicKey.from_components([p.public_key() for p in parts])
+    public = PublicKey.from_components([p.public_key() for p in parts], kind)
     key = PrivateKey(public, tuple(parts))
     _check_kind(path, key.kind, kind)
     return key
 
 
+def open_key_reference(
+    reference: str, *, kind: KeyKind | None = None, public_only: bool = False
+) -> PrivateKey:
+    """Open a ``pkcs11:`` or ``tpm2:`` key (the one entry point for hardware-held keys).
+
+    ``public_only`` reads the public half without logging in when no PIN is configured (for
+    ``keys show``); the returned key can then neither sign nor unwrap.
+    """
+    from .key_uri import Pkcs11Uri, parse_key_reference
+
+    parsed = parse_key_reference(reference)
+    if isinstance(parsed, Pkcs11Uri):
+        from .pkcs11 import open_pkcs11_key
+
+        return open_pkcs11_key(parsed, kind=kind, public_only=public_only)
+    from .tpm import open_tpm_key
+
+    return open_tpm_key(parsed, kind=kind)
+
+
 def load_public_key(path: str | os.PathLike[str], *, kind: KeyKind | None = None) -> PublicKey:
-    """Load a public key file (``.pub``); a private key file is accepted and its public half used."""
+    """Load a public key file (``.pub``); a private key file is accepted and its public half used.
+
+    A ``pkcs11:`` or ``tpm2:`` reference gives the public half of that token's key.
+    """
+    if is_key_reference(path):
+        opened = open_key_reference(os.fspath(path), kind=kind, public_only=True)
+        opened.close()
+        return opened.public
     path = Path(path)
     data = _read(path)
     blocks = _pem_blocks(path, data)
     if any("PRIVATE" in label for label, _ in blocks):
         return load_private_key(path, kind=kind).public
+    xwing = _xwing_public(blocks)
+    if xwing is not None:
+        key = PublicKey.from_components(xwing)
+        _check_kind(path, key.kind, kind)
+        return key
     parts: list[Any] = []
     for label, block in blocks:
         if label != "PUBLIC KEY":
@@ -339,7 +558,7 @@ def load_public_key(path: str | os.PathLike[str], *, kind: KeyKind | None = None
             parts.append(serialization.load_pem_public_key(block))
         except (ValueError, UnsupportedAlgorithm):
             raise KeyFileError(f"cannot load public key {path}: malformed") from None
-    key = PublicKey.from_components(parts)
+    key = PublicKey.from_components(parts, kind)
     _check_kind(path, key.kind, kind)
     return key
 
@@ -404,6 +623,14 @@ class TrustStore:
                     configured = t if t is not None else configured
                     revoked |= r
             elif path.exists():
+                if any("PRIVATE" in label for label, _ in _pem_blocks(path, _read(path))):
+                    # A trust store names public keys; a private key here means a signing key
+                    # was copied where verifiers (devices, auditors) can read it.
+                    raise TrustStoreError(
+                        f"{path} is a private key; a trust store holds public keys only",
+                        hint=f"pass {path.with_suffix('.pub').name} (the public half), and keep "
+                        f"{path.name} away from devices and auditors",
+                    )
                 keys.append(load_public_key(path, kind="signing"))
             else:
                 raise TrustStoreError(f"trust path {path} does not exist")

@@ -305,7 +305,7 @@ class Manifest:
     schema: int = SCHEMA
 
     def __post_init__(self) -> None:
-        if self.schema != SCHEMA:
+        if type(self.schema) is not int or self.schema != SCHEMA:  # not true, not 1.0
             raise _fail(
                 "schema",
                 f"unsupported manifest schema {excerpt(self.schema)} (this release reads {SCHEMA})",
@@ -375,7 +375,7 @@ class Manifest:
             {"schema", "name", "version", "created", "target", "model", "payload", "reports"},
             {"expires"},
         )
-        if data["schema"] != SCHEMA:
+        if type(data["schema"]) is not int or data["schema"] != SCHEMA:  # not true, not 1.0
             raise _fail(
                 "schema",
                 f"unsupported manifest schema {excerpt(data['schema'])} (this release reads {SCHEMA})",

@@ -35,10 +35,11 @@ if TYPE_CHECKING:
     else:
         from importlib.abc import Traversable
 
-from .compression import DEFAULT_LEVEL
 from .errors import ProfileError
 
 PROFILE_PATH_ENV = "EDGE_SDK_PROFILE_PATH"
+#: zstd level a profile uses unless it says otherwise (profiles are Base: they import nothing of ours).
+DEFAULT_COMPRESSION_LEVEL = 10
 BUILTIN_PACKAGE = "edge_sdk.device_profiles"
 
 ARCHITECTURES = ("aarch64", "x86_64")
@@ -372,7 +373,7 @@ class DeviceProfile:
     max_model_bytes: int
     threads: int
     io_dtype: str = "float32"
-    compression_level: int = DEFAULT_LEVEL
+    compression_level: int = DEFAULT_COMPRESSION_LEVEL
     edgetpu: bool = False
     accelerator: str | None = None
     hardware_ids: tuple[str, ...] = ()
@@ -486,7 +487,7 @@ class DeviceProfile:
                 max_model_bytes=data["max_model_bytes"],
                 threads=data.get("threads", cpu.cores),
                 io_dtype=data.get("io_dtype", "float32"),
-                compression_level=data.get("compression_level", DEFAULT_LEVEL),
+                compression_level=data.get("compression_level", DEFAULT_COMPRESSION_LEVEL),
                 edgetpu=data.get("edgetpu", False),
                 accelerator=data.get("accelerator"),
                 hardware_ids=lists["hardware_ids"],

@@ -17,6 +17,7 @@ import importlib.metadata
 import logging
 import os
 import platform
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -35,9 +36,11 @@ from .errors import (
     TargetMismatchError,
     UsageError,
     excerpt,
+    install_hint,
 )
 from .keys import PrivateKey, TrustStore, load_private_key
 from .manifest import Manifest
+from .verify import RuntimeRelease
 
 log = logging.getLogger("edge_sdk")
 
@@ -116,7 +119,7 @@ def discover_backend(preferred: str | None = None) -> Backend:
             problems.append(f"{name}: {exc}")
     raise BackendError(
         "no LiteRT runtime is installed (" + "; ".join(problems) + ")",
-        hint="pip install 'edge-sdk[device]' (ai-edge-litert) or tflite-runtime",
+        hint=install_hint("device") + " (or pip install tflite-runtime)",
     )
 
 
@@ -319,8 +322,11 @@ class Model:
         backend: the runtime and its version.
         delegates: what the profile's delegate chain did (applied, or fell back and why).
         threads: the interpreter's thread count.
+        threads_reason: why that count (a profile, the caller, or the cores available).
         signatures: the model's signature keys (a model converted from Keras has one).
     """
+
+    threads_reason: str = ""
 
     def __init__(
         self,
@@ -775,46 +781,34 @@ class ModelPool:
             model.close()
 
 
-def _release_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
-
-
-def check_backend(manifest: Manifest, backend: Backend) -> None:
-    """Refuse, before decrypting, a bundle whose model needs a newer LiteRT than this backend.
-
-    Packaging recorded in the signed manifest the first TFLite release that runs every op version
-    the model uses (``reports.compatibility.required_release``); this backend's package and
-    version map to a TFLite release the same way. Without that record, only the runtime package
-    the bundle was checked for is accepted.
+def runtime_release(backend: Backend) -> RuntimeRelease:
+    """The TFLite release ``backend`` corresponds to, for :func:`edge_sdk.verify.check_runtime`.
 
     Raises:
-        TargetMismatchError: naming the model's need and what this device has.
+        TargetMismatchError: the backend's version cannot be judged.
     """
     from .compat import tflite_release
     from .errors import CompatibilityError
 
-    compat = manifest.reports.get("compatibility")
-    needed = compat.get("required_release") if isinstance(compat, Mapping) else None
-    what = f"bundle {manifest.name} v{manifest.version}"
-    if not isinstance(needed, str) or not needed:
-        if backend.package != manifest.target.runtime:
-            raise TargetMismatchError(
-                f"{what} was checked for {manifest.target.runtime}, this device runs {backend.package}",
-                hint=f"install {manifest.target.runtime} or pin it with {BACKEND_ENV}",
-            )
-        return
     try:
-        have = tflite_release(backend.package, backend.version)
+        return RuntimeRelease(
+            backend.package, backend.version, tflite_release(backend.package, backend.version)
+        )
     except CompatibilityError as exc:
         raise TargetMismatchError(
-            f"{what}: cannot judge {backend.package} {backend.version}: {exc.message}"
+            f"cannot judge {backend.package} {backend.version}: {exc.message}"
         ) from None
-    if _release_tuple(have) < _release_tuple(needed):
-        raise TargetMismatchError(
-            f"{what} needs TFLite {needed} or newer; this device runs {backend.package} {backend.version} "
-            f"(TFLite {have})",
-            hint=f"re-package for a profile with {backend.package} {backend.version}, or upgrade the runtime",
-        )
+
+
+def check_backend(manifest: Manifest, backend: Backend) -> None:
+    """Refuse, before decrypting, a bundle whose model needs a newer LiteRT than ``backend``.
+
+    Raises:
+        TargetMismatchError: naming the model's need and what this device has.
+    """
+    from .verify import check_runtime
+
+    check_runtime(manifest, runtime_release(backend))
 
 
 def detect_hardware_ids() -> tuple[str, ...]:
@@ -830,6 +824,63 @@ def detect_hardware_ids() -> tuple[str, ...]:
             continue
     ids.append(platform.machine())
     return tuple(dict.fromkeys(ids))
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, else the machine's count)."""
+    getter = getattr(os, "sched_getaffinity", None)
+    return len(getter(0)) if getter is not None else (os.cpu_count() or 1)
+
+
+def choose_profile(
+    profile: Any, target_profile: str, hardware_ids: Sequence[str]
+) -> tuple[Any, str]:
+    """The profile whose threads and delegates apply, and why.
+
+    A profile given by the caller wins. Without one, the bundle's own target profile applies when
+    this board answers to one of its hardware ids (it is the board the bundle was built for);
+    otherwise none does, and the caller falls back to the cores available.
+    """
+    from .profiles import load_profile
+
+    if profile is not None:
+        return profile, f"profile {profile.name}"
+    try:
+        target = load_profile(target_profile)
+    except EdgeSDKError:
+        return (
+            None,
+            f"no profile given, and the bundle's profile {target_profile!r} is not known here",
+        )
+    matched = sorted(set(target.hardware_ids) & set(hardware_ids))
+    if matched:
+        return target, f"profile {target.name}: the bundle's target, and this board is {matched[0]}"
+    if not target.hardware_ids:
+        return (
+            None,
+            f"no profile given, and the bundle's profile {target.name} names no hardware ids",
+        )
+    return None, f"no profile given, and this board is not a {target.name}"
+
+
+def expected_name_from_path(source: str | os.PathLike[str] | bytes) -> str | None:
+    """The bundle name the deploy layout implies for ``source``, if it is inside one.
+
+    ``<root>/<name>/current`` (a symlink) and ``<root>/<name>/releases/<version>-<digest>.edgepkg``
+    are the paths ``edge-sdk deploy`` and the agent write; a bundle found there must carry that
+    name, or anyone able to swap ``current`` could substitute any release the publisher ever
+    signed under another name and step around that name's anti-rollback counter.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return None
+    path = Path(source)
+    if path.name == "current" and path.is_symlink():
+        return path.parent.name or None
+    if path.parent.name == "releases" and re.fullmatch(
+        r"\d{1,19}-[0-9a-f]{16}\.edgepkg", path.name
+    ):
+        return path.parent.parent.name or None
+    return None
 
 
 def _as_trust(trust: Any) -> TrustStore:
@@ -852,6 +903,8 @@ def load(
     threads: int | None = None,
     backend: str | None = None,
     strict_delegates: bool = False,
+    expected_name: str | None = None,
+    require_encryption: bool | None = None,
     allow_target_mismatch: bool = False,
     hardware_ids: Sequence[str] | None = None,
     now: datetime | None = None,
@@ -864,12 +917,19 @@ def load(
         device_key: this device's key (object or path); needed for encrypted bundles.
         profile: a DeviceProfile or profile name; threads and delegates come from it, and a
             bundle built for another profile is refused unless ``allow_target_mismatch``.
+            Without it, the bundle's target profile applies if this board is one of its hardware
+            ids; else the interpreter gets one thread per usable core (``model.threads_reason``
+            says which).
         state_dir: where the highest accepted version per bundle name is kept (default: the
             user's state dir, or /var/lib/edge-sdk for root).
         threads: override the profile's thread count.
         backend: pin a backend (``ai_edge_litert``, ``tflite_runtime``, ``tensorflow``).
         strict_delegates: a delegate that fails to load is an error instead of a fallback.
-        allow_target_mismatch: testing only: skip the profile / hardware id check.
+        expected_name: the bundle name this caller wants; another name is refused. Taken from the
+            path when it is inside the deploy layout (``<root>/<name>/current``); pass it when
+            you load from anywhere else that someone else can write.
+        require_encryption: refuse signed-only bundles (default: when a device key is given).
+        allow_target_mismatch: testing only: skip the profile, hardware id and runtime checks.
         hardware_ids: this device's ids (default: detected from the device tree and arch).
 
     Raises:
@@ -879,7 +939,7 @@ def load(
     from .bundle import DEFAULT_LIMITS, Limits, read_bundle
     from .profiles import load_profile
     from .state import VersionState, default_state_dir
-    from .verify import check_digest, check_target, decrypt_model, verify_bundle
+    from .verify import Policy, check_bundle, decrypt_model
 
     store = _as_trust(trust)
     key = (
@@ -894,38 +954,54 @@ def load(
     where = source if isinstance(source, (str, os.PathLike)) else "<bytes>"
     parsed: dict[str, Any] = {}  # what is known of the bundle so far, for the audit record
     limits = Limits.for_model_size(prof.max_model_bytes) if prof is not None else DEFAULT_LIMITS
+    wanted_name = expected_name if expected_name is not None else expected_name_from_path(source)
     try:
-        # The order is the contract of docs/FORMAT.md: caps and parse, signatures (before the
-        # payload is even read), expiry, target, runtime, anti-rollback, payload hash — all
-        # before the content key is unwrapped.
+        runtime = discover_backend(backend)
+        check_device = not allow_target_mismatch
+        policy = Policy(
+            store,
+            now=now,
+            expected_name=wanted_name,
+            require_encryption=key is not None
+            if require_encryption is None
+            else require_encryption,
+            profile=prof.name if prof is not None and check_device else None,
+            runtime_package=prof.runtime.package if prof is not None and check_device else None,
+            hardware_ids=ids if check_device else (),
+            runtime=runtime_release(runtime) if check_device else None,
+            state=state,
+            device_key=key,
+        )
+        # Signatures are checked as soon as the header is parsed (before the payload is read);
+        # check_bundle then runs the rest of docs/FORMAT.md's order before any key is unwrapped.
         bundle = read_bundle(source, limits, trust=store)
         manifest = bundle.manifest
         parsed = {"name": manifest.name, "version": manifest.version, "digest": bundle.digest}
-        verification = verify_bundle(bundle, store, now=now, check_payload_hash=False)
-        if not allow_target_mismatch:
-            check_target(manifest, profile=prof.name if prof else None, hardware_ids=ids)
-            if prof is not None and manifest.target.runtime != prof.runtime.package:
-                raise TargetMismatchError(
-                    f"bundle {manifest.name} v{manifest.version} was checked for "
-                    f"{manifest.target.runtime} {manifest.target.runtime_version}, "
-                    f"profile {prof.name} runs {prof.runtime.package}"
-                )
-        runtime = discover_backend(backend)
-        if not allow_target_mismatch:
-            check_backend(manifest, runtime)
-        state.check(manifest.name, manifest.version, verification.digest)
-        check_digest(bundle.payload, manifest.payload.sha256, manifest.payload.size, "payload",
-                     precomputed=bundle.payload_sha256)  # fmt: skip
+        verification = check_bundle(bundle, policy)
         model_bytes = decrypt_model(bundle, key, consume=True)
         del bundle  # its ciphertext pages were released while decrypting
+        chosen, reason = choose_profile(prof, manifest.target.profile, ids)
+        if threads is not None:
+            count, reason = threads, "threads given by the caller"
+        elif chosen is not None and prof is None:
+            # Found by hardware id, not chosen by the caller: a profile names a class of boards,
+            # so never more threads than this one can run at once.
+            count = min(chosen.threads, usable_cores())
+            if count < chosen.threads:
+                reason += f" (its {chosen.threads} threads capped at the {count} usable cores)"
+        elif chosen is not None:
+            count = chosen.threads
+        else:
+            count, reason = usable_cores(), f"{usable_cores()} usable cores ({reason})"
         model = Model(
             model_bytes,
             manifest=manifest,
             backend=runtime,
-            threads=threads or (prof.threads if prof is not None else None),
-            delegate_chain=prof.delegates if prof is not None else (),
+            threads=count,
+            delegate_chain=chosen.delegates if chosen is not None else (),
             strict_delegates=strict_delegates,
         )
+        model.threads_reason = reason
     except EdgeSDKError as exc:
         try:
             audit.append("reject", source=str(where), **parsed, result="rejected", reason=exc.message,

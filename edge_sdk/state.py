@@ -7,16 +7,14 @@ state, never half of one.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .errors import RollbackError, StateError, excerpt
+from .files import atomic_write, locked, remove_stale_temps
 
 STATE_ENV = "EDGE_SDK_STATE_DIR"
 
@@ -31,37 +29,6 @@ def default_state_dir() -> Path:
         os.path.expanduser("~"), ".local", "state"
     )
     return Path(base) / "edge-sdk"
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new content, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-@contextlib.contextmanager
-def locked(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``lock_path`` (created if needed)."""
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 class VersionState:
@@ -97,14 +64,29 @@ class VersionState:
         Raises:
             RollbackError: naming the bundle, its version and the accepted one.
         """
-        _check(self.read().get(name), name, version, digest)
+        state = self.read()
+        if name in state:
+            _check(state[name], name, version, digest)
 
     def record(self, name: str, version: int, digest: str) -> None:
-        """Remember ``version`` as accepted (re-checked under the lock against a racing loader)."""
+        """Remember ``version`` as accepted (re-checked under the lock against a racing loader).
+
+        A version already recorded with the same digest writes nothing: reloading what the device
+        runs costs no disk write and no fsync.
+        """
+        entry = self.read().get(name)
+        if (
+            isinstance(entry, dict)
+            and entry.get("version") == version
+            and entry.get("digest") == digest
+        ):
+            return
         try:
             with locked(self._lock):
+                remove_stale_temps(self.path)
                 state = self.read()
-                _check(state.get(name), name, version, digest)
+                if name in state:
+                    _check(state[name], name, version, digest)
                 state[name] = {
                     "version": version,
                     "digest": digest,
@@ -116,9 +98,14 @@ class VersionState:
 
 
 def _check(entry: Any, name: str, version: int, digest: str) -> None:
-    if not entry:
-        return
-    if not isinstance(entry, dict) or not isinstance(entry.get("version"), int):
+    # Called only for a name that has an entry: a missing name is "never seen"; an entry that
+    # is not well formed ({}, 0, [], null) fails closed rather than re-arm rollbacks.
+    if (
+        not isinstance(entry, dict)
+        or not isinstance(entry.get("version"), int)
+        or isinstance(entry.get("version"), bool)
+        or not isinstance(entry.get("digest"), str)
+    ):
         raise StateError(
             f"anti-rollback state for {excerpt(name)} is corrupt: {excerpt(entry)}",
             hint="restore versions.json from a backup; deleting it re-arms rollback attacks",

@@ -47,6 +47,7 @@ from .errors import (
     StateError,
     UsageError,
     excerpt,
+    install_hint,
 )
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def _tuf() -> None:
         import tuf.api.metadata  # noqa: F401
     except ImportError:
         raise HostDependencyError(
-            "TUF repositories need python-tuf", hint="pip install 'edge-sdk[tuf]'"
+            "TUF repositories need python-tuf", hint=install_hint("tuf")
         ) from None
 
 
@@ -228,7 +229,7 @@ class _Layout:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """One writer at a time (a publish and the refresh cron job must not interleave)."""
-        from .state import locked
+        from .files import locked
 
         with locked(self._lock):
             yield
@@ -264,7 +265,7 @@ def _read_policy(layout: _Layout) -> dict[str, timedelta]:
 
 
 def _write(path: Path, data: bytes) -> None:
-    from .state import atomic_write
+    from .files import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, data, 0o644)

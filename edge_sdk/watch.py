@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import EdgeSDKError, UsageError
+from .errors import EdgeSDKError, RollbackError, UsageError
 
 if TYPE_CHECKING:
     from .runtime import Model
@@ -66,7 +66,8 @@ class ModelWatcher:
         on_error: Callable[[EdgeSDKError], None] | None = None,
     ) -> None:
         self.current_link = Path(current_link)
-        self.load_kwargs = dict(load_kwargs)
+        # The layout is <root>/<name>/current: only a bundle signed under <name> may serve here.
+        self.load_kwargs = {"expected_name": self.current_link.parent.name, **load_kwargs}
         self.on_swap = on_swap
         self.on_error = on_error
         self.swaps = 0
@@ -74,10 +75,7 @@ class ModelWatcher:
         self._cond = threading.Condition()
         self._loading = threading.Lock()
         self._failed_link: str | None = None
-        link = self._readlink()
-        if link is None:
-            raise UsageError(f"{self.current_link} is not a symlink to a release")
-        self._slot = _Slot(self._load(link), link)
+        self._slot = self._first_slot()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if poll_interval is not None:
@@ -89,6 +87,25 @@ class ModelWatcher:
             self._thread.start()
 
     # -- the link ---------------------------------------------------------------------------------
+
+    def _first_slot(self, attempts: int = 5) -> _Slot:
+        """Load what ``current`` names, following it if it moves on while we load.
+
+        Another process sharing the state directory may accept the next release between our
+        readlink and our load; the release we opened is then older than the accepted one and is
+        refused (RollbackError). That is not a failure to serve: read the link again and load
+        what it names now.
+        """
+        for attempt in range(attempts):
+            link = self._readlink()
+            if link is None:
+                raise UsageError(f"{self.current_link} is not a symlink to a release")
+            try:
+                return _Slot(self._load(link), link)
+            except RollbackError:
+                if self._readlink() == link or attempt + 1 == attempts:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _readlink(self) -> str | None:
         try:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -179,3 +181,54 @@ def no_tensorflow_check() -> Callable[[str], None]:
         subprocess.run([sys.executable, "-c", snippet], check=True, cwd=REPO)
 
     return check
+
+
+# -- key-holding hardware (tests/hardware.py): one SoftHSM2 and one swtpm per session ---------------
+
+
+@pytest.fixture(scope="session")
+def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from .hardware import SoftHsm
+
+    hsm = SoftHsm.start(tmp_path_factory.mktemp("softhsm"))
+    yield hsm
+    hsm.stop()
+
+
+@pytest.fixture(scope="session")
+def swtpm(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from .hardware import SwTpm
+
+    with SwTpm.start(tmp_path_factory.mktemp("swtpm")) as tpm:
+        yield tpm
+
+
+# -- what users install ------------------------------------------------------------------------------
+
+
+def tracked_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True)
+    return [f for f in out.stdout.decode().split("\0") if f]
+
+
+@dataclass(frozen=True)
+class Dist:
+    wheel: Path
+    sdist: Path
+
+
+@pytest.fixture(scope="session")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Dist:
+    """Wheel and sdist built from the tracked files only (as a fresh clone would build them)."""
+    tmp = tmp_path_factory.mktemp("dist")
+    src = tmp / "src"
+    for rel in tracked_files():
+        target = src / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, target)
+    out = tmp / "out"
+    subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--wheel", "--sdist", "--outdir", str(out),
+                    str(src)], check=True, capture_output=True)  # fmt: skip
+    (wheel,) = out.glob("edgepkg-*.whl")
+    (sdist,) = out.glob("edgepkg-*.tar.gz")
+    return Dist(wheel, sdist)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
+import logging
 import os
 import random
 import subprocess
@@ -913,6 +915,7 @@ def test_dropped_connections_never_leave_a_broken_current(
     board: Callable[[str], Path],
     signer: PrivateKey,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Cut the SSH connection after N random bytes, 50 times, anywhere in a deploy.
 
@@ -964,9 +967,17 @@ def test_dropped_connections_never_leave_a_broken_current(
                 assert sha(current_of(root)) == new.sha256, where
         return outcomes
 
+    caplog.set_level(logging.DEBUG, logger="asyncio")
     outcomes = asyncio.run(scenario())
+    gc.collect()  # tasks nobody awaited report their exceptions when they are collected
     # Most cuts land inside the upload and fail; a cut after the last byte lets a deploy finish.
     assert outcomes["failed"] >= runs // 3, outcomes
+    noise = [
+        r.getMessage()[:80]
+        for r in caplog.records
+        if r.name == "asyncio" and r.levelno >= logging.WARNING
+    ]
+    assert noise == [], noise  # no "socket.send() raised", no "Task exception was never retrieved"
     time.sleep(0.1)  # let sessions the proxy cut finish dying on the server side
     assert deploy(bundles[-1].path, direct, ssh=lab.ssh()).status == "unchanged"
     assert leftovers(root) == []
@@ -992,7 +1003,7 @@ def test_cli_deploy_status_rollback_local(make_bundle: BundleFactory, board: Cal
     assert back.code == 0 and back.json()["results"][0]["version"] == 1
     assert sha(current_of(root)) == sha(v1)
     both = cli("deploy", v1, "--target", root, "--inventory", root / "x.toml")
-    assert both.code == 2 and "exactly one of --target or --inventory" in both.err
+    assert both.code == 2 and "--target or --inventory, not both" in both.err
 
 
 def test_cli_deploy_fleet_over_ssh(
@@ -1024,7 +1035,7 @@ def test_cli_deploy_fleet_over_ssh(
     assert [r["device"] for r in ok.json()["results"]] == ["dev0"]
     fleet = cli("deploy", bundle, "--inventory", inventory, "--retries", "1", "--json")
     data = fleet.json()
-    assert fleet.code == 1 and data["ok"] is False
+    assert fleet.code == 80 and data["ok"] is False
     by_device = {r["device"]: r for r in data["results"]}
     assert by_device["dev0"]["status"] == "unchanged"
     assert by_device["dev1"]["status"] == by_device["dev2"]["status"] == "ok"
@@ -1107,3 +1118,154 @@ def test_versions_up_to_the_manifest_limit(
     [state] = status(str(root))
     assert state.version == 2**63 - 1 and state.problem is None
     assert rollback("demo", str(root)).version == 7
+
+
+# -- hostile layouts: symlinks planted below the target root ------------------------------------
+
+
+def _plant(root: Path, outside: Path, where: str) -> None:
+    """A symlink at ``root/demo`` or ``root/demo/releases`` pointing outside the root."""
+    outside.mkdir(exist_ok=True)
+    (outside / "precious.txt").write_text("do not touch")
+    if where == "name":
+        (root / "demo").symlink_to(outside, target_is_directory=True)
+    else:
+        (root / "demo").mkdir()
+        (root / "demo" / "releases").symlink_to(outside, target_is_directory=True)
+
+
+def _untouched(outside: Path) -> None:
+    assert sorted(p.name for p in outside.iterdir()) == ["precious.txt"]
+    assert (outside / "precious.txt").read_text() == "do not touch"
+
+
+@pytest.mark.parametrize("where", ["name", "releases"])
+def test_local_deploy_refuses_symlinks_below_the_root(make_bundle: BundleFactory, board: Callable[[str], Path],
+                                                      tmp_path: Path, where: str) -> None:  # fmt: skip
+    root = board(f"sym-{where}")
+    outside = tmp_path / f"outside-{where}"
+    _plant(root, outside, where)
+    with pytest.raises(DeployError, match="not a directory; refusing to write through it"):
+        deploy(make_bundle(1), str(root), DeployOptions(retry=ONCE))
+    _untouched(outside)
+    with pytest.raises(DeployError, match="refusing to write through it"):
+        rollback("demo", str(root), retry=ONCE)
+
+
+@pytest.mark.parametrize("where", ["name", "releases"])
+def test_ssh_deploy_refuses_symlinks_below_the_root(lab: Lab, make_bundle: BundleFactory, tmp_path: Path,
+                                                    where: str) -> None:  # fmt: skip
+    root = tmp_path / f"ssh-sym-{where}"
+    root.mkdir()
+    outside = tmp_path / f"ssh-outside-{where}"
+    _plant(root, outside, where)
+    if where == "releases":
+        # The review's case: a non-empty releases/ used to skip the directory checks entirely.
+        (outside / "1-0000000000000000.edgepkg").write_bytes(b"x")
+    target = parse_target(lab.servers[0].uri(root), ssh=lab.ssh())
+    with pytest.raises(DeployError, match="refusing to write through it"):
+        deploy(make_bundle(2), target, DeployOptions(retry=ONCE))
+    assert not (root / "demo" / "current").exists()
+    assert (outside / "precious.txt").read_text() == "do not touch"
+    assert len(list(outside.iterdir())) == (2 if where == "releases" else 1)
+
+
+# -- audits read headers and signatures first, and stream payloads ------------------------------
+
+
+def _sparse_hostile(raw: bytes, path: Path, payload: int) -> None:
+    """A file with a real bundle's header, edited (so unsigned) to claim a huge payload, and a
+    sparse tail of that size: what a compromised board or a planted file looks like."""
+    import json as _json
+    import struct
+
+    from .conftest import split_bundle
+
+    parts = split_bundle(raw)
+    manifest = _json.loads(parts.manifest)
+    manifest["payload"]["size"] = payload
+    if (
+        not manifest["payload"].get("encrypted", True)
+        or manifest["payload"].get("encryption") == "none"
+    ):
+        manifest["model"]["size"] = payload  # a plain payload is the model itself
+    m = _json.dumps(manifest, separators=(",", ":")).encode()
+    env = _json.dumps(parts.envelope, separators=(",", ":")).encode()
+    header = (b"EDGEPKG\n" + struct.pack(">HHI", 1, 0, len(m)) + m + struct.pack(">I", len(env)) + env
+              + struct.pack(">Q", payload))  # fmt: skip
+    with open(path, "wb") as handle:
+        handle.write(header)
+        handle.truncate(len(header) + payload)
+
+
+def test_audit_reads_signatures_before_payloads(
+    lab: Lab, make_bundle: BundleFactory, tmp_path: Path
+) -> None:
+    import json as _json
+
+    root = tmp_path / "audit-board"
+    root.mkdir()
+    uri = lab.servers[0].uri(root)
+    target = parse_target(uri, ssh=lab.ssh())
+    for version in (1, 2):
+        deploy(make_bundle(version), target, DeployOptions(retry=ONCE))
+    releases = root / "demo" / "releases"
+    _sparse_hostile(make_bundle(9).read_bytes(), releases / "9-0123456789abcdef.edgepkg", 1 << 30)
+    local = tmp_path / "local-audit"
+    local.mkdir()
+    _sparse_hostile(make_bundle(9).read_bytes(), local / "huge.edgepkg", 3 << 30)
+    for where in (["--target", uri, "--identity", str(lab.client.private), "--known-hosts",
+                   str(lab.known_hosts)], [str(local)]):  # fmt: skip
+        # VmHWM is this process image's own peak (ru_maxrss would carry the forking parent's
+        # over exec, and pytest with TensorFlow loaded is large).
+        code = ("import sys\nfrom edge_sdk.cli import main\ntry:\n    main(sys.argv[1:])\nfinally:\n"
+                "    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+                "    sys.stderr.write(hwm)\n")  # fmt: skip
+        proc = subprocess.run([sys.executable, "-c", code, "audit", *where, "--trust", str(lab.trust), "--json"],
+                              capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+        output = proc.stdout
+        peak_kib = int(proc.stderr.rsplit("VmHWM:", 1)[1].split()[0])
+        assert proc.returncode == 1, proc.stderr  # the hostile row fails the audit
+        assert peak_kib < 300 * 1024, f"audit peaked at {peak_kib // 1024} MiB"
+        report = _json.loads(output)
+        rows = {Path(r["path"]).name: r for r in report["rows"]}
+        hostile = rows["9-0123456789abcdef.edgepkg" if "--target" in where else "huge.edgepkg"]
+        assert hostile["status"] == "error" and hostile["kind"] == "signature", hostile
+        assert hostile["name"] == "demo" and hostile["version"] == 9  # what the header claimed
+        if "--target" in where:
+            good = [r for r in report["rows"] if r["status"] in ("ok", "warning")]
+            assert sorted(r["version"] for r in good) == [1, 2]
+            assert [r["version"] for r in good if r["current"]] == [2]
+
+
+def test_connection_noise_after_a_drop_is_not_printed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edge_sdk.transports import with_session
+
+    caplog.set_level(logging.DEBUG, logger="asyncio")
+
+    async def operation(session: Any) -> None:
+        async def reader(exc: BaseException) -> None:
+            raise exc
+
+        # What asyncssh leaves behind when a link drops: reader tasks that failed, never awaited.
+        for exc in (
+            ConnectionResetError("peer gone"),
+            BrokenPipeError("pipe"),
+            ValueError("a real bug"),
+        ):
+            asyncio.ensure_future(reader(exc))  # noqa: RUF006  (unreferenced on purpose)
+        await asyncio.sleep(0.01)
+        logging.getLogger("asyncio").warning("socket.send() raised exception.")
+
+    asyncio.run(with_session(parse_target(str(tmp_path)), operation, ONCE))
+    gc.collect()
+    shown = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "asyncio" and r.levelno >= logging.WARNING
+    ]
+    # Connection errors are quiet; anything else still reaches asyncio's handler.
+    assert len(shown) == 1 and "never retrieved" in shown[0], shown
+    assert any("ValueError" in str(r.exc_info) for r in caplog.records if r.name == "asyncio")

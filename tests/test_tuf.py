@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+import edge_sdk
 from edge_sdk import tuf_repo
 from edge_sdk.agent import Agent, PollResult, run_agent, translate_tuf_error
 from edge_sdk.audit_log import read_log, verify_log
-from edge_sdk.bundle import read_bundle, save_bundle
+from edge_sdk.bundle import save_bundle
 from edge_sdk.errors import (
     DecryptionError,
     ExpiredError,
@@ -39,6 +40,7 @@ from edge_sdk.errors import (
     RollbackError,
     SignatureError,
     StateError,
+    TargetMismatchError,
     TransportError,
     UsageError,
     VerificationError,
@@ -51,7 +53,7 @@ from edge_sdk.watch import ModelWatcher
 from tools.bench_tuf import run_fleet
 from tools.tuf_server import RepoServer
 
-from .conftest import REPO
+from .conftest import REPO, split_bundle
 from .tflite_builder import Buffer, Op, OpCode, Spec, Tensor, build
 
 QUICK = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02)
@@ -191,6 +193,7 @@ def forge(
     targets_keys: list[Path],
     *,
     version: int = 99,
+    data: bytes | None = None,
 ) -> None:
     """An attacker who holds the online snapshot and timestamp keys (a compromised server) and
     ``targets_keys`` adds a release signed by those targets keys, with consistent snapshot and
@@ -201,11 +204,11 @@ def forge(
     def signer(path: Path) -> CryptoSigner:
         return CryptoSigner(load_private_key(path).components[0])
 
-    data = lab.bundle(version).read_bytes()
+    data = data if data is not None else lab.bundle(version).read_bytes()
     sha = hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256(split_bundle(data).manifest).hexdigest()
     published = tuf_repo.PublishedTarget(
-        f"digits/{version}-evil.edgepkg", "digits", version, read_bundle(data).digest,
-        len(data), sha, "x86_64", (), (),
+        f"digits/{version}-evil.edgepkg", "digits", version, digest, len(data), sha, "x86_64", (), (),
     )  # fmt: skip
     (lab.repo / "targets" / "digits" / f"{sha}.{version}-evil.edgepkg").write_bytes(data)
     meta = lab.metadata
@@ -705,3 +708,109 @@ def test_importing_edge_sdk_does_not_import_tuf() -> None:
         "assert not any(m.split('.')[0] in ('tuf', 'securesystemslib') for m in sys.modules), 'tuf'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+# -- availability: a hostile target must not stop the next genuine release -----------------------
+
+
+def test_a_hostile_target_cannot_brick_the_agent(lab: Lab) -> None:
+    """The review's TUF variant: a target published with only the repository's online keys,
+    whose (unsigned) manifest holds a huge malformed value. Before the fix its rejection became
+    an audit record the log could not read back, and the agent never installed the fix."""
+    import json as _json
+
+    lab.publish(1)
+    agent = lab.agent()
+    assert [o.status for o in agent.poll().outcomes] == ["installed"]
+    parts = split_bundle(lab.bundle(5).read_bytes())
+    manifest = _json.loads(parts.manifest)
+    manifest["name"] = "\x1b[2J" + "x" * 200_000
+    parts.manifest = _json.dumps(manifest, separators=(",", ":")).encode()
+    targets_key = next((lab.repo / "keys").glob("targets-*.key"))
+    forge(lab, [targets_key], version=5, data=parts.join())
+    hostile = agent.poll()
+    assert [o.status for o in hostile.outcomes] == ["rejected"]
+    assert len(hostile.outcomes[0].reason or "") <= 1100
+    # The publisher's fix arrives through the same repository and is installed.
+    lab.publish(6)
+    fixed = agent.poll()
+    assert [(o.status, o.version) for o in fixed.outcomes] == [("installed", 6)]
+    assert lab.current().startswith(release(6))
+    events = lab.events()  # verifies the chain
+    assert [e["event"] for e in events].count("agent-reject") == 1
+    assert max(len(_json.dumps(e)) for e in events) < 16 * 1024
+    # And the device loads it.
+    link = lab.tmp / "dev0" / "install" / "digits" / "current"
+    model = edge_sdk.load(
+        link, trust=lab.trust, device_key=lab.device, state_dir=lab.tmp / "dev0" / "state"
+    )
+    assert model.manifest.version == 6
+    model.close()
+
+
+def test_watcher_follows_current_when_it_moves_during_start_up(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process sharing the state dir accepts v2 while this watcher opens the v1 that
+    ``current`` named a moment earlier: the watcher must serve v2, not crash with RollbackError."""
+    import edge_sdk.runtime as runtime
+
+    lab.publish(1, name="add", model=add_model(1.0))
+    agent = lab.agent()
+    agent.poll()
+    state = lab.tmp / "shared-state"
+    link = lab.tmp / "dev0" / "install" / "add" / "current"
+    real_load = runtime.load
+    moved = threading.Event()
+
+    def racing_load(source: Any, **kw: Any) -> Any:
+        if not moved.is_set():  # the other process wins the race during our first load
+            moved.set()
+            lab.publish(2, name="add", model=add_model(2.0))
+            agent.poll()
+            real_load(link, **kw).close()  # ... and accepts v2 in the shared state dir
+        return real_load(source, **kw)
+
+    monkeypatch.setattr(runtime, "load", racing_load)
+    load = {"trust": lab.trust, "device_key": lab.device, "state_dir": state}
+    with ModelWatcher(link, load) as watcher:
+        assert float(watcher.predict(ONES)[0, 0]) == 3.0
+        assert watcher.release.startswith(release(2))
+
+
+def test_watcher_and_load_refuse_another_name_in_the_layout(lab: Lab) -> None:
+    """Anyone who can swap ``current`` must not substitute a release signed under another name
+    (it would bypass that name's anti-rollback counter)."""
+    lab.publish(1, name="add", model=add_model(1.0))
+    lab.agent().poll()
+    other = lab.bundle(9, name="add-beta", model=add_model(5.0))
+    folder = lab.tmp / "dev0" / "install" / "add"
+    planted = folder / "releases" / "9-0123456789abcdef.edgepkg"
+    planted.write_bytes(other.read_bytes())
+    (folder / "current").unlink()
+    (folder / "current").symlink_to("releases/9-0123456789abcdef.edgepkg")
+    load = {"trust": lab.trust, "device_key": lab.device, "state_dir": lab.tmp / "s"}
+    with pytest.raises(
+        TargetMismatchError, match="add-beta v9 was loaded where 'add' was expected"
+    ):
+        edge_sdk.load(folder / "current", **load)
+    with pytest.raises(TargetMismatchError, match="where 'add' was expected"):
+        ModelWatcher(folder / "current", load)
+    # Outside the layout the caller says what it expects.
+    with pytest.raises(TargetMismatchError):
+        edge_sdk.load(other, expected_name="add", **load)
+    edge_sdk.load(other, **load).close()
+
+
+def test_agent_with_device_key_and_profile_checks_before_switching(lab: Lab) -> None:
+    lab.publish(1)
+    agent = lab.agent(device_key=lab.device, profile="x86_64")
+    assert [o.status for o in agent.poll().outcomes] == ["installed"]
+    # Encrypted for another device: refused before current moves.
+    lab.publish(2, recipient=generate_key("device"))
+    result = agent.poll()
+    assert [o.status for o in result.outcomes] == ["rejected"]
+    assert "not a recipient" in (result.outcomes[0].reason or "") or "recipient" in (
+        result.outcomes[0].reason or ""
+    )
+    assert lab.current().startswith(release(1))

@@ -3,7 +3,8 @@
 Suites: ``crypto`` (verify + decrypt throughput and peak memory on a 100 MB payload),
 ``quant`` (size / latency / accuracy per quantization mode), ``runtime`` (SDK overhead vs raw
 LiteRT, secure load vs plain load, import time, workers), ``audit`` (1,000 bundles vs raw read +
-hash), ``deploy`` (tools/bench_deploy.py).
+hash), ``deploy`` (tools/bench_deploy.py), ``keys`` (tools/bench_keys.py: unwrap and signing with
+keys in SoftHSM2 and a swtpm against file keys).
 Every figure that is a claim is a ratio measured side by side in one run, because this machine is
 shared and absolute times drift. The README's tables were made with the commands it names.
 """
@@ -136,7 +137,10 @@ def crypto_suite(size_mb: int = 100) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "suites", nargs="*", default=["crypto"], help="crypto, quant, runtime, audit, deploy, all"
+        "suites",
+        nargs="*",
+        default=["crypto"],
+        help="crypto, quant, runtime, audit, deploy, keys, all",
     )
     parser.add_argument("--size-mb", type=int, default=100)
     args = parser.parse_args()
@@ -161,6 +165,10 @@ def main() -> None:
             audit_suite()
         elif suite == "deploy":
             subprocess.run([sys.executable, str(REPO / "tools" / "bench_deploy.py")], check=True)
+        elif suite == "keys":
+            from tools.bench_keys import keys_suite
+
+            keys_suite()
         else:
             parser.error(f"unknown suite {suite!r}")
 

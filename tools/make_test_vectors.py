@@ -1,11 +1,14 @@
-"""Regenerate the committed format test vectors in tests/vectors/ — only on purpose.
+"""Add format test vectors to tests/vectors/ — only on purpose, and never rewriting one.
 
 The vectors are bundles sealed with fixed keys (committed too) around a small real model. Every
 future release must still open them (tests/test_vectors.py), so a format change that breaks old
-bundles fails CI. Sealing is randomised (content keys, HPKE ephemerals, ECDSA nonces), so running
-this script produces different bytes: commit the result only when adding a new format version.
+bundles fails CI. Sealing is randomised (content keys, HPKE ephemerals, ECDSA nonces), so a vector
+once committed is never regenerated: this script writes only the keys and vectors that do not
+exist yet, and keeps the entries of expected.json it finds.
 
-    python tools/make_test_vectors.py            # writes tests/vectors/
+    python tools/make_test_vectors.py            # adds what is missing to tests/vectors/
+
+The negative (invalid) vectors are made from these by tools/make_invalid_vectors.py.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ KEYS = {
     "signer-ecdsa": ("signing", "ecdsa-p256"),
     "signer-hybrid": ("signing", "ed25519+mldsa65"),
     "device-x25519": ("device", "x25519"),
-    "device-mlkem": ("device", "mlkem768-x25519"),
+    "device-mlkem": ("device", "mlkem768-x25519"),  # two PEM blocks: written by release 1.0
+    "device-xwing": ("device", "mlkem768-x25519"),  # X-Wing seed and SPKI (id-XWing)
 }
 VECTORS = {
     "v1-ed25519-signed-only": {"signers": ["signer-ed25519"], "recipients": []},
@@ -44,6 +48,10 @@ VECTORS = {
     "v1-hybrid-mlkem-aes256gcm-2signers": {
         "signers": ["signer-hybrid", "signer-ed25519"], "recipients": ["device-mlkem", "device-x25519"],
     },
+    # The payload of a signed-only compressed bundle is the zstd stream itself.
+    "v1-ed25519-signed-only-zstd": {"signers": ["signer-ed25519"], "recipients": [], "compression": "zstd"},
+    # A device key in the X-Wing seed encoding.
+    "v1-ecdsa-xwing-aes256gcm": {"signers": ["signer-ecdsa"], "recipients": ["device-xwing"]},
 }  # fmt: skip
 
 
@@ -63,13 +71,21 @@ def main() -> None:
     for name, (kind, alg) in KEYS.items():
         if not (keys_dir / f"{name}.key").exists():
             save_keypair(generate_key(kind, alg), keys_dir / name)  # type: ignore[arg-type]
+    for path in keys_dir.glob("*.key"):
+        path.chmod(0o600)  # git keeps no file modes; these are public test keys
     keys = {name: load_private_key(keys_dir / f"{name}.key") for name in KEYS}
     model_path = OUT / "model.tflite"
     if not model_path.exists():
         model_path.write_bytes(_model())
     model = model_path.read_bytes()
-    expected: dict[str, object] = {"model_sha256": hashlib.sha256(model).hexdigest(), "bundles": {}}
+    index = OUT / "expected.json"
+    expected = json.loads(index.read_text()) if index.exists() else {"bundles": {}}
+    expected["model_sha256"] = hashlib.sha256(model).hexdigest()
+    written = []
     for name, spec in VECTORS.items():
+        if (OUT / f"{name}.edgepkg").exists():
+            continue  # a committed vector is never rewritten
+        written.append(name)
         bundle = seal_bundle(
             model, name="vector", version=1, target=Target("x86_64", "ai-edge-litert", "2.3.0", ("x86_64",)),
             signers=[keys[s] for s in spec["signers"]],  # type: ignore[attr-defined]
@@ -84,8 +100,8 @@ def main() -> None:
             "recipients": [keys[r].key_id for r in spec["recipients"]],  # type: ignore[attr-defined]
             "file_sha256": hashlib.sha256((OUT / f"{name}.edgepkg").read_bytes()).hexdigest(),
         }
-    (OUT / "expected.json").write_text(json.dumps(expected, indent=2) + "\n")
-    print(f"wrote {len(VECTORS)} vectors to {OUT}")
+    index.write_text(json.dumps(expected, indent=2) + "\n")
+    print(f"wrote {len(written)} new vector(s) to {OUT}: {', '.join(written) or 'none'}")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System tools the tests use for real: OpenSSH's sshd (deploy tests), openssl (auditor test),
-# nginx (the TUF repository server).
+# nginx (the TUF repository server), SoftHSM2 and a software TPM with tpm2-tools (keys held in
+# hardware); libtss2-dev and pkg-config build tpm2-pytss (the 'tpm' extra) where no wheel fits.
 need=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+[ -e /usr/lib/softhsm/libsofthsm2.so ] || need+=(softhsm2)
+command -v swtpm >/dev/null 2>&1 || need+=(swtpm)
+command -v swtpm_ioctl >/dev/null 2>&1 || need+=(swtpm-tools)
+command -v tpm2_dictionarylockout >/dev/null 2>&1 || need+=(tpm2-tools)
+[ -e /usr/include/tss2/tss2_esys.h ] || need+=(libtss2-dev)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
@@ -23,7 +30,7 @@ if [ ! -x .venv/bin/python ]; then
   $PY -m venv .venv 2>/dev/null || { $PY -m pip install -q --user virtualenv && $PY -m virtualenv -q .venv; }
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[host,device,deploy,tuf,dev]'
+.venv/bin/python -m pip install -q -e '.[host,device,deploy,tuf,hsm,tpm,dev]'
 
 .venv/bin/ruff check edge_sdk tests tools
 .venv/bin/ruff format --check edge_sdk tests tools

@@ -9,11 +9,22 @@ in :func:`main`; nothing else in the package prints or exits.
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from edge_sdk.errors import EdgeSDKError
 
-from . import audit, bundles, device, fleet, keys, package, profiles, repo  # noqa: F401  (registers)
+# Importing a command module registers its commands; the order is the order of --help.
+from . import (  # noqa: F401
+    audit,
+    bundles,
+    device,
+    fleet,
+    keys,
+    package,
+    profiles,
+    project,
+    repo,
+)
 from ._common import app, print_json, safe
 
 
@@ -29,15 +40,41 @@ def _fail(exc: EdgeSDKError, as_json: bool) -> NoReturn:
             }
         )
     else:
-        sys.stderr.write(f"error: {safe(exc.diagnostics())}\n")
+        sys.stderr.write(f"error: {safe(exc.diagnostics(), keep_newlines=True)}\n")
     sys.exit(exc.exit_code)
+
+
+_METAVARS = {"Path": "PATH", "str": "TEXT", "int": "INTEGER", "float": "FLOAT"}
+
+
+def _classic_metavars(command: Any) -> Any:
+    """Give every option and argument the metavar users know from other tools (``PATH``,
+    ``TEXT``, ``MODEL``) instead of typer's ``<list[Path]>``."""
+    for param in getattr(command, "params", []):
+        if param.metavar is not None or getattr(param, "is_flag", False):
+            continue
+        if param.param_type_name == "argument":
+            param.metavar = param.name.upper()
+            param.display_type_rich = lambda ctx: None  # the name says it: MODEL, BUNDLE, PATHS...
+        else:
+            bare = param.type_descriptor.annotation
+            element = (
+                getattr(bare, "__args__", (bare,))[0] if param.type_descriptor.is_list else bare
+            )
+            param.metavar = _METAVARS.get(getattr(element, "__name__", ""), "VALUE")
+    for sub in getattr(command, "commands", {}).values():
+        _classic_metavars(sub)
+    return command
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, map every EdgeSDKError to its exit code."""
+    import typer.main
+
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=args, prog_name="edge-sdk")
+        command = _classic_metavars(typer.main.get_command(app))
+        command.main(args=args, prog_name="edge-sdk")
     except EdgeSDKError as exc:
         _fail(exc, "--json" in args)
     except KeyboardInterrupt:

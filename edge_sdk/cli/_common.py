@@ -13,10 +13,27 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
-from edge_sdk.errors import KeyFileError, UsageError
+from edge_sdk.errors import EdgeSDKError, KeyFileError, UsageError, escape_text
+
+#: The order of ``edge-sdk --help``: the way a project uses the tool, first to last.
+COMMAND_ORDER = (
+    "init", "keys", "profiles", "package", "inspect", "verify", "recipients", "deploy", "status",
+    "rollback", "audit", "run", "bench", "doctor", "repo", "agent",
+)  # fmt: skip
+
+
+class _OrderedGroup(TyperGroup):
+    def list_commands(self, ctx: Any) -> list[str]:
+        known = super().list_commands(ctx)
+        return [c for c in COMMAND_ORDER if c in known] + [
+            c for c in known if c not in COMMAND_ORDER
+        ]
+
 
 app = typer.Typer(
+    cls=_OrderedGroup,
     name="edge-sdk",
     help="Take a trained model to a fleet of edge boards: package, verify, deploy, run.",
     no_args_is_help=True,
@@ -24,6 +41,25 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # private keys must never appear in a traceback
     rich_markup_mode=None,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from edge_sdk import __version__
+
+        sys.stdout.write(f"edge-sdk {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Take a trained model to a fleet of edge boards: package, verify, deploy, run."""
+
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 TrustOpt = Annotated[
@@ -35,7 +71,11 @@ TrustOpt = Annotated[
 
 
 DeviceKeyOpt = Annotated[
-    Path | None, typer.Option(help="This device's private key (for encrypted bundles).")
+    str | None,
+    typer.Option(
+        help="This device's private key: a key file, a pkcs11: URI or a tpm2: reference "
+        "(for encrypted bundles; docs/KEYS.md)."
+    ),
 ]
 ProfileOpt = Annotated[
     str | None, typer.Option(help="This board's profile (threads, delegates, target check).")
@@ -43,6 +83,20 @@ ProfileOpt = Annotated[
 StateOpt = Annotated[Path | None, typer.Option(help="Anti-rollback state and audit log directory.")]
 StrictOpt = Annotated[
     bool, typer.Option("--strict-delegates", help="A delegate that fails to load is an error.")
+]
+NameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--name",
+        help="The bundle name you expect; another is refused (default: from the deploy layout "
+        "NAME/current).",
+    ),
+]
+AllowUnencryptedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unencrypted", help="Accept a signed-only bundle although a device key is given."
+    ),
 ]
 MismatchOpt = Annotated[
     bool, typer.Option("--allow-target-mismatch", help="Testing: skip the target check.")
@@ -108,12 +162,16 @@ def kv(title: str, pairs: list[tuple[str, str]]) -> None:
     console().print(table)
 
 
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), 127] if c != 10}
+def safe(text: str, *, keep_newlines: bool = False) -> str:
+    """Text that may come from a bundle or file, with every control character escaped.
 
-
-def safe(text: str) -> str:
-    """Text from a bundle, shown without its control characters (no terminal escapes)."""
-    return text.translate(_CONTROL)
+    C0 and C1 controls (ESC, CSI 0x9b, OSC …), DEL and line separators could move the cursor,
+    rewrite the terminal title or fake table rows; they are shown as ``\\xNN``. Newlines survive
+    only where we put them ourselves (an error's hint line).
+    """
+    if keep_newlines:
+        return "\n".join(escape_text(line) for line in text.split("\n"))
+    return escape_text(text)
 
 
 def human_size(n: int) -> str:
@@ -132,9 +190,13 @@ def warn(message: str) -> None:
 # -- key loading with passphrase prompt -----------------------------------------------------------
 
 
-def load_private(path: Path, kind: str) -> Any:
+def load_private(path: Path | str, kind: str) -> Any:
+    """A private key file (prompting for its passphrase on a terminal), or a token/TPM key."""
+    from edge_sdk.key_uri import is_key_reference
     from edge_sdk.keys import load_private_key
 
+    if is_key_reference(path):
+        return load_private_key(path, kind=kind)  # type: ignore[arg-type]
     try:
         return load_private_key(path, kind=kind)  # type: ignore[arg-type]
     except KeyFileError as exc:
@@ -156,17 +218,25 @@ def parse_expiry(text: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+def _number(value: Any) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if ok and abs(value) < 1e300 else None
+
+
 def pruning_line(report: Any) -> str:
+    """The pruning report of a manifest in one line; a report of another shape is said to be so
+    (it is signed, but written by whoever held the key: never trust its shape)."""
     if not isinstance(report, dict):
         return "not pruned"
-    tuned = report.get("fine_tune") or {}
-    how = f"{report.get('mode', '?')}, " + (
-        f"fine-tuned {tuned['epochs']} epochs" if tuned.get("epochs") else "post-training"
+    sparsity, weights = _number(report.get("sparsity")), _number(report.get("prunable_weights"))
+    if sparsity is None or weights is None:
+        return "pruned (report not readable; see inspect --json)"
+    tuned = report.get("fine_tune")
+    epochs = _number(tuned.get("epochs")) if isinstance(tuned, dict) else None
+    how = f"{str(report.get('mode', '?'))[:20]}, " + (
+        f"fine-tuned {epochs:.0f} epochs" if epochs else "post-training"
     )
-    return (
-        f"{report.get('sparsity', 0):.1%} of {report.get('prunable_weights', 0):,} prunable "
-        f"weights are zero ({how})"
-    )
+    return f"{sparsity:.1%} of {weights:,.0f} prunable weights are zero ({how})"
 
 
 def ssh_options(identity: Path | None, known_hosts: Path | None, accept_new: bool, port: int | None,
@@ -179,11 +249,24 @@ def ssh_options(identity: Path | None, known_hosts: Path | None, accept_new: boo
 
 def select_devices(target: str | None, inventory: Path | None, devices: list[str] | None, groups: list[str] | None,
              ssh: Any) -> list[Any]:  # fmt: skip
-    """``--target`` (as a one-device fleet) or the selected inventory devices."""
+    """``--target`` (as a one-device fleet), the selected inventory devices, or — with neither —
+    the ``[deploy]`` target or inventory of the project's edge-sdk.toml."""
     from edge_sdk.inventory import Device, load_inventory
 
-    if (target is None) == (inventory is None):
-        raise UsageError("give exactly one of --target or --inventory")
+    if target is not None and inventory is not None:
+        raise UsageError("give --target or --inventory, not both")
+    if target is None and inventory is None:
+        from edge_sdk.config import find_config
+
+        config = find_config()
+        if config is not None and (config.deploy_target or config.deploy_inventory):
+            target, inventory = config.deploy_target, config.deploy_inventory
+            groups = groups or list(config.deploy_groups)
+        else:
+            raise UsageError(
+                "where to? give --target DIR|ssh://user@host/path or --inventory fleet.toml",
+                hint="or set [deploy] target or inventory in edge-sdk.toml",
+            )
     if target is not None:
         if devices or groups:
             raise UsageError("--device and --group select from an --inventory")
@@ -194,13 +277,8 @@ def select_devices(target: str | None, inventory: Path | None, devices: list[str
 
 def select_targets(target: str | None, inventory: Path | None, devices: list[str] | None, groups: list[str] | None,
              ssh: Any) -> list[Any]:  # fmt: skip
-    """``--target`` or the selected inventory devices, as deploy targets."""
-    from edge_sdk.transports import parse_target
-
-    chosen = select_devices(target, inventory, devices, groups, ssh)
-    return (
-        [parse_target(target, ssh=ssh)] if target is not None else [d.open_target() for d in chosen]
-    )
+    """The devices of :func:`select_devices`, as deploy targets."""
+    return [d.open_target() for d in select_devices(target, inventory, devices, groups, ssh)]
 
 
 def counter(show: bool, label: str) -> Any:
@@ -217,3 +295,31 @@ def counter(show: bool, label: str) -> Any:
             yield lambda n: status.update(f"{label}: {n} done")
 
     return run()
+
+
+def publisher_trust(paths: list[Path] | None, command: str) -> Any:
+    """The trust store a host-side command checks bundles against before shipping them.
+
+    ``--trust`` when given, else the public key of the project's signing key (``edge-sdk init``);
+    with neither, the command refuses rather than ship unverified bundles.
+    """
+    from edge_sdk.keys import TrustStore
+
+    if paths:
+        return TrustStore.load(paths)
+    from edge_sdk.config import find_config
+
+    config = find_config()
+    if config is not None and config.signing_public is not None:
+        return TrustStore.load([config.signing_public])
+    raise UsageError(
+        f"{command} verifies bundles before publishing them: give --trust PUBLISHER.pub",
+        hint="or run 'edge-sdk init' so the project's signing key is the default",
+    )
+
+
+def exit_code_of(errors: list[EdgeSDKError]) -> int:
+    """A fleet command's exit code: the documented code of its failures when they agree (e.g.
+    80 when every failure was the network), else 1."""
+    codes = {e.exit_code for e in errors}
+    return codes.pop() if len(codes) == 1 else 1

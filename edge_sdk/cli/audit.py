@@ -34,6 +34,16 @@ from ._common import (
 class _AuditGroup(TyperGroup):
     """``edge-sdk audit PATH…`` scans; ``edge-sdk audit log FILE`` reads a device log."""
 
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        # The scan is what `edge-sdk audit` does: show its arguments and options, then `log`.
+        scan = self.commands["scan"]
+        scan.format_usage(ctx, formatter)
+        scan.format_help_text(ctx, formatter)
+        scan.format_options(ctx, formatter)
+        with formatter.section("Device audit logs"):
+            formatter.write_dl([("edge-sdk audit log FILE [--verify] [--repair]",
+                                 "Print, check or repair a device's hash-chained audit log.")])  # fmt: skip
+
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["scan", *args]
@@ -125,8 +135,12 @@ def audit_scan(
 @audit_app.command("log")
 def audit_log(
     path: Annotated[
-        Path, typer.Argument(help="The device's audit.log (rotated files are read too).")
-    ],
+        Path | None,
+        typer.Argument(
+            help="The device's audit.log; rotated files are read too (default: this device's, in "
+            "its state directory)."
+        ),
+    ] = None,
     verify_chain: Annotated[bool, typer.Option("--verify", help="Check the hash chain.")] = False,
     repair: Annotated[
         bool,
@@ -140,7 +154,9 @@ def audit_log(
 ) -> None:
     """Print a device's audit log; with --verify, name the first broken record."""
     from edge_sdk.audit_log import AuditLog, log_files, read_log, verify_log
+    from edge_sdk.state import default_state_dir
 
+    path = path or default_state_dir() / "audit.log"
     files = log_files(path)
     if not files:
         raise UsageError(f"audit log {path} does not exist")

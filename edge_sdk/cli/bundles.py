@@ -36,7 +36,9 @@ def _bundle_summary(bundle: Any) -> dict[str, Any]:
             "compressed": m.payload.compressed_size,
         },
         "encrypted": m.payload.encrypted,
-        "sparsity": (m.reports.get("pruning") or {}).get("sparsity"),
+        "sparsity": pruning.get("sparsity")
+        if isinstance(pruning := m.reports.get("pruning"), dict)
+        else None,
     }
 
 
@@ -89,7 +91,7 @@ def inspect(
         pairs.append((f"output {spec.name}", f"{list(spec.shape)} {spec.dtype}"))
     for name, report in m.reports.items():
         if name != "pruning":  # shown above; its per-layer table would be cut off here anyway
-            pairs.append((f"report {name}", json.dumps(report, sort_keys=True)[:200]))
+            pairs.append((f"report {name}", _report_line(report)))
     kv(str(bundle), pairs)
 
 
@@ -108,7 +110,10 @@ def verify(
     bundle: Annotated[Path, typer.Argument(help="The .edgepkg file.")],
     trust: TrustOpt,
     device_key: Annotated[
-        Path | None, typer.Option(help="Also unwrap, decrypt in memory and check the model hash.")
+        str | None,
+        typer.Option(
+            help="Also unwrap, decrypt in memory and check the model hash (file, pkcs11: or tpm2:)."
+        ),
     ] = None,
     threshold: Annotated[
         int | None, typer.Option(help="Override the trust store's threshold.")
@@ -159,7 +164,9 @@ app.add_typer(recipients_app, name="recipients")
 @recipients_app.command("add")
 def recipients_add(
     bundle: Annotated[Path, typer.Argument(help="The .edgepkg to extend (rewritten atomically).")],
-    device_key: Annotated[Path, typer.Option(help="A device key that is already a recipient.")],
+    device_key: Annotated[
+        str, typer.Option(help="A device key that is already a recipient (file, pkcs11: or tpm2:).")
+    ],
     recipient: Annotated[list[Path], typer.Option(help="Device public key to add; repeatable.")],
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write here instead of in place.")
@@ -175,3 +182,15 @@ def recipients_add(
     updated = add_recipients(read_bundle(bundle), opener, new)
     save_bundle(updated, out or bundle)
     console().print(f"{out or bundle}: {len(updated.recipients)} recipient(s)", markup=False)
+
+
+def _report_line(report: Any, limit: int = 300) -> str:
+    """A report as JSON when it is short; otherwise its keys (never JSON cut mid-token)."""
+    text = json.dumps(report, sort_keys=True)
+    if len(text) <= limit:
+        return text
+    if isinstance(report, dict):
+        keys = sorted(map(str, report))
+        shown = ", ".join(k[:40] for k in keys[:12]) + (", …" if len(keys) > 12 else "")
+        return f"{len(keys)} fields: {shown} (inspect --json shows them all)"
+    return f"{type(report).__name__} of {len(text):,} characters (inspect --json shows it)"

@@ -10,9 +10,11 @@ import typer
 from edge_sdk.errors import UsageError
 
 from ._common import (
+    AllowUnencryptedOpt,
     DeviceKeyOpt,
     JsonOpt,
     MismatchOpt,
+    NameOpt,
     ProfileOpt,
     StateOpt,
     StrictOpt,
@@ -25,29 +27,12 @@ from ._common import (
 )
 
 
-def _device_load(
-    bundle: Path,
-    trust: list[Path],
-    device_key: Path | None,
-    profile: str | None,
-    state_dir: Path | None,
-    threads: int | None,
-    strict_delegates: bool,
-    allow_target_mismatch: bool,
-) -> Any:
+def _device_load(bundle: Path, trust: list[Path], device_key: str | None, **options: Any) -> Any:
+    """``edge_sdk.load`` with a key file (prompting for its passphrase when needed)."""
     from edge_sdk.runtime import load
 
     key = load_private(device_key, "device") if device_key else None
-    return load(
-        bundle,
-        trust=trust,
-        device_key=key,
-        profile=profile,
-        state_dir=state_dir,
-        threads=threads,
-        strict_delegates=strict_delegates,
-        allow_target_mismatch=allow_target_mismatch,
-    )
+    return load(bundle, trust=trust, device_key=key, **options)
 
 
 def _load_inputs(path: Path) -> Any:
@@ -60,6 +45,14 @@ def _load_inputs(path: Path) -> Any:
     try:
         # Our own file handle: numpy leaves its handle open when a .npz turns out corrupt.
         with open(path, "rb") as handle:
+            magic = handle.read(6)
+            if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
+                raise DataError(
+                    f"{path} is not a numpy array file (.npy or .npz)",
+                    hint="save inputs with numpy.save(path, x), or numpy.savez(path, name=x) "
+                    "for several inputs",
+                )
+            handle.seek(0)
             data = np.load(handle, allow_pickle=False)
             if isinstance(data, np.ndarray):
                 return data
@@ -109,6 +102,8 @@ def run(
     ] = None,
     strict_delegates: StrictOpt = False,
     allow_target_mismatch: MismatchOpt = False,
+    expected_name: NameOpt = None,
+    allow_unencrypted: AllowUnencryptedOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Verify, decrypt in memory and run a bundle on the inputs; print or save the outputs."""
@@ -116,15 +111,10 @@ def run(
 
     x = _load_inputs(input)
     with _device_load(
-        bundle,
-        trust,
-        device_key,
-        profile,
-        state_dir,
-        threads,
-        strict_delegates,
-        allow_target_mismatch,
-    ) as model:
+        bundle, trust, device_key, profile=profile, state_dir=state_dir, threads=threads,
+        strict_delegates=strict_delegates, allow_target_mismatch=allow_target_mismatch,
+        expected_name=expected_name, require_encryption=False if allow_unencrypted else None,
+    ) as model:  # fmt: skip
         y = model.predict(x, raw=raw, signature=signature)
         outputs = y if isinstance(y, dict) else {model.tensors(signature)[1][0].name: y}
         if output is not None:

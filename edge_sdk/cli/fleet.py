@@ -22,6 +22,7 @@ from ._common import (
     TimeoutOpt,
     app,
     console,
+    exit_code_of,
     print_json,
     select_devices,
     select_targets,
@@ -132,6 +133,9 @@ def deploy(
             results.extend(fleet.results)
             stopped = stopped or fleet.stopped
     failed_count = sum(1 for r in results if r.status not in ("ok", "unchanged"))
+    errors = [r.error for r in results if r.error is not None]
+    if len(devices) == 1 and len(errors) == len(results) and errors:
+        raise errors[0]  # one target: its error, message, hint and exit code, as every command
     if as_json:
         print_json({
             "ok": failed_count == 0 and not stopped,
@@ -149,7 +153,7 @@ def deploy(
                          + (f" (rollout stopped: {skipped} skipped)" if stopped and skipped else ""),
                          markup=False)  # fmt: skip
     if failed_count or stopped:
-        raise typer.Exit(1)
+        raise typer.Exit(exit_code_of(errors))
 
 
 @app.command()
@@ -173,28 +177,30 @@ def rollback(
     from edge_sdk.deploy import rollback as do_rollback
 
     ssh = ssh_options(identity, known_hosts, accept_new_host_keys, port, connect_timeout)
-    rows, failures = [], 0
-    for tgt in select_targets(target, inventory, device, group, ssh):
+    rows: list[dict[str, Any]] = []
+    errors: list[EdgeSDKError] = []
+    targets = select_targets(target, inventory, device, group, ssh)
+    for tgt in targets:
         try:
             result = do_rollback(name, tgt, to_version=to_version, ssh=ssh)
             rows.append({"target": tgt.label, "ok": True, "from": result.from_file, "to": result.to_file,
                          "version": result.version})  # fmt: skip
         except EdgeSDKError as exc:
-            if target is not None:
+            if len(targets) == 1:
                 raise
-            failures += 1
+            errors.append(exc)
             rows.append(
                 {"target": tgt.label, "ok": False, "error": exc.kind, "reason": exc.message}
             )
     if as_json:
-        print_json({"ok": not failures, "results": rows})
+        print_json({"ok": not errors, "results": rows})
     else:
         table(None, ["target", "result"], [
             [r["target"], f"{r['from']} → {r['to']} (v{r['version']})" if r["ok"] else f"FAILED: {r['reason']}"]
             for r in rows
         ])  # fmt: skip
-    if failures:
-        raise typer.Exit(1)
+    if errors:
+        raise typer.Exit(exit_code_of(errors))
 
 
 @app.command()
@@ -215,27 +221,28 @@ def status(
 
     ssh = ssh_options(identity, known_hosts, accept_new_host_keys, port, connect_timeout)
     rows: list[dict[str, Any]] = []
-    failures = 0
-    for tgt in select_targets(target, inventory, device, group, ssh):
+    errors: list[EdgeSDKError] = []
+    targets = select_targets(target, inventory, device, group, ssh)
+    for tgt in targets:
         try:
             for rel in get_status(tgt, ssh=ssh):
                 rows.append({"target": tgt.label, "name": rel.name, "version": rel.version, "digest": rel.digest,
                              "file": rel.file, "switched_at": rel.switched_at.isoformat() if rel.switched_at else None,
                              "releases": list(rel.releases), "problem": rel.problem})  # fmt: skip
         except EdgeSDKError as exc:
-            if target is not None:
+            if len(targets) == 1:
                 raise
-            failures += 1
+            errors.append(exc)
             rows.append(
                 {"target": tgt.label, "name": None, "problem": f"{exc.kind}: {exc.message}"}
             )
     if as_json:
-        print_json({"ok": not failures, "releases": rows})
+        print_json({"ok": not errors, "releases": rows})
     else:
         table(None, ["target", "name", "version", "digest", "switched", "releases", "problem"], [
             [r["target"], r.get("name") or "", str(r.get("version") or ""), (r.get("digest") or "")[:16],
              r.get("switched_at") or "", str(len(r.get("releases") or [])), r.get("problem") or ""]
             for r in rows
         ])  # fmt: skip
-    if failures:
-        raise typer.Exit(1)
+    if errors:
+        raise typer.Exit(exit_code_of(errors))

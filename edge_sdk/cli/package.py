@@ -46,16 +46,33 @@ def _progress_runner(as_json: bool) -> Any:
 @app.command()
 def package(
     model: Annotated[Path, typer.Argument(help=".keras, .h5, SavedModel directory, or .tflite")],
-    profile: Annotated[str, typer.Option(help="Device profile name or path to a .toml file.")],
+    profile: Annotated[
+        str | None,
+        typer.Option(help="Device profile name or .toml path (default: edge-sdk.toml's)."),
+    ] = None,
     sign_key: Annotated[
-        list[Path], typer.Option(help="Signing private key; repeat for several signers.")
-    ],
-    name: Annotated[str, typer.Option(help="Bundle name (letters, digits, . _ -).")],
-    version: Annotated[int, typer.Option(help="Monotonic version number (anti-rollback).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output .edgepkg path.")],
+        list[str] | None,
+        typer.Option(
+            help="Signing private key file or pkcs11: URI of an HSM key; repeatable "
+            "(default: edge-sdk.toml's)."
+        ),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Bundle name (default: the model's file name).")
+    ] = None,
+    version: Annotated[
+        int | None,
+        typer.Option(help="Monotonic version (default: UTC build time, YYYYMMDDhhmmss)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output path (default: NAME.PROFILE.edgepkg beside it)."),
+    ] = None,
     recipient: Annotated[
         list[Path] | None,
-        typer.Option(help="Device public key to encrypt for; repeatable. None: signed only."),
+        typer.Option(
+            help="Device public key to encrypt for; repeatable (default: edge-sdk.toml's)."
+        ),
     ] = None,
     quantize: Annotated[
         str | None, typer.Option(help="none|dynamic|float16|int8|int16x8 (default: profile)")
@@ -128,21 +145,44 @@ def package(
     as_json: JsonOpt = False,
 ) -> None:
     """Convert, quantize, check and seal a model into a signed (and encrypted) bundle."""
+    from edge_sdk.config import default_name, default_output, default_version, find_config
     from edge_sdk.keys import load_public_key
     from edge_sdk.packaging import PackageOptions, package_model
     from edge_sdk.profiles import load_profile
     from edge_sdk.pruning import parse_sparsity
 
+    config = find_config()
+    profile = profile or (config.profile if config is not None else None)
+    if profile is None:
+        raise UsageError("which board is this for? give --profile (see 'edge-sdk profiles list')")
     prof = load_profile(profile)
+    if not sign_key:
+        if config is None or config.signing_key is None:
+            raise UsageError(
+                "no signing key: run 'edge-sdk init' once to create one (or pass --sign-key)"
+            )
+        sign_key = [str(config.signing_key)]
     signers = [load_private(p, "signing") for p in sign_key]
+    if group and inventory is None:
+        raise UsageError("--group selects devices from an --inventory")
+    if recipient is None and inventory is None and config is not None:
+        # The project's devices, unless the command line names its own.
+        recipient = list(config.recipients)
+        if config.inventory is not None:
+            inventory, group = config.inventory, list(config.groups)
     recipients = [load_public_key(p, kind="device") for p in recipient or []]
     if inventory is not None:
         recipients += _inventory_recipients(inventory, group or [])
-    elif group:
-        raise UsageError("--group selects devices from an --inventory")
+    if not recipients and not as_json:
+        warn(
+            "NOT ENCRYPTED: no device is configured, so this bundle is signed only and any "
+            "reader can extract the model. Add recipients (or an inventory) to edge-sdk.toml, "
+            "or pass --recipient DEVICE.pub."
+        )
+    out = out or default_output(model, prof.name, config.output_dir if config else None)
     options = PackageOptions(
-        name=name,
-        version=version,
+        name=name or default_name(model),
+        version=version if version is not None else default_version(),
         quantize=quantize,
         io_dtype=io_dtype,
         aead=aead,

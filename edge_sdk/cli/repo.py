@@ -11,12 +11,15 @@ from edge_sdk.errors import UsageError
 
 from ._common import (
     JsonOpt,
+    ProfileOpt,
     TrustOpt,
     app,
     console,
     human_size,
     kv,
+    load_private,
     print_json,
+    publisher_trust,
     table,
     warn,
 )
@@ -112,12 +115,19 @@ def repo_publish(
     keep: Annotated[
         int | None, typer.Option(help="List only the newest N versions per bundle name.")
     ] = None,
+    trust: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="The publisher keys devices trust (.pub or trust directory); each bundle must "
+            "verify against them before it is published. Default: the project's signing key."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Add bundles as targets; signs new targets, snapshot and timestamp metadata."""
     from edge_sdk.tuf_repo import publish
 
-    result = publish(bundles, repo, group, keep=keep)
+    result = publish(bundles, repo, group, keep=keep, trust=publisher_trust(trust, "repo publish"))
     if as_json:
         print_json({
             "published": [{"path": t.path, "length": t.length, **t.to_custom()} for t in result.published],
@@ -246,6 +256,18 @@ def agent(
         list[str] | None,
         typer.Option("--hardware-id", help="This device's ids (default: detected)."),
     ] = None,
+    profile: ProfileOpt = None,
+    device_key: Annotated[
+        str | None,
+        typer.Option(
+            help="This device's key (file, pkcs11: or tpm2: reference): every release is opened "
+            "in memory before it is installed, and signed-only releases are refused."
+        ),
+    ] = None,
+    allow_unencrypted: Annotated[
+        bool,
+        typer.Option("--allow-unencrypted", help="Accept signed-only releases with --device-key."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Pull updates from a TUF repository: verify (TUF and bundle signatures), install, roll back."""
@@ -256,7 +278,9 @@ def agent(
         raise UsageError("--once and --interval exclude each other")
     device = Agent(
         repo, root, state_dir, install_dir, TrustStore.load(trust),
-        group=group, hardware_ids=hardware_id or None, health_check=health_check,
+        group=group, hardware_ids=hardware_id or None, health_check=health_check, profile=profile,
+        device_key=load_private(device_key, "device") if device_key else None,
+        allow_unencrypted=allow_unencrypted,
     )  # fmt: skip
     if interval is None:
         result = device.poll()

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import posixpath
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from edge_sdk.errors import EdgeSDKError, TransportError, UsageError
@@ -34,6 +35,8 @@ EntryKind = Literal["file", "dir", "link", "other"]
 UploadProgress = Callable[[int], None]
 
 T = TypeVar("T")
+
+log = logging.getLogger("edge_sdk")
 
 
 @dataclass(frozen=True)
@@ -307,6 +310,7 @@ async def with_session(
         TransportError, DeployError: the translated failure of the last attempt.
     """
     raw = target.raw_errors()
+    _quiet_connection_noise(raw)
     for attempt in range(retry.attempts):
         session: Session | None = None
         try:
@@ -332,6 +336,43 @@ async def with_session(
             on_retry(failure, delay)
         await asyncio.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover - the loop always returns or raises
+
+
+class _DropNoise(logging.Filter):
+    """asyncio's own warning when a peer vanished mid-write: the transport's error says it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("socket.send() raised exception")
+
+
+_NOISE_FILTER = _DropNoise()
+
+
+def _quiet_connection_noise(raw: tuple[type[BaseException], ...]) -> None:
+    """Keep a dropped connection from printing asyncio tracebacks a retry already handled.
+
+    A link that drops leaves asyncssh's reader tasks failing with nobody awaiting them; asyncio
+    would print "Task exception was never retrieved" with the whole traceback when they are
+    collected, and "socket.send() raised exception" for each write after the drop — even when
+    the next attempt succeeds. Connection errors of this transport go to the debug log instead;
+    anything else still reaches asyncio's default handler.
+    """
+    asyncio_log = logging.getLogger("asyncio")
+    if _NOISE_FILTER not in asyncio_log.filters:
+        asyncio_log.addFilter(_NOISE_FILTER)
+    loop = asyncio.get_running_loop()
+    if getattr(loop.get_exception_handler(), "_edge_sdk", False):
+        return
+
+    def handler(event_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, (*raw, ConnectionError, EOFError)):
+            log.debug("ignored after a dropped connection: %s: %s", type(exc).__name__, exc)
+            return
+        event_loop.default_exception_handler(context)
+
+    handler._edge_sdk = True  # type: ignore[attr-defined]
+    loop.set_exception_handler(handler)
 
 
 def parse_target(uri: str, *, ssh: SshOptions | None = None, label: str | None = None) -> Target:

@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from edge_sdk.errors import HostDependencyError, TransportError
+from edge_sdk.errors import HostDependencyError, TransportError, install_hint
 from edge_sdk.transports import (
     CommandResult,
     Entry,
@@ -376,14 +376,18 @@ class SshTarget(Target):
                 hint="passphrase-protected keys must be loaded into an SSH agent",
             ) from None
 
-    async def connect(self) -> Session:
+    def _asyncssh(self) -> Any:
         try:
             import asyncssh
         except ImportError:
             raise HostDependencyError(
                 f"{self.label}: SSH targets need asyncssh, which is not installed",
-                hint="pip install 'edge-sdk[deploy]'",
+                hint=install_hint("deploy"),
             ) from None
+        return asyncssh
+
+    async def connect(self) -> Session:
+        asyncssh = self._asyncssh()
 
         self._check_identity()
         text = self._known_hosts_text()
@@ -428,8 +432,7 @@ class SshTarget(Target):
                 handle.write(line)
 
     def raw_errors(self) -> tuple[type[BaseException], ...]:
-        import asyncssh
-
+        asyncssh = self._asyncssh()
         return (asyncssh.Error, OSError, asyncio.TimeoutError)
 
     async def explain(self, exc: BaseException, session: Session | None) -> Failure:

@@ -1,0 +1,81 @@
+"""Writing files where someone else may write too: exclusive temp files, atomic replace, locks.
+
+Deploy targets, output directories and state directories can be shared with other users. There a
+predictable temp name opened without ``O_EXCL`` and ``O_NOFOLLOW`` lets a local user plant a
+symlink and make us overwrite a file of their choosing, and a killed writer leaves its temp file
+behind. Every file edge-sdk writes goes through :func:`atomic_write` (or :func:`temp_beside` when
+it streams), which avoids both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def _no_follow() -> int:
+    return getattr(os, "O_NOFOLLOW", 0)
+
+
+def temp_beside(path: Path, mode: int = 0o600) -> tuple[int, Path]:
+    """An exclusive, unpredictable temp file in ``path``'s directory: ``(fd, temp path)``.
+
+    ``O_CREAT | O_EXCL | O_NOFOLLOW`` with a random name: in a directory someone else can write,
+    a predictable name opened without these flags lets them point it (by symlink) at a file of
+    their choosing and have us overwrite it.
+    """
+    for _ in range(16):
+        tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(8)}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _no_follow(), mode)
+        except FileExistsError:  # pragma: no cover - 64 random bits colliding
+            continue
+        return fd, tmp
+    raise FileExistsError(f"no free temp name beside {path}")  # pragma: no cover
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Remove temp files a killed writer of ``path`` left behind (call it under the writers'
+    lock, so no live writer's temp can be among them)."""
+    with contextlib.suppress(OSError):
+        for stale in path.parent.glob(f".{path.name}.tmp-*"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new content, never a mix.
+
+    The data goes to an exclusive random temp file beside ``path`` (see :func:`temp_beside`),
+    is fsynced, and is renamed over ``path``; then the directory is fsynced.
+    """
+    fd, tmp = temp_beside(path, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def locked(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``lock_path`` (created if needed)."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | _no_follow(), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
