@@ -382,6 +382,8 @@ def keras_source(model: Any, fmt: str = "keras") -> SourceModel:
     # A model built for one sample per call (keras.Input(..., batch_size=1)) is run sample by
     # sample, as the device runtime runs it: its graph may hard-code that one sample.
     one_at_a_time = any(shape and shape[0] == 1 for shape in input_shapes)
+    # Only a first dimension that is a batch (open, or one sample) may be split into samples.
+    batched = all(shape and shape[0] in (None, -1, 1) for shape in input_shapes)
 
     def run_once(args: list[np.ndarray]) -> list[np.ndarray]:
         result = model(args[0] if len(args) == 1 else args, training=False)
@@ -392,7 +394,8 @@ def keras_source(model: Any, fmt: str = "keras") -> SourceModel:
         args = [feeds[name] for name in input_names]
         n = len(args[0]) if args and np.ndim(args[0]) else 1
         values = None if one_at_a_time and n != 1 else run_once(args)
-        if values is None or (n > 1 and any(v.ndim == 0 or len(v) != n for v in values)):
+        folded = batched and n > 1 and any(v.ndim == 0 or len(v) != n for v in values or ())
+        if values is None or folded:
             # Outputs that do not follow the batch (a reshape hard-coding one sample folds a
             # batch together): per sample, as the device runtime runs such a model.
             runs = [run_once([a[i : i + 1] for a in args]) for i in range(n)]
@@ -674,7 +677,10 @@ def synthetic_inputs(
     per_sample = sample_shapes(source, shapes)
     feeds: dict[str, np.ndarray] = {}
     for i, name in enumerate(source.input_names):
-        shape, dtype = (n, *per_sample[name]), source.dtype(i)
+        first = source.input_shapes[i][0] if source.input_shapes[i] else None
+        # A first dimension fixed above 1 is not a batch (rows the model needs together).
+        rows = first if first is not None and first > 1 else n
+        shape, dtype = (rows, *per_sample[name]), source.dtype(i)
         if dtype.kind == "b":
             feeds[name] = rng.random(shape) < 0.5
         elif dtype.kind in "iu":
@@ -744,6 +750,14 @@ def run_tflite(
         model = Model(model_bytes)
     try:
         n = len(next(iter(feeds.values())))
+        fixed = sorted({t.shape[0] for t in model.inputs if t.shape and t.shape[0] > 1})
+        if fixed:
+            # A first dimension fixed above 1 takes exactly that many rows per run.
+            batch = fixed[0]
+            if n % batch:
+                raise DataError(
+                    f"the model takes its inputs {batch} rows at a time; the data has {n} rows"
+                )
         chunks: dict[str, list[np.ndarray]] = {}
         for start in range(0, n, batch):
             part = {k: v[start : start + batch] for k, v in feeds.items()}
@@ -1203,9 +1217,9 @@ def convert_model(
     # inputs made up in each input's own dtype and range, at the --input-shape or default size.
     real = calib or evald
     synthetic = None if real is not None else describe_synthetic(source)
-    feeds = (
-        real.head(PARITY_SAMPLES) if real is not None else synthetic_inputs(source, shapes=shapes)
-    )
+    fixed_rows = [d[0] for d in source.input_shapes if d and d[0] is not None and d[0] > 1]
+    head = fixed_rows[0] if fixed_rows else PARITY_SAMPLES  # rows a fixed first dimension takes
+    feeds = real.head(head) if real is not None else synthetic_inputs(source, shapes=shapes)
     parity = _parity(source, float_bytes, feeds, synthetic)
     parity["inputs"] = real.source if real is not None else synthetic
     notes: list[str] = []

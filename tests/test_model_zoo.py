@@ -663,3 +663,25 @@ def test_string_input_is_refused_by_predict_and_run_by_the_interpreter() -> None
         interpreter.set_tensor(0, np.array([[b"a", b"bc"]]))
         interpreter.invoke()
         assert interpreter.get_tensor(2).tolist() == [[b"a", b"bc"]]
+
+
+def test_a_fixed_first_dimension_other_than_one_is_not_a_batch(
+    tmp_path: Path, keyset: KeySet
+) -> None:
+    """[4, 3]: four rows the model needs together (keras.Input(batch_size=4)). Exactly that
+    shape runs; no other count is split, stacked or resized into it."""
+    import keras
+
+    keras.utils.set_random_seed(20)
+    x_in = keras.Input((3,), batch_size=4, name="rows")
+    pooled = keras.ops.sum(keras.layers.Dense(2)(x_in), axis=0, keepdims=True)  # mixes the rows
+    model = keras.Model(x_in, keras.layers.Identity(name="pooled")(pooled))
+    model.save(tmp_path / "rows.keras")
+    _package(tmp_path / "rows.keras", tmp_path / "rows.edgepkg", keyset)
+    rows = np.random.default_rng(2).standard_normal((4, 3)).astype(np.float32)
+    with _load(tmp_path / "rows.edgepkg", keyset, tmp_path) as loaded:
+        assert loaded.inputs[0].shape == (4, 3)
+        np.testing.assert_allclose(loaded.predict(rows), np.asarray(model(rows)), atol=1e-5)
+        for count in (0, 3, 8):
+            with pytest.raises(InferenceInputError, match=r"expects shape \[4, 3\], got"):
+                loaded.predict(rows[:1].repeat(count, axis=0))
