@@ -87,7 +87,9 @@ def test_doctor_wants_a_private_state_directory(tmp_path: Path) -> None:
     shared.mkdir()
     shared.chmod(0o755)
     check = state_dir_check(shared)
-    assert check.status == "warn" and "0755" in check.detail and check.fix and "chmod 700" in check.fix
+    assert (
+        check.status == "warn" and "0755" in check.detail and check.fix and "chmod 700" in check.fix
+    )
     link = tmp_path / "link"
     link.symlink_to(private)
     assert "symlink" in state_dir_check(link).detail
