@@ -8,6 +8,11 @@ An audit reads and hashes; it never decrypts. Each bundle gets a status:
   carries signatures from keys the trust store does not know;
 * ``error`` — anything fails; ``reason`` says what, ``kind`` is the error's short name.
 
+With a provenance policy (``--require-provenance``, ``--policy FILE``) each bundle must also carry
+a build attestation that is bound to it and signed by the trusted publisher, and its attested
+history must meet the policy (:mod:`edge_sdk.provenance_policy`); otherwise the row is an
+``error`` of kind ``provenance`` or ``policy``.
+
 Rows also say whether the file is the release a device's ``current`` link points at (the layout
 ``edge-sdk deploy`` writes: ``<root>/<name>/releases/…`` with ``<root>/<name>/current``).
 """
@@ -21,12 +26,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .bundle import Bundle, StreamedRead, read_bundle, stream_file
 from .errors import EdgeSDKError, UsageError, escape_text
 from .keys import TrustStore
 from .verify import Policy, check_bundle
+
+if TYPE_CHECKING:
+    from .provenance_policy import ProvenancePolicy
 
 BUNDLE_SUFFIX = ".edgepkg"
 STATUSES = ("ok", "warning", "error")
@@ -48,6 +56,8 @@ class AuditRow:
     expires: str | None = None
     format_version: int | None = None
     current: bool = False
+    #: With a provenance policy: "verified" (and "meets POLICY"), or "rejected"; else empty.
+    provenance: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -96,8 +106,12 @@ def audit_bundle(
     now: datetime | None = None,
     warn_within: timedelta = timedelta(days=30),
     current: bool = False,
+    provenance: ProvenancePolicy | None = None,
 ) -> AuditRow:
-    """Check one bundle (file or bytes) the way an auditor can: no device key, no decryption."""
+    """Check one bundle (file or bytes) the way an auditor can: no device key, no decryption.
+
+    With ``provenance``, the bundle's build attestation must verify and meet that policy.
+    """
     where = label or str(source if isinstance(source, Path) else "<bytes>")
     reader: StreamedRead | None = None
     try:
@@ -129,13 +143,24 @@ def audit_bundle(
         result = check_bundle(bundle, Policy(trust, now=now))
     except EdgeSDKError as exc:
         return AuditRow(status="error", reason=exc.message, kind=exc.kind, **base)  # type: ignore[arg-type]
+    verdict = ""
+    if provenance is not None:
+        from .attestation import verified_attestation
+
+        try:
+            provenance.check(verified_attestation(manifest, trust).provenance)
+        except EdgeSDKError as exc:
+            return AuditRow(status="error", reason=exc.message, kind=exc.kind,
+                            provenance="rejected", **base)  # type: ignore[arg-type]  # fmt: skip
+        policy = Path(provenance.source).name if provenance.source else ""
+        verdict = f"verified, meets {policy}" if policy else "verified"
     now = now or datetime.now(timezone.utc)
     warnings = [w for w in result.warnings if not w.startswith("expires soon")]
     expires = manifest.expires_at
     if expires is not None and expires - now < warn_within:
         warnings.insert(0, f"expires within {warn_within.days} days ({manifest.expires})")
     status = "warning" if warnings else "ok"
-    return AuditRow(status=status, reason="; ".join(warnings), **base)  # type: ignore[arg-type]
+    return AuditRow(status=status, reason="; ".join(warnings), provenance=verdict, **base)  # type: ignore[arg-type]
 
 
 def _error_row(
@@ -157,13 +182,15 @@ def audit_paths(
     now: datetime | None = None,
     warn_within: timedelta = timedelta(days=30),
     progress: Callable[[int], None] = lambda _n: None,
+    provenance: ProvenancePolicy | None = None,
 ) -> list[AuditRow]:
     """Audit every bundle under local ``paths``; ``progress`` is told how many are done."""
     rows = []
     for count, path in enumerate(find_bundles(paths), start=1):
         rows.append(
-            audit_bundle(path, trust, now=now, warn_within=warn_within, current=_is_current(path))
-        )
+            audit_bundle(path, trust, now=now, warn_within=warn_within, current=_is_current(path),
+                         provenance=provenance)
+        )  # fmt: skip
         progress(count)
     return rows
 
@@ -213,6 +240,7 @@ def audit_targets(
     now: datetime | None = None,
     warn_within: timedelta = timedelta(days=30),
     progress: Callable[[int], None] = lambda _n: None,
+    provenance: ProvenancePolicy | None = None,
 ) -> list[AuditRow]:
     """Audit every release on deploy targets (directories or ``ssh://``), reusing the deploy
     transport: ``<root>/<name>/releases/*.edgepkg``, with ``current`` read from the link.
@@ -250,6 +278,7 @@ def audit_targets(
                         audit_bundle(
                             source, trust, device=target.label, label=rel, now=now,
                             warn_within=warn_within, current=current == f"releases/{item.name}",
+                            provenance=provenance,
                         )
                     )  # fmt: skip
             return found

@@ -166,6 +166,27 @@ class TargetMismatchError(VerificationError):
     kind = "target"
 
 
+class ModelSignatureError(VerificationError):
+    """The source model's model-signing signature is missing, invalid, by another signer, or does not cover it."""
+
+    exit_code = 27
+    kind = "model-signature"
+
+
+class ProvenanceError(VerificationError):
+    """A bundle's build attestation is missing, malformed, oversized, unsigned or about another bundle."""
+
+    exit_code = 28
+    kind = "provenance"
+
+
+class ProvenancePolicyError(ProvenanceError):
+    """A bundle's attested history does not meet the audit's provenance policy."""
+
+    exit_code = 29
+    kind = "policy"
+
+
 class DecryptionError(VerificationError):
     """The payload cannot be opened: not a recipient, wrong device key, or AEAD failure."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from .bundle import Bundle, save_bundle
 from .errors import CompatibilityError, ModelInputError, UsageError
 from .keys import PrivateKey, PublicKey
-from .manifest import Target, TensorSpec
+from .manifest import Manifest, Target, TensorSpec
 from .profiles import DeviceProfile
 
 if TYPE_CHECKING:
+    from .model_signature import ModelSignatureOptions
     from .pruning import PruneOptions
 
 Progress = Callable[[str], None]
@@ -53,6 +54,8 @@ class PackageOptions:
     prune: float | Literal["auto"] | None = None
     train: Path | None = None
     epochs: int | None = None
+    #: Verify the source model's model-signing signature first (see edge_sdk.model_signature).
+    model_signature: ModelSignatureOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -164,11 +167,33 @@ def package_model(
     recipients: Sequence[PublicKey] = (),
     progress: Progress = lambda _step: None,
 ) -> PackageResult:
-    """Convert (if needed), check, seal and write one bundle.
+    """Convert (if needed), check, seal and write one bundle, with its build attestation.
 
     Raises:
-        EdgeSDKError: typed by cause — model, data, conversion, accuracy, compatibility, keys.
+        EdgeSDKError: typed by cause — model, data, conversion, accuracy, compatibility, keys,
+            the source model's signature (ModelSignatureError), provenance.
     """
+    # Provenance (edge_sdk/provenance.py): the inputs are verified and hashed first — a signed
+    # model is converted from a private verified copy — and the conversion is attested at sealing.
+    from .provenance import prepare_sources
+
+    with prepare_sources(model_path, options, signers, progress) as sources:
+        return _package_model(
+            sources.model_path, output, profile, options, signers, recipients, progress,
+            sources.attest,
+        )  # fmt: skip
+
+
+def _package_model(
+    model_path: Path,
+    output: Path,
+    profile: DeviceProfile,
+    options: PackageOptions,
+    signers: Sequence[PrivateKey],
+    recipients: Sequence[PublicKey],
+    progress: Progress,
+    attest: Callable[[Manifest], Mapping[str, Any]],
+) -> PackageResult:
     from .compat import check_compatibility, read_tflite
     from .convert import (
         DEFAULT_MAX_ACCURACY_DROP,
@@ -266,6 +291,7 @@ def package_model(
         chunk_size=options.chunk_size,
         compression="zstd" if level else "none",
         compression_level=level or None,
+        attest=attest,
     )
     if not output.parent.exists():
         raise ModelInputError(f"output directory {output.parent} does not exist")

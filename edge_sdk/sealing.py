@@ -7,9 +7,10 @@ bound into HPKE's ``info``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -45,8 +46,12 @@ def seal_bundle(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     compression: str = "none",
     compression_level: int | None = None,
+    attest: Callable[[Manifest], Mapping[str, Any]] | None = None,
 ) -> Bundle:
     """Build a signed bundle; encrypted for ``recipients`` when any are given, else signed-only.
+
+    ``attest`` builds the signed build attestation from the finished manifest; it is stored as
+    ``reports["provenance"]`` (docs/FORMAT.md), so the bundle signature covers it too.
 
     Raises:
         UsageError: inconsistent options (e.g. an unknown AEAD).
@@ -94,6 +99,9 @@ def seal_bundle(
         payload=payload,
         reports=dict(reports or {}),
     )
+    if attest is not None:
+        reports = {**manifest.reports, "provenance": dict(attest(manifest))}
+        manifest = dataclasses.replace(manifest, reports=reports)
     manifest_bytes = manifest.to_bytes()
     signatures = sign_manifest(manifest_bytes, signers)
     digest = hashlib.sha256(manifest_bytes).digest()

@@ -222,3 +222,69 @@ def test_control_characters_from_a_bundle_never_reach_the_terminal(
     path.write_bytes(parts.join())
     result = cli("inspect", path)
     assert result.code == 12 and "\x1b" not in result.err and "\\x1b" in result.err
+
+
+# -- first-run polish -----------------------------------------------------------------------------
+
+
+def test_version_and_help(cli: Any) -> None:
+    from edge_sdk import __version__
+
+    assert cli("--version").out == f"edge-sdk {__version__}\n"
+    audit = cli("audit", "--help").out
+    assert (
+        "--trust" in audit and "--format" in audit and "audit log FILE" in audit
+    )  # not hidden on `scan`
+    package = cli("package", "--help").out
+    assert "--sign-key TEXT" in package and "--calibration PATH" in package and "<" not in package
+
+
+def test_a_private_key_is_not_a_trust_store(
+    bundle: Path, key_files: dict[str, Path], cli: Any
+) -> None:
+    result = cli("verify", bundle, "--trust", key_files["signer"])
+    assert result.code == errors.TrustStoreError.exit_code
+    assert "is a private key; a trust store holds public keys only" in result.err
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o644])
+def test_a_public_key_as_signing_key_says_so(mode: int, tmp_path: Path, key_files: dict[str, Path],
+                                             cli: Any) -> None:  # fmt: skip
+    pub = key_files["signer.pub"]
+    pub.chmod(mode)
+    model = REPO / "tests" / "vectors" / "model.tflite"
+    result = cli(
+        "package", model, "--profile", "x86_64", "--sign-key", pub, "-o", tmp_path / "x.edgepkg"
+    )
+    assert result.code == errors.KeyFileError.exit_code and "not a private key" in result.err, (
+        result.err
+    )
+    assert "permissions" not in result.err
+
+
+def test_run_refuses_a_text_file_as_input(bundle: Path, key_files: dict[str, Path], tmp_path: Path,
+                                          cli: Any) -> None:  # fmt: skip
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello\n")
+    result = cli("run", bundle, "--trust", key_files["signer.pub"], "--device-key", key_files["device"],
+                 "--input", notes)  # fmt: skip
+    assert result.code == errors.DataError.exit_code
+    assert "is not a numpy array file (.npy or .npz)" in result.err and "pickle" not in result.err
+
+
+def test_run_with_the_wrong_expected_name(key_files: dict[str, Path], keyset: KeySet, tmp_path: Path,
+                                          cli: Any) -> None:  # fmt: skip
+    import numpy as np
+
+    model = (REPO / "tests" / "vectors" / "model.tflite").read_bytes()
+    path = tmp_path / "b.edgepkg"
+    path.write_bytes(make_bundle_bytes(keyset, model=model))
+    np.save(tmp_path / "x.npy", np.zeros((1, 4), np.float32))
+    common = ["--trust", key_files["signer.pub"], "--device-key", key_files["device"], "--input",
+              tmp_path / "x.npy", "--state-dir", tmp_path / "s"]  # fmt: skip
+    wrong = cli("run", path, *common, "--name", "digits-beta")
+    assert (
+        wrong.code == errors.TargetMismatchError.exit_code
+        and "'digits-beta' was expected" in wrong.err
+    )
+    assert cli("run", path, *common, "--name", "digits").code == 0

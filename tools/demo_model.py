@@ -2,12 +2,12 @@
 
 ``python tools/demo_model.py OUTDIR`` writes ``digits.h5`` (legacy Keras HDF5, what most users
 have), ``calibration.npz`` (300 training images), ``eval.npz`` (held-out images and labels) and
-``sample.npy`` (8 held-out images). Nothing is downloaded: the data ships inside scikit-learn.
+``sample.npy`` (8 held-out images, labels in ``sample_labels.npy``). Nothing is downloaded: the
+data ships inside scikit-learn.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,9 @@ def digits_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 def train_digits_cnn(epochs: int = 12) -> Any:
     """A two-conv CNN, ~97% accurate on the held-out digits."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from edge_sdk.convert import import_tensorflow
+
+    import_tensorflow()  # imported the quiet way: no CUDA probing chatter on CPU-only hosts
     import keras
 
     keras.utils.set_random_seed(0)
@@ -53,13 +55,23 @@ def train_digits_cnn(epochs: int = 12) -> Any:
 def write_demo(out: Path) -> None:
     """The model and data files the README's demo packages."""
     out.mkdir(parents=True, exist_ok=True)
+    import logging
+
+    from edge_sdk.convert import native_output_captured
+
     x_train, _, x_test, y_test = digits_data()
-    train_digits_cnn().save(out / "digits.h5")
+    # Saving as legacy .h5 on purpose (what most users have): Keras's warning about it, and the
+    # CUDA probing TensorFlow prints when training starts on a CPU-only host, are noise here.
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    with native_output_captured():
+        train_digits_cnn().save(out / "digits.h5")
     np.savez(out / "calibration.npz", x=x_train[:300])
     np.savez(out / "eval.npz", x=x_test, y=y_test)
     np.save(out / "sample.npy", x_test[:8])
+    np.save(out / "sample_labels.npy", y_test[:8])
     print(
-        f"wrote {out}/digits.h5, calibration.npz, eval.npz, sample.npy (labels {y_test[:8].tolist()})"
+        f"wrote {out}/digits.h5, calibration.npz, eval.npz, sample.npy "
+        f"(labels {y_test[:8].tolist()} in sample_labels.npy)"
     )
 
 

@@ -15,6 +15,7 @@ from edge_sdk.errors import EdgeSDKError
 
 # Importing a command module registers its commands; the order is the order of --help.
 from . import (  # noqa: F401
+    attest,
     audit,
     bundles,
     device,

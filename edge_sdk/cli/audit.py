@@ -83,6 +83,17 @@ def audit_scan(
     expiring_days: Annotated[
         int, typer.Option(help="Warn when a bundle expires within N days.")
     ] = 30,
+    require_provenance: Annotated[
+        bool,
+        typer.Option(
+            "--require-provenance",
+            help="Each bundle must carry a build attestation bound to it and signed by trust.",
+        ),
+    ] = False,
+    policy: Annotated[
+        Path | None,
+        typer.Option(help="Provenance policy TOML (implies --require-provenance)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check every bundle without a device key: one row each, a summary, an exit code."""
@@ -101,6 +112,11 @@ def audit_scan(
     if not (paths or target or inventory):
         raise UsageError("nothing to audit: give PATHs, --target or --inventory")
     store = TrustStore.load(trust, threshold=threshold)
+    provenance = None
+    if policy is not None or require_provenance:
+        from edge_sdk.provenance_policy import ProvenancePolicy
+
+        provenance = ProvenancePolicy.load(policy) if policy is not None else ProvenancePolicy()
     ssh = ssh_options(identity, known_hosts, accept_new_host_keys, port, connect_timeout)
     remote = [parse_target(t, ssh=ssh) for t in target or []]
     if inventory is not None:
@@ -109,8 +125,11 @@ def audit_scan(
         raise UsageError("--group selects devices from an --inventory")
     within = timedelta(days=expiring_days)
     with counter(fmt == "table", "Auditing") as progress:
-        rows = audit_paths(paths or [], store, warn_within=within, progress=progress)
-        rows += audit_targets(remote, store, warn_within=within, progress=progress)
+        rows = audit_paths(
+            paths or [], store, warn_within=within, progress=progress, provenance=provenance
+        )
+        rows += audit_targets(remote, store, warn_within=within, progress=progress,
+                              provenance=provenance)  # fmt: skip
     summary = summarize(rows)
     bad = failed(rows, fail_on)
     if fmt == "json":
@@ -118,9 +137,11 @@ def audit_scan(
     elif fmt == "csv":
         sys.stdout.write(to_csv(rows))
     else:
-        table(None, ["device", "path", "name", "version", "digest", "signers", "status", "reason"], [
+        extra = ["provenance"] if provenance is not None else []
+        table(None, ["device", "path", "name", "version", "digest", "signers", *extra, "status", "reason"], [
             [r.device, r.path + (" (current)" if r.current else ""), r.name or "", str(r.version or ""),
-             (r.digest or "")[:16], " ".join(k[:16] for k in r.signers), r.status.upper(), r.reason]
+             (r.digest or "")[:16], " ".join(k[:16] for k in r.signers), *([r.provenance] if extra else []),
+             r.status.upper(), r.reason]
             for r in rows
         ])  # fmt: skip
         console().print(

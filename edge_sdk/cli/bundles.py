@@ -20,6 +20,7 @@ from ._common import (
     pruning_line,
     warn,
 )
+from .attest import provenance_lines, provenance_summary
 
 
 def _bundle_summary(bundle: Any) -> dict[str, Any]:
@@ -39,6 +40,7 @@ def _bundle_summary(bundle: Any) -> dict[str, Any]:
         "sparsity": pruning.get("sparsity")
         if isinstance(pruning := m.reports.get("pruning"), dict)
         else None,
+        "provenance": provenance_summary(m),
     }
 
 
@@ -85,12 +87,14 @@ def inspect(
             or ("none: NOT ENCRYPTED" if not m.payload.encrypted else "none"),
         ),
     ]
+    pairs.extend(provenance_lines(m))
     for spec in m.model.inputs:
         pairs.append((f"input {spec.name}", f"{list(spec.shape)} {spec.dtype}"))
     for spec in m.model.outputs:
         pairs.append((f"output {spec.name}", f"{list(spec.shape)} {spec.dtype}"))
     for name, report in m.reports.items():
-        if name != "pruning":  # shown above; its per-layer table would be cut off here anyway
+        # Shown above: pruning's per-layer table and the attestation would be cut off here.
+        if name not in ("pruning", "provenance"):
             pairs.append((f"report {name}", _report_line(report)))
     kv(str(bundle), pairs)
 

@@ -29,10 +29,12 @@ from ._common import (
 
 def _device_load(bundle: Path, trust: list[Path], device_key: str | None, **options: Any) -> Any:
     """``edge_sdk.load`` with a key file (prompting for its passphrase when needed)."""
+    from edge_sdk.native_output import quiet_runtime_info
     from edge_sdk.runtime import load
 
     key = load_private(device_key, "device") if device_key else None
-    return load(bundle, trust=trust, device_key=key, **options)
+    with quiet_runtime_info():
+        return load(bundle, trust=trust, device_key=key, **options)
 
 
 def _load_inputs(path: Path) -> Any:

@@ -21,6 +21,7 @@ from ._common import (
     pruning_line,
     warn,
 )
+from .attest import provenance_lines, provenance_summary
 
 
 def _progress_runner(as_json: bool) -> Any:
@@ -29,7 +30,8 @@ def _progress_runner(as_json: bool) -> Any:
 
     labels = {"load": "Loading model", "convert": "Converting to TFLite", "calibrate": "Calibrating and quantizing",
               "quantize": "Quantizing", "check": "Checking runtime compatibility", "evaluate": "Evaluating accuracy",
-              "seal": "Signing and encrypting", "prune": "Pruning"}  # fmt: skip
+              "seal": "Signing and encrypting", "prune": "Pruning",
+              "verify": "Verifying the model's signature"}  # fmt: skip
 
     @contextlib.contextmanager
     def run() -> Any:
@@ -142,6 +144,23 @@ def package(
     epochs: Annotated[
         int | None, typer.Option(help="Fine-tuning epochs with --train (default 8)")
     ] = None,
+    # -- provenance: the source model's model-signing signature (edge_sdk/model_signature.py) --
+    model_signature: Annotated[
+        Path | None,
+        typer.Option(help="model-signing signature of MODEL (e.g. model.sig); checked first."),
+    ] = None,
+    model_signer: Annotated[
+        Path | None, typer.Option(help="EC public key (PEM) MODEL must be signed with.")
+    ] = None,
+    model_signer_identity: Annotated[
+        str | None, typer.Option(help="Sigstore keyless: the signer's certificate identity.")
+    ] = None,
+    model_signer_issuer: Annotated[
+        str | None, typer.Option(help="Sigstore keyless: that identity's OIDC issuer URL.")
+    ] = None,
+    sigstore_trust_config: Annotated[
+        Path | None, typer.Option(help="Sigstore keyless: a client trust config file (offline).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Convert, quantize, check and seal a model into a signed (and encrypted) bundle."""
@@ -180,6 +199,18 @@ def package(
             "or pass --recipient DEVICE.pub."
         )
     out = out or default_output(model, prof.name, config.output_dir if config else None)
+    signature_check = None
+    if any(
+        v is not None
+        for v in (model_signature, model_signer, model_signer_identity, model_signer_issuer,
+                  sigstore_trust_config)
+    ):  # fmt: skip
+        from edge_sdk.model_signature import ModelSignatureOptions
+
+        signature_check = ModelSignatureOptions(
+            model_signature, model_signer, model_signer_identity, model_signer_issuer,
+            sigstore_trust_config,
+        )  # fmt: skip
     options = PackageOptions(
         name=name or default_name(model),
         version=version if version is not None else default_version(),
@@ -199,6 +230,7 @@ def package(
         prune=parse_sparsity(prune) if prune is not None else None,
         train=train,
         epochs=epochs,
+        model_signature=signature_check,
     )
     with _progress_runner(as_json) as progress:
         result = package_model(model, out, prof, options, signers, recipients, progress)
@@ -219,6 +251,7 @@ def package(
         "recipients": [r.key_id for r in result.bundle.recipients],
         "reports": result.reports,
         "notes": list(result.notes),
+        "provenance": provenance_summary(m),
     }
     if as_json:
         print_json(summary)
@@ -243,6 +276,7 @@ def package(
             "compatibility",
             f"{'OK' if compat.get('ok') else 'FAILED'} for {prof.runtime.package} {prof.runtime.version}",
         ),
+        *provenance_lines(m),
         ("payload", f"{m.payload.encryption}, {m.payload.compression}"),
         ("signed by", ", ".join(s.key_id[:16] for s in result.bundle.signatures)),
         (
