@@ -1152,11 +1152,11 @@ def convert_model(
     from .compat import check_compatibility, read_tflite
 
     if quantize not in QUANTIZATIONS:
-        raise DataError(
-            f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATIONS)}"
+        raise UsageError(
+            f"unknown quantization {excerpt(quantize)}; choose one of {', '.join(QUANTIZATIONS)}"
         )
     if io_dtype not in ("float32", "int8"):
-        raise DataError(f"--io-dtype must be float32 or int8, not {io_dtype!r}")
+        raise UsageError(f"--io-dtype must be float32 or int8, not {excerpt(io_dtype)}")
     if io_dtype == "int8" and quantize != "int8":
         raise DataError("--io-dtype int8 needs --quantize int8")
     progress("load")
@@ -1253,11 +1253,23 @@ def convert_model(
     if quantize != "none" or reference is not None:
         progress("evaluate")
         data = evald or calib
+        # Never a silent stand-in for the user's data: the report names the data, and so does a note.
+        if evald is None and calib is not None:
+            notes.append(
+                "the accuracy gate compared the quantized model with the float one on the "
+                "calibration data (no --eval given); pass --eval DATA.npz with labels (y) to "
+                "measure accuracy on held-out data"
+            )
         if data is None:
             data = Dataset(
                 synthetic_inputs(source, 64, seed=1, shapes=shapes),
                 None,
                 describe_synthetic(source),
+            )
+            notes.append(
+                "the accuracy gate ran on 64 synthetic inputs, not on your data (no --eval or "
+                "--calibration given); pass --eval DATA.npz (x, y) to check the quantized model "
+                "on real data"
             )
         gate = accuracy_gate(
             reference or float_bytes,
