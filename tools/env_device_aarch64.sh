@@ -48,33 +48,8 @@ PIP_TARGET_ARGS=(
   --abi cp311 --abi abi3 --abi none --no-warn-conflicts --disable-pip-version-check
 )
 
-qemu_major() {
-  command -v qemu-aarch64 >/dev/null 2>&1 || { echo 0; return; }
-  qemu-aarch64 --version | sed -n 's/.*version \([0-9]*\)\..*/\1/p' | head -n1
-}
-
-# -- qemu 10 ----------------------------------------------------------------------------------
-if [ "$(qemu_major)" -lt 10 ]; then
-  log "installing qemu-user (>= 10) from bookworm-backports"
-  . /etc/os-release
-  if [ "${VERSION_CODENAME:-}" = bookworm ] &&
-    ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
-    as_root tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null <<'EOF'
-Types: deb
-URIs: http://deb.debian.org/debian
-Suites: bookworm-backports
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
-  fi
-  as_root apt-get update -qq
-  release=()
-  [ "${VERSION_CODENAME:-}" = bookworm ] && release=(-t bookworm-backports)
-  # Without recommends: qemu-user-binfmt would register handlers with the kernel, not needed here.
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
-    "${release[@]}" qemu-user >/dev/null
-  [ "$(qemu_major)" -ge 10 ] || { log "qemu-aarch64 $(qemu_major).x is too old (need 10)"; exit 1; }
-fi
+# -- qemu 10 (see need_qemu_aarch64_10 in portability_lib.sh) ---------------------------------
+need_qemu_aarch64_10
 
 # -- the arm64 CPython root ---------------------------------------------------------------------
 root_hash=$(inputs_hash "$0")

@@ -50,3 +50,35 @@ quietly() { # LOG CMD...
   shift
   "$@" >"$out" 2>&1 || { log "failed: $*"; tail -n 40 "$out" >&2; return 1; }
 }
+
+# -- qemu-user >= 10, shared by the aarch64 environments (env_device_aarch64*.sh) ----------------
+# Debian 12's own qemu-user (7.2) crashes when ai-edge-litert >= 2.2 builds an interpreter; qemu 10
+# from bookworm-backports works. On bookworm this adds the APT source
+# /etc/apt/sources.list.d/bookworm-backports.sources (when no source names bookworm-backports) and
+# installs qemu-user from it without recommends, so qemu-user-binfmt registers no kernel handlers.
+qemu_major() {
+  command -v qemu-aarch64 >/dev/null 2>&1 || { echo 0; return; }
+  qemu-aarch64 --version | sed -n 's/.*version \([0-9]*\)\..*/\1/p' | head -n1
+}
+
+need_qemu_aarch64_10() {
+  [ "$(qemu_major)" -ge 10 ] && return 0
+  log "installing qemu-user (>= 10) from bookworm-backports"
+  local codename release=()
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  if [ "$codename" = bookworm ] &&
+    ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    as_root tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null <<'SOURCES'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+  fi
+  as_root apt-get update -qq
+  [ "$codename" = bookworm ] && release=(-t bookworm-backports)
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
+    "${release[@]}" qemu-user >/dev/null
+  [ "$(qemu_major)" -ge 10 ] || { log "qemu-aarch64 $(qemu_major).x is too old (need 10)"; return 1; }
+}

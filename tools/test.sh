@@ -38,5 +38,7 @@ fi
 .venv/bin/python -m pytest "$@"
 
 # Second stage, "portability": the device suite in device-only installs (x86_64 ai-edge-litert,
-# x86_64 tflite-runtime 2.14, aarch64 under qemu with both); writes docs/PORTABILITY.md.
+# x86_64 tflite-runtime 2.14, aarch64 under qemu: Debian 12's Python 3.11 with both, Debian 13's
+# Python 3.13 with ai-edge-litert); writes its table to .cache/portability/PORTABILITY.md, never
+# to a tracked file (.ci/run checks that the working tree is unchanged afterwards).
 bash tools/test_portability.sh

@@ -6,14 +6,21 @@
 # 1. builds or refreshes the device environments (cached under .cache/portability):
 #      x86_64  + ai-edge-litert   pip install '.[device]' pytest, no TensorFlow  (env_device_x86_64.sh)
 #      x86_64  + tflite-runtime   2.14.0 with numpy<2, edge-sdk without extras    (env_device_tflite214.sh)
-#      aarch64 + both runtimes    Debian's arm64 CPython under qemu-aarch64 10     (env_device_aarch64.sh)
+#      aarch64 + both runtimes    Debian 12's arm64 CPython 3.11 under qemu-aarch64 10 (env_device_aarch64.sh)
+#      aarch64 + ai-edge-litert   Debian 13's arm64 CPython 3.13, likewise  (env_device_aarch64_trixie.sh);
+#                                 tflite-runtime 2.14 has no build for Python 3.13: that environment
+#                                 cannot exist, its build script says why, and the table shows it
 # 2. makes the fixtures on the host with .venv's TensorFlow (tools/make_device_fixtures.py);
 #    the tflite-runtime references are computed in the x86_64 tflite-runtime environment, so
 #    "bit-exact" means "the same as this runtime version on x86_64";
 # 3. runs the device suite in each environment, with EDGE_SDK_BACKEND pinning the runtime;
-# 4. writes the table (arch x runtime x quantization mode, from this run) to docs/PORTABILITY.md
-#    and prints it.
-# Exits non-zero when any environment failed to build or any device test failed.
+# 4. writes the table (arch x runtime x quantization mode, from this run) to
+#    .cache/portability/PORTABILITY.md and prints it. It never writes to the working tree:
+#    docs/PORTABILITY.md is a copy of that file from the last full run, committed by hand
+#    (cp .cache/portability/PORTABILITY.md docs/).
+# Exits non-zero when any environment failed to build or any device test failed. An environment
+# that cannot exist (its build script prints "unavailable: REASON" instead of a python) is not a
+# failure; the table shows it with the reason.
 set -euo pipefail
 # shellcheck source=tools/portability_lib.sh
 source "$(dirname "$0")/portability_lib.sh"
@@ -31,6 +38,8 @@ ENVS=(
   "x86_64-tflite214    env_device_tflite214.sh 1 tflite_runtime"
   "aarch64-litert      env_device_aarch64.sh   1 ai_edge_litert"
   "aarch64-tflite214   env_device_aarch64.sh   2 tflite_runtime"
+  "aarch64-trixie-litert     env_device_aarch64_trixie.sh 1 ai_edge_litert"
+  "aarch64-trixie-tflite214  env_device_aarch64_trixie.sh 2 tflite_runtime"
 )
 declare -A PYTHONS=() BUILT=()
 for spec in "${ENVS[@]}"; do
@@ -70,6 +79,11 @@ status=0
 for spec in "${ENVS[@]}"; do
   read -r name _script _line backend <<<"$spec"
   python=${PYTHONS[$name]:-}
+  if [[ "$python" == unavailable:* ]]; then
+    log "device suite: $name cannot exist: ${python#unavailable: }"
+    echo "${python#unavailable: }" >"$RUN/$name/unavailable"
+    continue
+  fi
   if [ -z "$python" ]; then
     echo "environment build failed" >"$RUN/$name/skipped"
     status=1
@@ -93,5 +107,6 @@ done
 
 # -- 4. the table ---------------------------------------------------------------------------------
 echo "$(($(date +%s) - started))" >"$RUN/total.seconds"
-.venv/bin/python tools/portability_table.py "$RUN" docs/PORTABILITY.md || status=1
+log "table: .cache/portability/PORTABILITY.md (docs/PORTABILITY.md is the committed copy)"
+.venv/bin/python tools/portability_table.py "$RUN" "$PORTABILITY/PORTABILITY.md" || status=1
 exit $status
