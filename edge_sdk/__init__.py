@@ -1,8 +1,9 @@
 """edge-sdk: take a trained Keras model to a fleet of edge boards, safely.
 
 ``import edge_sdk`` is light: it loads neither numpy, TensorFlow nor a LiteRT runtime. The device
-API (:func:`load`, :class:`Model`, :class:`ModelPool`) is imported on first use from
-:mod:`edge_sdk.runtime`; host-side conversion lives in :mod:`edge_sdk.convert` and
+API (:func:`load`, :class:`Model`, :class:`ModelPool`, and :class:`Interpreter`, the LiteRT
+interpreter interface over a bundle) is imported on first use from :mod:`edge_sdk.runtime` and
+:mod:`edge_sdk.interpreter`; host-side conversion lives in :mod:`edge_sdk.convert` and
 :mod:`edge_sdk.packaging`.
 """
 
@@ -15,6 +16,7 @@ from .errors import EdgeSDKError
 __version__ = "0.2.0"
 
 if TYPE_CHECKING:
+    from .interpreter import Interpreter
     from .runtime import Model, ModelPool, load
 
 _LAZY = {"load", "Model", "ModelPool"}
@@ -26,7 +28,11 @@ def __getattr__(name: str) -> Any:
         from . import runtime
 
         return getattr(runtime, name)
+    if name == "Interpreter":
+        from .interpreter import Interpreter
+
+        return Interpreter
     raise AttributeError(f"module 'edge_sdk' has no attribute {name!r}")
 
 
-__all__ = ["EdgeSDKError", "Model", "ModelPool", "__version__", "load"]
+__all__ = ["EdgeSDKError", "Interpreter", "Model", "ModelPool", "__version__", "load"]

@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import sys
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +27,11 @@ from .errors import (
     CompatibilityError,
     ConversionError,
     DataError,
+    EdgeSDKError,
     HostDependencyError,
     ModelInputError,
+    UsageError,
+    excerpt,
     install_hint,
 )
 
@@ -37,8 +41,15 @@ if TYPE_CHECKING:
 QUANTIZATIONS = ("none", "dynamic", "float16", "int8", "int16x8")
 NEEDS_CALIBRATION = ("int8", "int16x8")
 PARITY_SAMPLES = 16
+#: Float parity: the largest difference between the float TFLite model and the source model, as
+#: a fraction of the output's scale (its largest magnitude on the same inputs).
 PARITY_RTOL = 1e-3
-PARITY_ATOL = 1e-4
+#: For an output that is all zeros (no scale to compare with): the largest absolute difference.
+PARITY_ATOL = 1e-6
+#: Synthetic parity inputs for dimensions the model leaves open (documented in the README):
+#: height and width of an image input (rank 4), and any other open dimension.
+DEFAULT_IMAGE_SIZE = 224
+DEFAULT_DIMENSION = 32
 DEFAULT_MAX_ACCURACY_DROP = 1.0  # percentage points, classification
 DEFAULT_MAX_OUTPUT_ERROR = 0.05  # relative RMS error of quantized vs float outputs
 DEFAULT_MIN_COSINE = 0.99
@@ -133,13 +144,136 @@ class SourceModel:
     predict: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] = field(repr=False)
     #: The loaded Keras model (None for a SavedModel): what ``--prune`` works on.
     keras_model: Any = field(default=None, repr=False)
+    #: Each input's numpy dtype name (``float32``, ``int32`` for token ids, ``uint8``, ``bool``).
+    input_dtypes: tuple[str, ...] = ()
+    #: For integer inputs, the half-open range of valid values (token ids below the vocabulary
+    #: size of the Embedding that reads them); ``None`` where nothing says.
+    input_ranges: tuple[tuple[int, int] | None, ...] = ()
+
+    def dtype(self, index: int) -> np.dtype[Any]:
+        """The numpy dtype input ``index`` takes (float32 when unknown)."""
+        return np.dtype(self.input_dtypes[index] if index < len(self.input_dtypes) else "float32")
 
 
-def load_source_model(path: Path, fmt: str | None = None) -> SourceModel:
-    """Load a Keras (.keras/.h5) model or a SavedModel for conversion.
+#: What Keras says when a class the file names is not registered, and when a Lambda is refused.
+_UNKNOWN_CLASS = re.compile(
+    r"Could not (?:locate|interpret) (?:class|function|layer)\w* '([^']{1,100})'"
+)
+_LAMBDA = re.compile(r"`?Lambda`? layer")
+
+
+def _keras_load_error(path: Path, fmt: str, exc: BaseException) -> ModelInputError:
+    """A message that says what Keras could not do and what to do about it."""
+    text = " ".join(str(exc).split())
+    unknown = sorted(set(_UNKNOWN_CLASS.findall(text)))
+    if unknown:
+        names = ", ".join(excerpt(n) for n in unknown[:8])
+        return ModelInputError(
+            f"cannot load {path}: it uses custom classes Keras does not know here: {names} "
+            f"(Keras: {excerpt(text[text.find('Could not') :], 200)})",
+            hint="make the classes importable and name them: --custom-objects "
+            "my_layers:ScaleShift (module:Class, repeatable), or --import my_layers for a module "
+            "that registers them with @keras.saving.register_keras_serializable()",
+        )
+    if _LAMBDA.search(text) and ("safe_mode" in text or "unsafe" in text):
+        return ModelInputError(
+            f"cannot load {path}: it contains a Lambda layer, whose function is stored as Python "
+            "bytecode; loading it would run code from the file, so edge-sdk refuses it (Keras's "
+            "safe mode stays on)",
+            hint="replace the Lambda with a small layer class (subclass keras.layers.Layer, "
+            "decorate it with @keras.saving.register_keras_serializable()), save again, and "
+            "package with --import my_layers (or --custom-objects my_layers:MyLayer)",
+        )
+    if fmt == "h5":
+        return ModelInputError(
+            f"cannot load {path}: Keras cannot rebuild this model from its legacy .h5 file "
+            f"({excerpt(text, 300)})",
+            hint="Keras 3 cannot reload every model it saved as .h5 (MobileNetV3 for one); save it "
+            "with model.save('model.keras') and package the .keras file",
+        )
+    return ModelInputError(f"cannot load {path} as a Keras model: {excerpt(text, 300)}")
+
+
+def _import_module(spec: str) -> Any:
+    """``spec`` is a module name (``my_layers``, ``pkg.layers``) or a ``.py`` file path."""
+    import importlib
+    import importlib.util
+
+    try:
+        if spec.endswith(".py"):
+            file = Path(spec)
+            if not file.is_file():
+                raise UsageError(f"--import / --custom-objects: {excerpt(spec)} is not a file")
+            module_spec = importlib.util.spec_from_file_location(file.stem, file)
+            if module_spec is None or module_spec.loader is None:
+                raise UsageError(f"cannot import {excerpt(spec)} as a Python module")
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[file.stem] = module
+            module_spec.loader.exec_module(module)
+            return module
+        # A console script's sys.path lacks the working directory, where a user's layers module
+        # usually is; a module name is looked up there too.
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.append(os.getcwd())
+        return importlib.import_module(spec)
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's module may raise anything on import
+        raise UsageError(
+            f"cannot import {excerpt(spec)}: {type(exc).__name__}: {excerpt(str(exc), 200)}",
+            hint="give a module importable from the current directory or the Python path, or a "
+            ".py file",
+        ) from None
+
+
+def custom_objects(specs: Sequence[str] = (), imports: Sequence[str] = ()) -> dict[str, Any]:
+    """Import the modules of ``--import`` and resolve ``--custom-objects module:Class`` specs.
+
+    Returns:
+        The objects by the names a saved model may use for them (the class name and, for a
+        registered class, its registered name), for ``keras.saving.load_model``.
 
     Raises:
-        ModelInputError: the file is not a loadable model (truncated, not a model HDF5, …).
+        UsageError: a spec without ``:``, a module that will not import, a missing attribute.
+    """
+    for spec in imports:
+        _import_module(spec)
+    objects: dict[str, Any] = {}
+    for spec in specs:
+        module_name, _, attribute = spec.rpartition(":")
+        if not module_name or not attribute:
+            raise UsageError(
+                f"--custom-objects takes module:Class (e.g. my_layers:ScaleShift), got {excerpt(spec)}"
+            )
+        module = _import_module(module_name)
+        try:
+            obj = getattr(module, attribute)
+        except AttributeError:
+            raise UsageError(
+                f"{excerpt(module_name)} has no attribute {excerpt(attribute)}"
+            ) from None
+        objects[attribute] = obj
+        objects[getattr(obj, "__name__", attribute)] = obj
+        try:
+            import keras
+
+            objects[keras.saving.get_registered_name(obj)] = obj
+        except (ImportError, TypeError, AttributeError):
+            pass
+    return objects
+
+
+def load_source_model(
+    path: Path, fmt: str | None = None, *, objects: Mapping[str, Any] | None = None
+) -> SourceModel:
+    """Load a Keras (.keras/.h5) model or a SavedModel for conversion.
+
+    Args:
+        objects: custom classes by name (see :func:`custom_objects`).
+
+    Raises:
+        ModelInputError: the file is not a loadable model (truncated, not a model HDF5, unknown
+            custom classes, a Lambda layer, …), with what to do about it.
         HostDependencyError: TensorFlow is missing.
     """
     fmt = fmt or detect_model_format(path)
@@ -151,11 +285,11 @@ def load_source_model(path: Path, fmt: str | None = None) -> SourceModel:
             _check_h5_is_model(path)
         try:
             with native_output_captured():  # CUDA probing chatter on CPU-only hosts
-                model = keras.saving.load_model(str(path), compile=False, safe_mode=True)
+                model = keras.saving.load_model(
+                    str(path), custom_objects=dict(objects or {}), compile=False, safe_mode=True
+                )
         except Exception as exc:  # noqa: BLE001 - Keras raises anything from ValueError to OSError
-            raise ModelInputError(
-                f"cannot load {path} as a Keras model: {str(exc).splitlines()[0][:300]}"
-            ) from None
+            raise _keras_load_error(path, fmt, exc) from None
         return keras_source(model, fmt)
     if fmt == "savedmodel":
         try:
@@ -163,12 +297,13 @@ def load_source_model(path: Path, fmt: str | None = None) -> SourceModel:
             fn = loaded.signatures["serving_default"]
         except (OSError, ValueError, KeyError) as exc:
             raise ModelInputError(
-                f"cannot load SavedModel {path}: {str(exc).splitlines()[0][:300]}"
+                f"cannot load SavedModel {path}: {excerpt(str(exc).splitlines()[0], 300)}"
             ) from None
         _, kwargs = fn.structured_input_signature
         input_names = tuple(sorted(kwargs))
         input_shapes = tuple(tuple(kwargs[n].shape) for n in input_names)
         output_names = tuple(sorted(fn.structured_outputs))
+        dtypes = tuple(np.dtype(kwargs[n].dtype.as_numpy_dtype).name for n in input_names)
 
         def run_saved(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             result = fn(**{k: tf.constant(v) for k, v in feeds.items()})
@@ -181,8 +316,55 @@ def load_source_model(path: Path, fmt: str | None = None) -> SourceModel:
             output_names,
             lambda: tf.lite.TFLiteConverter.from_saved_model(str(path)),
             run_saved,
+            input_dtypes=dtypes,
+            input_ranges=tuple(_default_range(np.dtype(d), None) for d in dtypes),
         )
     raise ModelInputError(f"{path}: format {fmt!r} cannot be converted (it is already TFLite?)")
+
+
+def _default_range(dtype: np.dtype[Any], vocabulary: int | None) -> tuple[int, int] | None:
+    """Valid values of an integer input: below the vocabulary when known; all of uint8/int8
+    (pixels); else 0 and 1, which any index-like input accepts."""
+    if dtype.kind not in "iu":
+        return None
+    if vocabulary is not None:
+        return (0, vocabulary)
+    if dtype.itemsize == 1:
+        info = np.iinfo(dtype)
+        return (int(info.min), int(info.max) + 1)
+    return (0, 2)
+
+
+_VOCABULARY_LAYERS = {"Embedding": "input_dim", "CategoryEncoding": "num_tokens"}
+
+
+def _vocabulary(model: Any, tensor: Any = None) -> int | None:
+    """The smallest vocabulary of the Embedding / CategoryEncoding layers that read ``tensor``
+    directly (any of the model's, when ``tensor`` is None): ids below it are valid."""
+    sizes: list[int] = []
+    stack = list(getattr(model, "layers", []))
+    while stack:
+        layer = stack.pop()
+        stack.extend(getattr(layer, "layers", []) or [])
+        attribute = _VOCABULARY_LAYERS.get(type(layer).__name__)
+        value = getattr(layer, attribute, None) if attribute else None
+        if not isinstance(value, int):
+            continue
+        nodes = getattr(layer, "_inbound_nodes", None) or []
+        reads = any(t is tensor for node in nodes for t in getattr(node, "input_tensors", []) or [])
+        if tensor is None or reads:
+            sizes.append(value)
+    return min(sizes) if sizes else None
+
+
+def _input_vocabulary(model: Any, tensor: Any) -> int | None:
+    """For an integer input: the vocabulary of the layer reading it; failing that, of any
+    embedding in the model unless the input is 8-bit (pixels)."""
+    direct = _vocabulary(model, tensor)
+    if direct is not None:
+        return direct
+    dtype = np.dtype(str(getattr(tensor, "dtype", "float32")))
+    return None if dtype.itemsize == 1 else _vocabulary(model)
 
 
 def keras_source(model: Any, fmt: str = "keras") -> SourceModel:
@@ -194,13 +376,31 @@ def keras_source(model: Any, fmt: str = "keras") -> SourceModel:
     tf = import_tensorflow()
     input_names = tuple(t.name for t in model.inputs)
     input_shapes = tuple(tuple(t.shape) for t in model.inputs)
+    input_dtypes = tuple(np.dtype(str(getattr(t, "dtype", "float32"))).name for t in model.inputs)
     output_names = _keras_output_names(model)
+
+    # A model built for one sample per call (keras.Input(..., batch_size=1)) is run sample by
+    # sample, as the device runtime runs it: its graph may hard-code that one sample.
+    one_at_a_time = any(shape and shape[0] == 1 for shape in input_shapes)
+    # Only a first dimension that is a batch (open, or one sample) may be split into samples.
+    batched = all(shape and shape[0] in (None, -1, 1) for shape in input_shapes)
+
+    def run_once(args: list[np.ndarray]) -> list[np.ndarray]:
+        result = model(args[0] if len(args) == 1 else args, training=False)
+        values = result if isinstance(result, (list, tuple)) else [result]
+        return [np.asarray(v) for v in values]
 
     def run_keras(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         args = [feeds[name] for name in input_names]
-        result = model(args[0] if len(args) == 1 else args, training=False)
-        values = result if isinstance(result, (list, tuple)) else [result]
-        return {name: np.asarray(v) for name, v in zip(output_names, values, strict=True)}
+        n = len(args[0]) if args and np.ndim(args[0]) else 1
+        values = None if one_at_a_time and n != 1 else run_once(args)
+        folded = batched and n > 1 and any(v.ndim == 0 or len(v) != n for v in values or ())
+        if values is None or folded:
+            # Outputs that do not follow the batch (a reshape hard-coding one sample folds a
+            # batch together): per sample, as the device runtime runs such a model.
+            runs = [run_once([a[i : i + 1] for a in args]) for i in range(n)]
+            values = [np.concatenate(parts) for parts in zip(*runs, strict=True)]
+        return dict(zip(output_names, values, strict=True))
 
     return SourceModel(
         fmt,
@@ -210,6 +410,13 @@ def keras_source(model: Any, fmt: str = "keras") -> SourceModel:
         lambda: tf.lite.TFLiteConverter.from_keras_model(model),
         run_keras,
         model,
+        input_dtypes,
+        tuple(
+            _default_range(
+                np.dtype(d), _input_vocabulary(model, t) if np.dtype(d).kind in "iu" else None
+            )
+            for d, t in zip(input_dtypes, model.inputs, strict=True)
+        ),
     )
 
 
@@ -249,11 +456,16 @@ def _check_h5_is_model(path: Path) -> None:
 
 @dataclass(frozen=True)
 class Dataset:
-    """Model inputs by name (first axis = samples) and optional labels."""
+    """Model inputs by name (first axis = samples) and optional labels.
+
+    ``labels`` are the labels of the first (or only) output (``y`` in a ``.npz``);
+    ``output_labels`` holds per-output labels by output name, for models with several outputs.
+    """
 
     inputs: Mapping[str, np.ndarray]
     labels: np.ndarray | None
     source: str
+    output_labels: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
@@ -261,15 +473,25 @@ class Dataset:
     def head(self, n: int) -> dict[str, np.ndarray]:
         return {k: v[:n] for k, v in self.inputs.items()}
 
+    def labels_for(self, output: str, index: int) -> np.ndarray | None:
+        """The labels of one output: by its name, else ``y`` for the first output."""
+        if output in self.output_labels:
+            return self.output_labels[output]
+        return self.labels if index == 0 else None
+
 
 def load_dataset(
-    path: Path, input_names: Sequence[str], input_shapes: Sequence[Sequence[int | None]]
+    path: Path,
+    input_names: Sequence[str],
+    input_shapes: Sequence[Sequence[int | None]],
+    output_names: Sequence[str] = (),
 ) -> Dataset:
     """Load calibration / evaluation data.
 
-    Accepted: a ``.npy`` array (single-input models); a ``.npz`` with ``x`` (or one array per
-    input name) and optional ``y``; a directory of images, resized to the model's input size and
-    scaled to [0, 1].
+    Accepted: a ``.npy`` array (single-input models); a ``.npz`` with ``x`` (single input) or one
+    array per input name, and optional labels: ``y`` for the first (or only) output, or one array
+    per output name; a directory of images, resized to the model's input size and scaled to
+    [0, 1].
 
     Raises:
         DataError: unreadable file, or arrays that do not fit the model's inputs.
@@ -280,9 +502,12 @@ def load_dataset(
         loaded = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DataError(f"data file {path} does not exist") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read data file {path} as .npy/.npz: {str(exc)[:200]}") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(
+            f"cannot read data file {path} as .npy/.npz: {excerpt(str(exc), 200)}"
+        ) from None
     labels = None
+    by_output: dict[str, np.ndarray] = {}
     if isinstance(loaded, np.ndarray):
         if len(input_names) != 1:
             raise DataError(
@@ -290,27 +515,38 @@ def load_dataset(
             )
         inputs = {input_names[0]: loaded}
     else:
-        with loaded:
-            keys = set(loaded.files)
-            labels = loaded["y"] if "y" in keys else loaded["labels"] if "labels" in keys else None
-            if set(input_names) <= keys:
-                inputs = {n: loaded[n] for n in input_names}
-            elif len(input_names) == 1 and ({"x", "inputs"} & keys):
-                inputs = {input_names[0]: loaded["x" if "x" in keys else "inputs"]}
-            else:
-                raise DataError(
-                    f"{path}: expected arrays named 'x' (single input) or {list(input_names)}, found {sorted(keys)}"
+        try:
+            with loaded:
+                keys = set(loaded.files)
+                labels = (
+                    loaded["y"] if "y" in keys else loaded["labels"] if "labels" in keys else None
                 )
+                if set(input_names) <= keys:
+                    inputs = {n: loaded[n] for n in input_names}
+                elif len(input_names) == 1 and ({"x", "inputs"} & keys):
+                    inputs = {input_names[0]: loaded["x" if "x" in keys else "inputs"]}
+                else:
+                    raise DataError(
+                        f"{path}: expected arrays named 'x' (single input) or {list(input_names)}, "
+                        f"found {excerpt(sorted(keys))}",
+                        hint="see the README: one array per input name, plus 'y' or one array "
+                        "of labels per output name",
+                    )
+                by_output = {n: loaded[n] for n in output_names if n in keys and n not in inputs}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataError(f"cannot read data file {path}: {excerpt(str(exc), 200)}") from None
     for (name, array), shape in zip(inputs.items(), input_shapes, strict=True):
         _check_array(path, name, array, shape)
     counts = {len(a) for a in inputs.values()}
     if len(counts) != 1:
         raise DataError(f"{path}: inputs have different sample counts {sorted(counts)}")
-    if labels is not None and len(labels) != counts.pop():
-        raise DataError(
-            f"{path}: {len(labels)} labels for {len(next(iter(inputs.values())))} samples"
-        )
-    return Dataset(inputs, labels, str(path))
+    count = counts.pop()
+    given = [("'y'", labels), *((f"output {n!r}", a) for n, a in by_output.items())]
+    for what, label_array in given:
+        if label_array is not None and (label_array.ndim == 0 or len(label_array) != count):
+            shown = len(label_array) if label_array.ndim else 0
+            raise DataError(f"{path}: {shown} labels for {count} samples ({what})")
+    return Dataset(inputs, labels, str(path), by_output)
 
 
 def _check_array(path: Path, name: str, array: np.ndarray, shape: Sequence[int | None]) -> None:
@@ -354,15 +590,151 @@ def _load_images(
     return Dataset({input_names[0]: np.stack(images)}, None, str(path))
 
 
+def parse_input_shapes(specs: Sequence[str], source: SourceModel) -> dict[str, tuple[int, ...]]:
+    """``--input-shape NAME=1x96x96x3`` (NAME may be left out for a single-input model).
+
+    Returns:
+        Full shapes (batch first) by input name.
+
+    Raises:
+        UsageError: an unknown input, a malformed shape, or one that changes a fixed dimension.
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    for spec in specs:
+        name, sep, text = spec.rpartition("=")
+        if not sep:
+            if len(source.input_names) != 1:
+                raise UsageError(
+                    f"--input-shape {excerpt(spec)}: the model has inputs "
+                    f"{list(source.input_names)}; write NAME=1x96x96x3"
+                )
+            name = source.input_names[0]
+        if name not in source.input_names:
+            raise UsageError(
+                f"--input-shape: the model has no input {excerpt(name)}; it takes "
+                f"{list(source.input_names)}"
+            )
+        model_shape = source.input_shapes[source.input_names.index(name)]
+        try:
+            dims = tuple(int(d) for d in text.lower().split("x"))
+        except ValueError:
+            dims = ()
+        if (
+            len(dims) != len(model_shape)
+            or any(d <= 0 for d in dims)
+            or any(
+                want not in (None, -1, got)
+                for want, got in zip(model_shape[1:], dims[1:], strict=False)
+            )
+        ):
+            shown = "x".join("?" if d in (None, -1) else str(d) for d in model_shape)
+            raise UsageError(
+                f"--input-shape {excerpt(spec)}: input {name!r} has shape {shown} (? = any size); "
+                "give every dimension as a positive number, batch first, e.g. 1x96x96x3"
+            )
+        shapes[name] = dims
+    return shapes
+
+
+def sample_shapes(
+    source: SourceModel, overrides: Mapping[str, Sequence[int]] | None = None
+) -> dict[str, tuple[int, ...]]:
+    """Each input's shape for one synthetic sample (without the batch axis).
+
+    A dimension the model leaves open takes the ``--input-shape`` value, else a documented
+    default: :data:`DEFAULT_IMAGE_SIZE` for the height and width of an image input (rank 4),
+    3 channels, :data:`DEFAULT_DIMENSION` for any other.
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, shape in zip(source.input_names, source.input_shapes, strict=True):
+        if overrides and name in overrides:
+            shapes[name] = tuple(overrides[name][1:])
+            continue
+        dims = []
+        for axis, dim in enumerate(shape[1:], start=1):
+            if dim is not None and dim >= 0:
+                dims.append(int(dim))
+            elif len(shape) == 4:
+                dims.append(DEFAULT_IMAGE_SIZE if axis in (1, 2) else 3)
+            else:
+                dims.append(DEFAULT_DIMENSION)
+        shapes[name] = tuple(dims)
+    return shapes
+
+
 def synthetic_inputs(
-    source: SourceModel, n: int = PARITY_SAMPLES, seed: int = 0
+    source: SourceModel,
+    n: int = PARITY_SAMPLES,
+    seed: int = 0,
+    shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Seeded random inputs, only ever used for the float parity check, never for calibration."""
+    """Seeded random inputs, only ever used for the float parity check, never for calibration.
+
+    Each input gets its own dtype: floats from a standard normal, integers (token ids) uniform in
+    the input's valid range, booleans at random.
+    """
     rng = np.random.default_rng(seed)
-    return {
-        name: rng.standard_normal((n, *[d or 1 for d in shape[1:]])).astype(np.float32)
-        for name, shape in zip(source.input_names, source.input_shapes, strict=True)
-    }
+    per_sample = sample_shapes(source, shapes)
+    feeds: dict[str, np.ndarray] = {}
+    for i, name in enumerate(source.input_names):
+        first = source.input_shapes[i][0] if source.input_shapes[i] else None
+        # A first dimension fixed above 1 is not a batch (rows the model needs together).
+        rows = first if first is not None and first > 1 else n
+        shape, dtype = (rows, *per_sample[name]), source.dtype(i)
+        if dtype.kind == "b":
+            feeds[name] = rng.random(shape) < 0.5
+        elif dtype.kind in "iu":
+            low, high = _input_range(source, i)
+            feeds[name] = rng.integers(low, high, shape).astype(dtype)
+        else:
+            feeds[name] = rng.standard_normal(shape).astype(dtype)
+    return feeds
+
+
+def _input_range(source: SourceModel, index: int) -> tuple[int, int]:
+    known = source.input_ranges[index] if index < len(source.input_ranges) else None
+    return known or _default_range(source.dtype(index), None) or (0, 2)
+
+
+def describe_synthetic(source: SourceModel) -> str:
+    """What :func:`synthetic_inputs` feeds, for reports and messages."""
+    parts = []
+    for i, name in enumerate(source.input_names):
+        dtype = source.dtype(i)
+        if dtype.kind == "b":
+            parts.append(f"{name}: random booleans")
+        elif dtype.kind in "iu":
+            low, high = _input_range(source, i)
+            parts.append(f"{name}: {dtype} uniform in [{low}, {high})")
+        else:
+            parts.append(f"{name}: seeded standard normal")
+    return "synthetic (" + "; ".join(parts) + ")"
+
+
+def as_model_inputs(
+    source: SourceModel, feeds: Mapping[str, np.ndarray], what: str
+) -> dict[str, np.ndarray]:
+    """Data arrays cast to each input's own dtype; integer inputs need whole numbers in range.
+
+    Raises:
+        DataError: fractional or out-of-range values for an integer input.
+    """
+    cast: dict[str, np.ndarray] = {}
+    for i, name in enumerate(source.input_names):
+        array, dtype = np.asarray(feeds[name]), source.dtype(i)
+        if dtype.kind in "iu" and array.dtype.kind in "fiu" and array.size:
+            known = source.input_ranges[i] if i < len(source.input_ranges) else None
+            info = np.iinfo(dtype)
+            low, high = known or (int(info.min), int(info.max) + 1)
+            if array.dtype.kind == "f" and not np.all(np.isfinite(array) & (np.mod(array, 1) == 0)):
+                raise DataError(f"{what}: input {name!r} takes {dtype} ids, got fractional values")
+            if float(array.min()) < low or float(array.max()) >= high:
+                raise DataError(
+                    f"{what}: input {name!r} takes {dtype} values in [{low}, {high}) (the "
+                    f"vocabulary of the layer that reads it), got {array.min()}..{array.max()}"
+                )
+        cast[name] = array.astype(dtype, copy=False)
+    return cast
 
 
 # -- running TFLite on the host --------------------------------------------------------------------
@@ -378,6 +750,14 @@ def run_tflite(
         model = Model(model_bytes)
     try:
         n = len(next(iter(feeds.values())))
+        fixed = sorted({t.shape[0] for t in model.inputs if t.shape and t.shape[0] > 1})
+        if fixed:
+            # A first dimension fixed above 1 takes exactly that many rows per run.
+            batch = fixed[0]
+            if n % batch:
+                raise DataError(
+                    f"the model takes its inputs {batch} rows at a time; the data has {n} rows"
+                )
         chunks: dict[str, list[np.ndarray]] = {}
         for start in range(0, n, batch):
             part = {k: v[start : start + batch] for k, v in feeds.items()}
@@ -439,9 +819,13 @@ def _converter(
 
         def representative() -> Any:
             for i in range(samples):
-                yield [
-                    calibration.inputs[n][i : i + 1].astype(np.float32) for n in source.input_names
-                ]
+                sample = {
+                    n: calibration.inputs[n][i : i + 1].astype(source.dtype(j))
+                    for j, n in enumerate(source.input_names)
+                }
+                # By name for several inputs: the converter's input order is not the model's
+                # (a list in Keras order calibrated 'sensor_a' with 'sensor_b' data).
+                yield sample if len(sample) > 1 else list(sample.values())
 
         conv.representative_dataset = representative
         if quantize == "int8":
@@ -491,40 +875,151 @@ def native_output_captured() -> Iterator[io.StringIO]:
             text.write(sink.read().decode(errors="replace"))
 
 
-def _convert(conv: Any, what: str) -> bytes:
+#: Converter errors that mean "this needs TensorFlow ops TFLite has no builtin for" (Flex).
+_FLEX_MARKERS = ("SELECT_TF_OPS", "Select TF ops", "TensorList", "lower_tensor_list_ops",
+                 "neither a custom op nor a flex op", "ops are not supported")  # fmt: skip
+_TF_OP = re.compile(r"'?tf\.([A-Za-z0-9_]{1,60})'?")
+_RECURRENT = ("LSTM", "GRU", "SimpleRNN", "RNN", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
+
+
+def _rolled_recurrent_layers(model: Any) -> list[str]:
+    """Recurrent layers that are not unrolled (each becomes a TensorList while-loop)."""
+    found: list[str] = []
+    stack = list(getattr(model, "layers", []) or [])
+    while stack:
+        layer = stack.pop(0)
+        inner = [getattr(layer, a, None) for a in ("forward_layer", "backward_layer", "layer")]
+        stack.extend(x for x in inner if x is not None)
+        stack.extend(getattr(layer, "layers", []) or [])
+        if type(layer).__name__ in _RECURRENT and not getattr(layer, "unroll", False):
+            found.append(f"{type(layer).__name__} {excerpt(str(getattr(layer, 'name', '?')), 40)}")
+    return list(dict.fromkeys(found))
+
+
+def _convert(conv: Any, what: str, source: SourceModel | None = None) -> bytes:
     captured = io.StringIO()
     try:
         with native_output_captured() as captured:
             return bytes(conv.convert())
     except Exception as exc:  # noqa: BLE001 - the converter raises many unrelated types
+        text = f"{exc}\n{captured.getvalue()}"
+        if any(marker in text for marker in _FLEX_MARKERS):
+            raise _flex_error(what, text, source) from None
         message = (str(exc).strip() or captured.getvalue().strip()).splitlines()
         raise ConversionError(
-            f"TFLite conversion ({what}) failed: {(message or [type(exc).__name__])[-1][:400]}"
+            f"TFLite conversion ({what}) failed: {excerpt((message or [type(exc).__name__])[-1], 400)}"
         ) from None
 
 
+def _flex_error(what: str, text: str, source: SourceModel | None) -> ConversionError:
+    ops = sorted(set(_TF_OP.findall(text)) - {"lite"})[:8]
+    rolled = _rolled_recurrent_layers(source.keras_model) if source is not None else []
+    because = (
+        f" ({', '.join(rolled[:6])}: a recurrent layer becomes a TensorList loop)" if rolled else ""
+    )
+    listed = f" (tf.{', tf.'.join(ops)})" if ops else ""
+    return ConversionError(
+        f"TFLite conversion ({what}) needs TensorFlow ops that have no TFLite builtin{listed}"
+        f"{because}. The converter suggests SELECT_TF_OPS (Flex ops), but neither device runtime "
+        "(ai-edge-litert, tflite-runtime) ships the Flex delegate, so that model could not run "
+        "on a board",
+        hint=(
+            "build the recurrent layers with unroll=True and a fixed sequence length "
+            "(keras.Input((steps, features)), keras.layers.LSTM(units, unroll=True)): unrolled, "
+            "they convert to builtin ops"
+            if rolled
+            else "replace the layers that use those ops with ones TFLite has builtins for"
+        ),
+    )
+
+
+def _format_advice(source: SourceModel) -> str:
+    if source.format == "savedmodel":
+        return "try packaging the model's .keras file instead of the SavedModel"
+    if source.format == "h5":
+        return "try saving the model as .keras (model.save('model.keras')) and packaging that"
+    return "report it with the model; edge-sdk will not seal a model whose numbers changed"
+
+
 def _parity(
-    source: SourceModel, float_bytes: bytes, feeds: dict[str, np.ndarray]
+    source: SourceModel,
+    float_bytes: bytes,
+    feeds: dict[str, np.ndarray],
+    synthetic: str | None = None,
 ) -> dict[str, Any]:
-    expected = source.predict(feeds)
-    actual = run_tflite(float_bytes, feeds)
-    worst = 0.0
+    """Compare the float TFLite model with the source model on ``feeds``.
+
+    The error is measured relative to each output's scale (its largest magnitude on the same
+    inputs), so a model with outputs in the hundreds is judged as fairly as one with
+    probabilities. ``synthetic`` describes the inputs when they were made up (no data given).
+
+    Raises:
+        DataError: the source model cannot run on inputs of these shapes.
+        ConversionError: the converted model cannot run them, or disagrees.
+    """
+    shapes = {name: list(array.shape) for name, array in feeds.items()}
+    made_up = f"on {synthetic}" if synthetic else "on the data given"
+    try:
+        with native_output_captured():
+            expected = source.predict(feeds)
+    except Exception as exc:  # noqa: BLE001 - TensorFlow raises InvalidArgumentError, ValueError, …
+        raise DataError(
+            f"the source model cannot run on inputs of shape {shapes} {made_up}: "
+            f"{excerpt(' '.join(str(exc).split()), 300)}",
+            hint=(
+                "give a size the model accepts with --input-shape NAME=1xHxWxC (a model with "
+                "'valid' convolutions or pooling needs a minimum size), or pass --calibration "
+                "or --eval data"
+                if synthetic
+                else "check the data's shapes and value ranges against the model's inputs"
+            ),
+        ) from None
+    try:
+        actual = run_tflite(float_bytes, feeds)
+    except EdgeSDKError as exc:
+        raise ConversionError(
+            f"the float TFLite model cannot run on inputs of shape {shapes} that the source model "
+            f"accepts: {exc.message}"
+        ) from None
+    outputs: dict[str, dict[str, float]] = {}
     for name, ref, got in _align(expected, actual):
         if ref.shape != got.shape:
             raise ConversionError(
                 f"output {name}: converted shape {got.shape} differs from source {ref.shape}"
             )
-        err = float(np.max(np.abs(ref.astype(np.float64) - got))) if ref.size else 0.0
-        worst = max(worst, err)
-        if not np.allclose(got, ref, rtol=PARITY_RTOL, atol=PARITY_ATOL):
+        ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
+        finite = np.isfinite(ref64)
+        same_nonfinite = np.array_equal(finite, np.isfinite(got64)) and np.array_equal(
+            ref64[~finite], got64[~finite]
+        )
+        err = float(np.max(np.abs(ref64[finite] - got64[finite]))) if finite.any() else 0.0
+        scale = float(np.max(np.abs(ref64[finite]))) if finite.any() else 0.0
+        relative = err / scale if scale > 0 else (0.0 if err <= PARITY_ATOL else float("inf"))
+        outputs[name] = {"max_abs_error": err, "output_scale": scale, "relative_error": relative}
+        if not same_nonfinite or relative > PARITY_RTOL:
+            measured = (
+                f"max error {err:.3g} is {relative:.2g} of the output scale {scale:.3g} "
+                f"(limit {PARITY_RTOL:g})"
+                if same_nonfinite
+                else "NaN or infinite values differ"
+            )
             raise ConversionError(
-                f"the float TFLite model disagrees with the source model on output {name} "
-                f"(max abs error {err:.3g}); the converter produced a broken model",
-                hint="report this; try another input format (e.g. .keras instead of SavedModel)",
+                f"the float TFLite model disagrees with the source model on output {name!r}: "
+                f"{measured}, {made_up}",
+                hint=(
+                    "the inputs were made up; if the model expects another range (0-255 pixels, "
+                    "say), pass real inputs with --calibration or --eval and the check runs on "
+                    "those. If it fails on real data too: " + _format_advice(source)
+                    if synthetic
+                    else _format_advice(source)
+                ),
             )
     return {
         "samples": len(next(iter(feeds.values()))),
-        "max_abs_error": worst,
+        "input_shapes": shapes,
+        "max_abs_error": max((o["max_abs_error"] for o in outputs.values()), default=0.0),
+        "max_relative_error": max((o["relative_error"] for o in outputs.values()), default=0.0),
+        "outputs": outputs,
         "rtol": PARITY_RTOL,
         "atol": PARITY_ATOL,
         "passed": True,
@@ -540,6 +1035,44 @@ def _is_classification(outputs: np.ndarray, labels: np.ndarray) -> bool:
     )
 
 
+def _output_gate(
+    f: np.ndarray,
+    q: np.ndarray,
+    labels: np.ndarray | None,
+    max_accuracy_drop: float,
+    max_output_error: float,
+    min_cosine: float,
+) -> dict[str, Any]:
+    """The gate's verdict on one output: accuracy with class labels, else output error."""
+    if labels is not None and _is_classification(f, labels):
+        acc_f = float(np.mean(np.argmax(f, axis=1) == labels)) * 100
+        acc_q = float(np.mean(np.argmax(q, axis=1) == labels)) * 100
+        drop = acc_f - acc_q
+        return {
+            "metric": "accuracy",
+            "float_accuracy": round(acc_f, 3),
+            "quantized_accuracy": round(acc_q, 3),
+            "drop_points": round(drop, 3),
+            "budget_points": max_accuracy_drop,
+            "passed": bool(drop <= max_accuracy_drop),
+        }
+    f64, q64 = f.astype(np.float64).ravel(), q.astype(np.float64).ravel()
+    rmse = float(np.sqrt(np.mean((f64 - q64) ** 2))) if f64.size else 0.0
+    # Relative to the outputs' own magnitude: robust when they barely vary (an untrained
+    # softmax), where normalising by their spread would divide by almost nothing.
+    rel = rmse / (float(np.sqrt(np.mean(f64**2))) + 1e-12) if f64.size else 0.0
+    norms = float(np.linalg.norm(f64) * np.linalg.norm(q64))
+    cosine = float(np.dot(f64, q64) / norms) if norms else (1.0 if rmse == 0 else 0.0)
+    return {
+        "metric": "output-error",
+        "relative_rmse": round(rel, 5),
+        "cosine": round(cosine, 6),
+        "budget_relative_rmse": max_output_error,
+        "budget_cosine": min_cosine,
+        "passed": bool(rel <= max_output_error and cosine >= min_cosine),
+    }
+
+
 def accuracy_gate(
     float_bytes: bytes,
     quant_bytes: bytes,
@@ -548,48 +1081,35 @@ def accuracy_gate(
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
     max_output_error: float = DEFAULT_MAX_OUTPUT_ERROR,
     min_cosine: float = DEFAULT_MIN_COSINE,
+    output_names: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Evaluate float and quantized models on ``data``; the report says whether the budget held.
 
-    With integer class labels (and a 2-D first output) it compares accuracy in percentage points;
-    otherwise it compares quantized with float outputs: relative RMS error and cosine similarity.
+    Every output is judged: an output with integer class labels (``y`` for the first output, or
+    an array named after the output) and a 2-D shape by accuracy in percentage points, any other
+    by the relative RMS error and cosine similarity of quantized against float outputs. The
+    report's top level repeats the first failing output's figures (else the first output's);
+    ``outputs`` has each output's.
+
+    Args:
+        output_names: the source model's output names in order, to match per-output labels.
     """
     f_out = run_tflite(float_bytes, data.inputs)
     q_out = run_tflite(quant_bytes, data.inputs)
     pairs = _align(f_out, q_out)
-    first_f = pairs[0][1]
-    report: dict[str, Any] = {"data": data.source, "samples": len(data)}
-    if data.labels is not None and _is_classification(first_f, data.labels):
-        acc_f = float(np.mean(np.argmax(first_f, axis=1) == data.labels)) * 100
-        acc_q = float(np.mean(np.argmax(pairs[0][2], axis=1) == data.labels)) * 100
-        drop = acc_f - acc_q
-        report.update(
-            metric="accuracy",
-            float_accuracy=round(acc_f, 3),
-            quantized_accuracy=round(acc_q, 3),
-            drop_points=round(drop, 3),
-            budget_points=max_accuracy_drop,
-            passed=bool(drop <= max_accuracy_drop),
+    names = list(output_names) if len(output_names) == len(pairs) else [n for n, _, _ in pairs]
+    per_output = {
+        name: _output_gate(
+            f, q, data.labels_for(name, i), max_accuracy_drop, max_output_error, min_cosine
         )
-        return report
-    worst_rel, worst_cos = 0.0, 1.0
-    for _, f, q in pairs:
-        f64, q64 = f.astype(np.float64).ravel(), q.astype(np.float64).ravel()
-        rmse = float(np.sqrt(np.mean((f64 - q64) ** 2)))
-        # Relative to the outputs' own magnitude: robust when they barely vary (an untrained
-        # softmax), where normalising by their spread would divide by almost nothing.
-        rel = rmse / (float(np.sqrt(np.mean(f64**2))) + 1e-12)
-        denom = float(np.linalg.norm(f64) * np.linalg.norm(q64)) or 1e-12
-        worst_rel = max(worst_rel, rel)
-        worst_cos = min(worst_cos, float(np.dot(f64, q64) / denom))
-    report.update(
-        metric="output-error",
-        relative_rmse=round(worst_rel, 5),
-        cosine=round(worst_cos, 6),
-        budget_relative_rmse=max_output_error,
-        budget_cosine=min_cosine,
-        passed=bool(worst_rel <= max_output_error and worst_cos >= min_cosine),
-    )
+        for i, (name, (_, f, q)) in enumerate(zip(names, pairs, strict=True))
+    }
+    failing = [v for v in per_output.values() if not v["passed"]]
+    headline = failing[0] if failing else next(iter(per_output.values()))
+    report: dict[str, Any] = {"data": data.source, "samples": len(data), **headline}
+    report["passed"] = not failing
+    if len(per_output) > 1:
+        report["outputs"] = per_output
     return report
 
 
@@ -604,6 +1124,10 @@ def convert_model(
     evaluation: Path | None = None,
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
     max_output_error: float = DEFAULT_MAX_OUTPUT_ERROR,
+    min_output_cosine: float = DEFAULT_MIN_COSINE,
+    input_shapes: Sequence[str] = (),
+    custom_object_specs: Sequence[str] = (),
+    imports: Sequence[str] = (),
     prune: PruneOptions | None = None,
     progress: Progress = lambda _step: None,
 ) -> ConversionResult:
@@ -612,7 +1136,14 @@ def convert_model(
     With ``prune`` the Keras model is pruned (and fine-tuned) first, and the accuracy gate
     compares the final model with the *unpruned* float model, so the budget covers both.
 
+    Args:
+        input_shapes: ``NAME=1x96x96x3`` specs: the shape of synthetic parity inputs for inputs
+            whose dimensions the model leaves open (calibration / evaluation data wins).
+        custom_object_specs: ``module:Class`` specs of custom layer classes the model uses.
+        imports: modules (or ``.py`` files) to import first, e.g. ones that register classes.
+
     Raises:
+        UsageError: a malformed --input-shape / --custom-objects / --import.
         ModelInputError, DataError: bad model or data.
         ConversionError: the converter failed or produced a model that disagrees with the source.
         AccuracyGateError: the quantized model lost more than the budget.
@@ -621,21 +1152,36 @@ def convert_model(
     from .compat import check_compatibility, read_tflite
 
     if quantize not in QUANTIZATIONS:
-        raise DataError(
-            f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATIONS)}"
+        raise UsageError(
+            f"unknown quantization {excerpt(quantize)}; choose one of {', '.join(QUANTIZATIONS)}"
         )
     if io_dtype not in ("float32", "int8"):
-        raise DataError(f"--io-dtype must be float32 or int8, not {io_dtype!r}")
+        raise UsageError(f"--io-dtype must be float32 or int8, not {excerpt(io_dtype)}")
     if io_dtype == "int8" and quantize != "int8":
         raise DataError("--io-dtype int8 needs --quantize int8")
     progress("load")
-    source = load_source_model(path)
-    calib = (
-        load_dataset(calibration, source.input_names, source.input_shapes) if calibration else None
-    )
-    evald = (
-        load_dataset(evaluation, source.input_names, source.input_shapes) if evaluation else None
-    )
+    objects = custom_objects(custom_object_specs, imports)
+    source = load_source_model(path, objects=objects)
+    shapes = parse_input_shapes(input_shapes, source)
+    if io_dtype == "int8" and any(
+        source.dtype(i).kind != "f" for i in range(len(source.input_names))
+    ):
+        raise DataError(
+            "--io-dtype int8 quantizes float inputs, but this model also takes "
+            + ", ".join(
+                f"{n!r} ({source.dtype(i)})"
+                for i, n in enumerate(source.input_names)
+                if source.dtype(i).kind != "f"
+            ),
+            hint="leave --io-dtype at float32: integer inputs are passed as they are",
+        )
+
+    def dataset(file: Path) -> Dataset:
+        data = load_dataset(file, source.input_names, source.input_shapes, source.output_names)
+        return replace(data, inputs=as_model_inputs(source, data.inputs, str(file)))
+
+    calib = dataset(calibration) if calibration else None
+    evald = dataset(evaluation) if evaluation else None
     if quantize in NEEDS_CALIBRATION and calib is None:
         raise DataError(
             f"--quantize {quantize} needs calibration data (--calibration FILE); "
@@ -666,24 +1212,32 @@ def convert_model(
         )
         source, reference, pruning = pruned.source, pruned.reference_float, pruned.report.to_dict()
     progress("convert")
-    float_bytes = _convert(source.make_converter(), "float32")
+    float_bytes = _convert(source.make_converter(), "float32", source)
+    # Real inputs when there are any (a model fed 0-255 pixels is judged on pixels); otherwise
+    # inputs made up in each input's own dtype and range, at the --input-shape or default size.
     real = calib or evald
-    feeds = real.head(PARITY_SAMPLES) if real is not None else synthetic_inputs(source)
-    parity = _parity(source, float_bytes, {k: v.astype(np.float32) for k, v in feeds.items()})
-    parity["inputs"] = real.source if real is not None else "synthetic (seeded normal)"
+    synthetic = None if real is not None else describe_synthetic(source)
+    fixed_rows = [d[0] for d in source.input_shapes if d and d[0] is not None and d[0] > 1]
+    head = fixed_rows[0] if fixed_rows else PARITY_SAMPLES  # rows a fixed first dimension takes
+    feeds = real.head(head) if real is not None else synthetic_inputs(source, shapes=shapes)
+    parity = _parity(source, float_bytes, feeds, synthetic)
+    parity["inputs"] = real.source if real is not None else synthetic
     notes: list[str] = []
     if quantize == "none":
         model_bytes = float_bytes
     else:
         progress("calibrate" if quantize in NEEDS_CALIBRATION else "quantize")
-        model_bytes = _convert(_converter(source, quantize, io_dtype, calib, True), quantize)
+        model_bytes = _convert(
+            _converter(source, quantize, io_dtype, calib, True), quantize, source
+        )
     progress("check")
     info = read_tflite(model_bytes)
     compat = check_compatibility(info, runtime, runtime_version)
     if not compat.ok and quantize in ("dynamic", "int8", "int16x8"):
         adapted = _convert(
-            _converter(source, quantize, io_dtype, calib, False), f"{quantize}, per-tensor dense"
-        )
+            _converter(source, quantize, io_dtype, calib, False), f"{quantize}, per-tensor dense",
+            source,
+        )  # fmt: skip
         adapted_compat = check_compatibility(read_tflite(adapted), runtime, runtime_version)
         if adapted_compat.ok:
             notes.append(
@@ -699,14 +1253,32 @@ def convert_model(
     if quantize != "none" or reference is not None:
         progress("evaluate")
         data = evald or calib
+        # Never a silent stand-in for the user's data: the report names the data, and so does a note.
+        if evald is None and calib is not None:
+            notes.append(
+                "the accuracy gate compared the quantized model with the float one on the "
+                "calibration data (no --eval given); pass --eval DATA.npz with labels (y) to "
+                "measure accuracy on held-out data"
+            )
         if data is None:
-            data = Dataset(synthetic_inputs(source, 64, seed=1), None, "synthetic (seeded normal)")
+            data = Dataset(
+                synthetic_inputs(source, 64, seed=1, shapes=shapes),
+                None,
+                describe_synthetic(source),
+            )
+            notes.append(
+                "the accuracy gate ran on 64 synthetic inputs, not on your data (no --eval or "
+                "--calibration given); pass --eval DATA.npz (x, y) to check the quantized model "
+                "on real data"
+            )
         gate = accuracy_gate(
             reference or float_bytes,
             model_bytes,
             data,
             max_accuracy_drop=max_accuracy_drop,
             max_output_error=max_output_error,
+            min_cosine=min_output_cosine,
+            output_names=source.output_names,
         )
         if not gate["passed"]:
             what = f"{quantize} quantization" if quantize != "none" else ""
@@ -740,14 +1312,23 @@ def convert_model(
 
 
 def _gate_message(what: str, gate: Mapping[str, Any]) -> str:
-    if gate.get("metric") == "accuracy":
-        return (
-            f"{what} drops accuracy by {gate['drop_points']:.2f} points "
-            f"({gate['float_accuracy']:.2f}% → {gate['quantized_accuracy']:.2f}%), "
-            f"budget {gate['budget_points']} points"
-        )
-    return (
-        f"{what} changes outputs too much: relative RMS error "
-        f"{gate['relative_rmse']:.4f} (budget {gate['budget_relative_rmse']}), cosine "
-        f"{gate['cosine']:.4f} (minimum {gate['budget_cosine']})"
-    )
+    """Every failing output with its figures against the budget."""
+    outputs = gate.get("outputs") or {"": gate}
+    parts = []
+    for name, result in outputs.items():
+        if result.get("passed", True) and len(outputs) > 1:
+            continue
+        if result.get("metric") == "accuracy":
+            text = (
+                f"drops accuracy by {result['drop_points']:.2f} points "
+                f"({result['float_accuracy']:.2f}% → {result['quantized_accuracy']:.2f}%), "
+                f"budget {result['budget_points']} points"
+            )
+        else:
+            text = (
+                f"changes outputs too much: relative RMS error "
+                f"{result['relative_rmse']:.4f} (budget {result['budget_relative_rmse']}), cosine "
+                f"{result['cosine']:.4f} (minimum {result['budget_cosine']})"
+            )
+        parts.append(f"on output {name!r} {text}" if len(outputs) > 1 else text)
+    return f"{what or 'the model'} " + "; ".join(parts)

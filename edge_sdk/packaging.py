@@ -39,8 +39,15 @@ class PackageOptions:
     compress: int | None = None
     calibration: Path | None = None
     evaluation: Path | None = None
-    max_accuracy_drop: float = 1.0
-    max_output_error: float = 0.05
+    #: Gate budgets; ``None``: the defaults of :mod:`edge_sdk.convert`.
+    max_accuracy_drop: float | None = None
+    max_output_error: float | None = None
+    min_output_cosine: float | None = None
+    #: ``NAME=1x96x96x3``: synthetic parity input shapes for inputs with open dimensions.
+    input_shapes: tuple[str, ...] = ()
+    #: ``module:Class`` custom layer classes, and modules to import first (Keras inputs only).
+    custom_objects: tuple[str, ...] = ()
+    imports: tuple[str, ...] = ()
     expires: datetime | None = None
     chunk_size: int = 1024 * 1024
     #: Magnitude pruning before conversion: a sparsity in [0, 1) or "auto" (see edge_sdk.pruning).
@@ -123,6 +130,34 @@ def io_specs(
         )
 
 
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+#: Options that only mean something while converting a Keras model or SavedModel.
+_CONVERSION_OPTIONS = (
+    ("quantize", "--quantize"), ("io_dtype", "--io-dtype"), ("calibration", "--calibration"),
+    ("evaluation", "--eval"), ("max_accuracy_drop", "--max-accuracy-drop"),
+    ("max_output_error", "--max-output-error"), ("min_output_cosine", "--min-output-cosine"),
+    ("input_shapes", "--input-shape"), ("custom_objects", "--custom-objects"),
+    ("imports", "--import"), ("train", "--train"), ("epochs", "--epochs"),
+)  # fmt: skip
+
+
+def _refuse_conversion_options(model_path: Path, options: PackageOptions) -> None:
+    """A .tflite is sealed as it is: options that would change or judge a conversion cannot
+    apply, and ignoring them would let the user believe they did."""
+    given = [flag for attribute, flag in _CONVERSION_OPTIONS if getattr(options, attribute)
+             not in (None, ())]  # fmt: skip
+    if given:
+        raise UsageError(
+            f"{model_path} is already TFLite and is sealed as it is: {', '.join(given)} "
+            f"cannot apply (they act on a conversion from Keras)",
+            hint="drop those options, or package the Keras model (.keras, .h5) or SavedModel to "
+            "quantize and gate it",
+        )
+
+
 def package_model(
     model_path: Path,
     output: Path,
@@ -160,7 +195,13 @@ def _package_model(
     attest: Callable[[Manifest], Mapping[str, Any]],
 ) -> PackageResult:
     from .compat import check_compatibility, read_tflite
-    from .convert import convert_model, detect_model_format
+    from .convert import (
+        DEFAULT_MAX_ACCURACY_DROP,
+        DEFAULT_MAX_OUTPUT_ERROR,
+        DEFAULT_MIN_COSINE,
+        convert_model,
+        detect_model_format,
+    )
     from .sealing import seal_bundle
 
     fmt = detect_model_format(model_path)
@@ -178,6 +219,7 @@ def _package_model(
             f"{model_path} is already TFLite: --prune needs the Keras model (.keras or .h5)"
         )
     if fmt == "tflite":
+        _refuse_conversion_options(model_path, options)
         progress("load")
         model_bytes = model_path.read_bytes()
         info = read_tflite(model_bytes)
@@ -205,8 +247,12 @@ def _package_model(
             io_dtype=options.io_dtype or (profile.io_dtype if quantize == "int8" else "float32"),
             calibration=options.calibration,
             evaluation=options.evaluation,
-            max_accuracy_drop=options.max_accuracy_drop,
-            max_output_error=options.max_output_error,
+            max_accuracy_drop=_or(options.max_accuracy_drop, DEFAULT_MAX_ACCURACY_DROP),
+            max_output_error=_or(options.max_output_error, DEFAULT_MAX_OUTPUT_ERROR),
+            min_output_cosine=_or(options.min_output_cosine, DEFAULT_MIN_COSINE),
+            input_shapes=options.input_shapes,
+            custom_object_specs=options.custom_objects,
+            imports=options.imports,
             prune=prune,
             progress=progress,
         )

@@ -45,6 +45,7 @@ from .attestation import (
     STATEMENT_TYPE,
     sign_statement,
 )
+from .convert import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MAX_OUTPUT_ERROR, DEFAULT_MIN_COSINE
 from .errors import DataError, ModelInputError, ModelSignatureError, ProvenanceError
 from .keys import PrivateKey
 from .manifest import Manifest, format_time
@@ -208,9 +209,11 @@ class Sources:
             },
             "source": {"name": self.source.name, "format": str(conversion.get("source_format"))},
             "quantization": str(conversion.get("quantization", "as converted")),
+            # The budgets the gate applied (None in the options: convert's defaults).
             "accuracyBudget": {
-                "maxAccuracyDrop": options.max_accuracy_drop,
-                "maxOutputError": options.max_output_error,
+                "maxAccuracyDrop": _budget(options.max_accuracy_drop, DEFAULT_MAX_ACCURACY_DROP),
+                "maxOutputError": _budget(options.max_output_error, DEFAULT_MAX_OUTPUT_ERROR),
+                "minOutputCosine": _budget(options.min_output_cosine, DEFAULT_MIN_COSINE),
             },
         }
         if conversion.get("io_dtype"):
@@ -369,3 +372,7 @@ def prepare_sources(
                 digest = path_sha256(path, DataError, "data file")
                 inputs.append(Input(role, path.name, digest, path))
         yield Sources(source.path, inputs, options, signers, started)
+
+
+def _budget(given: float | None, default: float) -> float:
+    return default if given is None else given

@@ -35,6 +35,7 @@ from .errors import (
     InferenceInputError,
     TargetMismatchError,
     UsageError,
+    excerpt,
     install_hint,
 )
 from .keys import PrivateKey, TrustStore, load_private_key
@@ -124,7 +125,12 @@ def discover_backend(preferred: str | None = None) -> Backend:
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """An input or output tensor as the interpreter sees it."""
+    """An input or output tensor as the interpreter sees it.
+
+    ``shape`` is the model's *signature*: ``-1`` marks a dimension the model lets the caller
+    choose (a dynamic batch, or the height and width of a fully convolutional backbone); any
+    other number is fixed by the model and is never resized.
+    """
 
     name: str
     index: int
@@ -136,6 +142,11 @@ class TensorInfo:
     @property
     def quantized(self) -> bool:
         return self.scale != 0.0 and np.issubdtype(self.dtype, np.integer)
+
+    @property
+    def batched(self) -> bool:
+        """Whether dimension 0 is a batch axis: dynamic (``-1``) or fixed at one sample."""
+        return bool(self.shape) and self.shape[0] in (-1, 1)
 
 
 @dataclass(frozen=True)
@@ -173,8 +184,7 @@ def _signature_tensors(
     """
     inputs = {d["index"]: _tensor_info(d) for d in interpreter.get_input_details()}
     outputs = {d["index"]: _tensor_info(d) for d in interpreter.get_output_details()}
-    get_signatures = getattr(interpreter, "_get_full_signature_list", None)
-    signatures = get_signatures() if get_signatures is not None else {}
+    signatures = _full_signatures(interpreter)
     ordered_in, ordered_out = list(inputs.values()), list(outputs.values())
     if len(signatures) == 1:
         sig = next(iter(signatures.values()))
@@ -228,6 +238,81 @@ def _build_delegates(
     return loaded, reports, xnnpack
 
 
+def _quote(text: str) -> str:
+    """A tensor or signature name for a message: it comes from the model file (bounded, escaped)."""
+    return excerpt(text)
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
+def _build_interpreter(
+    backend: Backend,
+    model_bytes: bytes,
+    threads: int | None,
+    delegate_chain: Sequence[Any],
+    strict_delegates: bool,
+) -> tuple[Any, tuple[DelegateReport, ...]]:
+    """A raw LiteRT interpreter over ``model_bytes`` with the profile's threads and delegates
+    (tensors not allocated yet), and what the delegate chain did."""
+    if not isinstance(model_bytes, bytes):
+        # Interpreter(model_content=bytearray) raises a TypeError whose text dumps the model.
+        raise UsageError("model bytes must be bytes")
+    delegates, reports, xnnpack = _build_delegates(backend, delegate_chain, strict_delegates)
+    if xnnpack:
+        reports.insert(0, DelegateReport("xnnpack", True, "builtin default delegate"))
+    resolver = backend.op_resolver
+    try:
+        interpreter = backend.interpreter_cls(
+            model_content=model_bytes,
+            num_threads=threads,
+            experimental_delegates=delegates or None,
+            experimental_op_resolver_type=(
+                resolver.AUTO if xnnpack else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            ),
+        )
+    except (ValueError, RuntimeError) as exc:
+        raise BackendError(
+            f"{backend.package} {backend.version} cannot build this model: {_first_line(exc)}"
+        ) from None
+    return interpreter, tuple(reports)
+
+
+class _Graph:
+    """One runnable signature of a model: its tensors and how to run one invocation of it.
+
+    The primary graph (subgraph 0) is driven through the interpreter directly, resizing an input
+    only when its shape changes; another signature of a multi-signature model goes through its
+    LiteRT ``SignatureRunner``. Either way :meth:`Model._run` has checked every shape first, so
+    only dimensions the model leaves open (``-1``) ever change.
+    """
+
+    def __init__(
+        self,
+        key: str | None,
+        inputs: tuple[TensorInfo, ...],
+        outputs: tuple[TensorInfo, ...],
+        runner: Any = None,
+        allocated: Mapping[int, tuple[int, ...]] | None = None,
+    ) -> None:
+        self.key = key
+        self.inputs = inputs
+        self.outputs = outputs
+        self.by_name = {t.name: t for t in inputs}
+        self.runner = runner
+        # Input index → shape the interpreter is allocated for; () = unknown / not allocated.
+        self.current: dict[int, tuple[int, ...]] = {t.index: () for t in inputs}
+        self.current.update(allocated or {})
+        # Cleared when a batched run returns outputs that do not follow the batch (a reshape
+        # that hard-codes one sample): from then on batches run sample by sample.
+        self.batchable = True
+        # Input shapes without the batch axis → output shapes and dtypes without it, for empty
+        # batches (learned from one run on a zero sample).
+        self.sample_outputs: dict[tuple[tuple[int, ...], ...], list[tuple[Any, ...]]] = {}
+
+
 class Model:
     """A loaded model: ``predict`` numpy in, numpy out. Build it with :func:`load`.
 
@@ -238,6 +323,7 @@ class Model:
         delegates: what the profile's delegate chain did (applied, or fell back and why).
         threads: the interpreter's thread count.
         threads_reason: why that count (a profile, the caller, or the cores available).
+        signatures: the model's signature keys (a model converted from Keras has one).
     """
 
     threads_reason: str = ""
@@ -261,140 +347,320 @@ class Model:
         self._model_bytes = model_bytes
         self._delegate_chain = tuple(delegate_chain)
         self._strict = strict_delegates
-        delegates, reports, xnnpack = _build_delegates(
-            self.backend, delegate_chain, strict_delegates
+        self._interpreter, self.delegates = _build_interpreter(
+            self.backend, model_bytes, threads, self._delegate_chain, strict_delegates
         )
-        if xnnpack:
-            reports.insert(0, DelegateReport("xnnpack", True, "builtin default delegate"))
-        self.delegates: tuple[DelegateReport, ...] = tuple(reports)
-        resolver = self.backend.op_resolver
-        try:
-            self._interpreter = self.backend.interpreter_cls(
-                model_content=model_bytes,
-                num_threads=threads,
-                experimental_delegates=delegates or None,
-                experimental_op_resolver_type=(
-                    resolver.AUTO if xnnpack else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-                ),
-            )
-            self._interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-            raise BackendError(
-                f"{self.backend.package} {self.backend.version} cannot build this model: {first}"
-            ) from None
         self.inputs, self.outputs = _signature_tensors(self._interpreter, manifest)
-        self._by_name = {t.name: t for t in self.inputs}
-        self._current_shapes = {
-            int(d["index"]): tuple(int(v) for v in d["shape"])
-            for d in self._interpreter.get_input_details()
+        signatures = _full_signatures(self._interpreter)
+        self.signatures: tuple[str, ...] = tuple(signatures)
+        allocated: dict[int, tuple[int, ...]] = {}
+        # A model that leaves a dimension other than the batch open (a fully convolutional
+        # backbone's height and width) is allocated at the first real input's shape, in
+        # predict: allocating at the placeholder 1x1 fails in XNNPACK, or in a 'valid' conv.
+        if not any(-1 in t.shape[1:] for t in self.inputs):
+            try:
+                self._interpreter.allocate_tensors()
+            except (ValueError, RuntimeError) as exc:
+                raise BackendError(
+                    f"{self.backend.package} {self.backend.version} cannot build this model: "
+                    f"{_first_line(exc)}"
+                ) from None
+            allocated = {
+                int(d["index"]): tuple(int(v) for v in d["shape"])
+                for d in self._interpreter.get_input_details()
+            }
+        primary_key = next(iter(signatures)) if len(signatures) == 1 else None
+        self._graphs: dict[str | None, _Graph] = {
+            primary_key: _Graph(primary_key, self.inputs, self.outputs, None, allocated)
         }
+        self._primary = self._graphs[primary_key]
+        self._interpreter_view: Any = None
         self._lock = threading.Lock()
         self._closed = False
 
     # -- inference -----------------------------------------------------------------------------
 
     def _coerce(self, spec: TensorInfo, value: Any, raw: bool) -> np.ndarray:
+        """``value`` as an array of ``spec``'s dtype and a shape the model accepts, or a typed
+        refusal: every fixed dimension must match; only ``-1`` dimensions (and the batch of a
+        model fixed at one sample, which :meth:`_run` feeds one sample at a time) may vary."""
+        name = _quote(spec.name)
         try:
             array = np.asarray(value)
         except (ValueError, TypeError) as exc:
-            raise InferenceInputError(
-                f"input {spec.name!r}: cannot make an array ({exc})"
-            ) from None
+            raise InferenceInputError(f"input {name}: cannot make an array ({exc})") from None
+        batch_free = spec.batched  # dynamic batch, or one sample per run
         if array.ndim != len(spec.shape) or any(
             want not in (-1, got)
-            for want, got in zip(spec.shape[1:], array.shape[1:], strict=False)
+            for i, (want, got) in enumerate(zip(spec.shape, array.shape, strict=False))
+            if i > 0 or not batch_free
         ):
+            notes = ["batch may vary"] if batch_free else []
+            notes += ["-1: any size"] if -1 in spec.shape[1:] else []
             raise InferenceInputError(
-                f"input {spec.name!r} expects shape {list(spec.shape)} (batch may vary), "
-                f"got {list(array.shape)}"
+                f"input {name} expects shape {list(spec.shape)}"
+                + (f" ({', '.join(notes)})" if notes else "")
+                + f", got {list(array.shape)}"
             )
+        if any(got == 0 for got in array.shape[1:]):
+            raise InferenceInputError(
+                f"input {name} has shape {list(array.shape)}: only the number of samples may be 0"
+            )
+        if spec.dtype.kind in "SUO":
+            raise InferenceInputError(
+                f"input {name} is a string tensor: predict takes numeric and boolean arrays",
+                hint="feed strings through model.interpreter (set_tensor with an array of bytes)",
+            )
+        if array.dtype.kind in "SUOV":
+            raise InferenceInputError(f"input {name} expects {spec.dtype}, got {array.dtype}")
         if raw or not spec.quantized:
-            if array.dtype == spec.dtype:
-                return array
-            if (
-                not np.can_cast(array.dtype, spec.dtype, "same_kind")
-                or array.dtype.kind not in "biuf"
-            ):
-                raise InferenceInputError(
-                    f"input {spec.name!r} expects {spec.dtype}, got {array.dtype}"
-                    + (" (pass raw=False to feed floats to a quantized model)" if raw else "")
-                )
-            return array.astype(spec.dtype)
-        if array.dtype.kind not in "biuf":
-            raise InferenceInputError(f"input {spec.name!r} expects numbers, got {array.dtype}")
+            return _cast(name, array, spec.dtype, raw)
+        if array.dtype.kind not in "f":
+            raise InferenceInputError(
+                f"input {name} is quantized {spec.dtype} (scale {spec.scale:.6g}, zero point "
+                f"{spec.zero_point}) and takes real-valued floats, got {array.dtype}",
+                hint=f"pass floats, or the quantized {spec.dtype} values as they are with raw=True",
+            )
+        if array.size and not np.isfinite(array).all():
+            raise InferenceInputError(
+                f"input {name} holds NaN or infinite values, which a quantized input cannot represent"
+            )
         info = np.iinfo(spec.dtype)
         quantized = np.round(array.astype(np.float32) / spec.scale) + spec.zero_point
         result: np.ndarray = np.clip(quantized, info.min, info.max).astype(spec.dtype)
         return result
 
-    def _arrange(self, x: Any) -> list[tuple[TensorInfo, Any]]:
+    def _arrange(self, graph: _Graph, x: Any) -> list[tuple[TensorInfo, Any]]:
+        inputs = graph.inputs
         if isinstance(x, Mapping):
-            unknown = set(x) - set(self._by_name)
-            missing = set(self._by_name) - set(x)
+            unknown = set(x) - set(graph.by_name)
+            missing = set(graph.by_name) - set(x)
             if unknown or missing:
                 raise InferenceInputError(
-                    f"inputs by name: missing {sorted(missing)}, unknown {sorted(unknown)}; "
-                    f"the model takes {[t.name for t in self.inputs]}"
+                    f"inputs by name: missing {sorted(missing)[:16]}, unknown "
+                    f"{excerpt(sorted(map(str, unknown)))}; "
+                    f"the model takes {[t.name for t in inputs]}"
                 )
-            return [(self._by_name[name], value) for name, value in x.items()]
-        if isinstance(x, (list, tuple)) and len(self.inputs) > 1:
-            if len(x) != len(self.inputs):
-                raise InferenceInputError(
-                    f"the model takes {len(self.inputs)} inputs, got {len(x)}"
-                )
-            return list(zip(self.inputs, x, strict=True))
-        if len(self.inputs) != 1:
+            return [(graph.by_name[name], value) for name, value in x.items()]
+        if isinstance(x, (list, tuple)) and len(inputs) > 1:
+            if len(x) != len(inputs):
+                raise InferenceInputError(f"the model takes {len(inputs)} inputs, got {len(x)}")
+            return list(zip(inputs, x, strict=True))
+        if len(inputs) != 1:
             raise InferenceInputError(
-                f"the model takes {len(self.inputs)} inputs; pass a dict by name: "
-                f"{[t.name for t in self.inputs]}"
+                f"the model takes {len(inputs)} inputs; pass a dict by name: "
+                f"{[t.name for t in inputs]}"
             )
-        return [(self.inputs[0], x)]
+        return [(inputs[0], x)]
 
-    def predict(self, x: Any, *, raw: bool = False) -> Any:
+    def _graph(self, signature: str | None) -> _Graph:
+        if signature is None:
+            if len(self.signatures) > 1:
+                raise InferenceInputError(
+                    f"this model has {len(self.signatures)} signatures "
+                    f"{[_quote(s) for s in self.signatures[:16]]}: pass signature=NAME (edge-sdk run "
+                    "--signature NAME)"
+                )
+            return self._primary
+        if signature in self._graphs:
+            return self._graphs[signature]
+        if signature not in self.signatures:
+            raise InferenceInputError(
+                f"no signature {_quote(str(signature))}; the model has "
+                f"{[_quote(s) for s in self.signatures[:16]] or 'none'}"
+            )
+        with self._lock:
+            self._check_open()
+            runner = self._interpreter.get_signature_runner(signature)
+            inputs = tuple(
+                replace(_tensor_info(d), name=str(n)) for n, d in runner.get_input_details().items()
+            )
+            outputs = tuple(
+                replace(_tensor_info(d), name=str(n))
+                for n, d in runner.get_output_details().items()
+            )
+            graph = self._graphs.setdefault(signature, _Graph(signature, inputs, outputs, runner))
+        return graph
+
+    def tensors(
+        self, signature: str | None = None
+    ) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:
+        """The inputs and outputs of one signature (default: the model's only one).
+
+        Raises:
+            InferenceInputError: no such signature, or none named for a model with several.
+        """
+        graph = self._graph(signature)
+        return graph.inputs, graph.outputs
+
+    def predict(self, x: Any, *, raw: bool = False, signature: str | None = None) -> Any:
         """Run the model.
+
+        A batch of N samples gives outputs of N rows, also for a model fixed at one sample per
+        run (``[1, 128, 128, 3]``), which is then run sample by sample: a dimension the model
+        fixed is never resized. An empty batch (0 samples) gives empty outputs of the right
+        shape and dtype, without running the interpreter.
 
         Args:
             x: an array for a single-input model; a dict by input name (or a list in order) for
-                several inputs. Quantized inputs take floats unless ``raw``.
+                several inputs. Quantized inputs take floats unless ``raw``; integer inputs
+                (token ids) take integers of a dtype that casts without loss.
             raw: feed and return the quantized integers as they are.
+            signature: which signature to run, for a model that has several.
 
         Returns:
             An array for a single-output model, else a dict by output name.
 
         Raises:
-            InferenceInputError: wrong name, shape or dtype, naming the tensor.
+            InferenceInputError: wrong name, shape, dtype or value range, naming the tensor; or
+                outputs that cannot be stacked into a batch.
             BackendError: the interpreter failed.
         """
-        feeds = [(spec, self._coerce(spec, value, raw)) for spec, value in self._arrange(x)]
-        with self._lock:
-            if self._closed:  # checked under the lock: close() may run in another thread
-                raise UsageError("this model was closed")
-            interp = self._interpreter
-            try:
-                resized = [(s, a) for s, a in feeds if self._current_shapes[s.index] != a.shape]
-                if resized:
-                    # Resize once per new batch shape, not per call; all inputs before one allocate,
-                    # since ops joining several inputs cannot be prepared with mixed batch sizes.
-                    for spec, array in resized:
-                        interp.resize_tensor_input(spec.index, array.shape, strict=False)
-                        self._current_shapes[spec.index] = ()  # unknown until allocation succeeds
-                    interp.allocate_tensors()
-                    for spec, array in resized:
-                        self._current_shapes[spec.index] = array.shape
-                for spec, array in feeds:
-                    interp.set_tensor(spec.index, array)
-                interp.invoke()
-                results = [(spec, interp.get_tensor(spec.index)) for spec in self.outputs]
-            except (ValueError, RuntimeError) as exc:
-                raise BackendError(f"inference failed: {str(exc).splitlines()[0][:300]}") from None
+        graph = self._graph(signature)
+        feeds = [(spec, self._coerce(spec, value, raw)) for spec, value in self._arrange(graph, x)]
+        results = self._run(graph, feeds)
         out = {
             spec.name: value
             if raw or not spec.quantized
             else (value.astype(np.float32) - spec.zero_point) * np.float32(spec.scale)
-            for spec, value in results
+            for spec, value in zip(graph.outputs, results, strict=True)
         }
         return next(iter(out.values())) if len(out) == 1 else out
+
+    def _run(self, graph: _Graph, feeds: list[tuple[TensorInfo, np.ndarray]]) -> list[np.ndarray]:
+        """Outputs for a batch: in one run, sample by sample, or none at all (empty batch)."""
+        batched = [(s, a) for s, a in feeds if s.batched]
+        sizes = {int(a.shape[0]) for _, a in batched}
+        if 0 in sizes:
+            if len(sizes) > 1:
+                raise InferenceInputError(
+                    "an empty batch needs every batched input empty; got sample counts "
+                    + ", ".join(f"{_quote(s.name)}: {a.shape[0]}" for s, a in batched[:16])
+                )
+            return self._empty(graph, feeds)
+        one_at_a_time = [s for s, a in batched if s.shape[0] == 1 and a.shape[0] != 1]
+        n = next(iter(sizes)) if len(sizes) == 1 else None
+        if one_at_a_time or (not graph.batchable and n is not None and n > 1):
+            if n is None:
+                raise InferenceInputError(
+                    f"input {_quote(one_at_a_time[0].name)} takes one sample per run, so every "
+                    "batched input needs the same number of samples; got "
+                    + ", ".join(f"{_quote(s.name)}: {a.shape[0]}" for s, a in batched[:16])
+                )
+            return self._per_sample(graph, feeds, n)
+        results = self._invoke(graph, feeds)
+        if n is not None and n > 1 and any(r.ndim == 0 or r.shape[0] != n for r in results):
+            # The outputs did not follow the batch: the model hard-codes one sample somewhere
+            # (a reshape to [1, -1, 16]) although its input says -1. Numbers from such a run are
+            # folded into the wrong shape, never returned; every batch goes per sample instead.
+            graph.batchable = False
+            log.warning(
+                "the model's outputs do not follow a batch of %d (it hard-codes one sample); "
+                "running batches sample by sample",
+                n,
+            )
+            return self._per_sample(graph, feeds, n)
+        return results
+
+    def _per_sample(
+        self, graph: _Graph, feeds: list[tuple[TensorInfo, np.ndarray]], n: int
+    ) -> list[np.ndarray]:
+        parts: list[list[np.ndarray]] = [[] for _ in graph.outputs]
+        for i in range(n):
+            sample = [(s, a[i : i + 1] if s.batched else a) for s, a in feeds]
+            results = self._invoke(graph, sample)
+            if i == 0:
+                self._check_batch_axis(graph, results, f"a batch of {n}")
+            for part, result in zip(parts, results, strict=True):
+                part.append(result)
+        return [np.concatenate(part) for part in parts]
+
+    def _empty(self, graph: _Graph, feeds: list[tuple[TensorInfo, np.ndarray]]) -> list[np.ndarray]:
+        key = tuple(a.shape[1:] if s.batched else a.shape for s, a in feeds)
+        known = graph.sample_outputs.get(key)
+        if known is None:
+            # Zero samples never reach the interpreter (XNNPACK cannot reshape to 0, and some
+            # runtimes crash on the next run after trying): one zero sample tells the shapes.
+            sample = [
+                (s, np.zeros((1, *a.shape[1:]), a.dtype) if s.batched else a) for s, a in feeds
+            ]
+            results = self._invoke(graph, sample)
+            self._check_batch_axis(graph, results, "an empty batch")
+            known = [(r.shape[1:], r.dtype) for r in results]
+            graph.sample_outputs[key] = known
+        return [np.empty((0, *shape), dtype) for shape, dtype in known]
+
+    @staticmethod
+    def _check_batch_axis(graph: _Graph, results: Sequence[np.ndarray], what: str) -> None:
+        for spec, result in zip(graph.outputs, results, strict=True):
+            if result.ndim == 0 or result.shape[0] != 1:
+                raise InferenceInputError(
+                    f"output {_quote(spec.name)} has shape {list(result.shape)} for one sample: "
+                    f"it has no batch axis, so {what} has no defined result",
+                    hint="call predict with one sample at a time",
+                )
+
+    def _check_open(self) -> None:
+        if self._closed:  # checked under the lock: close() may run in another thread
+            raise UsageError("this model was closed")
+
+    def _invoke(
+        self, graph: _Graph, feeds: list[tuple[TensorInfo, np.ndarray]]
+    ) -> list[np.ndarray]:
+        """One run of the interpreter on inputs whose shapes :meth:`_coerce` accepted."""
+        with self._lock:
+            self._check_open()
+            resized: list[tuple[TensorInfo, np.ndarray]] = []
+            try:
+                if graph.runner is not None:
+                    result = graph.runner(**{s.name: a for s, a in feeds})
+                    return [np.asarray(result[o.name]) for o in graph.outputs]
+                interp = self._interpreter
+                resized = [(s, a) for s, a in feeds if graph.current[s.index] != a.shape]
+                if resized:
+                    # Resize once per new shape, not per call; all inputs before one allocate,
+                    # since ops joining several inputs cannot be prepared with mixed sizes.
+                    # strict: the runtime itself refuses to touch a dimension the model fixed.
+                    for spec, array in resized:
+                        interp.resize_tensor_input(spec.index, array.shape, strict=True)
+                        graph.current[spec.index] = ()  # unknown until allocation succeeds
+                    interp.allocate_tensors()
+                    for spec, array in resized:
+                        graph.current[spec.index] = array.shape
+                for spec, array in feeds:
+                    interp.set_tensor(spec.index, array)
+                interp.invoke()
+                return [interp.get_tensor(spec.index) for spec in graph.outputs]
+            except (ValueError, RuntimeError) as exc:
+                if resized:
+                    shapes = ", ".join(f"{_quote(s.name)}: {list(a.shape)}" for s, a in resized[:8])
+                    raise BackendError(
+                        f"the model cannot run on input shape(s) {shapes}: {_first_line(exc)}",
+                        hint="give inputs of a size the model accepts (a model with 'valid' "
+                        "convolutions or pooling needs a minimum height and width)",
+                    ) from None
+                raise BackendError(f"inference failed: {_first_line(exc)}") from None
+
+    @property
+    def interpreter(self) -> Any:
+        """This model as a LiteRT ``Interpreter`` (``get_input_details``, ``set_tensor``,
+        ``invoke``, ``get_tensor``, ``get_signature_runner`` …) for code written against LiteRT.
+
+        Built on first use over the same verified, in-memory model bytes, with its own tensors,
+        so interpreter-style calls and :meth:`predict` never disturb each other.
+        See :class:`edge_sdk.interpreter.Interpreter`.
+        """
+        from .interpreter import Interpreter
+
+        with self._lock:
+            self._check_open()
+            if self._interpreter_view is None:
+                raw, _ = _build_interpreter(
+                    self.backend, self._model_bytes, self.threads, self._delegate_chain,
+                    self._strict,
+                )  # fmt: skip
+                self._interpreter_view = Interpreter._wrap(raw, self)
+            return self._interpreter_view
 
     def clone(self) -> Model:
         """Another interpreter over the same model bytes (for parallel workers)."""
@@ -408,11 +674,20 @@ class Model:
         )
 
     def close(self) -> None:
-        """Drop the interpreter and the model bytes."""
+        """Drop the interpreter(s) and the model bytes."""
         with self._lock:
             self._closed = True
             self._interpreter = None
+            self._graphs = {}
             self._model_bytes = b""
+            view, self._interpreter_view = self._interpreter_view, None
+        if view is not None:
+            view.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
 
     def __enter__(self) -> Model:
         return self
@@ -441,7 +716,37 @@ class Model:
             ],
             "inputs": [tensor(t) for t in self.inputs],
             "outputs": [tensor(t) for t in self.outputs],
+            **({"signatures": list(self.signatures)} if len(self.signatures) > 1 else {}),
         }
+
+
+def _cast(name: str, array: np.ndarray, dtype: np.dtype[Any], raw: bool) -> np.ndarray:
+    """``array`` as ``dtype`` when that loses nothing: same kind, and integers within range."""
+    if array.dtype == dtype:
+        return array
+    integers = array.dtype.kind in "iu" and dtype.kind in "iu"  # range-checked below
+    if (
+        not (integers or np.can_cast(array.dtype, dtype, "same_kind"))
+        or array.dtype.kind not in "biuf"
+    ):
+        raise InferenceInputError(
+            f"input {name} expects {dtype}, got {array.dtype}"
+            + (" (pass raw=False to feed floats to a quantized model)" if raw else "")
+        )
+    if array.dtype.kind in "iu" and dtype.kind in "iu" and not np.can_cast(array.dtype, dtype):
+        info = np.iinfo(dtype)
+        if array.size and (int(array.min()) < info.min or int(array.max()) > info.max):
+            raise InferenceInputError(
+                f"input {name} expects {dtype}, got {array.dtype} values in "
+                f"[{int(array.min())}, {int(array.max())}], outside {dtype}'s range"
+            )
+    return array.astype(dtype)
+
+
+def _full_signatures(interpreter: Any) -> dict[str, Any]:
+    get_signatures = getattr(interpreter, "_get_full_signature_list", None)
+    signatures = get_signatures() if get_signatures is not None else None
+    return dict(signatures or {})
 
 
 class ModelPool:
@@ -458,14 +763,14 @@ class ModelPool:
         self._free = list(self._models)
         self._cond = threading.Condition()
 
-    def predict(self, x: Any, *, raw: bool = False) -> Any:
+    def predict(self, x: Any, *, raw: bool = False, signature: str | None = None) -> Any:
         """Like :meth:`Model.predict`, on whichever interpreter is free."""
         with self._cond:
             while not self._free:
                 self._cond.wait()
             model = self._free.pop()
         try:
-            return model.predict(x, raw=raw)
+            return model.predict(x, raw=raw, signature=signature)
         finally:
             with self._cond:
                 self._free.append(model)

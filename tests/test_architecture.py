@@ -19,7 +19,8 @@ PARTS = {
              "edge_sdk.config", "edge_sdk.provenance", "edge_sdk.model_signature"],
     "fleet": ["edge_sdk.deploy", "edge_sdk.transports", "edge_sdk.inventory", "edge_sdk.agent",
               "edge_sdk.tuf_repo", "edge_sdk.audit", "edge_sdk.provenance_policy"],
-    "device": ["edge_sdk.runtime", "edge_sdk.state", "edge_sdk.audit_log", "edge_sdk.watch",
+    "device": ["edge_sdk.runtime", "edge_sdk.interpreter", "edge_sdk.state", "edge_sdk.audit_log",
+               "edge_sdk.watch",
                "edge_sdk.doctor", "edge_sdk.benchmark"],
     # compat reads a .tflite without TensorFlow: the device uses it for the runtime check.
     "reader": ["edge_sdk.compat", "edge_sdk.op_versions"],

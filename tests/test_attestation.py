@@ -380,14 +380,16 @@ def test_package_and_inspect_report_provenance_as_json(
     tmp_path: Path, cli: Any, key_files: dict[str, Path]
 ) -> None:
     out = tmp_path / "m.edgepkg"
-    packaged = cli("package", VECTOR_MODEL, "--profile", "x86_64", "--sign-key", key_files["signer"],
-                   "--name", "m", "--version", "4", "--eval", VECTOR_MODEL, "-o", out, "--json")  # fmt: skip
+    common = ["package", VECTOR_MODEL, "--profile", "x86_64", "--sign-key", key_files["signer"],
+              "--name", "m", "--version", "4", "-o", out, "--json"]  # fmt: skip
+    # A .tflite input is sealed as it is: data to evaluate it with cannot apply (issue 14).
+    refused = cli(*common, "--eval", VECTOR_MODEL)
+    assert refused.code == 2 and "--eval cannot apply" in refused.out and not out.exists()
+    packaged = cli(*common)
     assert packaged.code == 0, packaged.err
     summary = packaged.json()["provenance"]
     assert summary["valid"] and summary["source"]["model_signature"] is None
     assert summary["source"]["sha256"] == hashlib.sha256(VECTOR_MODEL.read_bytes()).hexdigest()
-    # A .tflite input is not evaluated, but the data given is still hashed and attested.
-    assert summary["data"] == [{"role": "evaluation-data", "name": "model.tflite",
-                                "sha256": summary["source"]["sha256"]}]  # fmt: skip
+    assert summary["data"] == []  # data files are attested for conversions (test_model_signing)
     inspected = cli("inspect", out, "--json").json()["provenance"]
     assert inspected == summary

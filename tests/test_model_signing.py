@@ -18,6 +18,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from edge_sdk.attestation import read_attestation
@@ -231,17 +232,18 @@ def test_input_changed_during_packaging_is_refused(
     shutil.copyfile(work["eval"], data)
 
     def rewrite(step: str) -> None:
-        if step == "load":
-            data.write_bytes(data.read_bytes() + b"\0")
+        if step == "load":  # still valid data, other bytes (a .tflite input takes no --eval)
+            with np.load(work["eval"]) as loaded:
+                np.savez(data, x=loaded["x"][::-1], y=loaded["y"][::-1])
 
     from edge_sdk.packaging import PackageOptions, package_model
     from edge_sdk.profiles import load_profile
 
     out = tmp_path / "m.edgepkg"
     with pytest.raises(ProvenanceError, match="changed while it was being packaged"):
-        package_model(VECTOR_MODEL, out, load_profile("x86_64"),
-                      PackageOptions(name="m", version=1, evaluation=data), [keyset.signer],
-                      progress=rewrite)  # fmt: skip
+        package_model(work["model"], out, load_profile("x86_64"),
+                      PackageOptions(name="m", version=1, quantize="none", evaluation=data),
+                      [keyset.signer], progress=rewrite)  # fmt: skip
     assert not out.exists()
 
 

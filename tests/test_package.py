@@ -188,11 +188,26 @@ def test_gate_without_labels_uses_output_error(
     )
     gate = result.reports["accuracy"]
     assert gate["metric"] == "output-error" and gate["passed"] and gate["cosine"] > 0.99
+    assert any("on the calibration data (no --eval given)" in n for n in result.notes)
     with pytest.raises(AccuracyGateError, match="relative RMS error"):
         _package(
             models.digits_cnn(), tmp_path / "c.edgepkg", keyset, quantize="int8",
             calibration=data["calib"], max_output_error=1e-6,
         )  # fmt: skip
+
+
+def test_a_gate_on_made_up_inputs_says_so(tmp_path: Path, keyset: KeySet) -> None:
+    result, _ = _package(models.digits_cnn(), tmp_path / "b.edgepkg", keyset, quantize="dynamic")
+    assert "synthetic" in result.reports["accuracy"]["data"]
+    assert any("64 synthetic inputs, not on your data" in n for n in result.notes)
+
+
+def test_unknown_quantization_is_a_usage_error(
+    tmp_path: Path, cli: Any, key_files: dict[str, Path]
+) -> None:
+    bad = cli("package", models.digits_cnn(), "--profile", "x86_64", "--quantize", "int4",
+              "--sign-key", key_files["signer"], "-o", tmp_path / "x.edgepkg")  # fmt: skip
+    assert bad.code == 2 and "unknown quantization 'int4'" in bad.err
 
 
 def test_report_is_in_the_signed_manifest(

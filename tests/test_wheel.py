@@ -95,6 +95,10 @@ class UserEnv:
         }
         env.update(HOME=str(self.home), XDG_CONFIG_HOME=str(self.home / ".config"),
                    XDG_STATE_HOME=str(self.home / ".local" / "state"),
+                   # As root the default state dir is the machine's /var/lib/edge-sdk, which every
+                   # run on this machine shares: a newer "model" accepted there by another run made
+                   # this run's loads rollbacks. Each test's device is its own.
+                   EDGE_SDK_STATE_DIR=str(self.home / ".local" / "state" / "edge-sdk"),
                    PATH=f"{self.venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}", COLUMNS="200")  # fmt: skip
         return env
 

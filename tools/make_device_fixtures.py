@@ -15,6 +15,10 @@
   ``--tflite-runtime-python``, a python with edge-sdk and tflite-runtime 2.14 installed (the x86
   device environment of ``tools/env_device_tflite214.sh``); without it ``host:`` falls back to
   ai-edge-litert and ``fixtures.json`` says so;
+- ``zoo/``: every model of :mod:`tools.model_zoo` packaged for the rpi4 (ai-edge-litert) and
+  rpi4-tflite214 (tflite-runtime 2.14) profiles, with its inputs (``<case>-inputs.npz``, a batch
+  of :data:`ZOO_BATCH`) and Keras's outputs on them (``<case>-keras.npz``, run one sample at a
+  time), for the suite's batch 1 / N / 0 tests;
 - ``fixtures.json``: the manifest the suite's conftest reads (paths, profiles, quantization, which
   runtime computed each reference, host versions).
 
@@ -52,6 +56,7 @@ from edge_sdk.profiles import load_profile  # noqa: E402
 from edge_sdk.runtime import Model  # noqa: E402
 from edge_sdk.sealing import seal_bundle  # noqa: E402
 from edge_sdk.verify import open_bundle  # noqa: E402
+from tools import model_zoo  # noqa: E402
 from tools.demo_model import digits_data, train_digits_cnn  # noqa: E402
 
 FIXTURES_FORMAT = 1
@@ -87,6 +92,10 @@ SECURITY_PROFILES = {
     "tflite-runtime": ("rpi4-tflite214", "rpi4-tflite214-float32"),
 }
 SECURITY_NAME = "digits-security"
+
+# The model zoo per runtime family: the profile its bundles are built for.
+ZOO_PROFILES = {"ai-edge-litert": "rpi4", "tflite-runtime": "rpi4-tflite214"}
+ZOO_BATCH = 5
 
 
 def _version(package: str) -> str:
@@ -227,11 +236,51 @@ def _security_bundles(
     return table
 
 
+def _zoo(
+    out: Path,
+    signer: PrivateKey,
+    device: PrivateKey,
+    progress: Callable[[str], None],
+    models: Path | None = None,
+) -> dict[str, Any]:
+    """The model zoo's bundles, inputs and Keras outputs (see the module docstring)."""
+    import keras
+
+    (out / "zoo").mkdir()
+    table: dict[str, Any] = {}
+    for case in model_zoo.CASES:
+        progress(f"model zoo: {case.key}")
+        source = model_zoo.build(case, models or out / "data")
+        options = {"quantize": "none", **case.options}
+        files: dict[str, dict[str, str]] = {}
+        for runtime, profile in ZOO_PROFILES.items():
+            relative = f"zoo/{case.key}-{profile}.edgepkg"
+            package_model(
+                source, out / relative, load_profile(profile),
+                PackageOptions(name=f"zoo-{case.key}", version=1, **options), [signer], [device.public],
+            )  # fmt: skip
+            files[runtime] = {"file": relative, "profile": profile}
+        x = case.inputs(ZOO_BATCH)
+        model = keras.saving.load_model(source, custom_objects={"ScaleShift": model_zoo.ScaleShift})
+        np.savez(out / f"zoo/{case.key}-inputs.npz", **x)  # type: ignore[arg-type]
+        np.savez(out / f"zoo/{case.key}-keras.npz", **model_zoo.keras_outputs(case, model, x))  # type: ignore[arg-type]
+        table[case.key] = {
+            "bundles": files,
+            "inputs": f"zoo/{case.key}-inputs.npz",
+            "keras": f"zoo/{case.key}-keras.npz",
+            "mode": "dynamic" if options.get("quantize") == "dynamic" else "float32",
+            "fixed_batch": case.fixed_batch,
+            "note": case.note,
+        }
+    return table
+
+
 def make_fixtures(
     out: Path,
     keras_model: Path | None = None,
     progress: Callable[[str], None] = print,
     tflite_runtime_python: str | None = None,
+    zoo_models: Path | None = None,
 ) -> Path:
     """Write the device suite's fixtures into ``out`` (which must be empty or absent).
 
@@ -241,6 +290,8 @@ def make_fixtures(
         progress: where to report each step.
         tflite_runtime_python: a python with edge-sdk and tflite-runtime, to compute the
             tflite-runtime bundles' reference outputs with their own runtime.
+        zoo_models: where the model zoo's .keras files are kept (built there when missing);
+            default: the fixtures' data directory.
 
     Returns:
         The path of ``fixtures.json``.
@@ -323,6 +374,7 @@ def make_fixtures(
         }
     progress("sealing the security variants")
     security = _security_bundles(out, bundles, signer, device)
+    zoo = _zoo(out, signer, device, progress, zoo_models)
     np.savez(out / "expected.npz", **expected)  # type: ignore[arg-type]  # numpy's stub
 
     manifest = {
@@ -340,6 +392,7 @@ def make_fixtures(
         "expected": "expected.npz",
         "bundles": bundles,
         "security": security,
+        "zoo": zoo,
     }
     path = out / MANIFEST_NAME
     path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")

@@ -36,6 +36,7 @@ ENVIRONMENTS = {
 MODES = ("float32", "dynamic", "int8")
 SECURITY = "rollback, audit log, bad inputs"
 NO_TF = "no TensorFlow"
+ZOO = "model zoo (batch 1, N, 0), Interpreter"
 
 
 @dataclass
@@ -56,6 +57,8 @@ def _column(test: str) -> str:
         return test.split("[", 1)[1].rstrip("]")
     if test == "test_tensorflow_never_enters_sys_modules":
         return NO_TF
+    if test.startswith(("test_model_zoo", "test_interpreter")):
+        return ZOO
     return SECURITY
 
 
@@ -169,14 +172,16 @@ def render(run: Path) -> tuple[str, Counter[str], list[str]]:
         "2.14 has: host test `tests/test_package.py::test_refuses_a_tflite_the_old_runtime_cannot_run` "
         "(main stage), which also shows the real tflite-runtime 2.14 refusing it",
         "",
-        "| arch | runtime | python | numpy | " + " | ".join(MODES) + f" | {SECURITY} | {NO_TF} |"
+        "| arch | runtime | python | numpy | "
+        + " | ".join(MODES)
+        + f" | {SECURITY} | {ZOO} | {NO_TF} |"
         " build s | run s |",
-        "|" + "---|" * (len(MODES) + 8),
+        "|" + "---|" * (len(MODES) + 9),
     ]
     for env in envs:
         arch, runtime = ENVIRONMENTS[env.name]
         version = env.info.get("backend_version", "")
-        cells = [_cell(env, column) for column in (*MODES, SECURITY, NO_TF)]
+        cells = [_cell(env, column) for column in (*MODES, SECURITY, ZOO, NO_TF)]
         lines.append(
             f"| {arch} | {runtime} {version} | {env.info.get('python', '-')} | "
             f"{env.info.get('numpy', '-')} | " + " | ".join(cells) + f" | {env.seconds['build']} |"

@@ -66,6 +66,20 @@ def _load_inputs(path: Path) -> Any:
         raise DataError(f"cannot read {path} as .npy/.npz: {str(exc)[:200]}") from None
 
 
+def _class_probabilities(value: Any) -> bool:
+    """Whether ``value`` reads as class probabilities (N rows of C > 1 values in [0, 1] summing
+    to 1), the one kind of output whose argmax is a predicted class: a (N, 1) score, logits or
+    box coordinates get no argmax."""
+    import numpy as np
+
+    if value.ndim != 2 or value.shape[1] < 2 or value.dtype.kind != "f" or not value.size:
+        return False
+    finite = np.isfinite(value).all()
+    in_range = finite and float(value.min()) >= 0.0 and float(value.max()) <= 1.0
+    # 0.05: a quantized softmax (steps of 1/256 per class) sums to 1 only approximately.
+    return bool(in_range and np.allclose(value.sum(axis=1), 1.0, atol=0.05))
+
+
 @app.command()
 def run(
     bundle: Annotated[Path, typer.Argument(help="The .edgepkg file.")],
@@ -85,6 +99,9 @@ def run(
     raw: Annotated[
         bool, typer.Option(help="Feed and return quantized integers as they are.")
     ] = False,
+    signature: Annotated[
+        str | None, typer.Option(help="Which signature to run, for a model with several.")
+    ] = None,
     strict_delegates: StrictOpt = False,
     allow_target_mismatch: MismatchOpt = False,
     expected_name: NameOpt = None,
@@ -100,8 +117,8 @@ def run(
         strict_delegates=strict_delegates, allow_target_mismatch=allow_target_mismatch,
         expected_name=expected_name, require_encryption=False if allow_unencrypted else None,
     ) as model:  # fmt: skip
-        y = model.predict(x, raw=raw)
-        outputs = y if isinstance(y, dict) else {model.outputs[0].name: y}
+        y = model.predict(x, raw=raw, signature=signature)
+        outputs = y if isinstance(y, dict) else {model.tensors(signature)[1][0].name: y}
         if output is not None:
             try:
                 np.savez(output, **outputs)
@@ -121,8 +138,8 @@ def run(
                 "shape": list(v.shape),
                 "dtype": str(v.dtype),
                 **(
-                    {"argmax": np.argmax(v.reshape(len(v), -1), axis=1).tolist()[:32]}
-                    if v.ndim == 2
+                    {"argmax": np.argmax(v, axis=1).tolist()[:32]}
+                    if _class_probabilities(v)
                     else {}
                 ),
             }
@@ -144,7 +161,7 @@ def run(
     )
     for name, value in outputs.items():
         console().print(f"{name}: shape {list(value.shape)} {value.dtype}", markup=False)
-        if value.ndim == 2:
+        if _class_probabilities(value):
             console().print(f"  argmax: {np.argmax(value, axis=1).tolist()[:32]}", markup=False)
     if output:
         console().print(f"saved to {output}", markup=False)

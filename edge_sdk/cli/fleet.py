@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -156,6 +157,26 @@ def deploy(
         raise typer.Exit(exit_code_of(errors))
 
 
+def _each_target(
+    targets: list[Any],
+    one: Callable[[Any], list[dict[str, Any]]],
+    failed: Callable[[Any, EdgeSDKError], dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[EdgeSDKError]]:
+    """Rows from every target, and the failures. A single target's failure is raised as it is
+    (its own message, hint and exit code); in a fleet it becomes that target's row."""
+    rows: list[dict[str, Any]] = []
+    errors: list[EdgeSDKError] = []
+    for tgt in targets:
+        try:
+            rows.extend(one(tgt))
+        except EdgeSDKError as exc:
+            if len(targets) == 1:
+                raise
+            errors.append(exc)
+            rows.append(failed(tgt, exc))
+    return rows, errors
+
+
 @app.command()
 def rollback(
     name: Annotated[str, typer.Argument(help="Bundle name to roll back.")],
@@ -177,21 +198,15 @@ def rollback(
     from edge_sdk.deploy import rollback as do_rollback
 
     ssh = ssh_options(identity, known_hosts, accept_new_host_keys, port, connect_timeout)
-    rows: list[dict[str, Any]] = []
-    errors: list[EdgeSDKError] = []
-    targets = select_targets(target, inventory, device, group, ssh)
-    for tgt in targets:
-        try:
-            result = do_rollback(name, tgt, to_version=to_version, ssh=ssh)
-            rows.append({"target": tgt.label, "ok": True, "from": result.from_file, "to": result.to_file,
-                         "version": result.version})  # fmt: skip
-        except EdgeSDKError as exc:
-            if len(targets) == 1:
-                raise
-            errors.append(exc)
-            rows.append(
-                {"target": tgt.label, "ok": False, "error": exc.kind, "reason": exc.message}
-            )
+
+    def one(tgt: Any) -> list[dict[str, Any]]:
+        result = do_rollback(name, tgt, to_version=to_version, ssh=ssh)
+        return [{"target": tgt.label, "ok": True, "from": result.from_file, "to": result.to_file,
+                 "version": result.version}]  # fmt: skip
+
+    rows, errors = _each_target(select_targets(target, inventory, device, group, ssh), one,
+                                lambda tgt, exc: {"target": tgt.label, "ok": False, "error": exc.kind,
+                                                  "reason": exc.message})  # fmt: skip
     if as_json:
         print_json({"ok": not errors, "results": rows})
     else:
@@ -220,22 +235,16 @@ def status(
     from edge_sdk.deploy import status as get_status
 
     ssh = ssh_options(identity, known_hosts, accept_new_host_keys, port, connect_timeout)
-    rows: list[dict[str, Any]] = []
-    errors: list[EdgeSDKError] = []
-    targets = select_targets(target, inventory, device, group, ssh)
-    for tgt in targets:
-        try:
-            for rel in get_status(tgt, ssh=ssh):
-                rows.append({"target": tgt.label, "name": rel.name, "version": rel.version, "digest": rel.digest,
-                             "file": rel.file, "switched_at": rel.switched_at.isoformat() if rel.switched_at else None,
-                             "releases": list(rel.releases), "problem": rel.problem})  # fmt: skip
-        except EdgeSDKError as exc:
-            if len(targets) == 1:
-                raise
-            errors.append(exc)
-            rows.append(
-                {"target": tgt.label, "name": None, "problem": f"{exc.kind}: {exc.message}"}
-            )
+
+    def one(tgt: Any) -> list[dict[str, Any]]:
+        return [{"target": tgt.label, "name": rel.name, "version": rel.version, "digest": rel.digest,
+                 "file": rel.file, "switched_at": rel.switched_at.isoformat() if rel.switched_at else None,
+                 "releases": list(rel.releases), "problem": rel.problem}
+                for rel in get_status(tgt, ssh=ssh)]  # fmt: skip
+
+    rows, errors = _each_target(select_targets(target, inventory, device, group, ssh), one,
+                                lambda tgt, exc: {"target": tgt.label, "name": None,
+                                                  "problem": f"{exc.kind}: {exc.message}"})  # fmt: skip
     if as_json:
         print_json({"ok": not errors, "releases": rows})
     else:

@@ -89,11 +89,35 @@ def package(
         Path | None, typer.Option("--eval", help=".npz with x and y labels for the accuracy gate")
     ] = None,
     max_accuracy_drop: Annotated[
-        float, typer.Option(help="Accuracy budget in percentage points.")
-    ] = 1.0,
+        float | None, typer.Option(help="Accuracy budget in percentage points (default 1.0).")
+    ] = None,
     max_output_error: Annotated[
-        float, typer.Option(help="Budget for relative RMS output error.")
-    ] = 0.05,
+        float | None, typer.Option(help="Budget for relative RMS output error (default 0.05).")
+    ] = None,
+    min_output_cosine: Annotated[
+        float | None,
+        typer.Option(help="Minimum cosine of quantized vs float outputs (default 0.99)."),
+    ] = None,
+    input_shape: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input-shape",
+            help="NAME=1x96x96x3: size of made-up parity inputs where the model leaves "
+            "dimensions open (repeatable; default 224x224 images)",
+        ),
+    ] = None,
+    custom_objects: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--custom-objects", help="module:Class of a custom layer the model uses (repeatable)"
+        ),
+    ] = None,
+    import_module: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--import", help="Import this module or .py file first, e.g. one registering layers"
+        ),
+    ] = None,
     aead: Annotated[
         str | None, typer.Option(help="aes-256-gcm | chacha20-poly1305 (default: profile)")
     ] = None,
@@ -198,6 +222,10 @@ def package(
         evaluation=eval_data,
         max_accuracy_drop=max_accuracy_drop,
         max_output_error=max_output_error,
+        min_output_cosine=min_output_cosine,
+        input_shapes=tuple(input_shape or ()),
+        custom_objects=tuple(custom_objects or ()),
+        imports=tuple(import_module or ()),
         expires=parse_expiry(expires),
         prune=parse_sparsity(prune) if prune is not None else None,
         train=train,
@@ -274,6 +302,12 @@ def _inventory_recipients(inventory: Path, groups: list[str]) -> list[Any]:
 
 
 def _accuracy_line(gate: dict[str, Any]) -> str:
+    outputs = gate.get("outputs")
+    if isinstance(outputs, dict) and len(outputs) > 1:
+        return "; ".join(
+            f"{name}: {_accuracy_line({**result, 'samples': gate.get('samples'), 'data': gate.get('data')})}"
+            for name, result in outputs.items()
+        )
     if gate.get("metric") == "accuracy":
         return (
             f"{gate['float_accuracy']:.2f}% → {gate['quantized_accuracy']:.2f}% "

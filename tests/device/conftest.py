@@ -87,6 +87,19 @@ class BundleCase:
     reference: dict[str, str]  # which runtime computed the host's reference outputs
 
 
+@dataclass(frozen=True)
+class ZooFixture:
+    """One model-zoo bundle: its inputs (a batch) and Keras's outputs on them, by output name."""
+
+    key: str
+    path: Path
+    profile: str
+    mode: str  # float32 | dynamic
+    fixed_batch: bool
+    inputs: dict[str, np.ndarray] = field(repr=False)
+    keras: dict[str, np.ndarray] = field(repr=False)
+
+
 @dataclass
 class DeviceFixtures:
     """The fixtures directory: keys, inputs, expected outputs, bundles, security variants."""
@@ -144,6 +157,21 @@ class DeviceFixtures:
         ]
         return [c for c in cases if c.runtime == runtime and c.mode == mode]
 
+    def zoo(self, runtime: str) -> list[ZooFixture]:
+        """The model zoo's bundles for one runtime package (empty for fixtures made before it)."""
+        cases = []
+        for key, entry in sorted(self.manifest.get("zoo", {}).items()):
+            bundle = entry["bundles"].get(runtime)
+            if bundle is None:
+                continue
+            with np.load(self.path(entry["inputs"]), allow_pickle=False) as saved:
+                inputs = {name: saved[name] for name in saved.files}
+            with np.load(self.path(entry["keras"]), allow_pickle=False) as saved:
+                keras = {name: saved[name] for name in saved.files}
+            cases.append(ZooFixture(key, self.path(bundle["file"]), bundle["profile"], entry["mode"],
+                                    entry["fixed_batch"], inputs, keras))  # fmt: skip
+        return cases
+
     def security(self, runtime: str) -> dict[str, Any]:
         """The rollback and bad-input bundles for one runtime package (paths resolved)."""
         entry = dict(self.manifest["security"][runtime])
@@ -163,11 +191,11 @@ def device_fixtures(tmp_path_factory: pytest.TempPathFactory) -> DeviceFixtures:
     else:
         # Host session only: this imports TensorFlow (through edge_sdk.convert) and the tests'
         # cached digits model; the device environments never reach this branch.
-        from tests.models import digits_cnn
+        from tests.models import CACHE, digits_cnn
         from tools.make_device_fixtures import make_fixtures
 
         root = tmp_path_factory.mktemp("device-fixtures")
-        make_fixtures(root, digits_cnn(), progress=lambda _step: None)
+        make_fixtures(root, digits_cnn(), progress=lambda _step: None, zoo_models=CACHE)
         built_here = True
     manifest = json.loads((root / "fixtures.json").read_text())
     return DeviceFixtures(root, manifest, built_here)
