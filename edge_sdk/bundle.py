@@ -445,9 +445,9 @@ def read_bundle(
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed below; a with-block would hide the fstat
     except FileNotFoundError:
-        raise BundleFormatError(f"bundle {path} does not exist") from None
+        raise UsageError(f"bundle {path} does not exist") from None
     except IsADirectoryError:
-        raise BundleFormatError(f"{path} is a directory, not a bundle") from None
+        raise UsageError(f"{path} is a directory, not a bundle") from None
     except OSError as exc:
         raise BundleFormatError(f"cannot read bundle {path}: {exc.strerror}") from None
     with handle:
@@ -576,9 +576,9 @@ def stream_file(path: str | os.PathLike[str], reader: StreamedRead) -> Bundle:
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
-        raise BundleFormatError(f"bundle {path} does not exist") from None
+        raise UsageError(f"bundle {path} does not exist") from None
     except IsADirectoryError:
-        raise BundleFormatError(f"{path} is a directory, not a bundle") from None
+        raise UsageError(f"{path} is a directory, not a bundle") from None
     except OSError as exc:
         raise BundleFormatError(f"cannot read bundle {path}: {exc.strerror}") from None
     with handle:

@@ -60,7 +60,7 @@ from .transports import (
     parse_target,
     with_session,
 )
-from .verify import Policy, check_bundle
+from .verify import Policy, check_bundle, check_payload
 
 RELEASES = "releases"
 CURRENT = "current"
@@ -106,7 +106,8 @@ class PreparedBundle:
 def prepare_bundle(
     path: str | os.PathLike[str], *, trust: TrustStore | None = None
 ) -> PreparedBundle:
-    """Read a bundle for deployment; with ``trust``, also verify its signatures here first.
+    """Read a bundle for deployment: its payload always matches the signed digest, and with
+    ``trust`` its signatures are verified here first.
 
     Raises:
         BundleFormatError: not a readable bundle.
@@ -123,6 +124,10 @@ def prepare_bundle(
     bundle = read_bundle(data)
     if trust is not None:
         check_bundle(bundle, Policy(trust))
+    else:
+        # Without a trust store nothing says who signed it, but a damaged or altered payload is
+        # still caught here rather than at the board's next load.
+        check_payload(bundle)
     manifest = bundle.manifest
     _check_name(manifest.name)
     return PreparedBundle(

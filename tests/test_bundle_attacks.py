@@ -359,9 +359,15 @@ def test_not_a_bundle(data: bytes) -> None:
         read_bundle(data)
 
 
-def test_missing_file(tmp_path: os.PathLike[str]) -> None:
-    with pytest.raises(BundleFormatError, match="does not exist"):
+def test_missing_file_is_a_usage_error(tmp_path: os.PathLike[str]) -> None:
+    # A typo is not a corrupt bundle: scripts alerting on exit 10 must not fire on it.
+    from edge_sdk.errors import UsageError
+
+    with pytest.raises(UsageError, match="does not exist") as caught:
         read_bundle(os.path.join(tmp_path, "nope.edgepkg"))
+    assert caught.value.exit_code == 2
+    with pytest.raises(UsageError, match="is a directory"):
+        read_bundle(tmp_path)
 
 
 def test_plaintext_hash_is_checked_after_decryption(keyset: KeySet) -> None:

@@ -62,6 +62,14 @@ def _root(
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+ProjectTrustOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--trust",
+        help="Trusted signing public key (.pub) or trust directory; repeatable (default: the "
+        "project's signing key from edge-sdk.toml).",
+    ),
+]
 TrustOpt = Annotated[
     list[Path],
     typer.Option(
@@ -297,23 +305,23 @@ def counter(show: bool, label: str) -> Any:
     return run()
 
 
-def publisher_trust(paths: list[Path] | None, command: str) -> Any:
-    """The trust store a host-side command checks bundles against before shipping them.
+def publisher_trust(paths: list[Path] | None, command: str, threshold: int | None = None) -> Any:
+    """The trust store a host-side command checks bundles against.
 
     ``--trust`` when given, else the public key of the project's signing key (``edge-sdk init``);
-    with neither, the command refuses rather than ship unverified bundles.
+    with neither, the command refuses rather than check against nothing.
     """
     from edge_sdk.keys import TrustStore
 
     if paths:
-        return TrustStore.load(paths)
+        return TrustStore.load(paths, threshold=threshold)
     from edge_sdk.config import find_config
 
     config = find_config()
     if config is not None and config.signing_public is not None:
-        return TrustStore.load([config.signing_public])
+        return TrustStore.load([config.signing_public], threshold=threshold)
     raise UsageError(
-        f"{command} verifies bundles before publishing them: give --trust PUBLISHER.pub",
+        f"{command} checks bundles against the publisher's keys: give --trust PUBLISHER.pub",
         hint="or run 'edge-sdk init' so the project's signing key is the default",
     )
 

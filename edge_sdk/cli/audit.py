@@ -19,16 +19,25 @@ from ._common import (
     JsonOpt,
     KnownHostsOpt,
     PortOpt,
+    ProjectTrustOpt,
     TimeoutOpt,
-    TrustOpt,
     app,
     console,
     counter,
     print_json,
+    publisher_trust,
     ssh_options,
     table,
     warn,
 )
+
+
+class _AsParent(typer.Context):
+    """A context that reports its parent's command path (the hidden scan is `edge-sdk audit`)."""
+
+    @property
+    def command_path(self) -> str:
+        return str(self.parent.command_path) if self.parent is not None else super().command_path
 
 
 class _AuditGroup(TyperGroup):
@@ -43,6 +52,15 @@ class _AuditGroup(TyperGroup):
         with formatter.section("Device audit logs"):
             formatter.write_dl([("edge-sdk audit log FILE [--verify] [--repair]",
                                  "Print, check or repair a device's hash-chained audit log.")])  # fmt: skip
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name, command, rest = super().resolve_command(ctx, args)
+        if name == "scan" and command is not None:
+            # The scan *is* `edge-sdk audit`: its usage lines and errors must not name a hidden
+            # subcommand the user never typed.
+            command.context_class = _AsParent
+            return "", command, rest
+        return name, command, rest
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
@@ -60,7 +78,7 @@ app.add_typer(audit_app, name="audit")
 
 @audit_app.command("scan", hidden=True)
 def audit_scan(
-    trust: TrustOpt,
+    trust: ProjectTrustOpt = None,
     paths: Annotated[
         list[Path] | None, typer.Argument(help="Bundles or directories (searched recursively).")
     ] = None,
@@ -100,7 +118,6 @@ def audit_scan(
     from datetime import timedelta
 
     from edge_sdk.audit import audit_paths, failed, summarize, to_csv
-    from edge_sdk.keys import TrustStore
 
     fmt = "json" if as_json else output_format
     if fmt not in ("table", "json", "csv"):
@@ -110,8 +127,17 @@ def audit_scan(
     from edge_sdk.transports import parse_target
 
     if not (paths or target or inventory):
-        raise UsageError("nothing to audit: give PATHs, --target or --inventory")
-    store = TrustStore.load(trust, threshold=threshold)
+        from edge_sdk.config import find_config
+
+        # Nothing named: what this project deploys to (edge-sdk.toml's [deploy]), if anything.
+        config = find_config()
+        if config is not None and config.deploy_target:
+            target = [config.deploy_target]
+        elif config is not None and config.deploy_inventory:
+            inventory, group = config.deploy_inventory, group or list(config.deploy_groups)
+        else:
+            raise UsageError("nothing to audit: give PATHs, --target or --inventory")
+    store = publisher_trust(trust, "audit", threshold)
     provenance = None
     if policy is not None or require_provenance:
         from edge_sdk.provenance_policy import ProvenancePolicy

@@ -10,7 +10,8 @@ import typer
 
 from ._common import (
     JsonOpt,
-    TrustOpt,
+    NameOpt,
+    ProjectTrustOpt,
     app,
     console,
     human_size,
@@ -18,6 +19,7 @@ from ._common import (
     load_private,
     print_json,
     pruning_line,
+    publisher_trust,
     warn,
 )
 from .attest import provenance_lines, provenance_summary
@@ -112,7 +114,7 @@ def _compression_line(m: Any) -> str:
 @app.command()
 def verify(
     bundle: Annotated[Path, typer.Argument(help="The .edgepkg file.")],
-    trust: TrustOpt,
+    trust: ProjectTrustOpt = None,
     device_key: Annotated[
         str | None,
         typer.Option(
@@ -122,19 +124,17 @@ def verify(
     threshold: Annotated[
         int | None, typer.Option(help="Override the trust store's threshold.")
     ] = None,
+    expected_name: NameOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Verify a bundle: structure, signatures, trust, revocation, expiry, hashes."""
-    from edge_sdk.bundle import read_bundle
-    from edge_sdk.keys import TrustStore
-    from edge_sdk.verify import decrypt_model, verify_bundle
+    from edge_sdk.verify import Policy, open_verified
 
-    store = TrustStore.load(trust, threshold=threshold)
+    store = publisher_trust(trust, "verify", threshold)
     key = load_private(device_key, "device") if device_key else None
-    parsed = read_bundle(bundle, trust=store)
-    result = verify_bundle(parsed, store)
-    if key is not None:
-        decrypt_model(parsed, key)
+    # The one check order (verify.check_bundle), with what an auditor can check: no device state.
+    policy = Policy(store, expected_name=expected_name, device_key=key)
+    result = open_verified(bundle, policy, decrypt=key is not None).verification
     out = {
         "ok": True,
         "bundle": str(bundle),

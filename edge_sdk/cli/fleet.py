@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edge_sdk.errors import EdgeSDKError
+from edge_sdk.errors import EdgeSDKError, UsageError
 
 from ._common import (
     AcceptNewOpt,
@@ -25,10 +25,12 @@ from ._common import (
     console,
     exit_code_of,
     print_json,
+    publisher_trust,
     select_devices,
     select_targets,
     ssh_options,
     table,
+    warn,
 )
 
 
@@ -79,7 +81,10 @@ def deploy(
     group: GroupOpt = None,
     trust: Annotated[
         list[Path] | None,
-        typer.Option(help="Verify each bundle locally against this trust store first."),
+        typer.Option(
+            help="Verify each bundle against these publisher keys first (default: the project's "
+            "signing key from edge-sdk.toml)."
+        ),
     ] = None,
     keep: Annotated[int, typer.Option(help="Releases to keep per bundle name.")] = 3,
     verify_remote: Annotated[
@@ -115,14 +120,21 @@ def deploy(
 ) -> None:
     """Install bundles on a target or a fleet: upload, check, switch `current` atomically."""
     from edge_sdk.deploy import DeployOptions, deploy_fleet, prepare_bundle
-    from edge_sdk.keys import TrustStore
     from edge_sdk.transports import RetryPolicy
 
     ssh = ssh_options(identity, known_hosts, accept_new_host_keys, port, connect_timeout)
     options = DeployOptions(keep=keep, verify_remote=verify_remote, health_check=health_check,
                             health_timeout=health_timeout, allow_downgrade=allow_downgrade,
                             retry=RetryPolicy(attempts=retries))  # fmt: skip
-    store = TrustStore.load(trust) if trust else None
+    try:
+        store = publisher_trust(trust, "deploy")
+    except UsageError:
+        store = None  # no --trust and no project key: integrity only, and said so
+        if not as_json:
+            warn(
+                "the bundles are not checked against a publisher key (only their integrity): "
+                "pass --trust PUBLISHER.pub, or run 'edge-sdk init' in this project"
+            )
     prepared = [prepare_bundle(b, trust=store) for b in bundles]
     devices = select_devices(target, inventory, device, group, ssh)
     results: list[Any] = []
