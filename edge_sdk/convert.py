@@ -1026,13 +1026,49 @@ def _parity(
     }
 
 
-def _is_classification(outputs: np.ndarray, labels: np.ndarray) -> bool:
-    return (
-        outputs.ndim == 2
-        and outputs.shape[1] > 1
-        and labels.ndim == 1
-        and labels.dtype.kind in "iu"
-    )
+def class_labels(
+    outputs: np.ndarray, labels: np.ndarray, name: str
+) -> tuple[np.ndarray | None, str]:
+    """The labels as class indices this output can be scored against, or None and why not.
+
+    Accepted: class indices of shape (N,) or (N, 1), as integers or integer-valued floats; one-hot
+    (or probability) rows of shape (N, C); and 0/1 labels for a single sigmoid output (N, 1).
+
+    Raises:
+        DataError: labels that are class indices but name a class the output does not have.
+    """
+    n = outputs.shape[0] if outputs.ndim else 0
+    if labels.shape[0] != n:
+        return None, f"{labels.shape[0]} labels for {n} outputs"
+    classes = outputs.shape[1] if outputs.ndim == 2 else 1
+    if labels.ndim == 2 and labels.shape[1] == classes and classes > 1:
+        labels = labels.argmax(axis=1)  # one-hot or probability rows
+    elif labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1 or outputs.ndim not in (1, 2) or labels.dtype.kind not in "biuf":
+        return (
+            None,
+            f"labels of shape {list(labels.shape)} do not match output shape {list(outputs.shape)}",
+        )
+    if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
+            return None, "the labels are not class indices (they are not whole numbers)"
+        labels = labels.astype(np.int64)
+    labels = labels.astype(np.int64)
+    top = 2 if classes == 1 else classes  # a single sigmoid output scores classes 0 and 1
+    if labels.size and (labels.min() < 0 or labels.max() >= top):
+        raise DataError(
+            f"labels for output {excerpt(name)} range {int(labels.min())}..{int(labels.max())}, "
+            f"but the output has {top} classes (0..{top - 1})",
+            hint="check that y holds class indices (or one-hot rows) for this model",
+        )
+    return labels, ""
+
+
+def _predicted(outputs: np.ndarray) -> np.ndarray:
+    if outputs.ndim == 2 and outputs.shape[1] > 1:
+        return np.asarray(outputs.argmax(axis=1))
+    return (outputs.reshape(len(outputs)) >= 0.5).astype(np.int64)  # one sigmoid probability
 
 
 def _output_gate(
@@ -1042,11 +1078,13 @@ def _output_gate(
     max_accuracy_drop: float,
     max_output_error: float,
     min_cosine: float,
+    name: str = "output",
 ) -> dict[str, Any]:
     """The gate's verdict on one output: accuracy with class labels, else output error."""
-    if labels is not None and _is_classification(f, labels):
-        acc_f = float(np.mean(np.argmax(f, axis=1) == labels)) * 100
-        acc_q = float(np.mean(np.argmax(q, axis=1) == labels)) * 100
+    classes, why_not = class_labels(f, labels, name) if labels is not None else (None, "")
+    if classes is not None:
+        acc_f = float(np.mean(_predicted(f) == classes)) * 100
+        acc_q = float(np.mean(_predicted(q) == classes)) * 100
         drop = acc_f - acc_q
         return {
             "metric": "accuracy",
@@ -1056,6 +1094,7 @@ def _output_gate(
             "budget_points": max_accuracy_drop,
             "passed": bool(drop <= max_accuracy_drop),
         }
+    ignored = {"labels_ignored": why_not} if why_not else {}
     f64, q64 = f.astype(np.float64).ravel(), q.astype(np.float64).ravel()
     rmse = float(np.sqrt(np.mean((f64 - q64) ** 2))) if f64.size else 0.0
     # Relative to the outputs' own magnitude: robust when they barely vary (an untrained
@@ -1070,6 +1109,7 @@ def _output_gate(
         "budget_relative_rmse": max_output_error,
         "budget_cosine": min_cosine,
         "passed": bool(rel <= max_output_error and cosine >= min_cosine),
+        **ignored,
     }
 
 
@@ -1100,7 +1140,7 @@ def accuracy_gate(
     names = list(output_names) if len(output_names) == len(pairs) else [n for n, _, _ in pairs]
     per_output = {
         name: _output_gate(
-            f, q, data.labels_for(name, i), max_accuracy_drop, max_output_error, min_cosine
+            f, q, data.labels_for(name, i), max_accuracy_drop, max_output_error, min_cosine, name
         )
         for i, (name, (_, f, q)) in enumerate(zip(names, pairs, strict=True))
     }
@@ -1158,8 +1198,18 @@ def convert_model(
     if io_dtype not in ("float32", "int8"):
         raise UsageError(f"--io-dtype must be float32 or int8, not {excerpt(io_dtype)}")
     if io_dtype == "int8" and quantize != "int8":
-        raise DataError("--io-dtype int8 needs --quantize int8")
+        raise UsageError("--io-dtype int8 needs --quantize int8")
+    if quantize in NEEDS_CALIBRATION and calibration is None:
+        # Said before the model is loaded: the command line alone shows it.
+        raise DataError(
+            f"--quantize {quantize} needs calibration data (--calibration FILE); "
+            "edge-sdk never calibrates on random data",
+            hint="pass a .npy/.npz of a few hundred real inputs, or a directory of images",
+        )
     progress("load")
+    # TensorFlow first, quietly: a user module given to --import usually imports keras, and
+    # would otherwise pull TensorFlow in with its start-up chatter on the terminal.
+    import_tensorflow()
     objects = custom_objects(custom_object_specs, imports)
     source = load_source_model(path, objects=objects)
     shapes = parse_input_shapes(input_shapes, source)
@@ -1182,12 +1232,6 @@ def convert_model(
 
     calib = dataset(calibration) if calibration else None
     evald = dataset(evaluation) if evaluation else None
-    if quantize in NEEDS_CALIBRATION and calib is None:
-        raise DataError(
-            f"--quantize {quantize} needs calibration data (--calibration FILE); "
-            "edge-sdk never calibrates on random data",
-            hint="pass a .npy/.npz of a few hundred real inputs, or a directory of images",
-        )
     reference: bytes | None = None  # the unpruned float model, when pruning
     pruning: dict[str, Any] | None = None
     if prune is not None:
@@ -1229,6 +1273,14 @@ def convert_model(
         progress("calibrate" if quantize in NEEDS_CALIBRATION else "quantize")
         model_bytes = _convert(
             _converter(source, quantize, io_dtype, calib, True), quantize, source
+        )
+    if quantize != "none" and len(model_bytes) >= len(float_bytes):
+        # TensorFlow leaves tensors under 1,024 elements (and some ops) in float: a small model
+        # may come out unchanged. Say so rather than claim a quantization that did not happen.
+        notes.append(
+            f"{quantize} quantization changed nothing of size here ({len(model_bytes):,} bytes, "
+            f"float {len(float_bytes):,}): TensorFlow keeps small tensors in float; the bundle "
+            "runs the float model"
         )
     progress("check")
     info = read_tflite(model_bytes)
@@ -1280,6 +1332,15 @@ def convert_model(
             min_cosine=min_output_cosine,
             output_names=source.output_names,
         )
+        per_output = gate.get("outputs") or {
+            source.output_names[0] if source.output_names else "output": gate
+        }
+        for out_name, verdict in per_output.items():
+            if verdict.get("labels_ignored"):
+                notes.append(
+                    f"labels for output {excerpt(out_name)} were not used ({verdict['labels_ignored']}); "
+                    "the gate compared outputs instead of measuring accuracy"
+                )
         if not gate["passed"]:
             what = f"{quantize} quantization" if quantize != "none" else ""
             if pruning is not None:

@@ -35,8 +35,8 @@ from .convert import (
     SourceModel,
     _convert,
     _converter,
-    _is_classification,
     accuracy_gate,
+    class_labels,
     import_tensorflow,
     keras_source,
     load_dataset,
@@ -457,13 +457,17 @@ def _training_setup(model: Any, train: Dataset) -> tuple[list[np.ndarray], np.nd
         and np.all(sample <= 1)
         and np.allclose(sample.sum(axis=1), 1, atol=1e-3)
     )
-    if _is_classification(sample, labels):
-        if labels.min() < 0 or labels.max() >= sample.shape[1]:
-            raise DataError(
-                f"{train.source}: class labels span {int(labels.min())}..{int(labels.max())}, "
-                f"the model has {sample.shape[1]} classes"
-            )
-        return xs, labels, keras.losses.SparseCategoricalCrossentropy(from_logits=not probabilities)
+    # Judged against the output's shape for every label (the sample holds only 64 rows).
+    shape_only = np.broadcast_to(
+        np.zeros((1, *sample.shape[1:]), sample.dtype), (len(labels), *sample.shape[1:])
+    )
+    classes, _ = class_labels(shape_only, labels, str(train.source))
+    if classes is not None and sample.ndim == 2 and sample.shape[1] > 1:
+        return (
+            xs,
+            classes,
+            keras.losses.SparseCategoricalCrossentropy(from_logits=not probabilities),
+        )
     if labels.shape[1:] != sample.shape[1:]:
         raise DataError(
             f"{train.source}: labels of shape {list(labels.shape)} do not fit the model's output "

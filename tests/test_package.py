@@ -475,3 +475,61 @@ def test_help_does_not_import_tensorflow(no_tensorflow_check: Any) -> None:
         "import sys\nfrom edge_sdk.cli import main\n"
         "try:\n    main(['package', '--help'])\nexcept SystemExit:\n    pass\n"
     )
+
+
+# -- labels the way users write them ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["one-hot", "column", "float"])
+def test_labels_in_common_forms_are_scored_as_accuracy(
+    form: str, tmp_path: Path, keyset: KeySet
+) -> None:
+    _, _, x, y = models.digits_data()
+    labels = {
+        "one-hot": np.eye(10, dtype=np.float32)[y],
+        "column": y[:, None],
+        "float": y.astype(np.float32),
+    }[form]
+    np.savez(tmp_path / "eval.npz", x=x, y=labels)
+    result, _ = _package(models.digits_cnn(), tmp_path / "b.edgepkg", keyset, quantize="dynamic",
+                         evaluation=tmp_path / "eval.npz")  # fmt: skip
+    gate = result.reports["accuracy"]
+    assert gate["metric"] == "accuracy" and gate["float_accuracy"] > 90, gate
+
+
+def test_labels_outside_the_classes_are_refused(tmp_path: Path, keyset: KeySet) -> None:
+    _, _, x, y = models.digits_data()
+    np.savez(tmp_path / "eval.npz", x=x, y=y + 7)
+    with pytest.raises(DataError, match=r"range 7\.\.16, but the output has 10 classes"):
+        _package(models.digits_cnn(), tmp_path / "b.edgepkg", keyset, quantize="dynamic",
+                 evaluation=tmp_path / "eval.npz")  # fmt: skip
+
+
+def test_unusable_labels_are_said_and_a_sigmoid_gets_accuracy(
+    tmp_path: Path, keyset: KeySet
+) -> None:
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    inputs = keras.Input((4,), name="features")
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="p")(inputs))
+    model.layers[-1].set_weights(
+        [np.array([[4.0], [0], [0], [0]], np.float32), np.zeros(1, np.float32)]
+    )
+    model.save(tmp_path / "binary.keras")
+    np.savez(tmp_path / "eval.npz", x=x, y=y)
+    result, _ = _package(tmp_path / "binary.keras", tmp_path / "b.edgepkg", keyset, quantize="dynamic",
+                         evaluation=tmp_path / "eval.npz")  # fmt: skip
+    gate = result.reports["accuracy"]
+    assert gate["metric"] == "accuracy" and gate["float_accuracy"] > 95, gate
+    # Dense(4 -> 1) has 4 weights: TensorFlow leaves it in float, and the result says so.
+    assert any("changed nothing of size" in n for n in result.notes), result.notes
+    np.savez(tmp_path / "regression.npz", x=x, y=x[:, 0] * 0.37)  # targets, not classes
+    result, _ = _package(tmp_path / "binary.keras", tmp_path / "c.edgepkg", keyset, quantize="dynamic",
+                         evaluation=tmp_path / "regression.npz")  # fmt: skip
+    assert result.reports["accuracy"]["metric"] == "output-error"
+    assert any("were not used (the labels are not class indices" in n for n in result.notes), (
+        result.notes
+    )

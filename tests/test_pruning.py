@@ -451,7 +451,7 @@ def test_training_file_without_labels_is_a_data_error(tmp_path: Path, digits: An
 
 def test_labels_that_do_not_fit_the_output(digits: Any, data: dict[str, Dataset]) -> None:
     x = data["train"].inputs["image"][:64]
-    with pytest.raises(DataError, match="model has 10 classes"):
+    with pytest.raises(DataError, match="has 10 classes"):
         prune_model(digits, 0.5, train=Dataset({"image": x}, np.full(64, 12), "bad"), epochs=1)
     with pytest.raises(DataError, match="63 labels for"):
         prune_model(
