@@ -14,6 +14,7 @@ so a typo never silently changes what is signed or for whom.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sys
@@ -264,7 +265,10 @@ def init_project(
             f"{config} exists already", hint="edit it, or pass --force to write a new one"
         )
     keys = (key_dir or user_config_dir() / "keys").absolute()
-    stem = key_name or f"{default_name(directory)}-publisher"
+    # Named after the project's directory *and* its location: two projects both called "app"
+    # must never share a signing key by accident (boards trusting one would trust the other).
+    where = hashlib.sha256(str(directory).encode()).hexdigest()[:8]
+    stem = key_name or f"{default_name(directory)}-{where}-publisher"
     key_path = keys / f"{stem}.key"
     try:
         keys.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -284,8 +288,10 @@ def init_project(
         created = True
     project_public = directory / "publisher.pub"
     project_public.write_bytes(public.read_bytes())
+    home = Path.home()
+    shown = f"~/{key_path.relative_to(home)}" if key_path.is_relative_to(home) else str(key_path)
     text = _TEMPLATE.format(
-        signing_key=_toml_string(str(key_path)),
+        signing_key=_toml_string(shown),  # ~ keeps the file usable by teammates and CI
         recipients=_line("recipients", recipients, '["keys/pi-0042.pub"]'),
         inventory=_line("inventory", inventory, '"fleet.toml"'),
         groups=_line("groups", groups, '["kitchen"]'),

@@ -797,6 +797,8 @@ class ConversionResult:
     reports: dict[str, Any]
     notes: tuple[str, ...]
     output_names: tuple[str, ...] = ()
+    #: The source model's input names in its own order (what a list passed to predict follows).
+    input_names: tuple[str, ...] = ()
 
 
 def _converter(
@@ -1368,8 +1370,9 @@ def convert_model(
     if pruning is not None:
         reports["pruning"] = pruning
     return ConversionResult(
-        model_bytes, float_bytes, quantize, io_dtype, reports, tuple(notes), source.output_names
-    )
+        model_bytes, float_bytes, quantize, io_dtype, reports, tuple(notes), source.output_names,
+        source.input_names,
+    )  # fmt: skip
 
 
 def _gate_message(what: str, gate: Mapping[str, Any]) -> str:

@@ -462,7 +462,8 @@ async def _install(
             raise DeployError(
                 f"{label}: refusing to replace {name} v{current_version} with older "
                 f"v{bundle.version}",
-                hint="use rollback, or allow downgrades explicitly (allow_downgrade)",
+                hint="use rollback, or allow downgrades explicitly (--allow-downgrade; in Python, "
+                "DeployOptions(allow_downgrade=True))",
             )
 
     # Same name is not enough: per-device bundles share a manifest (and so a file name) but

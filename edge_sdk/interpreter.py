@@ -77,7 +77,8 @@ class Interpreter:
     """A verified, decrypted-in-memory model with the LiteRT ``Interpreter`` interface.
 
     Args:
-        bundle: the ``.edgepkg`` path or bytes.
+        bundle: the ``.edgepkg`` path or bytes (LiteRT's ``model_path=`` / ``model_content=``
+            are accepted too, so migrated code keeps its call).
         trust: the pinned trust store (or a path / paths), as for :func:`edge_sdk.load`.
         device_key: this device's key (object or path), for encrypted bundles.
         num_threads: interpreter threads (LiteRT's name; default: the profile's).
@@ -93,14 +94,25 @@ class Interpreter:
 
     def __init__(
         self,
-        bundle: str | os.PathLike[str] | bytes,
+        bundle: str | os.PathLike[str] | bytes | None = None,
         *,
         trust: TrustStore | str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
         device_key: PrivateKey | str | os.PathLike[str] | None = None,
         num_threads: int | None = None,
+        model_path: str | os.PathLike[str] | None = None,
+        model_content: bytes | None = None,
         **load_options: Any,
     ) -> None:
+        from .errors import UsageError
         from .runtime import load
+
+        # LiteRT's own keywords, so migrated code can keep its call and only add trust=.
+        given = [b for b in (bundle, model_path, model_content) if b is not None]
+        if len(given) != 1:
+            raise UsageError(
+                "give the bundle once: Interpreter(bundle) or LiteRT's model_path= / model_content="
+            )
+        bundle = given[0]
 
         model = load(bundle, trust=trust, device_key=device_key, threads=num_threads,
                      **load_options)  # fmt: skip

@@ -101,12 +101,15 @@ def _edgetpu_step(model_bytes: bytes, profile: DeviceProfile, notes: list[str]) 
 
 
 def io_specs(
-    model_bytes: bytes, output_names: Sequence[str] = ()
+    model_bytes: bytes, output_names: Sequence[str] = (), input_names: Sequence[str] = ()
 ) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    """The model's inputs and outputs as the runtime will present them (signature order).
+    """The model's inputs and outputs as the runtime will present them.
 
     Output names from the source model replace the converter's generic ``output_0`` names, so
-    ``predict`` returns the names the model's author chose.
+    ``predict`` returns the names the model's author chose. Inputs follow the source model's own
+    order when it is known (``input_names``): TFLite's signature lists them sorted by name, and a
+    list passed to ``predict`` must mean what it meant to the model's author. The manifest
+    records that order; the runtime arranges its tensors by it.
     """
     from .runtime import Model, TensorInfo
 
@@ -124,8 +127,12 @@ def io_specs(
         names: Sequence[str | None] = (
             output_names if len(output_names) == len(model.outputs) else [None] * len(model.outputs)
         )
+        ins = list(model.inputs)
+        by_name = {t.name: t for t in ins}
+        if sorted(input_names) == sorted(by_name) and len(input_names) == len(ins):
+            ins = [by_name[n] for n in input_names]
         return (
-            tuple(spec(t) for t in model.inputs),
+            tuple(spec(t) for t in ins),
             tuple(spec(t, n) for t, n in zip(model.outputs, names, strict=True)),
         )
 
@@ -238,6 +245,7 @@ def _package_model(
         }
         quantization = "as converted"
         output_names: tuple[str, ...] = ()
+        input_names: tuple[str, ...] = ()
     else:
         result = convert_model(
             model_path,
@@ -258,9 +266,9 @@ def _package_model(
         )
         model_bytes, reports, quantization = result.model_bytes, result.reports, result.quantization
         notes.extend(result.notes)
-        output_names = result.output_names
+        output_names, input_names = result.output_names, result.input_names
     # Before Edge TPU compilation: the compiled model's custom op only runs with the TPU delegate.
-    inputs, outputs = io_specs(model_bytes, output_names)
+    inputs, outputs = io_specs(model_bytes, output_names, input_names)
     if profile.edgetpu:
         if quantization != "int8":
             notes.append(

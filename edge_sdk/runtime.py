@@ -193,11 +193,14 @@ def _signature_tensors(
             ordered_in = [replace(inputs[i], name=n) for n, i in sig_in.items()]
             ordered_out = [replace(outputs[i], name=n) for n, i in sig_out.items()]
     if manifest is not None:
-        if len(manifest.model.inputs) == len(ordered_in):
-            ordered_in = [
-                replace(t, name=s.name)
-                for t, s in zip(ordered_in, manifest.model.inputs, strict=True)
-            ]
+        signed = [s.name for s in manifest.model.inputs]
+        by_name = {t.name: t for t in ordered_in}
+        if sorted(signed) == sorted(by_name) and len(signed) == len(ordered_in):
+            # The order the packager recorded (the source model's): a list given to predict
+            # follows it. Matched by name, never by position: the signature sorts inputs by name.
+            ordered_in = [by_name[n] for n in signed]
+        elif len(signed) == len(ordered_in):
+            ordered_in = [replace(t, name=n) for t, n in zip(ordered_in, signed, strict=True)]
         if len(manifest.model.outputs) == len(ordered_out):
             ordered_out = [
                 replace(t, name=s.name)
@@ -377,6 +380,13 @@ class Model:
         self._interpreter_view: Any = None
         self._lock = threading.Lock()
         self._closed = False
+
+    def __repr__(self) -> str:
+        name = f"{self.manifest.name} v{self.manifest.version}" if self.manifest else "model"
+        return (
+            f"<edge_sdk.Model {name} on {self.backend.package} {self.backend.version}, "
+            f"{self.threads} threads, inputs {[t.name for t in self.inputs]}>"
+        )
 
     # -- inference -----------------------------------------------------------------------------
 

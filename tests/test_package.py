@@ -533,3 +533,25 @@ def test_unusable_labels_are_said_and_a_sigmoid_gets_accuracy(
     assert any("were not used (the labels are not class indices" in n for n in result.notes), (
         result.notes
     )
+
+
+def test_a_list_of_inputs_follows_the_source_models_order(tmp_path: Path, keyset: KeySet) -> None:
+    """TFLite's signature sorts inputs by name; a list must still mean what it meant in Keras
+    (same-shape inputs would otherwise be swapped silently)."""
+    import keras
+
+    import edge_sdk
+
+    zeta, alpha = keras.Input((3,), name="zeta"), keras.Input((3,), name="alpha")
+    joined = keras.layers.Concatenate()([keras.layers.Rescaling(10.0)(zeta), alpha])
+    model = keras.Model([zeta, alpha], keras.layers.Dense(2, name="score")(joined))
+    model.save(tmp_path / "swap.keras")
+    _package(tmp_path / "swap.keras", tmp_path / "swap.edgepkg", keyset, quantize="none")
+    rng = np.random.default_rng(0)
+    xz, xa = rng.random((4, 3), np.float32), rng.random((4, 3), np.float32)
+    want = np.asarray(model([xz, xa]))
+    with edge_sdk.load(tmp_path / "swap.edgepkg", trust=keyset.trust(), device_key=keyset.device,
+                       state_dir=tmp_path / "s", allow_target_mismatch=True) as loaded:  # fmt: skip
+        assert [t.name for t in loaded.inputs] == ["zeta", "alpha"]
+        np.testing.assert_allclose(loaded.predict([xz, xa]), want, atol=1e-5)
+        np.testing.assert_allclose(loaded.predict({"alpha": xa, "zeta": xz}), want, atol=1e-5)

@@ -117,6 +117,13 @@ def run(
         strict_delegates=strict_delegates, allow_target_mismatch=allow_target_mismatch,
         expected_name=expected_name, require_encryption=False if allow_unencrypted else None,
     ) as model:  # fmt: skip
+        if (
+            isinstance(x, dict)
+            and len(model.inputs) == 1
+            and model.inputs[0].name not in x
+            and "x" in x
+        ):
+            x = x["x"]  # the .npz format package takes (x, and y for labels): one input, so "x"
         y = model.predict(x, raw=raw, signature=signature)
         outputs = y if isinstance(y, dict) else {model.tensors(signature)[1][0].name: y}
         if output is not None:
@@ -137,11 +144,7 @@ def run(
             k: {
                 "shape": list(v.shape),
                 "dtype": str(v.dtype),
-                **(
-                    {"argmax": np.argmax(v, axis=1).tolist()[:32]}
-                    if _class_probabilities(v)
-                    else {}
-                ),
+                **({"argmax": np.argmax(v, axis=1).tolist()} if _class_probabilities(v) else {}),
             }
             for k, v in outputs.items()
         },
@@ -162,7 +165,11 @@ def run(
     for name, value in outputs.items():
         console().print(f"{name}: shape {list(value.shape)} {value.dtype}", markup=False)
         if _class_probabilities(value):
-            console().print(f"  argmax: {np.argmax(value, axis=1).tolist()[:32]}", markup=False)
+            classes = np.argmax(value, axis=1).tolist()
+            more = (
+                f" … (first 32 of {len(classes)}; --output saves all)" if len(classes) > 32 else ""
+            )
+            console().print(f"  argmax: {classes[:32]}{more}", markup=False)
     if output:
         console().print(f"saved to {output}", markup=False)
 

@@ -192,12 +192,6 @@ def package(
     recipients = [load_public_key(p, kind="device") for p in recipient or []]
     if inventory is not None:
         recipients += _inventory_recipients(inventory, group or [])
-    if not recipients and not as_json:
-        warn(
-            "NOT ENCRYPTED: no device is configured, so this bundle is signed only and any "
-            "reader can extract the model. Add recipients (or an inventory) to edge-sdk.toml, "
-            "or pass --recipient DEVICE.pub."
-        )
     out = out or default_output(model, prof.name, config.output_dir if config else None)
     signature_check = None
     if any(
@@ -286,6 +280,13 @@ def package(
         ("digest", result.bundle.digest),
     ]
     kv(f"{m.name} v{m.version} for {prof.name}", pairs)
+    if not result.bundle.recipients:
+        # Last, after the build succeeded, where it cannot scroll away.
+        warn(
+            "NOT ENCRYPTED: no device is configured, so this bundle is signed only and any "
+            "reader can extract the model. Add recipients (or an inventory) to edge-sdk.toml, "
+            "or pass --recipient DEVICE.pub."
+        )
 
 
 def _inventory_recipients(inventory: Path, groups: list[str]) -> list[Any]:
