@@ -362,8 +362,8 @@ class _Memory:
             rejected = rejected if isinstance(rejected, dict) else {}
         except FileNotFoundError:
             rejected = {}
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable agent state %s: %s", path, exc)
+        except (OSError, ValueError, RecursionError) as exc:
+            log.warning("ignoring unreadable agent state %s: %s", path, str(exc)[:200])
             rejected = {}
         return cls(path, {k: v for k, v in rejected.items() if isinstance(v, dict)})
 
@@ -802,9 +802,15 @@ class Agent:
         memory: _Memory,
         previous: str | None = None,
     ) -> Outcome:
-        memory.remember(candidate, error.message)
-        self._event("agent-reject", candidate, stage="verify", error=error.kind,
-                    reason=error.message, sha256=candidate.sha256)  # fmt: skip
+        # Remembered (never fetched again) only when the verdict is about the bytes themselves.
+        # A wrong device key, a clock running ahead, a runtime too old or a policy of this device
+        # can all be fixed here; the same release must then be tried again.
+        intrinsic = isinstance(error, (BundleFormatError, SignatureError, IntegrityError, RollbackError,
+                                       PayloadTooLargeError))  # fmt: skip
+        if intrinsic:
+            memory.remember(candidate, error.message)
+        self._event("agent-reject", candidate, stage="verify", error=error.kind, reason=error.message,
+                    sha256=candidate.sha256, remembered=intrinsic)  # fmt: skip
         return Outcome(candidate.name, "rejected", candidate.version, candidate.digest, previous,
                        error.message, error)  # fmt: skip
 

@@ -106,7 +106,7 @@ def _parse(line: bytes) -> dict[str, Any] | None:
         return None
     try:
         record = json.loads(line)
-    except ValueError:  # includes UnicodeDecodeError
+    except (ValueError, RecursionError):  # UnicodeDecodeError too; deep nesting is not a record
         return None
     if not isinstance(record, dict):
         return None

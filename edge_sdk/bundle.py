@@ -26,6 +26,7 @@ import hashlib
 import io
 import os
 import re
+import stat
 import struct
 from dataclasses import dataclass
 from functools import cached_property
@@ -425,6 +426,36 @@ def _manifest_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
+def open_bundle_file(path: Path) -> io.BufferedReader:
+    """Open a bundle file for reading, refusing anything but a regular file.
+
+    Opened non-blocking and judged by ``fstat`` before a byte is read: a FIFO or a device node
+    planted where a release should be would otherwise block the reader (and a model watcher's
+    thread) forever.
+
+    Raises:
+        UsageError: the file does not exist or is a directory.
+        BundleFormatError: it is not a regular file, or cannot be read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise UsageError(f"bundle {path} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a directory, not a bundle") from None
+    except OSError as exc:
+        raise BundleFormatError(f"cannot read bundle {path}: {exc.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise UsageError(f"{path} is a directory, not a bundle")
+        raise BundleFormatError(f"{path} is not a regular file (a FIFO, socket or device node)")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return io.open(fd, "rb")  # noqa: UP020  (typed as a BufferedReader, which the reader takes)
+
+
 def read_bundle(
     source: str | os.PathLike[str] | bytes | bytearray | memoryview,
     limits: Limits = DEFAULT_LIMITS,
@@ -442,15 +473,7 @@ def read_bundle(
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _read(_Source(source, None, len(source)), limits, trust)
     path = Path(source)
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed below; a with-block would hide the fstat
-    except FileNotFoundError:
-        raise UsageError(f"bundle {path} does not exist") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path} is a directory, not a bundle") from None
-    except OSError as exc:
-        raise BundleFormatError(f"cannot read bundle {path}: {exc.strerror}") from None
-    with handle:
+    with open_bundle_file(path) as handle:
         size = os.fstat(handle.fileno()).st_size
         if size <= _SMALL_FILE:
             # One read instead of one per section; the size check happens before the read.
@@ -573,15 +596,7 @@ def stream_file(path: str | os.PathLike[str], reader: StreamedRead) -> Bundle:
         BundleFormatError, SignatureError: as :func:`read_bundle` with a trust store (the
         reader's ``parsed`` header is kept when it was complete).
     """
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        raise UsageError(f"bundle {path} does not exist") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path} is a directory, not a bundle") from None
-    except OSError as exc:
-        raise BundleFormatError(f"cannot read bundle {path}: {exc.strerror}") from None
-    with handle:
+    with open_bundle_file(Path(path)) as handle:
         reader.size = os.fstat(handle.fileno()).st_size
         while (wanted := reader.request()) is not None:
             reader.feed(os.pread(handle.fileno(), wanted[1], wanted[0]))

@@ -453,12 +453,16 @@ async def _install(
         if _is_stale_temp(entry.name):
             await session.remove(f"{name}/{entry.name}")
     current = _release_of(await session.readlink(f"{name}/{CURRENT}"))
+    if current is not None and current not in releases:
+        # A dangling link (or one planted to name a release that is not there): nothing current
+        # to protect, and trusting its name would let a fake version block every later deploy.
+        current = None
     if not state.previous_known:
         state.previous, state.previous_known = current, True
 
     if current and current != file and not options.allow_downgrade:
-        current_version = _release_key(current, 0)[0]
-        if current_version > bundle.version:
+        current_version = await _current_version(session, name, current)
+        if current_version is not None and current_version > bundle.version:
             raise DeployError(
                 f"{label}: refusing to replace {name} v{current_version} with older "
                 f"v{bundle.version}",
@@ -733,6 +737,16 @@ def rollback(
         TransportError: the target cannot be reached or written.
     """
     return asyncio.run(rollback_async(name, target, to_version=to_version, ssh=ssh, retry=retry))
+
+
+async def _current_version(session: Session, name: str, current: str) -> int | None:
+    """The version the current release's own signed manifest states (its file name could say
+    anything), or None when it cannot be read (then nothing blocks replacing it)."""
+    try:
+        manifest, _ = await _read_manifest(session, f"{name}/{RELEASES}/{current}")
+    except EdgeSDKError:
+        return None
+    return manifest.version
 
 
 async def _read_manifest(session: Session, rel: str) -> tuple[Manifest, str]:

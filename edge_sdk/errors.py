@@ -24,7 +24,22 @@ _REPR.maxlevel = 2
 # C0 and C1 controls, DEL and the Unicode line/paragraph separators: nothing from a file may
 # move the cursor, start an escape sequence or fake a new line in a log.
 _ESCAPES = {c: f"\\x{c:02x}" for c in [*range(32), *range(127, 160)]}
-_ESCAPES.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
+# Line separators, bidirectional overrides and isolates (they reorder what a reader sees), and
+# lone surrogates (undecodable bytes in a file name) are written out too.
+_ESCAPES.update(
+    {
+        c: f"\\u{c:04x}"
+        for c in (
+            0x200E,
+            0x200F,
+            0x2028,
+            0x2029,
+            *range(0x202A, 0x202F),
+            *range(0x2066, 0x206A),
+            *range(0xD800, 0xE000),
+        )
+    }
+)
 
 
 def escape_text(text: str) -> str:

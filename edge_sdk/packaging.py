@@ -100,6 +100,21 @@ def _edgetpu_step(model_bytes: bytes, profile: DeviceProfile, notes: list[str]) 
         return out.read_bytes()
 
 
+def _readable_by_devices(bundle: Bundle) -> None:
+    """Refuse to write a bundle the readers would refuse (a model with more inputs or outputs
+    than a manifest may list, a manifest over its cap): found here, not on every board."""
+    from .bundle import bundle_to_bytes, read_bundle
+    from .errors import BundleFormatError
+
+    try:
+        read_bundle(bundle_to_bytes(bundle))
+    except BundleFormatError as exc:
+        raise ModelInputError(
+            f"edge-sdk cannot carry this model in a bundle devices accept: {exc.message}",
+            hint="see docs/FORMAT.md for the limits a reader enforces",
+        ) from None
+
+
 def io_specs(
     model_bytes: bytes, output_names: Sequence[str] = (), input_names: Sequence[str] = ()
 ) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
@@ -303,6 +318,7 @@ def _package_model(
     )
     if not output.parent.exists():
         raise ModelInputError(f"output directory {output.parent} does not exist")
+    _readable_by_devices(bundle)
     size = save_bundle(bundle, output)
     return PackageResult(
         output, bundle, size, len(model_bytes), quantization, fmt, reports, tuple(notes)

@@ -11,6 +11,7 @@ with a warning: it is heavy and not meant for boards); ``EDGE_SDK_BACKEND`` or a
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import importlib.metadata
@@ -192,6 +193,11 @@ def _signature_tensors(
         if set(sig_in.values()) == set(inputs) and set(sig_out.values()) == set(outputs):
             ordered_in = [replace(inputs[i], name=n) for n, i in sig_in.items()]
             ordered_out = [replace(outputs[i], name=n) for n, i in sig_out.items()]
+            numbered = [re.fullmatch(r"output_(\d+)", t.name) for t in ordered_out]
+            if all(numbered):
+                # The converter's output_<k> follow the source model's output order, but the
+                # signature sorts them as text (output_10 before output_2).
+                ordered_out.sort(key=lambda t: int(t.name.rsplit("_", 1)[1]))
     if manifest is not None:
         signed = [s.name for s in manifest.model.inputs]
         by_name = {t.name: t for t in ordered_in}
@@ -884,7 +890,9 @@ def expected_name_from_path(source: str | os.PathLike[str] | bytes) -> str | Non
     if isinstance(source, (bytes, bytearray, memoryview)):
         return None
     path = Path(source)
-    if path.name == "current" and path.is_symlink():
+    # A plain file planted as `current` is judged like the link it replaced: the name of the
+    # directory it sits in, which the deploy layout fixes, not the name the bundle claims.
+    if path.name == "current" and (path.is_symlink() or (path.parent / "releases").is_dir()):
         return path.parent.name or None
     if path.parent.name == "releases" and re.fullmatch(
         r"\d{1,19}-[0-9a-f]{16}\.edgepkg", path.name
@@ -1025,8 +1033,16 @@ def load(
         # refused (and leaves the counter where it was).
         audit.append("load", source=str(where), **parsed, signers=list(verification.signers), result="ok",
                      backend=f"{model.backend.package} {model.backend.version}")  # fmt: skip
-        state.record(manifest.name, manifest.version, verification.digest)
     except EdgeSDKError:
         model.close()
+        raise
+    try:
+        state.record(manifest.name, manifest.version, verification.digest)
+    except EdgeSDKError as exc:
+        model.close()
+        # The "ok" record above must not be the log's last word on a load that was refused.
+        with contextlib.suppress(EdgeSDKError):
+            audit.append("reject", source=str(where), **parsed, result="rejected", reason=exc.message,
+                         error=exc.kind, stage="recording the accepted version")  # fmt: skip
         raise
     return model

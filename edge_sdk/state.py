@@ -52,8 +52,11 @@ class VersionState:
             data = json.loads(self.path.read_bytes())
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
-            raise StateError(f"state file {self.path} is unreadable or corrupt: {exc}") from None
+        except (OSError, ValueError, RecursionError) as exc:
+            raise StateError(
+                f"state file {self.path} is unreadable or corrupt: {excerpt(str(exc), 120)}",
+                hint="restore versions.json from a backup; deleting it re-arms rollback attacks",
+            ) from None
         if not isinstance(data, dict):
             raise StateError(f"state file {self.path} is corrupt: not an object")
         return data

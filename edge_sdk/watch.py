@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,8 @@ class ModelWatcher:
         poll_interval: seconds between background checks; ``None`` checks on every predict.
         on_swap: called with the new model after each swap (from the thread that loaded it).
         on_error: called with the error when a new release fails to load.
+        retry_after: seconds before a release that failed to load is tried again (a full disk
+            or a busy state directory can pass; the link itself need not change).
 
     Raises:
         UsageError: ``current_link`` is not a symlink.
@@ -64,6 +67,7 @@ class ModelWatcher:
         poll_interval: float | None = None,
         on_swap: Callable[[Model], None] | None = None,
         on_error: Callable[[EdgeSDKError], None] | None = None,
+        retry_after: float = 30.0,
     ) -> None:
         self.current_link = Path(current_link)
         # The layout is <root>/<name>/current: only a bundle signed under <name> may serve here.
@@ -75,6 +79,8 @@ class ModelWatcher:
         self._cond = threading.Condition()
         self._loading = threading.Lock()
         self._failed_link: str | None = None
+        self._failed_at = 0.0
+        self.retry_after = retry_after
         self._slot = self._first_slot()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -122,10 +128,13 @@ class ModelWatcher:
     def check(self) -> bool:
         """Swap to the release ``current`` points to now, if it changed; True when swapped.
 
-        A release that failed to load is not retried until the link changes again.
+        A release that failed to load is tried again after ``retry_after`` seconds, or at once
+        when the link changes.
         """
         link = self._readlink()
-        if link is None or link in (self._slot.link, self._failed_link):
+        if link is None or link == self._slot.link:
+            return False
+        if link == self._failed_link and time.monotonic() - self._failed_at < self.retry_after:
             return False
         if not self._loading.acquire(blocking=False):
             return False  # another thread is loading it; keep serving the old model meanwhile
@@ -135,7 +144,7 @@ class ModelWatcher:
             try:
                 model = self._load(link)
             except EdgeSDKError as exc:
-                self._failed_link = link
+                self._failed_link, self._failed_at = link, time.monotonic()
                 self.last_error = exc
                 log.warning("keeping %s: %s failed to load: %s", self._slot.link, link, exc.message)
                 if self.on_error is not None:

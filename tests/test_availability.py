@@ -193,3 +193,73 @@ def test_an_empty_rotated_file_does_not_hide_deleted_records(tmp_path: Path) -> 
     (tmp_path / "audit.log.1").write_bytes(b"")  # … and pretend it was rotated away
     with pytest.raises(AuditLogError, match="empty"):
         verify_log(path)
+
+
+# -- found by an adversarial review ---------------------------------------------------------------
+
+
+def test_a_fifo_planted_as_a_release_is_refused_not_waited_on(genuine: Path, keyset: KeySet,
+                                                               tmp_path: Path) -> None:  # fmt: skip
+    import os
+
+    from edge_sdk.errors import BundleFormatError
+
+    releases = tmp_path / "models" / "digits" / "releases"
+    releases.mkdir(parents=True)
+    fifo = releases / "1-bbbbbbbbbbbbbbbb.edgepkg"
+    os.mkfifo(fifo)
+    (tmp_path / "models" / "digits" / "current").symlink_to("releases/" + fifo.name)
+    with pytest.raises(BundleFormatError, match="not a regular file"):
+        _load(tmp_path / "models" / "digits" / "current", keyset, tmp_path / "state")
+    from edge_sdk.audit import audit_paths
+
+    rows = audit_paths([tmp_path / "models"], keyset.trust())
+    assert [r.kind for r in rows] == ["format"]
+
+
+def test_a_plain_file_planted_as_current_is_held_to_the_layouts_name(
+    keyset: KeySet, tmp_path: Path
+) -> None:
+    folder = tmp_path / "models" / "digits"
+    (folder / "releases").mkdir(parents=True)
+    other = tmp_path / "beta.edgepkg"
+    package_model(MODEL, other, load_profile("x86_64"), PackageOptions(name="digits-beta", version=1),
+                  [keyset.signer], [keyset.device.public])  # fmt: skip
+    (folder / "current").write_bytes(other.read_bytes())  # a file, not the layout's symlink
+    from edge_sdk.errors import TargetMismatchError
+
+    with pytest.raises(TargetMismatchError, match="'digits' was expected"):
+        _load(folder / "current", keyset, tmp_path / "state")
+
+
+@pytest.mark.parametrize("which", ["audit.log", "versions.json"])
+def test_deeply_nested_json_in_the_state_is_typed(which: str, genuine: Path, keyset: KeySet,
+                                                  tmp_path: Path, cli: Any) -> None:  # fmt: skip
+    from edge_sdk.errors import StateError
+
+    state = tmp_path / "state"
+    _load(genuine, keyset, state).close()
+    with open(state / which, "a" if which == "audit.log" else "w") as handle:
+        handle.write("[" * 100_000 + "\n")
+    if which == "audit.log":
+        with _load(genuine, keyset, state) as model:  # recovered, never a RecursionError
+            assert model.manifest.name == "digits"
+        result = cli("audit", "log", state / "audit.log", "--verify")
+        assert result.code == AuditLogError.exit_code and "Traceback" not in result.err
+    else:
+        with pytest.raises(StateError, match="unreadable or corrupt"):
+            _load(genuine, keyset, state)
+
+
+def test_a_refused_recording_is_logged_as_a_rejection(
+    genuine: Path, keyset: KeySet, tmp_path: Path
+) -> None:
+    from edge_sdk.errors import StateError
+
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / ".versions.lock").mkdir()  # recording the accepted version will fail
+    with pytest.raises(StateError):
+        _load(genuine, keyset, state)
+    events = [r["event"] for r in verify_log(state / "audit.log").records]
+    assert events == ["load", "reject"]  # the "ok" is not the log's last word

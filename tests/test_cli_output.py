@@ -9,8 +9,15 @@ import pytest
 
 from .conftest import KeySet, make_bundle_bytes
 
-HOSTILE_NAMES = ["evil\x1b]0;owned\x07", "csi\x9b31m", "line\nbreak", "sep\u2028x", "=cmd|calc"]
-RAW = ("\x1b", "\x9b", "\x07", "\u2028")
+HOSTILE_NAMES = [
+    "evil\x1b]0;owned\x07",
+    "csi\x9b31m",
+    "line\nbreak",
+    "sep\u2028x",
+    "=cmd|calc",
+    "gpj.\u202eexe",
+]
+RAW = ("\x1b", "\x9b", "\x07", "\u2028", "\u202e")
 
 
 @pytest.fixture

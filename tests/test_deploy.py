@@ -1269,3 +1269,14 @@ def test_connection_noise_after_a_drop_is_not_printed(
     # Connection errors are quiet; anything else still reaches asyncio's handler.
     assert len(shown) == 1 and "never retrieved" in shown[0], shown
     assert any("ValueError" in str(r.exc_info) for r in caplog.records if r.name == "asyncio")
+
+
+def test_a_dangling_current_with_a_huge_version_cannot_block_deploys(make_bundle: BundleFactory,
+                                                                     board: Callable[[str], Path]) -> None:  # fmt: skip
+    root = board("dangling")
+    (root / "demo" / "releases").mkdir(parents=True)
+    (root / "demo" / "current").symlink_to("releases/9223372036854775807-0000000000000000.edgepkg")
+    result = deploy(make_bundle(3), str(root), DeployOptions(retry=ONCE))
+    assert result.status == "ok" and os.readlink(root / "demo" / "current").startswith(
+        "releases/3-"
+    )

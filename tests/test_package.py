@@ -555,3 +555,35 @@ def test_a_list_of_inputs_follows_the_source_models_order(tmp_path: Path, keyset
         assert [t.name for t in loaded.inputs] == ["zeta", "alpha"]
         np.testing.assert_allclose(loaded.predict([xz, xa]), want, atol=1e-5)
         np.testing.assert_allclose(loaded.predict({"alpha": xa, "zeta": xz}), want, atol=1e-5)
+
+
+def test_more_than_ten_outputs_keep_their_order(tmp_path: Path, keyset: KeySet) -> None:
+    """The converter names outputs output_0 … output_11; the signature sorts them as text."""
+    import keras
+
+    import edge_sdk
+
+    inputs = keras.Input((4,), name="x")
+    heads = [keras.layers.Dense(1, name=f"head{i:02d}")(inputs) for i in range(12)]
+    model = keras.Model(inputs, heads)
+    model.save(tmp_path / "heads.keras")
+    _package(tmp_path / "heads.keras", tmp_path / "heads.edgepkg", keyset, quantize="none")
+    x = np.random.default_rng(1).random((3, 4), np.float32)
+    want = [np.asarray(v) for v in model(x)]
+    with edge_sdk.load(tmp_path / "heads.edgepkg", trust=keyset.trust(), device_key=keyset.device,
+                       state_dir=tmp_path / "s", allow_target_mismatch=True) as loaded:  # fmt: skip
+        got = loaded.predict(x)
+        assert list(got) == [f"head{i:02d}" for i in range(12)]
+        for i, name in enumerate(got):
+            np.testing.assert_allclose(got[name], want[i], atol=1e-5)
+
+
+def test_a_model_no_reader_accepts_is_not_written(tmp_path: Path, keyset: KeySet) -> None:
+    import keras
+
+    inputs = [keras.Input((1,), name=f"in{i:03d}") for i in range(300)]
+    model = keras.Model(inputs, keras.layers.Concatenate()(inputs))
+    model.save(tmp_path / "wide.keras")
+    with pytest.raises(ModelInputError, match="cannot carry this model.*at most 256"):
+        _package(tmp_path / "wide.keras", tmp_path / "wide.edgepkg", keyset, quantize="none")
+    assert not (tmp_path / "wide.edgepkg").exists()

@@ -80,7 +80,7 @@ def inspect(
             ),
         ),
         (
-            "signed by",
+            "signatures (not verified here)",
             ", ".join(f"{s.key_id[:16]} ({s.alg})" for s in parsed.signatures) or "nobody",
         ),
         (
