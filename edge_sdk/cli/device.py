@@ -191,18 +191,21 @@ def bench(
     from edge_sdk.benchmark import bench_bundle
 
     counts = _int_list(threads, "--threads")
+    from edge_sdk.native_output import quiet_runtime_info
+
     key = load_private(device_key, "device") if device_key else None
-    report = bench_bundle(
-        bundle,
-        trust=trust,
-        device_key=key,
-        profile=profile,
-        state_dir=state_dir,
-        threads=counts,
-        runs=runs,
-        warmup=warmup,
-        allow_target_mismatch=allow_target_mismatch,
-    )
+    with quiet_runtime_info():
+        report = bench_bundle(
+            bundle,
+            trust=trust,
+            device_key=key,
+            profile=profile,
+            state_dir=state_dir,
+            threads=counts,
+            runs=runs,
+            warmup=warmup,
+            allow_target_mismatch=allow_target_mismatch,
+        )
     if as_json:
         print_json(report)
         return

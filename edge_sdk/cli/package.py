@@ -226,7 +226,9 @@ def package(
         epochs=epochs,
         model_signature=signature_check,
     )
-    with _progress_runner(as_json) as progress:
+    from edge_sdk.native_output import quiet_runtime_info
+
+    with _progress_runner(as_json) as progress, quiet_runtime_info():
         result = package_model(model, out, prof, options, signers, recipients, progress)
     m = result.bundle.manifest
     summary = {
