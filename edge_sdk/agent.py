@@ -478,6 +478,7 @@ class Agent:
             else load_private_key(device_key, kind="device")
         )
         self.allow_unencrypted = allow_unencrypted
+        self._not_for_us: dict[str, tuple[Candidate, str]] = {}
         self.deploy_options = DeployOptions(
             keep=keep,
             health_check=health_check,
@@ -573,22 +574,33 @@ class Agent:
         except _tuf_errors() as exc:
             raise StateError(f"cannot read the verified targets metadata {cached}: {exc}") from None
         offered: dict[str, list[Candidate]] = {}
+        self._not_for_us = {}
         for path in paths:
             info = updater.get_targetinfo(path)
             candidate = candidate_of(info) if info is not None else None
-            if candidate is None or not self._eligible(candidate):
+            if candidate is None:
+                continue
+            why_not = self._why_not(candidate)
+            if why_not:
+                newest = self._not_for_us.get(candidate.name)
+                if newest is None or candidate.version > newest[0].version:
+                    self._not_for_us[candidate.name] = (candidate, why_not)
                 continue
             offered.setdefault(candidate.name, []).append(candidate)
         for releases in offered.values():
             releases.sort(key=lambda c: (c.version, c.path), reverse=True)
         return offered
 
-    def _eligible(self, candidate: Candidate) -> bool:
+    def _why_not(self, candidate: Candidate) -> str:
+        """Why a release is not for this device ("" when it is), for the poll's report."""
         if candidate.groups and self.group not in candidate.groups:
-            return False
+            return f"for group(s) {', '.join(candidate.groups)}; this device is in {self.group or 'none'}"
         if candidate.hardware_ids and not set(candidate.hardware_ids) & set(self.hardware_ids):
-            return False
-        return self.profile is None or candidate.profile == self.profile
+            return (f"built for hardware {', '.join(candidate.hardware_ids)}; this device is "
+                    f"{', '.join(self.hardware_ids)}")  # fmt: skip
+        if self.profile is not None and candidate.profile != self.profile:
+            return f"built for profile {candidate.profile}; this device runs {self.profile}"
+        return ""
 
     def _installed(self) -> dict[str, Any]:
         from .deploy import status
@@ -658,6 +670,11 @@ class Agent:
                 self._update(updater, name, offered[name], installed.get(name), memory)
                 for name in sorted(offered)
             ]
+            # Releases the repository offers to others only: said, so an empty poll explains itself.
+            outcomes += [
+                Outcome(name, "skipped", c.version, c.digest, reason=f"not for this device: {why}")
+                for name, (c, why) in sorted(self._not_for_us.items()) if name not in offered
+            ]  # fmt: skip
             summary = ",".join(f"{o.name}:{o.status}" for o in outcomes) or "nothing offered"
             spent = cost()
             self._event("agent-check", result="ok", outcomes=summary,
