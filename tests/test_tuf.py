@@ -313,8 +313,8 @@ def test_groups_hardware_ids_and_promotion(lab: Lab) -> None:
     assert {(o.name, o.version) for o in rpi.poll().outcomes} == {("digits", 1), ("vision", 1)}
     # Promote the canary release to everyone: publishing the same bundle without a group.
     tuf_repo.publish([lab.made[("digits", 2)]], lab.repo)
-    assert [(o.status, o.version) for o in everyone.poll().outcomes][0] == ("installed", 2)
-    assert [o.status for o in canary.poll().outcomes][0] == "up-to-date"
+    assert next((o.status, o.version) for o in everyone.poll().outcomes) == ("installed", 2)
+    assert next(o.status for o in canary.poll().outcomes) == "up-to-date"
     listed = {t.version: t.groups for t in tuf_repo.status(lab.repo).targets if t.name == "digits"}
     assert listed == {1: (), 2: ()}
 
