@@ -29,7 +29,7 @@ def decompress(
     data: Buffer,
     method: str,
     declared_size: int,
-    on_chunk: Callable[[memoryview], None] | None = None,
+    on_chunk: Callable[[memoryview], object] | None = None,
 ) -> bytes:
     """Decompress into exactly ``declared_size`` bytes, refusing anything larger.
 

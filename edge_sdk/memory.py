@@ -87,29 +87,13 @@ def freeze(obj: bytes, view: memoryview) -> bytes:
     return result
 
 
-class Releaser:
-    """Gives the pages of a consumed anonymous-mmap buffer back to the OS as a reader moves on.
+def wipe(view: memoryview) -> None:
+    """Overwrite a writable buffer with zeros (plaintext of a bundle that was refused).
 
-    While a model is decrypted chunk by chunk, the ciphertext behind the cursor is dead weight;
-    ``MADV_DONTNEED`` drops it from the resident set, so opening a bundle peaks at about one
-    model size instead of two. A no-op for buffers that are not anonymous mmaps.
+    Nothing of a refused bundle is ever handed out; wiping what was decrypted before the refusal
+    keeps it from lingering in freed heap memory either.
     """
-
-    def __init__(self, buffer: Buffer) -> None:
-        obj = buffer.obj if isinstance(buffer, memoryview) else buffer
-        usable = (
-            isinstance(obj, mmap.mmap)
-            and hasattr(obj, "madvise")
-            and hasattr(mmap, "MADV_DONTNEED")
-        )
-        self._map: mmap.mmap | None = obj if usable and isinstance(obj, mmap.mmap) else None
-        self._done = 0
-
-    def consumed(self, offset: int) -> None:
-        """Everything before ``offset`` will not be read again."""
-        if self._map is None:
-            return
-        end = offset - offset % mmap.PAGESIZE
-        if end - self._done >= 4 * 1024 * 1024:
-            self._map.madvise(mmap.MADV_DONTNEED, self._done, end - self._done)
-            self._done = end
+    zeros = bytes(min(len(view), 1 << 20))
+    for at in range(0, len(view), len(zeros) or 1):
+        end = min(at + len(zeros), len(view))
+        view[at:end] = zeros[: end - at]
