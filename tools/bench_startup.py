@@ -352,7 +352,7 @@ def import_table(rounds: int) -> None:
     commands = {
         "python -c pass": "pass",
         "plain: import ai_edge_litert.interpreter": "import ai_edge_litert.interpreter",
-        'import edge_sdk; edge_sdk.load': "import edge_sdk; edge_sdk.load",
+        "import edge_sdk; edge_sdk.load": "import edge_sdk; edge_sdk.load",
         "secure: both": "import edge_sdk; edge_sdk.load; import ai_edge_litert.interpreter",
     }
     env = _env(REPO, None)
@@ -369,7 +369,7 @@ def import_table(rounds: int) -> None:
     med = {name: _median(values) for name, values in times.items()}
     table(
         f"Import cost, fresh process (median of {rounds}, wall ms)",
-        list(commands) + ["secure − plain"],
+        [*commands, "secure − plain"],
         [[f"{med[n]:.0f}" for n in commands]
          + [f"{med['secure: both'] - med['plain: import ai_edge_litert.interpreter']:+.0f}"]],
     )  # fmt: skip
