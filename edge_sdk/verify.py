@@ -2,8 +2,11 @@
 
 size caps → strict parse → signatures against pinned trust → expiry → expected name → encryption
 required → target profile / hardware id → runtime → anti-rollback → ciphertext hash → key unwrap →
-AEAD decrypt → plaintext hash. Nothing later in the chain runs before everything earlier has
-passed, and the plaintext only ever lives in memory.
+AEAD decrypt → decompression → plaintext hash. Nothing later in the chain runs before everything
+earlier has passed, with one exception that changes neither what is refused nor which error says
+so: the two hashes, the key unwrap and the AEAD run together, in one pass over the payload, and
+the first of them to fail *in this order* is reported (:func:`open_payload`; docs/FORMAT.md,
+"Steps 6–10 in one pass"). The plaintext only ever lives in memory.
 
 That order is one function, :func:`check_bundle`, and every caller — ``edge_sdk.load``, the
 ``verify`` command, the update agent, audits, deploys — goes through it with a :class:`Policy` that
@@ -91,7 +94,8 @@ class Policy:
         state: the anti-rollback state (older versions, or the same version with other bytes,
             are refused).
         device_key: open the payload: unwrap, decrypt, check the model hash.
-        check_payload_hash: check the stored payload against the signed SHA-256 before opening.
+        check_payload_hash: check the stored payload against the signed SHA-256 (step 6, which
+            runs beside decryption and is judged before it).
     """
 
     trust: TrustStore
@@ -309,8 +313,9 @@ def decrypt_model(bundle: Bundle, device_key: PrivateKey | None) -> bytes:
 
 #: Plaintext bytes per piece when a payload is read from a file (a piece is whole chunks).
 READ_PIECE = 1024 * 1024
-#: Pieces in flight: how far the payload hash may lag behind reading and decryption.
-RING_PIECES = 4
+#: Read buffers: the payload hash works on one while the next is read and decrypted (the hash is
+#: the slower side, so more buffers would only hold more memory).
+RING_PIECES = 2
 
 
 def open_payload(

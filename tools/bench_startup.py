@@ -244,7 +244,9 @@ def _force_compression() -> dict[str, Any]:
 
 
 def _env(sdk: Path, mask: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != IA32CAP_ENV}
+    # Bytecode cached, as on a device: the first (untimed) run writes it, whatever this shell says.
+    dropped = (IA32CAP_ENV, "PYTHONDONTWRITEBYTECODE")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["PYTHONPATH"] = str(sdk)
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     if mask is not None:
