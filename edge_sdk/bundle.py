@@ -509,7 +509,12 @@ class PayloadReader:
             raise UsageError("reading a payload from a file needs a buffer of the piece's size")
         view, got = into[:n], 0
         while got < n:
-            count = self._handle.readinto(view[got:])
+            try:
+                count = self._handle.readinto(view[got:])
+            except OSError as exc:
+                raise BundleFormatError(
+                    f"cannot read the bundle's payload: {exc.strerror}"
+                ) from None
             if not count:
                 raise BundleFormatError(
                     f"truncated bundle: the payload ended after {start + got} of {self.size} "
@@ -553,17 +558,23 @@ def open_parts(
         raise BundleFormatError(f"cannot read bundle {path}: {exc.strerror}") from None
     with handle:
         fd = handle.fileno()
-        size = os.fstat(fd).st_size
-        prefix = os.pread(fd, min(size, _HEADER_READ), 0)
-        while (need := min(header_needs(prefix, limits), size)) > len(prefix):
-            more = os.pread(fd, need - len(prefix), len(prefix))
-            if not more:
-                break  # the file shrank: the parse below reports it truncated
-            prefix += more
+        try:
+            size = os.fstat(fd).st_size
+            prefix = os.pread(fd, min(size, _HEADER_READ), 0)
+            while (need := min(header_needs(prefix, limits), size)) > len(prefix):
+                more = os.pread(fd, need - len(prefix), len(prefix))
+                if not more:
+                    break  # the file shrank: the parse below reports it truncated
+                prefix += more
+        except OSError as exc:
+            raise BundleFormatError(f"cannot read bundle {path}: {exc.strerror}") from None
         header = _read(_Source(prefix, None, size), limits, trust, keep_payload=False)
         start = header_needs(prefix, limits)
-        handle.seek(start)
-        if hasattr(os, "posix_fadvise"):
+        try:
+            handle.seek(start)
+        except OSError as exc:
+            raise BundleFormatError(f"cannot read bundle {path}: {exc.strerror}") from None
+        with contextlib.suppress(OSError, AttributeError):
             # Read once, front to back: ask for read-ahead, which a cold start from flash needs.
             os.posix_fadvise(fd, start, 0, os.POSIX_FADV_SEQUENTIAL)
         yield header, PayloadReader(header.manifest.payload.size, handle=handle)
