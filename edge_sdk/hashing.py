@@ -4,9 +4,11 @@ hashlib releases the GIL for large updates, so a worker thread hashes piece *i* 
 reads or decrypts piece *i+1*. Pieces are hashed in submission order (each hasher uses one worker,
 FIFO), so the digest is exactly SHA-256 of the concatenation.
 
-Opening a bundle computes two digests — the stored payload's and the model's — and they do not
-depend on each other, so they run on two different workers (:data:`PAYLOAD_WORKER` and
-:data:`MODEL_WORKER`): on a board with two or more cores both passes take the time of one.
+Opening a bundle computes two digests — the stored payload's and the model's — that do not depend
+on each other. The caller hashes the payload itself as it reads (``worker=None``), and queues the
+plaintext for :data:`MODEL_WORKER`: the two passes run on two cores, and the caller never waits
+for the worker before the end (a hand-off that must be waited for costs a thread wake-up, which
+on a busy board is a scheduler delay).
 """
 
 from __future__ import annotations
@@ -42,10 +44,19 @@ class PipelinedSHA256:
     until ``hexdigest`` returns, or until the future ``update`` returned for them is done (callers
     pass slices of buffers they no longer write to)."""
 
-    def __init__(self, expected_size: int, worker: int = PAYLOAD_WORKER) -> None:
+    def __init__(self, expected_size: int, worker: int | None = PAYLOAD_WORKER) -> None:
         self._hash = hashlib.sha256()
-        self._pool = _shared_worker(worker) if expected_size >= PIPELINE_THRESHOLD else None
+        self._pool = (
+            _shared_worker(worker)
+            if worker is not None and expected_size >= PIPELINE_THRESHOLD
+            else None
+        )
         self._pending: Future[None] | None = None
+
+    @property
+    def pipelined(self) -> bool:
+        """True when pieces are hashed on a worker (they must stay unchanged until then)."""
+        return self._pool is not None
 
     def update(self, piece: bytes | bytearray | memoryview) -> Future[None] | None:
         """Hash ``piece`` (later, on the worker, for large inputs).

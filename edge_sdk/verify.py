@@ -313,8 +313,7 @@ def decrypt_model(bundle: Bundle, device_key: PrivateKey | None) -> bytes:
 
 #: Plaintext bytes per piece when a payload is read from a file (a piece is whole chunks).
 READ_PIECE = 1024 * 1024
-#: Read buffers: the payload hash works on one while the next is read and decrypted (the hash is
-#: the slower side, so more buffers would only hold more memory).
+#: Read buffers when the payload hash runs on a worker: it works on one while the next is read.
 RING_PIECES = 2
 
 
@@ -328,11 +327,11 @@ def open_payload(
     """Steps 6–10 of docs/FORMAT.md in one pass over the payload; the model only if all pass.
 
     ``header`` is a bundle that passed steps 1–5 (its payload, if any, is not used: ``source``
-    is). The payload is read once, in pieces of whole chunks. Each piece is queued for the
-    payload SHA-256 (step 6) on one worker thread and, for an encrypted payload, authenticated
-    and decrypted (steps 7–8) straight into the model's final ``bytes``, whose SHA-256 (step 10)
-    runs on a second worker. A zstd stream is decompressed (step 9) only once steps 6–8 have
-    passed — it is then exactly the stream the publisher signed — with the model hash beside it.
+    is). The payload is read once, in pieces of whole chunks, through one small buffer. Each
+    piece is hashed (step 6), then authenticated and decrypted (steps 7–8) straight into the
+    model's final ``bytes``, whose SHA-256 (step 10) a worker thread computes on another core
+    meanwhile. A zstd stream is decompressed (step 9) only once steps 6–8 have passed — it is
+    then exactly the stream the publisher signed — with the model hash beside it.
 
     Whatever fails, the error raised is the one of the earliest step that fails, as if the steps
     had run one after the other (docs/FORMAT.md, "Checks, in order"): a failure in steps 7–8
@@ -353,7 +352,13 @@ def open_payload(
     compressed = payload.compression != "none"
     stored_size = payload.compressed_size if compressed and payload.compressed_size is not None \
         else manifest.model.size  # fmt: skip
-    payload_hash = PipelinedSHA256(payload.size, PAYLOAD_WORKER) if check_payload_hash else None
+    # Encrypted: the payload is hashed here, as it is read (nothing to wait for before a buffer
+    # is reused), the model on the worker. Signed-only: whichever single pass there is, on it.
+    payload_hash = (
+        PipelinedSHA256(payload.size, None if payload.encrypted else PAYLOAD_WORKER)
+        if check_payload_hash
+        else None
+    )
     model_hash = PipelinedSHA256(manifest.model.size, MODEL_WORKER)
     refusal: EdgeSDKError | None = None  # the first failure of steps 7–8, raised after step 6
     model_obj, model_view = b"", memoryview(b"")
@@ -489,8 +494,9 @@ def _pieces(
 ) -> Iterator[memoryview]:
     """The payload in pieces of ``piece`` bytes, each queued for ``hasher`` as it is read.
 
-    From a file, pieces are read into a ring of :data:`RING_PIECES` buffers, one being reused
-    only once ``hasher`` is done with it: the ciphertext never needs a payload-sized buffer.
+    From a file, pieces are read into one buffer, reused once the caller is done with a piece —
+    or, when ``hasher`` runs on a worker, into a ring of :data:`RING_PIECES` buffers, one being
+    reused only once the worker is done with it. The ciphertext never needs a payload-sized buffer.
     """
     size = source.size
     count = max(1, -(-size // piece))
@@ -501,7 +507,7 @@ def _pieces(
                 hasher.update(view)
             yield view
         return
-    slots = min(count, RING_PIECES)
+    slots = min(count, RING_PIECES if hasher is not None and hasher.pipelined else 1)
     ring = memoryview(alloc_buffer(min(size, slots * piece)))
     busy: list[Future[None] | None] = [None] * slots
     for k in range(count):

@@ -141,6 +141,47 @@ print(json.dumps({
 }))
 """
 
+_PROFILE_CHILD = r"""
+import functools, hashlib, json, sys, time
+spec = json.loads(sys.argv[1])
+import numpy as np
+import ai_edge_litert.interpreter
+import edge_sdk
+from edge_sdk import audit_log, runtime, verify
+spent = {}
+def timed(owner, name, label):
+    real = getattr(owner, name)
+    @functools.wraps(real)
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            spent[label] = spent.get(label, 0.0) + (time.perf_counter() - start) * 1000
+    setattr(owner, name, wrapper)
+for owner, name, label in [
+    (runtime, "_as_trust", "keys, profile"), (runtime, "load_private_key", "keys, profile"),
+    (runtime, "load_profile", "keys, profile"), (runtime, "open_verified", "open"),
+    (verify, "open_payload", "payload pass"), (runtime, "Model", "interpreter"),
+    (audit_log.AuditLog, "append", "audit record"),
+]:
+    timed(owner, name, label)
+x = np.random.default_rng(0).random(spec["shape"], dtype=np.float32)
+with open(spec["model"], "rb") as handle:
+    data = handle.read()  # the same model, for the floor: one SHA-256 pass over it
+start = time.perf_counter()
+model = edge_sdk.load(spec["bundle"], trust=spec["trust"], device_key=spec["key"],
+                      state_dir=spec["state"], profile="x86_64", threads=1)
+loaded = time.perf_counter()
+model.predict(x)
+spent["total"] = (time.perf_counter() - start) * 1000
+spent["first predict"] = (time.perf_counter() - loaded) * 1000
+start = time.perf_counter()
+hashlib.sha256(data).digest()
+spent["one SHA-256 pass (floor)"] = (time.perf_counter() - start) * 1000
+print(json.dumps(spent))
+"""
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -329,6 +370,29 @@ def fresh_process_table(
     table(f"{title} (median of {rounds} interleaved rounds)", header, rows)
 
 
+def profile_table(fx: Fixtures, variants: Sequence[Variant], rounds: int, mask: str | None) -> None:
+    """Where a secure start-up's time goes, from timers around load()'s steps (fresh processes)."""
+    labels = ["total", "open", "payload pass", "one SHA-256 pass (floor)", "interpreter",
+              "first predict", "keys, profile", "audit record"]  # fmt: skip
+    rows = []
+    for variant in variants:
+        runs = [_child(_PROFILE_CHILD, _spec("secure", variant, fx), _env(REPO, mask))
+                for _ in range(rounds)]  # fmt: skip
+        med = {label: _median([r.get(label, 0.0) for r in runs]) for label in labels}
+        med["other"] = med["total"] - sum(med[k] for k in ("open", "interpreter", "first predict",
+                                                           "keys, profile", "audit record"))  # fmt: skip
+        rows.append([f"{variant.model}, {variant.aead}, {variant.stored}"]
+                    + [f"{med[k]:.1f}" for k in [*labels, "other"]])  # fmt: skip
+    where = " (SHA/AES instructions masked)" if mask else ""
+    table(
+        f"Where a secure start-up's time goes{where}: ms, median of {rounds} fresh processes",
+        ["bundle", "load + predict", "open_verified (all checks)", "of which the payload pass",
+         "one SHA-256 pass of the model", "interpreter build", "first predict",
+         "trust, key, profile files", "audit record", "other"],
+        rows,
+    )  # fmt: skip
+
+
 def reload_table(fx: Fixtures, variants: Sequence[Variant], runs: int) -> None:
     """In-process reloads, as ``ModelWatcher`` does them, against a plain build in the same process."""
     rows = []
@@ -395,7 +459,7 @@ def mask_probe_table(mask: str) -> None:
     )  # fmt: skip
 
 
-TABLES = ("fresh", "probe", "masked", "reload", "imports")
+TABLES = ("fresh", "profile", "probe", "masked", "reload", "imports")
 
 
 def startup_suite(
@@ -416,6 +480,9 @@ def startup_suite(
         if "fresh" in tables:
             fresh_process_table(fx, native, rounds, mask=None, baseline=baseline,
                                 title="Fresh process → first result, MobileNetV2 224×224, 1 thread")  # fmt: skip
+        defaults = [v for v in native if v.stored != "zstd kept"]
+        if "profile" in tables:
+            profile_table(fx, defaults, rounds, None)
         if "probe" in tables:
             mask_probe_table(NO_CRYPTO_EXTENSIONS)
         if "masked" in tables:
@@ -423,6 +490,9 @@ def startup_suite(
             fresh_process_table(fx, chacha, rounds, mask=NO_CRYPTO_EXTENSIONS, baseline=baseline,
                                 title="The same without SHA/AES instructions (OpenSSL masked), "
                                 "ChaCha20-Poly1305 as on the rpi4 profile")  # fmt: skip
+        if "masked" in tables and "profile" in tables:
+            profile_table(fx, [v for v in chacha if v.stored != "zstd kept"], rounds,
+                          NO_CRYPTO_EXTENSIONS)  # fmt: skip
         if "reload" in tables:
             reload_table(fx, native, 3 * rounds)
         if "imports" in tables:
