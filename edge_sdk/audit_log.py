@@ -267,12 +267,13 @@ class AuditLog:
         """The last record's seq, the hash the next record links to, the unreadable last line
         (if any, newest first) and the file it is in."""
         for candidate in (self.path, self.path.with_name(self.path.name + ".1")):
-            lines = _last_lines(candidate)
+            lines = _last_lines(candidate, 1)  # the common case: the last line is a record
             if not lines:
                 continue
             last = lines[0]
             if last.seq is not None:
                 return last.seq, last.sha256, None, candidate
+            lines = _last_lines(candidate)
             seq = next((line.seq for line in lines[1:] if line.seq is not None), 0)
             return seq, last.sha256, last, candidate
         return 0, GENESIS, None, self.path
