@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 # Below this, handing pieces to another thread costs more than it saves (a hand-off is ~20 µs,
@@ -57,6 +58,12 @@ class PipelinedSHA256:
     def pipelined(self) -> bool:
         """True when pieces are hashed on a worker (they must stay unchanged until then)."""
         return self._pool is not None
+
+    def run_first(self, task: Callable[[], object]) -> None:
+        """Run ``task`` on this hasher's worker before the pieces queued after it (nothing is run
+        when pieces are hashed inline: there is no other core's time to use)."""
+        if self._pool is not None:
+            self._pool.submit(task)
 
     def update(self, piece: bytes | bytearray | memoryview) -> Future[None] | None:
         """Hash ``piece`` (later, on the worker, for large inputs).

@@ -16,6 +16,7 @@ cannot skip a step by forgetting to call it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -40,7 +41,7 @@ from .errors import (
 from .hashing import MODEL_WORKER, PAYLOAD_WORKER, PipelinedSHA256
 from .keys import PrivateKey, TrustStore
 from .manifest import Manifest
-from .memory import Buffer, alloc_buffer, freeze, wipe, writable_bytes
+from .memory import Buffer, alloc_buffer, freeze, populate, wipe, writable_bytes
 from .signing import verify_signatures
 
 EXPIRY_WARNING = timedelta(days=14)
@@ -381,6 +382,9 @@ def open_payload(
             else:
                 model_obj, model_view = writable_bytes(stored_size)
                 target = model_view
+                # The model hash's worker is idle until the first chunk is decrypted: let it
+                # fault in the model's pages meanwhile, ahead of the decryption writing them.
+                model_hash.run_first(functools.partial(populate, model_obj))
             decrypted.append(target)
             sealed = decryptor.sealed_chunk if decryptor is not None else READ_PIECE
             done = 0  # plaintext bytes decrypted and queued for the model hash
