@@ -324,3 +324,17 @@ def test_a_restart_writes_no_state_and_waits_for_no_sync(
     with pytest.raises(DecryptionError):
         _load(path, keyset, state, device_key=keyset.device2)
     assert ("fdatasync", caller) in syncs
+
+
+def test_populating_a_buffer_never_changes_it() -> None:
+    """The hash worker faults the model's pages in while the decryption writes them: it must
+    leave every byte as it finds it, written or not."""
+    from edge_sdk.memory import freeze, populate, writable_bytes
+
+    data = os.urandom(3 << 20)
+    obj, view = writable_bytes(len(data))
+    view[: len(data) // 2] = data[: len(data) // 2]
+    populate(obj)
+    view[len(data) // 2 :] = data[len(data) // 2 :]
+    populate(obj)
+    assert freeze(obj, view) == data
