@@ -382,9 +382,11 @@ def open_payload(
             else:
                 model_obj, model_view = writable_bytes(stored_size)
                 target = model_view
-                # The model hash's worker is idle until the first chunk is decrypted: let it
-                # fault in the model's pages meanwhile, ahead of the decryption writing them.
-                model_hash.run_first(functools.partial(populate, model_obj))
+                if payload_hash is not None:
+                    # This thread reads and hashes the payload, the longer of the two paths; the
+                    # model hash's worker is idle until the first chunk is decrypted, so it
+                    # faults the model's pages in meanwhile, ahead of the decryption.
+                    model_hash.run_first(functools.partial(populate, model_obj))
             decrypted.append(target)
             sealed = decryptor.sealed_chunk if decryptor is not None else READ_PIECE
             done = 0  # plaintext bytes decrypted and queued for the model hash

@@ -75,14 +75,18 @@ if spec["kind"] == "open":
 x = np.random.default_rng(0).random(spec["shape"], dtype=np.float32)
 before = rss("VmRSS:")
 start = time.perf_counter()
+steps = {}
 if spec["kind"] == "plain":
     with open(spec["model"], "rb") as handle:
         data = handle.read()
+    steps["read"] = time.perf_counter()
     interp = litert.Interpreter(model_content=data, num_threads=1)
     interp.allocate_tensors()
+    steps["build"] = time.perf_counter()
     interp.set_tensor(interp.get_input_details()[0]["index"], x)
     interp.invoke()
     y = interp.get_tensor(interp.get_output_details()[0]["index"])
+    steps["invoke"] = time.perf_counter()
 elif spec["kind"] == "secure":
     model = edge_sdk.load(spec["bundle"], trust=spec["trust"], device_key=spec["key"],
                           state_dir=spec["state"], profile="x86_64", threads=1)
@@ -91,7 +95,10 @@ else:  # the SDK alone: read, verify, decrypt, check (no interpreter), for its p
     opened = open_bundle(spec["bundle"], TrustStore.load([spec["trust"]]), load_private_key(spec["key"]))
     y = np.frombuffer(opened.model_bytes[:64], np.uint8)
 elapsed = time.perf_counter() - start
-print(json.dumps({"ms": elapsed * 1000, "growth": rss("VmHWM:") - before, "sum": float(y.sum())}))
+marks = [start, *steps.values()]
+steps = {name: (marks[i + 1] - marks[i]) * 1000 for i, name in enumerate(steps)}
+print(json.dumps({"ms": elapsed * 1000, "growth": rss("VmHWM:") - before, "sum": float(y.sum()),
+                  "steps": steps}))
 """
 
 _RELOAD_CHILD = r"""
@@ -371,24 +378,34 @@ def fresh_process_table(
 
 
 def profile_table(fx: Fixtures, variants: Sequence[Variant], rounds: int, mask: str | None) -> None:
-    """Where a secure start-up's time goes, from timers around load()'s steps (fresh processes)."""
-    labels = ["total", "open", "payload pass", "one SHA-256 pass (floor)", "interpreter",
-              "first predict", "keys, profile", "audit record"]  # fmt: skip
+    """Where a secure start-up's time goes, beside the plain start-up's steps (fresh processes,
+    timers around load()'s steps and plain's, interleaved)."""
     rows = []
+    env = _env(REPO, mask)
     for variant in variants:
-        runs = [_child(_PROFILE_CHILD, _spec("secure", variant, fx), _env(REPO, mask))
-                for _ in range(rounds)]  # fmt: skip
-        med = {label: _median([r.get(label, 0.0) for r in runs]) for label in labels}
-        med["other"] = med["total"] - sum(med[k] for k in ("open", "interpreter", "first predict",
-                                                           "keys, profile", "audit record"))  # fmt: skip
-        rows.append([f"{variant.model}, {variant.aead}, {variant.stored}"]
-                    + [f"{med[k]:.1f}" for k in [*labels, "other"]])  # fmt: skip
+        secure, plain = [], []
+        for _ in range(rounds):
+            secure.append(_child(_PROFILE_CHILD, _spec("secure", variant, fx), env))
+            plain.append(_child(_CHILD, _spec("plain", variant, fx), env)["steps"])
+        s = {k: _median([r.get(k, 0.0) for r in secure]) for k in secure[0]}
+        p = {k: _median([r[k] for r in plain]) for k in plain[0]}
+        fixed = ("open", "interpreter", "first predict", "keys, profile", "audit record")
+        other = s["total"] - sum(s[k] for k in fixed)
+        plain_total = sum(p.values())
+        rows.append([
+            f"{variant.model}, {variant.aead}", f"{plain_total:.1f} / {s['total']:.1f}",
+            f"{p['read']:.1f} / {s['open']:.1f} ({s['payload pass']:.1f})",
+            f"{s['one SHA-256 pass (floor)']:.1f}",
+            f"{p['build']:.1f} / {s['interpreter']:.1f}", f"{p['invoke']:.1f} / {s['first predict']:.1f}",
+            f"{s['keys, profile']:.1f}", f"{s['audit record']:.1f}", f"{other:.1f}",
+            f"{s['total'] - plain_total:+.1f}",
+        ])  # fmt: skip
     where = " (SHA/AES instructions masked)" if mask else ""
     table(
-        f"Where a secure start-up's time goes{where}: ms, median of {rounds} fresh processes",
-        ["bundle", "load + predict", "open_verified (all checks)", "of which the payload pass",
-         "one SHA-256 pass of the model", "interpreter build", "first predict",
-         "trust, key, profile files", "audit record", "other"],
+        f"Where the time goes{where}: ms, plain / secure, median of {rounds} fresh processes each",
+        ["model, AEAD (as packaged)", "to first result", "read / open_verified (payload pass)",
+         "one SHA-256 pass of the model", "interpreter build", "first invoke",
+         "trust, key, profile files", "audit record", "other", "secure − plain"],
         rows,
     )  # fmt: skip
 
