@@ -430,31 +430,41 @@ def reload_table(fx: Fixtures, variants: Sequence[Variant], runs: int) -> None:
     )  # fmt: skip
 
 
-def import_table(rounds: int) -> None:
-    """Cold imports in fresh processes (bytecode cached), interleaved, median wall time."""
+def import_table(rounds: int, baseline: Path | None = None) -> None:
+    """Cold imports in fresh processes (bytecode cached), interleaved, median wall time.
+
+    "secure" is everything a secure start-up imports before its first load; with ``baseline``,
+    the same for the other checkout, whose ``load()`` imported part of it lazily (counted here).
+    """
+    both = "import edge_sdk; edge_sdk.load; import ai_edge_litert.interpreter"
     commands = {
-        "python -c pass": "pass",
-        "plain: import ai_edge_litert.interpreter": "import ai_edge_litert.interpreter",
-        "import edge_sdk; edge_sdk.load": "import edge_sdk; edge_sdk.load",
-        "secure: both": "import edge_sdk; edge_sdk.load; import ai_edge_litert.interpreter",
+        "python -c pass": ("pass", REPO),
+        "plain: import ai_edge_litert.interpreter": ("import ai_edge_litert.interpreter", REPO),
+        "import edge_sdk; edge_sdk.load": ("import edge_sdk; edge_sdk.load", REPO),
+        "secure: both": (both, REPO),
     }
-    env = _env(REPO, None)
+    if baseline is not None:
+        lazy = (
+            "; import importlib.metadata; from edge_sdk import audit_log, compat, profiles, state"
+        )
+        commands["before: secure"] = (both + lazy, baseline)
     times: dict[str, list[float]] = {name: [] for name in commands}
     timer = "import time, subprocess, sys; s = time.perf_counter(); subprocess.run([sys.executable, '-c', sys.argv[1]], check=True); print((time.perf_counter() - s) * 1000)"  # noqa: E501
     jobs = list(commands.items())
     for round_ in range(rounds + 1):
         random.shuffle(jobs)
-        for name, code in jobs:
+        for name, (code, sdk) in jobs:
             run = subprocess.run([sys.executable, "-c", timer, code], capture_output=True, text=True,
-                                 env=env, check=True, cwd=tempfile.gettempdir())  # fmt: skip
+                                 env=_env(sdk, None), check=True, cwd=tempfile.gettempdir())  # fmt: skip
             if round_:  # the first round compiles and caches bytecode
                 times[name].append(float(run.stdout.strip().splitlines()[-1]))
     med = {name: _median(values) for name, values in times.items()}
+    plain = med["plain: import ai_edge_litert.interpreter"]
+    extra = [f"{med['before: secure'] - plain:+.0f}"] if baseline is not None else []
     table(
         f"Import cost, fresh process (median of {rounds}, wall ms)",
-        [*commands, "secure − plain"],
-        [[f"{med[n]:.0f}" for n in commands]
-         + [f"{med['secure: both'] - med['plain: import ai_edge_litert.interpreter']:+.0f}"]],
+        [*commands, "secure − plain", *(["before − plain"] if baseline is not None else [])],
+        [[f"{med[n]:.0f}" for n in commands] + [f"{med['secure: both'] - plain:+.0f}", *extra]],
     )  # fmt: skip
 
 
@@ -513,7 +523,7 @@ def startup_suite(
         if "reload" in tables:
             reload_table(fx, native, 3 * rounds)
         if "imports" in tables:
-            import_table(rounds)
+            import_table(rounds, baseline)
 
 
 if __name__ == "__main__":
