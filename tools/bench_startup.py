@@ -332,28 +332,38 @@ def fresh_process_table(
     baseline: Path | None,
     title: str,
 ) -> None:
-    """Plain and secure start-ups in fresh processes, interleaved; medians and their ratios."""
+    """Plain and secure start-ups in fresh processes; medians and paired ratios.
+
+    Each round runs every variant once, in a new random order, as a group of back-to-back runs —
+    plain, secure and (with ``baseline``) the other checkout's secure, themselves in random order.
+    A ratio is taken within a group, so drift in the machine's load between groups cancels; the
+    table gives the median of those ratios beside the median times.
+    """
     env = _env(REPO, mask)
     base_env = _env(baseline, mask) if baseline is not None else None
-    plains = {v.plain: v for v in variants}
-    jobs: list[tuple[str, Any, dict[str, str]]] = []
-    for plain in plains.values():
-        jobs.append(("plain", plain, env))
-    for variant in variants:
-        jobs.append(("secure", variant, env))
-        if base_env is not None:
-            jobs.append(("baseline", variant, base_env))
-    times: dict[tuple[str, Path], list[float]] = {}
+    kinds = ["plain", "secure"] + (["baseline"] if base_env is not None else [])
+    envs = {"plain": env, "secure": env, "baseline": base_env or env}
+
+    def run(kind: str, variant: Variant) -> float:
+        spec = _spec("plain" if kind == "plain" else "secure", variant, fx)
+        return float(_child(_CHILD, spec, envs[kind])["ms"])
+
     # A first, untimed round: bytecode compiled and cached, files in the page cache, and every
     # version recorded in the state directory (these are restarts, not first installs).
-    for kind, variant, job_env in jobs:
-        _child(_CHILD, _spec("plain" if kind == "plain" else "secure", variant, fx), job_env)
+    for variant in variants:
+        for kind in kinds:
+            run(kind, variant)
+    times: dict[tuple[str, Path], list[float]] = {}
+    ratios: dict[tuple[str, Path], list[float]] = {}
+    order = list(variants)
     for _ in range(rounds):
-        random.shuffle(jobs)
-        for kind, variant, job_env in jobs:
-            key = (kind, variant.plain if kind == "plain" else variant.bundle)
-            spec = _spec("plain" if kind == "plain" else "secure", variant, fx)
-            times.setdefault(key, []).append(_child(_CHILD, spec, job_env)["ms"])
+        random.shuffle(order)
+        for variant in order:
+            group = random.sample(kinds, len(kinds))
+            measured = {kind: run(kind, variant) for kind in group}
+            for kind, ms in measured.items():
+                times.setdefault((kind, variant.bundle), []).append(ms)
+                ratios.setdefault((kind, variant.bundle), []).append(ms / measured["plain"])
     peaks = {}
     for variant in variants:  # peak memory of the SDK's own work (no interpreter), 3 runs
         growth = [_child(_CHILD, _spec("open", variant, fx), env)["growth"] for _ in range(3)]
@@ -364,17 +374,18 @@ def fresh_process_table(
         header[6:6] = ["before: secure", "before ÷ plain"]
     rows = []
     for variant in variants:
-        plain = _median(times[("plain", variant.plain)])
+        plain = _median(times[("plain", variant.bundle)])
         secure = _median(times[("secure", variant.bundle)])
         goal = 1.3 if variant.model == "int8" else 1.4
         row = [f"{variant.model}, {variant.size / 1e6:.1f} MB", variant.aead, variant.stored,
-               f"{plain:.1f} ms", f"{secure:.1f} ms", f"{secure / plain:.2f}×", f"≤ {goal}×",
+               f"{plain:.1f} ms", f"{secure:.1f} ms",
+               f"{_median(ratios[('secure', variant.bundle)]):.2f}×", f"≤ {goal}×",
                f"{peaks[variant.bundle]:.2f}"]  # fmt: skip
         if baseline is not None:
             before = _median(times[("baseline", variant.bundle)])
-            row[6:6] = [f"{before:.1f} ms", f"{before / plain:.2f}×"]
+            row[6:6] = [f"{before:.1f} ms", f"{_median(ratios[('baseline', variant.bundle)]):.2f}×"]
         rows.append(row)
-    table(f"{title} (median of {rounds} interleaved rounds)", header, rows)
+    table(f"{title} (medians of {rounds} rounds; ratios paired within a round)", header, rows)
 
 
 def profile_table(fx: Fixtures, variants: Sequence[Variant], rounds: int, mask: str | None) -> None:
