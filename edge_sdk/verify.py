@@ -353,10 +353,12 @@ def open_payload(
     compressed = payload.compression != "none"
     stored_size = payload.compressed_size if compressed and payload.compressed_size is not None \
         else manifest.model.size  # fmt: skip
-    # Encrypted: the payload is hashed here, as it is read (nothing to wait for before a buffer
-    # is reused), the model on the worker. Signed-only: whichever single pass there is, on it.
+    # Encrypted and uncompressed: the payload is hashed here, as it is read (no buffer to wait
+    # for), and the model on a worker at the same time. Otherwise only one hash runs at a time —
+    # the model's comes after decompression — so the payload's runs on a worker, beside reading.
+    inline = payload.encrypted and not compressed
     payload_hash = (
-        PipelinedSHA256(payload.size, None if payload.encrypted else PAYLOAD_WORKER)
+        PipelinedSHA256(payload.size, None if inline else PAYLOAD_WORKER)
         if check_payload_hash
         else None
     )
