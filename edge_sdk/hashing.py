@@ -4,11 +4,13 @@ hashlib releases the GIL for large updates, so a worker thread hashes piece *i* 
 reads or decrypts piece *i+1*. Pieces are hashed in submission order (each hasher uses one worker,
 FIFO), so the digest is exactly SHA-256 of the concatenation.
 
-Opening a bundle computes two digests — the stored payload's and the model's — that do not depend
-on each other. The caller hashes the payload itself as it reads (``worker=None``), and queues the
-plaintext for :data:`MODEL_WORKER`: the two passes run on two cores, and the caller never waits
-for the worker before the end (a hand-off that must be waited for costs a thread wake-up, which
-on a busy board is a scheduler delay).
+Opening an encrypted bundle computes two digests — the stored payload's and the model's — that
+do not depend on each other. The caller hashes the payload itself as it reads (``worker=None``)
+and queues the plaintext for :data:`MODEL_WORKER`: the two passes run on two cores, and the caller
+never waits for the worker before the end (a hand-off that must be waited for costs a thread
+wake-up, which on a busy board is a scheduler delay). Where only one digest is being computed at
+a time (a zstd payload: the model's is computed while decompressing), the payload's runs on
+:data:`PAYLOAD_WORKER`, beside the reading.
 """
 
 from __future__ import annotations

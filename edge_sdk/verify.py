@@ -328,8 +328,8 @@ def open_payload(
     """Steps 6–10 of docs/FORMAT.md in one pass over the payload; the model only if all pass.
 
     ``header`` is a bundle that passed steps 1–5 (its payload, if any, is not used: ``source``
-    is). The payload is read once, in pieces of whole chunks, through one small buffer. Each
-    piece is hashed (step 6), then authenticated and decrypted (steps 7–8) straight into the
+    is). The payload is read once, in pieces of whole chunks, through one or two small buffers.
+    Each piece is hashed (step 6), then authenticated and decrypted (steps 7–8) straight into the
     model's final ``bytes``, whose SHA-256 (step 10) a worker thread computes on another core
     meanwhile. A zstd stream is decompressed (step 9) only once steps 6–8 have passed — it is
     then exactly the stream the publisher signed — with the model hash beside it.
