@@ -2,10 +2,19 @@
 
 Each record carries a sequence number and ``prev``, the SHA-256 of the previous line, so editing,
 deleting, inserting or reordering a record breaks the chain at a point :func:`read_log` names.
-Appends hold an exclusive ``flock`` and write one line with ``O_APPEND`` followed by
-``fdatasync``, so concurrent processes interleave whole records and never fork the chain. When the
-file passes ``max_bytes`` it is rotated (``audit.log`` → ``audit.log.1`` → …) and the new file's
-first record links to the old file's last, so the chain spans files.
+Appends hold an exclusive ``flock`` and write one line with ``O_APPEND``, so concurrent processes
+interleave whole records and never fork the chain. When the file passes ``max_bytes`` it is
+rotated (``audit.log`` → ``audit.log.1`` → …) and the new file's first record links to the old
+file's last, so the chain spans files.
+
+Durability (docs/AUDIT.md, "Durability") is chosen per record. A record that precedes a change —
+a rejection, or the load that makes the device accept a new version — is synced (``fdatasync``)
+before :meth:`AuditLog.append` returns: on a power cut nothing acknowledged is lost. A record that
+changes nothing — a restart or reload of a version the device already accepted — is written (every
+reader sees it at once, and it survives the process) and synced by a *group commit*: one
+background thread syncs every file that had such records since its last pass, at once and again
+at exit, off the caller's path to its first result. A power cut in that window (milliseconds)
+loses those records only; the chain stays verifiable, a torn last line being recovered as below.
 
 Availability comes first: nothing written into the log, and nothing found in it, may stop the next
 genuine load. So every record is bounded (fields are cut, and say so, before anything from a file
@@ -26,10 +35,13 @@ prove: whoever controls the device can rewrite the whole tail consistently, and 
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
+import logging
 import math
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -38,6 +50,8 @@ from typing import Any, BinaryIO
 
 from .errors import AuditLogError
 from .files import locked
+
+log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
@@ -163,6 +177,74 @@ def _last_lines(path: Path, want: int = 8) -> list[_Line]:
         return lines
 
 
+class _GroupCommit:
+    """One thread that syncs audit records written without waiting, many at a time.
+
+    :meth:`submit` takes an open descriptor of a log file that was just written; the thread syncs
+    each file once per pass, however many records were written to it meanwhile (descriptors, not
+    paths: a file rotated in between is still the one synced), then closes the descriptors.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: list[int] = []
+        self._busy = False
+        self._thread: threading.Thread | None = None
+
+    def submit(self, fd: int) -> None:
+        with self._cond:
+            self._queue.append(fd)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="edge-sdk-audit-sync", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                batch, self._queue, self._busy = self._queue, [], True
+            synced: set[tuple[int, int]] = set()
+            for fd in batch:
+                try:
+                    st = os.fstat(fd)
+                    if (st.st_dev, st.st_ino) not in synced:
+                        (getattr(os, "fdatasync", None) or os.fsync)(fd)
+                        synced.add((st.st_dev, st.st_ino))
+                except OSError as exc:  # nobody waits for this record: say so, keep going
+                    log.warning("could not sync the audit log: %s", exc.strerror or exc)
+                finally:
+                    os.close(fd)
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    def flush(self) -> None:
+        """Wait until every record submitted so far is synced."""
+        with self._cond:
+            while self._queue or self._busy:
+                self._cond.wait()
+
+    def _after_fork(self) -> None:
+        # The child has no sync thread; the descriptors it inherited are the parent's to sync.
+        self._cond = threading.Condition()
+        self._queue, self._busy, self._thread = [], False, None
+
+
+_group_commit = _GroupCommit()
+atexit.register(_group_commit.flush)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_group_commit._after_fork)
+
+
+def sync_pending() -> None:
+    """Wait until every record appended with ``durable=False`` so far is on storage."""
+    _group_commit.flush()
+
+
 @dataclass(frozen=True)
 class Repair:
     """What :meth:`AuditLog.repair` found at the tail and did about it."""
@@ -185,25 +267,31 @@ class AuditLog:
         """The last record's seq, the hash the next record links to, the unreadable last line
         (if any, newest first) and the file it is in."""
         for candidate in (self.path, self.path.with_name(self.path.name + ".1")):
-            lines = _last_lines(candidate)
+            lines = _last_lines(candidate, 1)  # the common case: the last line is a record
             if not lines:
                 continue
             last = lines[0]
             if last.seq is not None:
                 return last.seq, last.sha256, None, candidate
+            lines = _last_lines(candidate)
             seq = next((line.seq for line in lines[1:] if line.seq is not None), 0)
             return seq, last.sha256, last, candidate
         return 0, GENESIS, None, self.path
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, *, durable: bool = True) -> None:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
         fd = os.open(self.path, flags, 0o600)
         try:
             os.write(fd, data)
-            # fdatasync: the data and the size, not the timestamps (docs/AUDIT.md: durability).
-            (getattr(os, "fdatasync", None) or os.fsync)(fd)
+            if not durable:
+                _group_commit.submit(fd)  # it syncs and closes the descriptor
+                fd = -1
+            else:
+                # fdatasync: the data and the size, not the timestamps (docs/AUDIT.md: Durability).
+                (getattr(os, "fdatasync", None) or os.fsync)(fd)
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
 
     def _record(self, seq: int, prev: str, event: str, fields: dict[str, Any]) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -253,9 +341,12 @@ class AuditLog:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         return locked(self._lock)
 
-    def append(self, event: str, **fields: Any) -> dict[str, Any]:
+    def append(self, event: str, *, durable: bool = True, **fields: Any) -> dict[str, Any]:
         """Append one record (bounded, whatever ``fields`` hold) and return it.
 
+        With ``durable`` (the default) the record is on storage when this returns; without it,
+        the record is written now and synced by the group commit (see the module docstring) —
+        for records that change nothing, such as a reload of a version already accepted.
         A tail that is not a record is recovered first, never refused: see the module docstring.
 
         Raises:
@@ -267,7 +358,7 @@ class AuditLog:
                 if self.path.exists() and self.path.stat().st_size >= self.max_bytes:
                     self._rotate()
                 record = self._record(seq + 1, prev, event, fields)
-                self._write(_encode(record) + b"\n")
+                self._write(_encode(record) + b"\n", durable=durable)
         except OSError as exc:
             raise AuditLogError(
                 f"cannot write audit log {self.path}: {exc.strerror or exc}"

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import io
 import os
 import re
 import stat
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -482,13 +484,125 @@ def read_bundle(
         return _read(_Source(None, handle, size), limits, trust)
 
 
+# -- reading the header first and the payload piece by piece (devices) ------------------------------
+
+#: The first read of a bundle file: the whole header of almost every bundle, in one system call.
+_HEADER_READ = 64 * 1024
+
+
+class PayloadReader:
+    """The payload of a bundle whose header has been parsed and checked, read once, in order.
+
+    From memory, :meth:`read` hands out views of the caller's bytes (no copy); from a file, it
+    reads into the caller's buffer, so the payload is never held in two places.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        data: memoryview | None = None,
+        handle: io.FileIO | io.BufferedReader | None = None,
+    ) -> None:
+        self.size = size
+        self.pos = 0
+        self._data = data
+        self._handle = handle
+
+    @property
+    def in_memory(self) -> bool:
+        """True when :meth:`read` returns views of a bundle held in memory."""
+        return self._data is not None
+
+    def read(self, n: int, into: memoryview | None = None) -> memoryview:
+        """The next ``n`` payload bytes: a view of the bundle in memory, or read from the file
+        into ``into[:n]`` (required for a file).
+
+        Raises:
+            BundleFormatError: the payload ends early (a file truncated while it is read).
+        """
+        if n > self.size - self.pos:
+            raise BundleFormatError(
+                f"truncated bundle: {n} payload bytes asked for at {self.pos} of {self.size}"
+            )
+        start, self.pos = self.pos, self.pos + n
+        if self._data is not None:
+            return self._data[start : self.pos]
+        if self._handle is None or into is None or len(into) < n:
+            raise UsageError("reading a payload from a file needs a buffer of the piece's size")
+        view, got = into[:n], 0
+        while got < n:
+            try:
+                count = self._handle.readinto(view[got:])
+            except OSError as exc:
+                raise BundleFormatError(
+                    f"cannot read the bundle's payload: {exc.strerror}"
+                ) from None
+            if not count:
+                raise BundleFormatError(
+                    f"truncated bundle: the payload ended after {start + got} of {self.size} "
+                    "bytes (the file changed while it was read)"
+                )
+            got += count
+        return view
+
+
+@contextlib.contextmanager
+def open_parts(
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview,
+    limits: Limits = DEFAULT_LIMITS,
+    *,
+    trust: TrustStore,
+) -> Iterator[tuple[Bundle, PayloadReader]]:
+    """Steps 1–3 of docs/FORMAT.md from the header alone; the payload is left for the caller.
+
+    Yields the parsed header — a ``streamed`` :class:`Bundle` with no payload and no payload
+    digest, whose signatures satisfied ``trust`` — and a :class:`PayloadReader` at the payload.
+    Only the header is read before the signatures are checked, so an unsigned file costs the
+    device neither its RAM nor a read of its payload.
+
+    Raises:
+        BundleFormatError, SignatureError: as :func:`read_bundle` with ``trust``.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = memoryview(source).cast("B")
+        header = _read(_Source(data, None, len(data)), limits, trust, keep_payload=False)
+        start = header_needs(data, limits)  # parsed: the lengths are exact
+        yield header, PayloadReader(header.manifest.payload.size, data=data[start:])
+        return
+    path = Path(source)
+    # Refuses a FIFO or device node before a byte is read (it would block the reader forever).
+    with open_bundle_file(path) as handle:
+        fd = handle.fileno()
+        try:
+            size = os.fstat(fd).st_size
+            prefix = os.pread(fd, min(size, _HEADER_READ), 0)
+            while (need := min(header_needs(prefix, limits), size)) > len(prefix):
+                more = os.pread(fd, need - len(prefix), len(prefix))
+                if not more:
+                    break  # the file shrank: the parse below reports it truncated
+                prefix += more
+        except OSError as exc:
+            raise BundleFormatError(f"cannot read bundle {path}: {exc.strerror}") from None
+        header = _read(_Source(prefix, None, size), limits, trust, keep_payload=False)
+        start = header_needs(prefix, limits)
+        try:
+            handle.seek(start)
+        except OSError as exc:
+            raise BundleFormatError(f"cannot read bundle {path}: {exc.strerror}") from None
+        with contextlib.suppress(OSError, AttributeError):
+            # Read once, front to back: ask for read-ahead, which a cold start from flash needs.
+            os.posix_fadvise(fd, start, 0, os.POSIX_FADV_SEQUENTIAL)
+        yield header, PayloadReader(header.manifest.payload.size, handle=handle)
+
+
 # -- reading a bundle without keeping its payload (audits) ------------------------------------------
 
 #: Bytes of payload read and hashed per request when a payload is streamed.
 STREAM_PIECE = 1024 * 1024
 
 
-def header_needs(prefix: bytes, limits: Limits = DEFAULT_LIMITS) -> int:
+def header_needs(prefix: bytes | memoryview, limits: Limits = DEFAULT_LIMITS) -> int:
     """How many leading bytes hold the whole header, judged from the length fields in ``prefix``.
 
     Call it with what was read so far and read up to the answer until it stops growing. Lengths

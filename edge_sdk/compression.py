@@ -16,20 +16,29 @@ from .profiles import DEFAULT_COMPRESSION_LEVEL
 DEFAULT_LEVEL = DEFAULT_COMPRESSION_LEVEL
 
 
+#: The zstd window the packager writes: what a device's decoder holds besides the model while it
+#: decompresses. The levels' own windows (4 MiB at level 10, up to 128 MiB) save no measurable
+#: bytes on model weights (MobileNetV2: the same to 0.1 %; pruned, 0.3 % more with 1 MiB).
+WINDOW_LOG = 20
+
+
 def compress(data: bytes, method: str, level: int = DEFAULT_LEVEL) -> bytes:
-    """Compress the plaintext model with ``method`` (``zstd``)."""
+    """Compress the plaintext model with ``method`` (``zstd``), with a 1 MiB window."""
     if method != "zstd":
         raise UnsupportedVersionError(f"unknown compression {excerpt(method)}")
     import zstandard
 
-    return bytes(zstandard.ZstdCompressor(level=level, write_content_size=True).compress(data))
+    params = zstandard.ZstdCompressionParameters.from_level(
+        level, source_size=len(data), window_log=WINDOW_LOG, write_content_size=True
+    )
+    return bytes(zstandard.ZstdCompressor(compression_params=params).compress(data))
 
 
 def decompress(
     data: Buffer,
     method: str,
     declared_size: int,
-    on_chunk: Callable[[memoryview], None] | None = None,
+    on_chunk: Callable[[memoryview], object] | None = None,
 ) -> bytes:
     """Decompress into exactly ``declared_size`` bytes, refusing anything larger.
 
@@ -47,21 +56,25 @@ def decompress(
 
     obj, view = writable_bytes(declared_size)
     filled = 0
+    # One spare byte of room: a stream that would write past the declared size says so by filling
+    # it, and nothing is ever written outside the buffer.
+    spare = memoryview(bytearray(1))
     reader = zstandard.ZstdDecompressor().stream_reader(memoryview(data), read_across_frames=True)
     try:
         with reader:
             while True:
-                chunk = reader.read(min(1 << 20, declared_size - filled + 1))
-                if not chunk:
+                # Straight into the model's buffer: no intermediate copy of the output.
+                room = view[filled : filled + (1 << 20)] if filled < declared_size else spare
+                count = reader.readinto(room)
+                if not count:
                     break
-                if filled + len(chunk) > declared_size:
+                if filled + count > declared_size:
                     raise PayloadTooLargeError(
                         f"decompressed payload exceeds its declared size of {declared_size} bytes"
                     )
-                view[filled : filled + len(chunk)] = chunk
                 if on_chunk is not None:
-                    on_chunk(view[filled : filled + len(chunk)])
-                filled += len(chunk)
+                    on_chunk(view[filled : filled + count])
+                filled += count
     except zstandard.ZstdError as exc:
         raise IntegrityError(f"payload does not decompress: {exc}") from None
     if filled != declared_size:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +92,60 @@ def encrypt_payload(
     return out
 
 
+class PayloadDecryptor:
+    """Opens the chunks of one payload in order, a few at a time, as they are read.
+
+    The pipelined open (:func:`edge_sdk.verify.open_payload`) hands it whole chunks as they
+    arrive from the file; :func:`decrypt_payload` hands it the whole payload at once.
+    """
+
+    def __init__(
+        self, aead: str, key: bytes, content_id: bytes, chunk_size: int, plain_size: int
+    ) -> None:
+        self._cipher = _aead(aead, key)
+        self._content_id = content_id
+        self.chunk_size = chunk_size
+        self.plain_size = plain_size
+        self.chunks = chunk_count(plain_size, chunk_size)
+        self.index = 0  # the next chunk to open
+
+    @property
+    def sealed_chunk(self) -> int:
+        """Bytes of one stored chunk: plaintext and tag (the last may be shorter)."""
+        return self.chunk_size + TAG_SIZE
+
+    def open_into(self, sealed: memoryview, out: memoryview) -> None:
+        """Authenticate and decrypt the next whole chunks, ``sealed``, into ``out`` (the
+        plaintext buffer of ``plain_size`` bytes, at the chunks' own offsets).
+
+        Raises:
+            IntegrityError: ``sealed`` does not end on a chunk boundary of this payload.
+            DecryptionError: a chunk fails authentication (tampered, reordered, dropped, spliced).
+        """
+        at = 0
+        while at < len(sealed):  # an empty payload is one chunk too: its 16-byte tag
+            i = self.index
+            if i >= self.chunks:
+                raise IntegrityError(f"payload has more than its {self.chunks} chunks")
+            size = min(self.chunk_size, self.plain_size - i * self.chunk_size)
+            if len(sealed) - at < size + TAG_SIZE:
+                raise IntegrityError(f"payload chunk {i} of {self.chunks} is cut short")
+            try:
+                self._cipher.decrypt_into(
+                    _nonce(i),
+                    sealed[at : at + size + TAG_SIZE],
+                    _aad(self._content_id, i, i == self.chunks - 1),
+                    out[i * self.chunk_size : i * self.chunk_size + size],
+                )
+            except InvalidTag:
+                raise DecryptionError(
+                    f"payload chunk {i} of {self.chunks} failed authentication "
+                    "(tampered, reordered or truncated)"
+                ) from None
+            self.index += 1
+            at += size + TAG_SIZE
+
+
 def decrypt_payload(
     ciphertext: Buffer,
     aead: str,
@@ -99,16 +153,12 @@ def decrypt_payload(
     content_id: bytes,
     chunk_size: int,
     plain_size: int,
-    on_chunk: Callable[[memoryview], None] | None = None,
     out: memoryview | None = None,
-    on_consumed: Callable[[int], None] | None = None,
 ) -> Buffer:
-    """Decrypt into one preallocated buffer of ``plain_size`` bytes, chunk by chunk, in memory.
+    """Decrypt a whole payload into one buffer of ``plain_size`` bytes, chunk by chunk, in memory.
 
-    ``on_chunk`` sees each authenticated plaintext chunk as soon as it is written (used to hash
-    the plaintext while the next chunk is decrypted). ``out``, when given, is the destination
-    (``plain_size`` bytes) and is returned; otherwise a buffer is allocated. ``on_consumed``
-    learns how far into the ciphertext decryption has got (to release consumed pages).
+    ``out``, when given, is the destination (``plain_size`` bytes) and is returned; otherwise a
+    buffer is allocated.
 
     Raises:
         IntegrityError: the ciphertext length does not fit the declared plaintext size.
@@ -119,30 +169,11 @@ def decrypt_payload(
         raise IntegrityError(
             f"payload is {len(src)} bytes, expected {ciphertext_size(plain_size, chunk_size)}"
         )
-    cipher = _aead(aead, key)
-    n = chunk_count(plain_size, chunk_size)
     target: Buffer = out if out is not None else alloc_buffer(plain_size)
     dst = memoryview(target)
     if len(dst) != plain_size:
         raise IntegrityError(f"output buffer is {len(dst)} bytes, expected {plain_size}")
-    for i in range(n):
-        at = i * (chunk_size + TAG_SIZE)
-        size = min(chunk_size, plain_size - i * chunk_size)
-        try:
-            cipher.decrypt_into(
-                _nonce(i),
-                src[at : at + size + TAG_SIZE],
-                _aad(content_id, i, i == n - 1),
-                dst[i * chunk_size : i * chunk_size + size],
-            )
-        except InvalidTag:
-            raise DecryptionError(
-                f"payload chunk {i} of {n} failed authentication (tampered, reordered or truncated)"
-            ) from None
-        if on_chunk is not None:
-            on_chunk(dst[i * chunk_size : i * chunk_size + size])
-        if on_consumed is not None:
-            on_consumed(at + size + TAG_SIZE)
+    PayloadDecryptor(aead, key, content_id, chunk_size, plain_size).open_into(src, dst)
     return target
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib
-import importlib.metadata
 import logging
 import os
 import platform
@@ -28,9 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from .audit_log import AuditLog
+from .bundle import DEFAULT_LIMITS, Bundle, Limits
+from .compat import tflite_release  # every load judges its runtime: imported with the runtime
 from .errors import (
     AuditLogError,
     BackendError,
+    CompatibilityError,
     DelegateError,
     EdgeSDKError,
     InferenceInputError,
@@ -41,7 +44,9 @@ from .errors import (
 )
 from .keys import PrivateKey, TrustStore, load_private_key
 from .manifest import Manifest
-from .verify import RuntimeRelease
+from .profiles import load_profile
+from .state import VersionState, default_state_dir
+from .verify import Policy, RuntimeRelease, open_verified
 
 log = logging.getLogger("edge_sdk")
 
@@ -87,12 +92,16 @@ def _import_backend(name: str) -> Backend:
     interpreter = mod.Interpreter
     load_delegate = mod.experimental.load_delegate if name == "tensorflow" else mod.load_delegate
     resolver = mod.experimental.OpResolverType if name == "tensorflow" else mod.OpResolverType
-    try:
-        version = importlib.metadata.version(_PACKAGES[name])
-    except importlib.metadata.PackageNotFoundError:
-        version = (
-            importlib.metadata.version("tensorflow-cpu") if name == "tensorflow" else "unknown"
-        )
+    # The package's own __version__ where it has one: importlib.metadata costs ~25 ms to import
+    # and a few ms per lookup (it scans every installed distribution), on every fresh start.
+    version = getattr(importlib.import_module(name), "__version__", None)
+    if not isinstance(version, str) or not version:
+        from importlib import metadata
+
+        try:
+            version = metadata.version(_PACKAGES[name])
+        except metadata.PackageNotFoundError:
+            version = metadata.version("tensorflow-cpu") if name == "tensorflow" else "unknown"
     return Backend(name, version, interpreter, load_delegate, resolver)
 
 
@@ -803,9 +812,6 @@ def runtime_release(backend: Backend) -> RuntimeRelease:
     Raises:
         TargetMismatchError: the backend's version cannot be judged.
     """
-    from .compat import tflite_release
-    from .errors import CompatibilityError
-
     try:
         return RuntimeRelease(
             backend.package, backend.version, tflite_release(backend.package, backend.version)
@@ -953,12 +959,6 @@ def load(
     Raises:
         EdgeSDKError: every failure, typed by cause (see :mod:`edge_sdk.errors`).
     """
-    from .audit_log import AuditLog
-    from .bundle import DEFAULT_LIMITS, Limits, read_bundle
-    from .profiles import load_profile
-    from .state import VersionState, default_state_dir
-    from .verify import Policy, check_bundle, decrypt_model
-
     store = _as_trust(trust)
     key = (
         device_key
@@ -973,6 +973,11 @@ def load(
     parsed: dict[str, Any] = {}  # what is known of the bundle so far, for the audit record
     limits = Limits.for_model_size(prof.max_model_bytes) if prof is not None else DEFAULT_LIMITS
     wanted_name = expected_name if expected_name is not None else expected_name_from_path(source)
+
+    def known(header: Bundle) -> None:
+        parsed.update(name=header.manifest.name, version=header.manifest.version,
+                      digest=header.digest)  # fmt: skip
+
     try:
         runtime = discover_backend(backend)
         check_device = not allow_target_mismatch
@@ -990,14 +995,11 @@ def load(
             state=state,
             device_key=key,
         )
-        # Signatures are checked as soon as the header is parsed (before the payload is read);
-        # check_bundle then runs the rest of docs/FORMAT.md's order before any key is unwrapped.
-        bundle = read_bundle(source, limits, trust=store)
-        manifest = bundle.manifest
-        parsed = {"name": manifest.name, "version": manifest.version, "digest": bundle.digest}
-        verification = check_bundle(bundle, policy)
-        model_bytes = decrypt_model(bundle, key, consume=True)
-        del bundle  # its ciphertext pages were released while decrypting
+        # Every check of docs/FORMAT.md, in its order, in one place: the header and its
+        # signatures before a byte of the payload is read, the device policy (anti-rollback
+        # included) before any key is unwrapped, the payload and model hashes beside the AEAD.
+        opened = open_verified(source, policy, limits, on_header=known)
+        manifest, verification = opened.verification.manifest, opened.verification
         chosen, reason = choose_profile(prof, manifest.target.profile, ids)
         if threads is not None:
             count, reason = threads, "threads given by the caller"
@@ -1012,13 +1014,14 @@ def load(
         else:
             count, reason = usable_cores(), f"{usable_cores()} usable cores ({reason})"
         model = Model(
-            model_bytes,
+            opened.model_bytes,
             manifest=manifest,
             backend=runtime,
             threads=count,
             delegate_chain=chosen.delegates if chosen is not None else (),
             strict_delegates=strict_delegates,
         )
+        del opened
         model.threads_reason = reason
     except EdgeSDKError as exc:
         try:
@@ -1030,14 +1033,19 @@ def load(
         raise
     try:
         # Logged before the version counter moves: a load the device cannot account for is
-        # refused (and leaves the counter where it was).
-        audit.append("load", source=str(where), **parsed, signers=list(verification.signers), result="ok",
+        # refused (and leaves the counter where it was). A version already accepted moves
+        # nothing, so its record is written now and synced by the audit log's group commit,
+        # off the path to the first result (docs/AUDIT.md, "Durability").
+        accepted = state.is_recorded(manifest.name, manifest.version, verification.digest)
+        audit.append("load", durable=not accepted, source=str(where), **parsed,
+                     signers=list(verification.signers), result="ok",
                      backend=f"{model.backend.package} {model.backend.version}")  # fmt: skip
     except EdgeSDKError:
         model.close()
         raise
     try:
-        state.record(manifest.name, manifest.version, verification.digest)
+        if not accepted:
+            state.record(manifest.name, manifest.version, verification.digest)
     except EdgeSDKError as exc:
         model.close()
         # The "ok" record above must not be the log's last word on a load that was refused.

@@ -71,18 +71,22 @@ class VersionState:
         if name in state:
             _check(state[name], name, version, digest)
 
+    def is_recorded(self, name: str, version: int, digest: str) -> bool:
+        """True when exactly this version and digest are the accepted ones for ``name``."""
+        entry = self.read().get(name)
+        return (
+            isinstance(entry, dict)
+            and entry.get("version") == version
+            and entry.get("digest") == digest
+        )
+
     def record(self, name: str, version: int, digest: str) -> None:
         """Remember ``version`` as accepted (re-checked under the lock against a racing loader).
 
         A version already recorded with the same digest writes nothing: reloading what the device
         runs costs no disk write and no fsync.
         """
-        entry = self.read().get(name)
-        if (
-            isinstance(entry, dict)
-            and entry.get("version") == version
-            and entry.get("digest") == digest
-        ):
+        if self.is_recorded(name, version, digest):
             return
         try:
             with locked(self._lock):

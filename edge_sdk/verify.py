@@ -2,8 +2,11 @@
 
 size caps → strict parse → signatures against pinned trust → expiry → expected name → encryption
 required → target profile / hardware id → runtime → anti-rollback → ciphertext hash → key unwrap →
-AEAD decrypt → plaintext hash. Nothing later in the chain runs before everything earlier has
-passed, and the plaintext only ever lives in memory.
+AEAD decrypt → decompression → plaintext hash. Nothing later in the chain runs before everything
+earlier has passed, with one exception that changes neither what is refused nor which error says
+so: the two hashes, the key unwrap and the AEAD run together, in one pass over the payload, and
+the first of them to fail *in this order* is reported (:func:`open_payload`; docs/FORMAT.md,
+"Steps 6–10 in one pass"). The plaintext only ever lives in memory.
 
 That order is one function, :func:`check_bundle`, and every caller — ``edge_sdk.load``, the
 ``verify`` command, the update agent, audits, deploys — goes through it with a :class:`Policy` that
@@ -13,17 +16,20 @@ cannot skip a step by forgetting to call it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
-from .bundle import DEFAULT_LIMITS, Bundle, Limits, read_bundle
-from .encryption import decrypt_payload, unwrap_content_key
+from .bundle import DEFAULT_LIMITS, Bundle, Limits, PayloadReader, open_parts
+from .encryption import PayloadDecryptor, unwrap_content_key
 from .errors import (
     DecryptionError,
+    EdgeSDKError,
     ExpiredError,
     IntegrityError,
     TargetMismatchError,
@@ -32,10 +38,10 @@ from .errors import (
     escape_text,
     excerpt,
 )
-from .hashing import PipelinedSHA256
+from .hashing import MODEL_WORKER, PAYLOAD_WORKER, PipelinedSHA256
 from .keys import PrivateKey, TrustStore
 from .manifest import Manifest
-from .memory import Buffer, Releaser, freeze, writable_bytes
+from .memory import Buffer, alloc_buffer, freeze, populate, wipe, writable_bytes
 from .signing import verify_signatures
 
 EXPIRY_WARNING = timedelta(days=14)
@@ -89,7 +95,8 @@ class Policy:
         state: the anti-rollback state (older versions, or the same version with other bytes,
             are refused).
         device_key: open the payload: unwrap, decrypt, check the model hash.
-        check_payload_hash: check the stored payload against the signed SHA-256 before opening.
+        check_payload_hash: check the stored payload against the signed SHA-256 (step 6, which
+            runs beside decryption and is judged before it).
     """
 
     trust: TrustStore
@@ -286,76 +293,260 @@ def check_digest(
         raise IntegrityError(f"{what} SHA-256 mismatch: signed {sha256[:16]}…, got {actual[:16]}…")
 
 
-def decrypt_model(bundle: Bundle, device_key: PrivateKey | None, *, consume: bool = False) -> bytes:
+def decrypt_model(bundle: Bundle, device_key: PrivateKey | None) -> bytes:
     """Unwrap, decrypt and check the model bytes of a bundle that :func:`verify_bundle` passed.
 
-    The model is decrypted (or decompressed) straight into the ``bytes`` object the interpreter
-    will take, and hashed by a worker thread while later chunks are still being decrypted. With
-    ``consume`` the bundle's ciphertext buffer is released behind the decryption cursor (the
-    bundle must not be used afterwards).
+    Steps 7–10 of docs/FORMAT.md over a payload already in memory (step 6 was the caller's).
+    A device opens bundles with :func:`open_verified`, which reads the payload once and runs
+    steps 6–10 together.
 
     Raises:
+        UsageError: the bundle was read for an audit (its payload was hashed, not kept).
         DecryptionError: no device key for an encrypted bundle, not a recipient, AEAD failure.
         IntegrityError: the plaintext does not match the signed model digest.
     """
-    manifest = bundle.manifest
-    payload = manifest.payload
     if bundle.streamed:
         raise UsageError("this bundle was read for an audit: its payload was hashed, not kept")
-    digest: str | None = None
-    stored: Buffer = bundle.payload
-    if payload.encrypted:
-        if device_key is None:
-            raise DecryptionError(
-                f"bundle {manifest.name} v{manifest.version} is encrypted; a device key is needed",
-                hint="pass --device-key",
-            )
-        key = unwrap_content_key(bundle.recipients, bundle.manifest_digest, device_key)
-        stored_size = (
-            payload.compressed_size if payload.compressed_size is not None else manifest.model.size
-        )
-        args = (
-            payload.encryption,
-            key,
-            bytes.fromhex(payload.content_id),
-            payload.chunk_size,
-            stored_size,
-        )
-        if payload.compression == "none":
-            obj, view = writable_bytes(stored_size)
-            hasher = PipelinedSHA256(stored_size)
-            releaser = Releaser(bundle.payload) if consume else None
-            try:
-                decrypt_payload(
-                    bundle.payload,
-                    *args,
-                    on_chunk=hasher.update,
-                    out=view,
-                    on_consumed=releaser.consumed if releaser is not None else None,
-                )
-            finally:
-                hasher.wait()  # the worker may still be reading `view`; never free it under it
-            digest = hasher.hexdigest()
-            plain = freeze(obj, view)
-        else:
-            stored = decrypt_payload(bundle.payload, *args)
-    if payload.compression != "none":
-        from .compression import decompress
+    data = memoryview(bundle.payload).cast("B")
+    return open_payload(bundle, PayloadReader(len(data), data=data), device_key,
+                        check_payload_hash=False)  # fmt: skip
 
-        # Hash each piece as it is decompressed, as the uncompressed path hashes while it
-        # decrypts: a serial hash after decompression would add a full pass to every load.
-        hasher = PipelinedSHA256(manifest.model.size)
-        try:
-            plain = decompress(stored, payload.compression, manifest.model.size, hasher.update)
-        finally:
-            hasher.wait()  # as above: no freed buffer may still be queued for hashing
-        digest = hasher.hexdigest()
-    elif not payload.encrypted:
-        plain, digest = bytes(stored), bundle.payload_sha256
-    check_digest(
-        plain, manifest.model.sha256, manifest.model.size, "decrypted model", precomputed=digest
+
+#: Plaintext bytes per piece when a payload is read from a file (a piece is whole chunks).
+READ_PIECE = 1024 * 1024
+#: Read buffers when the payload hash runs on a worker: it works on one while the next is read.
+RING_PIECES = 2
+
+
+def open_payload(
+    header: Bundle,
+    source: PayloadReader,
+    device_key: PrivateKey | None,
+    *,
+    check_payload_hash: bool = True,
+) -> bytes:
+    """Steps 6–10 of docs/FORMAT.md in one pass over the payload; the model only if all pass.
+
+    ``header`` is a bundle that passed steps 1–5 (its payload, if any, is not used: ``source``
+    is). The payload is read once, in pieces of whole chunks, through one or two small buffers.
+    Each piece is hashed (step 6), then authenticated and decrypted (steps 7–8) straight into the
+    model's final ``bytes``, whose SHA-256 (step 10) a worker thread computes on another core
+    meanwhile. A zstd stream is decompressed (step 9) only once steps 6–8 have passed — it is
+    then exactly the stream the publisher signed — with the model hash beside it.
+
+    Whatever fails, the error raised is the one of the earliest step that fails, as if the steps
+    had run one after the other (docs/FORMAT.md, "Checks, in order"): a failure in steps 7–8
+    stops decryption, and the rest of the payload is still read and hashed so that step 6 can be
+    judged first. Nothing is returned before every step has passed, and buffers decrypted into
+    are wiped when the bundle is refused.
+
+    Raises:
+        IntegrityError: step 6 or step 10 (and a corrupt or short zstd stream, step 9).
+        DecryptionError: steps 7–8 (no device key, not a recipient, a chunk that fails).
+        PayloadTooLargeError: the zstd stream decompresses to more than ``model.size``.
+        BundleFormatError: the file is cut short while it is read.
+    """
+    manifest = header.manifest
+    payload = manifest.payload
+    if source.size != payload.size:
+        raise IntegrityError(f"payload is {source.size} bytes, expected {payload.size}")
+    compressed = payload.compression != "none"
+    stored_size = payload.compressed_size if compressed and payload.compressed_size is not None \
+        else manifest.model.size  # fmt: skip
+    # Encrypted and uncompressed: the payload is hashed here, as it is read (no buffer to wait
+    # for), and the model on a worker at the same time. Otherwise only one hash runs at a time —
+    # the model's comes after decompression — so the payload's runs on a worker, beside reading.
+    inline = payload.encrypted and not compressed
+    payload_hash = (
+        PipelinedSHA256(payload.size, None if inline else PAYLOAD_WORKER)
+        if check_payload_hash
+        else None
     )
-    return plain
+    model_hash = PipelinedSHA256(manifest.model.size, MODEL_WORKER)
+    refusal: EdgeSDKError | None = None  # the first failure of steps 7–8, raised after step 6
+    model_obj, model_view = b"", memoryview(b"")
+    stream: memoryview | None = None  # the stored plaintext: a zstd stream
+    decrypted: list[memoryview] = []  # buffers holding decrypted bytes: wiped on a refusal
+    try:
+        if not payload.encrypted and not compressed:
+            # The payload is the model (the consistency rules make their digests equal): read it
+            # straight into the model's bytes, and hash it once.
+            model_obj, model_view = writable_bytes(payload.size)
+            _read_all(source, model_hash, into=model_view)
+            payload_hash = model_hash if check_payload_hash else None
+        elif not payload.encrypted:
+            stream = _read_all(source, payload_hash)
+        else:
+            decryptor, refusal = _decryptor(header, device_key, stored_size)
+            if compressed:
+                stream = memoryview(alloc_buffer(stored_size))
+                target = stream
+            else:
+                model_obj, model_view = writable_bytes(stored_size)
+                target = model_view
+                if payload_hash is not None:
+                    # This thread reads and hashes the payload, the longer of the two paths; the
+                    # model hash's worker is idle until the first chunk is decrypted, so it
+                    # faults the model's pages in meanwhile, ahead of the decryption.
+                    model_hash.run_first(functools.partial(populate, model_obj))
+            decrypted.append(target)
+            sealed = decryptor.sealed_chunk if decryptor is not None else READ_PIECE
+            done = 0  # plaintext bytes decrypted and queued for the model hash
+            for piece in _pieces(source, sealed * max(1, READ_PIECE // sealed), payload_hash):
+                if refusal is not None or decryptor is None:
+                    if payload_hash is None:
+                        break  # no step 6 to judge first
+                    continue  # keep reading: step 6 decides first
+                try:
+                    decryptor.open_into(piece, target)
+                except (DecryptionError, IntegrityError) as exc:
+                    refusal = exc
+                    continue
+                if not compressed:
+                    end = min(decryptor.index * decryptor.chunk_size, stored_size)
+                    model_hash.update(target[done:end])
+                    done = end
+            if refusal is None and decryptor is not None and decryptor.index != decryptor.chunks:
+                refusal = IntegrityError(
+                    f"payload ends after chunk {decryptor.index} of {decryptor.chunks}"
+                )
+        if payload_hash is not None:  # step 6
+            actual = payload_hash.hexdigest()
+            if actual != payload.sha256:
+                raise IntegrityError(
+                    f"payload SHA-256 mismatch: signed {payload.sha256[:16]}…, got {actual[:16]}…"
+                )
+        if refusal is not None:  # steps 7–8
+            raise refusal
+        if stream is not None:  # step 9, on the signed stream only
+            from .compression import decompress
+
+            model = decompress(stream, payload.compression, manifest.model.size, model_hash.update)
+            _check_model(manifest, len(model), model_hash.hexdigest())  # step 10
+            return model
+        _check_model(manifest, len(model_view), model_hash.hexdigest())  # step 10
+        return freeze(model_obj, model_view)
+    except BaseException:
+        for hasher in (payload_hash, model_hash):
+            if hasher is not None:
+                hasher.wait()  # never wipe a buffer a worker is still reading
+        for buffer in decrypted:
+            wipe(buffer)
+        raise
+    finally:
+        model_hash.wait()
+        if payload_hash is not None:
+            payload_hash.wait()
+
+
+def _check_model(manifest: Manifest, size: int, sha256: str) -> None:
+    """Step 10: the model's size and SHA-256 against the signed ``model``."""
+    if size != manifest.model.size:
+        raise IntegrityError(
+            f"decrypted model is {size} bytes, the signed manifest says {manifest.model.size}"
+        )
+    if sha256 != manifest.model.sha256:
+        raise IntegrityError(
+            f"decrypted model SHA-256 mismatch: signed {manifest.model.sha256[:16]}…, "
+            f"got {sha256[:16]}…"
+        )
+
+
+def _decryptor(
+    header: Bundle, device_key: PrivateKey | None, stored_size: int
+) -> tuple[PayloadDecryptor | None, EdgeSDKError | None]:
+    """Step 7: the content key, as a decryptor for the payload, or the reason there is none."""
+    manifest = header.manifest
+    payload = manifest.payload
+    if device_key is None:
+        return None, DecryptionError(
+            f"bundle {manifest.name} v{manifest.version} is encrypted; a device key is needed",
+            hint="pass --device-key",
+        )
+    try:
+        key = unwrap_content_key(header.recipients, header.manifest_digest, device_key)
+        decryptor = PayloadDecryptor(
+            payload.encryption, key, bytes.fromhex(payload.content_id), payload.chunk_size,
+            stored_size,
+        )  # fmt: skip
+    except EdgeSDKError as exc:
+        return None, exc
+    return decryptor, None
+
+
+def _read_all(
+    source: PayloadReader, hasher: PipelinedSHA256 | None, into: memoryview | None = None
+) -> memoryview:
+    """The whole payload, hashed piece by piece as it is read: a view of a bundle in memory, or
+    read into ``into`` (copied there from memory) or into a new buffer."""
+    size = source.size
+    if source.in_memory and into is None:
+        whole = source.read(size)
+        for at in range(0, size, READ_PIECE):
+            if hasher is not None:
+                hasher.update(whole[at : at + READ_PIECE])
+        return whole
+    target = into if into is not None else memoryview(alloc_buffer(size))
+    for at in range(0, size, READ_PIECE):
+        piece = target[at : min(at + READ_PIECE, size)]
+        view = source.read(len(piece), piece)
+        if source.in_memory:
+            piece[:] = view
+        if hasher is not None:
+            hasher.update(piece)
+    return target
+
+
+def _pieces(
+    source: PayloadReader, piece: int, hasher: PipelinedSHA256 | None
+) -> Iterator[memoryview]:
+    """The payload in pieces of ``piece`` bytes, each queued for ``hasher`` as it is read.
+
+    From a file, pieces are read into one buffer, reused once the caller is done with a piece —
+    or, when ``hasher`` runs on a worker, into a ring of :data:`RING_PIECES` buffers, one being
+    reused only once the worker is done with it. The ciphertext never needs a payload-sized buffer.
+    """
+    size = source.size
+    count = max(1, -(-size // piece))
+    if source.in_memory:
+        for k in range(count):
+            view = source.read(min(piece, size - k * piece))
+            if hasher is not None:
+                hasher.update(view)
+            yield view
+        return
+    slots = min(count, RING_PIECES if hasher is not None and hasher.pipelined else 1)
+    ring = memoryview(alloc_buffer(min(size, slots * piece)))
+    busy: list[Future[None] | None] = [None] * slots
+    for k in range(count):
+        slot = k % slots
+        pending = busy[slot]
+        if pending is not None:
+            pending.result()  # the hash worker has finished with this buffer
+        at = slot * piece
+        view = source.read(min(piece, size - k * piece), ring[at : at + piece])
+        busy[slot] = hasher.update(view) if hasher is not None else None
+        yield view
+
+
+def check_payload_stream(header: Bundle, source: PayloadReader) -> None:
+    """Step 6 alone, reading the payload through a ring of small buffers (nothing is kept).
+
+    Raises:
+        IntegrityError: the payload differs from what the manifest signs.
+    """
+    signed = header.manifest.payload
+    hasher = PipelinedSHA256(source.size, PAYLOAD_WORKER)
+    try:
+        for _ in _pieces(source, READ_PIECE, hasher):
+            pass
+    finally:
+        hasher.wait()
+    actual = hasher.hexdigest()
+    if source.size != signed.size or actual != signed.sha256:
+        raise IntegrityError(
+            f"payload SHA-256 mismatch: signed {signed.sha256[:16]}…, got {actual[:16]}…"
+        )
 
 
 @dataclass(frozen=True)
@@ -372,22 +563,35 @@ def open_verified(
     limits: Limits = DEFAULT_LIMITS,
     *,
     decrypt: bool = True,
+    on_header: Callable[[Bundle], None] | None = None,
 ) -> OpenedBundle:
     """Read, check (:func:`check_bundle`) and, with ``decrypt``, open a bundle in memory.
 
-    The model bytes never touch disk; peak memory stays near one model size: the model is
-    decrypted straight into its final ``bytes``, and the ciphertext's pages are released as
-    decryption moves past them. Without ``decrypt``, ``model_bytes`` is empty.
+    This is every step of docs/FORMAT.md's "Checks, in order": 1–3 on the header alone, before
+    a byte of the payload is read (:func:`edge_sdk.bundle.open_parts`); 3–5 in
+    :func:`check_bundle`; 6–10 in one pass over the payload (:func:`open_payload`). The model
+    bytes never touch disk, and memory stays near one model size: the model is decrypted
+    straight into its final ``bytes``, and the ciphertext passes through a few small buffers.
+    Without ``decrypt``, only step 6 follows and ``model_bytes`` is empty.
+
+    ``on_header`` sees the parsed header once its signatures are checked (a device's audit
+    record names the bundle even when a later step refuses it).
 
     Raises:
-        DecryptionError: decrypting an encrypted bundle without the policy's device key, or as
-            a device that is not a recipient.
+        EdgeSDKError: the first check that fails, typed by its kind.
     """
-    bundle = read_bundle(source, limits, trust=policy.trust)
-    verification = check_bundle(bundle, policy)
-    if not decrypt:
-        return OpenedBundle(verification, b"")
-    return OpenedBundle(verification, decrypt_model(bundle, policy.device_key, consume=True))
+    with open_parts(source, limits, trust=policy.trust) as (header, payload):
+        if on_header is not None:
+            on_header(header)
+        # The payload is not in memory yet: step 6 runs below, as the payload is read.
+        verification = check_bundle(header, replace(policy, check_payload_hash=False))
+        if not decrypt:
+            if policy.check_payload_hash:
+                check_payload_stream(header, payload)
+            return OpenedBundle(verification, b"")
+        model = open_payload(header, payload, policy.device_key,
+                             check_payload_hash=policy.check_payload_hash)  # fmt: skip
+    return OpenedBundle(verification, model)
 
 
 def open_bundle(

@@ -12,7 +12,7 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_sdk.bundle import bundle_to_bytes
+from edge_sdk.bundle import bundle_to_bytes, read_bundle
 from edge_sdk.errors import EdgeSDKError
 from edge_sdk.keys import TrustStore, generate_key
 from edge_sdk.manifest import Target
@@ -43,7 +43,7 @@ def _bundle(**kw: object) -> bytes:
 
 VALID = {
     "encrypted": _bundle(),
-    "compressed": _bundle(compression="zstd"),
+    "compressed": _bundle(compression="zstd", min_compression_saving=0.0),  # random: saves ~0
 }
 HEADER_END = {name: len(raw) - len(MODEL) - 200 for name, raw in VALID.items()}
 
@@ -92,3 +92,10 @@ def test_mutated_bundles_only_raise_edge_sdk_errors(
 def test_arbitrary_bytes_only_raise_edge_sdk_errors(garbage: bytes) -> None:
     _check(b"EDGEPKG\n\x00\x01\x00\x00" + garbage)
     _check(garbage)
+
+
+def test_the_compressed_variant_keeps_zstd() -> None:
+    """Random bytes do not shrink, so the packager's threshold would store them uncompressed;
+    the fuzzed variant keeps zstd on purpose, so the decompressor is fuzzed too."""
+    assert read_bundle(VALID["compressed"]).manifest.payload.compression == "zstd"
+    assert read_bundle(VALID["encrypted"]).manifest.payload.compression == "none"

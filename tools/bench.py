@@ -4,7 +4,9 @@ Suites: ``crypto`` (verify + decrypt throughput and peak memory on a 100 MB payl
 ``quant`` (size / latency / accuracy per quantization mode), ``runtime`` (SDK overhead vs raw
 LiteRT, secure load vs plain load, import time, workers), ``audit`` (1,000 bundles vs raw read +
 hash), ``deploy`` (tools/bench_deploy.py), ``keys`` (tools/bench_keys.py: unwrap and signing with
-keys in SoftHSM2 and a swtpm against file keys).
+keys in SoftHSM2 and a swtpm against file keys), ``startup`` (tools/bench_startup.py: a fresh
+process to its first result, plain LiteRT against edge-sdk, per model and cipher suite, also with
+the CPU's SHA/AES instructions hidden from OpenSSL; in-process reloads; import cost).
 Every figure that is a claim is a ratio measured side by side in one run, because this machine is
 shared and absolute times drift. The README's tables were made with the commands it names.
 """
@@ -140,9 +142,11 @@ def main() -> None:
         "suites",
         nargs="*",
         default=["crypto"],
-        help="crypto, quant, runtime, audit, deploy, keys, all",
+        help="crypto, quant, runtime, audit, deploy, keys, startup, all",
     )
     parser.add_argument("--size-mb", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=15, help="startup: interleaved rounds")
+    parser.add_argument("--work", type=Path, help="startup: keep its models and bundles here")
     args = parser.parse_args()
     suites = (
         ["crypto", "quant", "runtime", "audit", "deploy"] if "all" in args.suites else args.suites
@@ -169,6 +173,10 @@ def main() -> None:
             from tools.bench_keys import keys_suite
 
             keys_suite()
+        elif suite == "startup":
+            from tools.bench_startup import startup_suite
+
+            startup_suite(args.rounds, args.work)
         else:
             parser.error(f"unknown suite {suite!r}")
 

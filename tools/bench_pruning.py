@@ -109,6 +109,9 @@ def seal(model_bytes: bytes, path: Path, compression: str, keys: dict[str, Any])
         outputs=outputs,
         compression=compression,
         compression_level=LEVEL if compression != "none" else None,
+        # This table measures what zstd costs and saves, so it keeps zstd even where `package`
+        # would store the payload uncompressed (it saves less than MIN_COMPRESSION_SAVING).
+        min_compression_saving=0.0,
     )
     return save_bundle(bundle, path)
 

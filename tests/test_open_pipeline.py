@@ -1,0 +1,340 @@
+"""Opening a bundle in one pass (docs/FORMAT.md, "Checks, in order"), and what a restart writes.
+
+The device reads the payload once and runs steps 6–10 together: the payload SHA-256 and the model
+SHA-256 on two worker threads beside the AEAD. These tests hold it to the sequential contract: the
+error is the earliest failing step's, nothing reaches the interpreter before every step passed,
+zstd never parses a stream the publisher did not sign — and a restart of a version the device
+already accepted writes no state and waits for no sync.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import struct
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import edge_sdk
+from edge_sdk import audit_log, runtime
+from edge_sdk.bundle import Bundle, save_bundle
+from edge_sdk.compression import compress
+from edge_sdk.encryption import encrypt_payload, new_content_key, wrap_content_key
+from edge_sdk.errors import DecryptionError, IntegrityError
+from edge_sdk.manifest import PayloadInfo, Target
+from edge_sdk.sealing import MIN_COMPRESSION_SAVING, seal_bundle
+from edge_sdk.signing import sign_manifest
+from edge_sdk.verify import READ_PIECE, RING_PIECES
+
+from .conftest import KeySet
+from .tflite_builder import Buffer, Op, OpCode, Spec, Tensor, build
+
+WIDTH = 1_500_000  # floats: a 6 MB constant, several times the read ring
+
+
+def add_model(constant: np.ndarray) -> bytes:
+    """A real one-op LiteRT model, y = x + constant, whose size is the constant's."""
+    shape = (1, constant.size)
+    return build(
+        Spec(
+            opcodes=[OpCode(0)],  # ADD
+            tensors=[Tensor("x", shape), Tensor("c", shape, buffer=1), Tensor("y", shape)],
+            ops=[Op(0, (0, 1), (2,))],
+            inputs=(0,),
+            outputs=(2,),
+            buffers=[Buffer(), Buffer(constant.astype(np.float32).tobytes())],
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def constant() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal(WIDTH).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def model(constant: np.ndarray) -> bytes:
+    data = add_model(constant)
+    assert len(data) > (RING_PIECES + 1) * READ_PIECE  # the ring of read buffers is reused
+    return data
+
+
+def _seal(model: bytes, keyset: KeySet, **kw: Any) -> Bundle:
+    kw.setdefault("version", 1)
+    kw.setdefault("chunk_size", 1 << 20)
+    return seal_bundle(model, name="add", target=Target("x86_64"), signers=[keyset.signer],
+                       recipients=[keyset.device.public], **kw)  # fmt: skip
+
+
+def _resigned(bundle: Bundle, keyset: KeySet, payload: bytes, **changes: Any) -> Bundle:
+    """``bundle`` with another payload whose digest (and ``changes``) the trusted key re-signs."""
+    info = dataclasses.replace(bundle.manifest.payload, sha256=hashlib.sha256(payload).hexdigest(),
+                               size=len(payload), **changes)  # fmt: skip
+    manifest = dataclasses.replace(bundle.manifest, payload=info)
+    raw = manifest.to_bytes()
+    key = _content_key(bundle, keyset)
+    return Bundle(1, manifest, raw, sign_manifest(raw, [keyset.signer]),
+                  wrap_content_key(key, hashlib.sha256(raw).digest(), [keyset.device.public]),
+                  payload)  # fmt: skip
+
+
+def _content_key(bundle: Bundle, keyset: KeySet) -> bytes:
+    from edge_sdk.encryption import unwrap_content_key
+
+    return unwrap_content_key(bundle.recipients, bundle.manifest_digest, keyset.device)
+
+
+def _re_encrypted(bundle: Bundle, keyset: KeySet, plaintext: bytes) -> Bundle:
+    """What anyone can build: the signed manifest, a content key of their own wrapped for the
+    device's public key (recipients are not signed), and ``plaintext`` sealed under it. The
+    AEAD authenticates it; only the signed digests can refuse it."""
+    info: PayloadInfo = bundle.manifest.payload
+    key = new_content_key()
+    payload = encrypt_payload(plaintext, info.encryption, key, bytes.fromhex(info.content_id),
+                              info.chunk_size)  # fmt: skip
+    recipients = wrap_content_key(key, bundle.manifest_digest, [keyset.device.public])
+    return Bundle(1, bundle.manifest, bundle.manifest_bytes, bundle.signatures, recipients,
+                  bytes(payload))  # fmt: skip
+
+
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many interpreters :func:`edge_sdk.load` built: none may exist for a refused bundle."""
+    count: list[int] = []
+
+    class Counted(runtime.Model):
+        def __init__(self, model_bytes: bytes, **kw: Any) -> None:
+            count.append(len(model_bytes))
+            super().__init__(model_bytes, **kw)
+
+    monkeypatch.setattr(runtime, "Model", Counted)
+    return count
+
+
+def _load(path: Path, keyset: KeySet, state: Path, **kw: Any) -> runtime.Model:
+    return edge_sdk.load(path, trust=keyset.trust(), device_key=kw.pop("device_key", keyset.device),
+                         state_dir=state, profile="x86_64", **kw)  # fmt: skip
+
+
+def _refused(path: Path, keyset: KeySet, state: Path, error: type[Exception], match: str,
+             built: list[int], **kw: Any) -> None:  # fmt: skip
+    with pytest.raises(error, match=match):
+        _load(path, keyset, state, **kw)
+    assert built == [], "an interpreter was built from a refused bundle"
+    record = audit_log.verify_log(state / "audit.log").records[-1]
+    assert record["event"] == "reject" and record["name"] == "add"
+
+
+def _answer(model: runtime.Model, constant: np.ndarray) -> None:
+    y = model.predict(np.ones((1, constant.size), np.float32))
+    np.testing.assert_array_equal(y, constant[None, :] + 1)
+
+
+# -- the check order holds, however the steps overlap ----------------------------------------------
+
+
+def test_a_flipped_payload_byte_is_integrity_although_the_aead_fails_too(
+    model: bytes, keyset: KeySet, tmp_path: Path, built: list[int]
+) -> None:
+    """Steps 6 and 8 both fail; step 6 comes first, so the device says *integrity*."""
+    bundle = _seal(model, keyset)
+    payload = bytearray(bundle.payload)
+    payload[len(payload) // 2] ^= 0x01
+    path = tmp_path / "flipped.edgepkg"
+    save_bundle(dataclasses.replace(bundle, payload=bytes(payload)), path)
+    _refused(path, keyset, tmp_path / "state", IntegrityError, "payload SHA-256 mismatch", built)
+
+
+def test_a_tampered_chunk_re_signed_is_refused_by_the_aead(
+    model: bytes, keyset: KeySet, tmp_path: Path, built: list[int]
+) -> None:
+    bundle = _seal(model, keyset)
+    payload = bytearray(bundle.payload)
+    payload[3 * ((1 << 20) + 16) + 100] ^= 0x01  # inside chunk 3
+    path = tmp_path / "chunk.edgepkg"
+    save_bundle(_resigned(bundle, keyset, bytes(payload)), path)
+    _refused(path, keyset, tmp_path / "state", DecryptionError, "chunk 3 of 6 failed", built)
+
+
+def test_the_payload_hash_is_checked_when_everything_else_passes(
+    model: bytes, keyset: KeySet, tmp_path: Path, built: list[int]
+) -> None:
+    """The genuine model re-encrypted under someone else's key: the AEAD and the model hash pass,
+    the signed payload digest does not — and the device refuses it, as an auditor would."""
+    path = tmp_path / "re-encrypted.edgepkg"
+    save_bundle(_re_encrypted(_seal(model, keyset), keyset, model), path)
+    _refused(path, keyset, tmp_path / "state", IntegrityError, "payload SHA-256 mismatch", built)
+
+
+def test_not_a_recipient_of_a_tampered_payload_is_integrity(
+    model: bytes, keyset: KeySet, tmp_path: Path, built: list[int]
+) -> None:
+    """Step 7 fails at once, but the payload is still read and hashed: step 6 is reported."""
+    bundle = _seal(model, keyset)
+    payload = bytearray(bundle.payload)
+    payload[-1] ^= 0x80
+    path = tmp_path / "both.edgepkg"
+    save_bundle(dataclasses.replace(bundle, payload=bytes(payload)), path)
+    _refused(path, keyset, tmp_path / "state", IntegrityError, "payload SHA-256 mismatch", built,
+             device_key=keyset.device2)  # fmt: skip
+    save_bundle(bundle, path)  # intact: now step 7 is the first to fail
+    _refused(path, keyset, tmp_path / "state", DecryptionError, "not a recipient", built,
+             device_key=keyset.device2)  # fmt: skip
+
+
+def _sparse(constant: np.ndarray) -> np.ndarray:
+    """Seven weights in eight zeroed, as pruning leaves them: zstd saves most of the bytes."""
+    return np.where(np.arange(constant.size) % 8 == 0, constant, 0).astype(np.float32)
+
+
+def test_zstd_never_parses_a_stream_the_publisher_did_not_sign(
+    constant: np.ndarray, keyset: KeySet, tmp_path: Path, built: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Decryption overlaps the payload hash, decompression does not: an attacker's own stream
+    (here a bomb) is decrypted under their key, then refused before zstd sees a byte of it."""
+    from edge_sdk import compression
+
+    sparse = add_model(_sparse(constant))
+    genuine = _seal(sparse, keyset, compression="zstd")
+    stored = genuine.manifest.payload.compressed_size
+    assert stored is not None
+    bomb = compress(bytes(64 << 20), "zstd")
+    skippable = struct.pack("<II", 0x184D2A50, stored - len(bomb) - 8)  # pad to the signed size
+    stream = bomb + skippable + bytes(stored - len(bomb) - 8)
+    calls: list[int] = []
+    real = compression.decompress
+
+    def watched(data: Any, *args: Any, **kwargs: Any) -> bytes:
+        calls.append(len(data))
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(compression, "decompress", watched)
+    path = tmp_path / "bomb.edgepkg"
+    save_bundle(_re_encrypted(genuine, keyset, stream), path)
+    _refused(path, keyset, tmp_path / "state", IntegrityError, "payload SHA-256 mismatch", built)
+    assert calls == [], "zstd parsed an unsigned stream"
+    save_bundle(genuine, path)
+    with _load(path, keyset, tmp_path / "state") as opened:
+        assert calls == [stored] and built == [len(sparse)]
+        _answer(opened, _sparse(constant))
+
+
+# -- compression only where it pays ----------------------------------------------------------------
+
+
+def test_compression_is_kept_only_where_it_pays(
+    model: bytes, constant: np.ndarray, keyset: KeySet, tmp_path: Path
+) -> None:
+    """Random weights save nothing: stored uncompressed (and said so); zeros keep zstd. Both open."""
+    dense = _seal(model, keyset, compression="zstd", compression_level=10)
+    report = dense.manifest.reports["compression"]
+    assert (
+        dense.manifest.payload.compression == "none"
+        and dense.manifest.payload.compressed_size is None
+    )
+    assert report["stored"] == "none" and report["saving"] < MIN_COMPRESSION_SAVING
+    sparse_constant = _sparse(constant)
+    sparse = _seal(add_model(sparse_constant), keyset, compression="zstd", version=2)
+    assert sparse.manifest.payload.compression == "zstd"
+    assert sparse.manifest.reports["compression"]["saving"] >= MIN_COMPRESSION_SAVING
+    for bundle, expected in ((dense, constant), (sparse, sparse_constant)):
+        path = tmp_path / f"v{bundle.manifest.version}.edgepkg"
+        save_bundle(bundle, path)
+        with _load(path, keyset, tmp_path / "state") as opened:
+            _answer(opened, expected)
+
+
+def test_in_memory_and_file_sources_open_alike(
+    model: bytes, keyset: KeySet, tmp_path: Path
+) -> None:
+    """Views of the caller's bytes, or a ring of read buffers: the same model, for every AEAD and
+    chunk size (small chunks make a piece of many chunks)."""
+    from edge_sdk.bundle import bundle_to_bytes
+    from edge_sdk.verify import open_bundle
+
+    for aead in ("aes-256-gcm", "chacha20-poly1305"):
+        for chunk in (4096, 1 << 20):
+            raw = bundle_to_bytes(_seal(model, keyset, aead=aead, chunk_size=chunk))
+            path = tmp_path / f"{aead}-{chunk}.edgepkg"
+            path.write_bytes(raw)
+            for source in (raw, path):
+                assert open_bundle(source, keyset.trust(), keyset.device).model_bytes == model
+
+
+# -- a restart writes nothing that changes nothing -------------------------------------------------
+
+
+@pytest.fixture
+def syncs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every fsync / fdatasync, with the thread that made it (the real calls still happen)."""
+    seen: list[tuple[str, str]] = []
+
+    def counted(name: str, real: Callable[[int], None]) -> Callable[[int], None]:
+        def call(fd: int) -> None:
+            seen.append((name, threading.current_thread().name))
+            real(fd)
+
+        return call
+
+    monkeypatch.setattr(os, "fsync", counted("fsync", os.fsync))
+    monkeypatch.setattr(os, "fdatasync", counted("fdatasync", os.fdatasync))
+    return seen
+
+
+def test_a_restart_writes_no_state_and_waits_for_no_sync(
+    model: bytes, constant: np.ndarray, keyset: KeySet, tmp_path: Path,
+    syncs: list[tuple[str, str]],
+) -> None:  # fmt: skip
+    state = tmp_path / "state"
+    path = tmp_path / "add.edgepkg"
+    save_bundle(_seal(model, keyset), path)
+    caller = threading.current_thread().name
+
+    # A first install: the audit record is synced, then the state is written and synced.
+    syncs.clear()
+    _load(path, keyset, state).close()
+    mine = [name for name, thread in syncs if thread == caller]
+    assert mine[0] == "fdatasync" and mine.count("fsync") >= 2, syncs
+    versions = state / "versions.json"
+    before = (versions.stat().st_ino, versions.stat().st_mtime_ns, versions.read_bytes())
+
+    # A restart of that version: no state write, and nothing synced on the caller's path.
+    audit_log.sync_pending()
+    syncs.clear()
+    with _load(path, keyset, state) as restarted:
+        assert [s for s in syncs if s[1] == caller] == []
+        _answer(restarted, constant)
+    after = (versions.stat().st_ino, versions.stat().st_mtime_ns, versions.read_bytes())
+    assert after == before
+    assert not list(state.glob(".versions.json.tmp-*"))
+    records = audit_log.verify_log(state / "audit.log").records
+    assert [r["event"] for r in records] == ["load", "load"]  # written before load() returned
+    audit_log.sync_pending()
+    assert ("fdatasync", "edge-sdk-audit-sync") in syncs  # and synced off the caller's path
+
+    # A rejection is evidence: synced before load() returns.
+    syncs.clear()
+    with pytest.raises(DecryptionError):
+        _load(path, keyset, state, device_key=keyset.device2)
+    assert ("fdatasync", caller) in syncs
+
+
+def test_populating_a_buffer_never_changes_it() -> None:
+    """The hash worker faults the model's pages in while the decryption writes them: it must
+    leave every byte as it finds it, written or not."""
+    from edge_sdk.memory import freeze, populate, writable_bytes
+
+    data = os.urandom(3 << 20)
+    obj, view = writable_bytes(len(data))
+    view[: len(data) // 2] = data[: len(data) // 2]
+    populate(obj)
+    view[len(data) // 2 :] = data[len(data) // 2 :]
+    populate(obj)
+    assert freeze(obj, view) == data
