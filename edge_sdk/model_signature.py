@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import io
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,9 +182,12 @@ def _covered(statement: Mapping[str, Any], where: Path) -> tuple[str, str, froze
 
 
 def verify_model_signature(
-    model: Path, signature: Path, options: ModelSignatureOptions
+    model: Path, signature: Path, options: ModelSignatureOptions, *, shown_as: str | None = None
 ) -> VerifiedModelSignature:
     """Verify ``model`` (a file or directory) against ``signature`` with the model-signing library.
+
+    ``shown_as`` names the signature in messages when ``signature`` is a private copy of the
+    user's file.
 
     Raises:
         HostDependencyError: model-signing (extra ``provenance``) is not installed.
@@ -200,7 +204,7 @@ def verify_model_signature(
             f"verifying model signatures needs model-signing and pyOpenSSL ({exc.name} is missing)",
             hint="pip install 'edgepkg[provenance]'",
         ) from None
-    what = f"{model.name} (signature {signature.name})"
+    what = f"{model.name} (signature {shown_as or signature.name})"
     chatter = io.StringIO()
     try:
         config = model_signing.verifying.Config()  # type: ignore[no-untyped-call]
@@ -217,7 +221,7 @@ def verify_model_signature(
         with contextlib.redirect_stdout(chatter):
             config.verify(model, signature)
     except Exception as exc:  # noqa: BLE001 - the library raises many unrelated types
-        raise _explain(exc, what, key_id, options) from None
+        raise _explain(exc, what, key_id, options, model.name) from None
     statement = _statement(data, signature)
     name, root, covered = _covered(statement, signature)
     return VerifiedModelSignature(
@@ -231,8 +235,21 @@ def verify_model_signature(
     )
 
 
+def _mismatch(text: str, model_name: str) -> str:
+    """model-signing's diff (Python reprs of digests) as the files that differ, by name."""
+    changed = [model_name if name == "." else name
+               for name in re.findall(r"Hash mismatch for '([^']*)'", text)]  # fmt: skip
+    parts = [f"{', '.join(changed)} changed since it was signed"] if changed else []
+    for kind, label in (("Extra files found", "files not in the signature"),
+                        ("Missing files", "signed files missing")):  # fmt: skip
+        found = re.search(rf"{kind} in model '[^']*': ([^\]\"]*)", text)
+        if found:
+            parts.append(f"{label}: {found.group(1).strip(chr(39))}")
+    return _excerpt("; ".join(parts) or text[len("Signature mismatch: ") :])
+
+
 def _explain(
-    exc: Exception, what: str, key_id: str | None, options: ModelSignatureOptions
+    exc: Exception, what: str, key_id: str | None, options: ModelSignatureOptions, model_name: str
 ) -> ModelSignatureError:
     """Turn whatever model-signing raised into one typed error that says what was wrong."""
     text = str(exc) or type(exc).__name__
@@ -245,8 +262,7 @@ def _explain(
         )
     if text.startswith("Signature mismatch"):
         return ModelSignatureError(
-            f"{what} does not match its signature (changed, extra or missing files): "
-            f"{_excerpt(text[len('Signature mismatch: ') :])}",
+            f"{what} does not match its signature: {_mismatch(text, model_name)}",
             hint="the model was modified after it was signed; get the signed model again",
         )
     if module == "sigstore":

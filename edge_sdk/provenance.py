@@ -357,7 +357,7 @@ def prepare_sources(
             from .model_signature import read_signature_file
 
             signature.write_bytes(read_signature_file(check.signature))
-            verified = verify_model_signature(copy, signature, check)
+            verified = verify_model_signature(copy, signature, check, shown_as=str(check.signature))
             _check_coverage(copy, verified, model_path)
             source = Input("source-model", model_path.name, path_sha256(copy), copy, True, verified)
         else:

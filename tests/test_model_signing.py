@@ -146,7 +146,7 @@ def test_signed_keras_model_is_packaged_and_attested(
 @pytest.mark.parametrize(
     ("case", "code", "message"),
     [
-        ("tampered", 27, "does not match its signature"),
+        ("tampered", 27, "does not match its signature: digits.keras changed since it was signed"),
         ("wrong signer", 27, "was not signed by the expected signer"),
         ("no signature given", 27, "no model signature given"),
         ("signature file missing", 27, "does not exist: refusing to convert an unsigned model"),
@@ -180,6 +180,9 @@ def test_unverified_models_are_refused_before_conversion(
                  "--name", "digits", "--version", "1", "-o", out, *flags)  # fmt: skip
     assert result.code == code, result.err
     assert message in result.err
+    if case in ("tampered", "wrong signer", "not a signature"):
+        assert f"(signature {sig})" in result.err  # the user's file, not a private copy
+    assert "digest_value" not in result.err  # no Python reprs of the library's objects
     assert not out.exists()
 
 
