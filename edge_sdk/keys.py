@@ -628,8 +628,9 @@ class TrustStore:
                     # was copied where verifiers (devices, auditors) can read it.
                     raise TrustStoreError(
                         f"{path} is a private key; a trust store holds public keys only",
-                        hint=f"pass {path.with_suffix('.pub').name} (the public half), and keep "
-                        f"{path.name} away from devices and auditors",
+                        hint="pass the publisher's public key (e.g. "
+                        f"{path.with_suffix('.pub')}, if that is its public half); a private key "
+                        "stays with its owner — the publisher, or the device it was made for",
                     )
                 keys.append(load_public_key(path, kind="signing"))
             else:

@@ -6,8 +6,8 @@ documented fixture preamble puts there what the README tells the reader to bring
 
 * ``dist/edgepkg-<version>-py3-none-any.whl`` — the wheel built from the committed tree (the
   README's first block builds it; that block is covered by tests/test_wheel.py);
-* ``digits.h5``, ``calibration.npz``, ``eval.npz``, ``sample.npy`` — what ``tools/demo_model.py``
-  writes (a small CNN trained on scikit-learn's digits, and data from the same set);
+* ``demo_model.py`` (copied from ``tools/``) and ``digits.h5``, ``calibration.npz``, ``eval.npz``,
+  ``sample.npy`` — what it writes (a small CNN trained on scikit-learn's digits, and data from the same set);
 * ``EDGE_SDK_STATE_DIR`` pointing inside the directory (as root, the default state directory is the
   machine's ``/var/lib/edge-sdk``).
 
@@ -129,6 +129,7 @@ def sandbox(dist: Dist, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("readme")
     (root / "dist").mkdir()
     shutil.copy2(dist.wheel, root / "dist" / dist.wheel.name)
+    shutil.copy2(REPO / "tools" / "demo_model.py", root / "demo_model.py")
     (root / "home").mkdir()
     write_demo(root)
     return root
