@@ -42,6 +42,7 @@ from .errors import (
     PayloadTooLargeError,
     UnsupportedVersionError,
     UsageError,
+    excerpt,
 )
 from .files import temp_beside
 from .hashing import PipelinedSHA256
@@ -441,6 +442,8 @@ def open_bundle_file(path: Path) -> io.BufferedReader:
     """
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except ValueError:  # a NUL byte: no file can have that name
+        raise UsageError(f"bundle path {excerpt(str(path))} contains a NUL byte") from None
     except FileNotFoundError:
         raise UsageError(f"bundle {path} does not exist") from None
     except IsADirectoryError:
@@ -580,10 +583,15 @@ def open_parts(
             while (need := min(header_needs(prefix, limits), size)) > len(prefix):
                 more = os.pread(fd, need - len(prefix), len(prefix))
                 if not more:
-                    break  # the file shrank: the parse below reports it truncated
+                    break
                 prefix += more
         except OSError as exc:
             raise BundleFormatError(f"cannot read bundle {path}: {exc.strerror}") from None
+        if len(prefix) < min(header_needs(prefix, limits), size):
+            raise BundleFormatError(
+                f"truncated bundle: {path} ended after {len(prefix)} of {size} bytes "
+                "(the file changed while it was read)"
+            )
         header = _read(_Source(prefix, None, size), limits, trust, keep_payload=False)
         start = header_needs(prefix, limits)
         try:

@@ -50,11 +50,27 @@ def decompress(
         IntegrityError: the stream is corrupt or shorter than declared.
         UnsupportedVersionError: unknown method.
     """
+    obj, view = writable_bytes(declared_size)
+    decompress_into(data, method, view, on_chunk)
+    return freeze(obj, view)
+
+
+def decompress_into(
+    data: Buffer,
+    method: str,
+    view: memoryview,
+    on_chunk: Callable[[memoryview], object] | None = None,
+) -> None:
+    """:func:`decompress` into the caller's buffer of exactly the declared size.
+
+    The caller owns ``view`` and so can wipe it when the result is refused (partly written
+    plaintext of a bundle that fails must not linger in memory).
+    """
     if method != "zstd":
         raise UnsupportedVersionError(f"unknown compression {excerpt(method)}")
     import zstandard
 
-    obj, view = writable_bytes(declared_size)
+    declared_size = len(view)
     filled = 0
     # One spare byte of room: a stream that would write past the declared size says so by filling
     # it, and nothing is ever written outside the buffer.
@@ -76,9 +92,9 @@ def decompress(
                     on_chunk(view[filled : filled + count])
                 filled += count
     except zstandard.ZstdError as exc:
-        raise IntegrityError(f"payload does not decompress: {exc}") from None
+        raise IntegrityError(f"payload does not decompress: {excerpt(str(exc), 200)}") from None
     if filled != declared_size:
+        # The length reached is not said: nothing derived from a refused plaintext leaves.
         raise IntegrityError(
-            f"decompressed payload is {filled} bytes, the signed manifest says {declared_size}"
+            f"decompressed payload is shorter than the {declared_size} bytes the manifest signs"
         )
-    return freeze(obj, view)

@@ -76,6 +76,11 @@ def locked(lock_path: Path) -> Iterator[None]:
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | _no_follow(), 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        try:
+            yield
+        finally:
+            # Unlock before closing: a child forked while the lock was held shares this open
+            # file (and so the lock); only LOCK_UN releases it for both, a close does not.
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

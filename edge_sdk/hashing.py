@@ -16,6 +16,7 @@ a time (a zstd payload: the model's is computed while decompressing), the payloa
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +29,22 @@ PAYLOAD_WORKER, MODEL_WORKER = 0, 1
 
 _workers: dict[int, ThreadPoolExecutor] = {}
 _workers_lock = threading.Lock()
+
+
+def _forget_workers_in_child() -> None:
+    # A forked child has none of the parent's threads, but would inherit executors that believe
+    # they have one: work queued to them would never run, and the child's first load would hang.
+    _workers.clear()
+    _workers_lock.release()
+
+
+if hasattr(os, "register_at_fork"):
+    # The lock is held across the fork, so the child never inherits it held by a thread it lacks.
+    os.register_at_fork(
+        before=_workers_lock.acquire,
+        after_in_parent=_workers_lock.release,
+        after_in_child=_forget_workers_in_child,
+    )
 
 
 def _shared_worker(slot: int) -> ThreadPoolExecutor:

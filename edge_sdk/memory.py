@@ -9,8 +9,9 @@ file on disk.
 
 from __future__ import annotations
 
+import functools
 import mmap
-from typing import Union
+from typing import Any, Union
 
 MMAP_THRESHOLD = 1024 * 1024
 
@@ -46,12 +47,7 @@ def writable_bytes(size: int) -> tuple[bytes, memoryview]:
     if sys.implementation.name != "cpython" or size < MMAP_THRESHOLD:
         scratch = bytearray(size)
         return b"", memoryview(scratch)
-    new = ctypes.pythonapi.PyBytes_FromStringAndSize
-    new.restype = ctypes.py_object
-    new.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
-    as_string = ctypes.pythonapi.PyBytes_AsString
-    as_string.restype = ctypes.c_void_p
-    as_string.argtypes = (ctypes.py_object,)
+    new, as_string = _bytes_api()
     obj = new(None, size)
     address = as_string(obj)
     _advise_huge_pages(address, size)
@@ -61,6 +57,23 @@ def writable_bytes(size: int) -> tuple[bytes, memoryview]:
     storage._edge_sdk_owner = obj  # type: ignore[attr-defined]
     view = memoryview(storage).cast("B")
     return obj, view
+
+
+@functools.cache
+def _bytes_api() -> tuple[Any, Any]:
+    """``PyBytes_FromStringAndSize`` and ``PyBytes_AsString`` as prototypes of our own.
+
+    Setting ``restype``/``argtypes`` on ``ctypes.pythonapi``'s attributes would change them for
+    every other user of ``ctypes.pythonapi`` in the process (and race them across threads).
+    """
+    import ctypes
+
+    api = ctypes.pythonapi
+    new = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_ssize_t)(
+        ("PyBytes_FromStringAndSize", api)
+    )
+    as_string = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object)(("PyBytes_AsString", api))
+    return new, as_string
 
 
 def _advise_huge_pages(address: int, size: int) -> None:
@@ -100,10 +113,7 @@ def populate(obj: bytes) -> None:
 
     if sys.platform != "linux" or len(obj) < MMAP_THRESHOLD:
         return
-    as_string = ctypes.pythonapi.PyBytes_AsString
-    as_string.restype = ctypes.c_void_p
-    as_string.argtypes = (ctypes.py_object,)
-    address = as_string(obj)
+    address = _bytes_api()[1](obj)
     start = -(-address // mmap.PAGESIZE) * mmap.PAGESIZE
     end = (address + len(obj)) // mmap.PAGESIZE * mmap.PAGESIZE
     if end > start:

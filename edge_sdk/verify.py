@@ -419,11 +419,11 @@ def open_payload(
         if refusal is not None:  # steps 7–8
             raise refusal
         if stream is not None:  # step 9, on the signed stream only
-            from .compression import decompress
+            from .compression import decompress_into
 
-            model = decompress(stream, payload.compression, manifest.model.size, model_hash.update)
-            _check_model(manifest, len(model), model_hash.hexdigest())  # step 10
-            return model
+            model_obj, model_view = writable_bytes(manifest.model.size)
+            decrypted.append(model_view)
+            decompress_into(stream, payload.compression, model_view, model_hash.update)
         _check_model(manifest, len(model_view), model_hash.hexdigest())  # step 10
         return freeze(model_obj, model_view)
     except BaseException:
@@ -446,9 +446,10 @@ def _check_model(manifest: Manifest, size: int, sha256: str) -> None:
             f"decrypted model is {size} bytes, the signed manifest says {manifest.model.size}"
         )
     if sha256 != manifest.model.sha256:
+        # Not the digest that was found: nothing derived from a refused plaintext leaves.
         raise IntegrityError(
-            f"decrypted model SHA-256 mismatch: signed {manifest.model.sha256[:16]}…, "
-            f"got {sha256[:16]}…"
+            f"decrypted model SHA-256 mismatch: it does not match the signed "
+            f"{manifest.model.sha256[:16]}…"
         )
 
 

@@ -209,13 +209,13 @@ def test_zstd_never_parses_a_stream_the_publisher_did_not_sign(
     skippable = struct.pack("<II", 0x184D2A50, stored - len(bomb) - 8)  # pad to the signed size
     stream = bomb + skippable + bytes(stored - len(bomb) - 8)
     calls: list[int] = []
-    real = compression.decompress
+    real = compression.decompress_into
 
-    def watched(data: Any, *args: Any, **kwargs: Any) -> bytes:
+    def watched(data: Any, *args: Any, **kwargs: Any) -> None:
         calls.append(len(data))
-        return real(data, *args, **kwargs)
+        real(data, *args, **kwargs)
 
-    monkeypatch.setattr(compression, "decompress", watched)
+    monkeypatch.setattr(compression, "decompress_into", watched)
     path = tmp_path / "bomb.edgepkg"
     save_bundle(_re_encrypted(genuine, keyset, stream), path)
     _refused(path, keyset, tmp_path / "state", IntegrityError, "payload SHA-256 mismatch", built)
@@ -338,3 +338,149 @@ def test_populating_a_buffer_never_changes_it() -> None:
     view[len(data) // 2 :] = data[len(data) // 2 :]
     populate(obj)
     assert freeze(obj, view) == data
+
+
+# -- found by an adversarial review of the one-pass open --------------------------------------------
+
+
+def test_a_refused_decompressed_model_is_wiped_and_its_digest_not_quoted(
+    constant: np.ndarray, keyset: KeySet, tmp_path: Path, built: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A signed zstd payload that decompresses to other bytes than the signed model (a publisher
+    mistake, or a stolen signing key): refused at step 10, its plaintext overwritten, and nothing
+    derived from it — not even a digest prefix — in the error or the audit log."""
+    from edge_sdk import verify
+
+    sparse = add_model(_sparse(constant))
+    genuine = _seal(sparse, keyset, compression="zstd")
+    lie = dataclasses.replace(genuine.manifest.model, sha256="ab" * 32)
+    manifest = dataclasses.replace(genuine.manifest, model=lie)
+    raw = manifest.to_bytes()
+    key = _content_key(genuine, keyset)
+    forged = Bundle(1, manifest, raw, sign_manifest(raw, [keyset.signer]),
+                    wrap_content_key(key, hashlib.sha256(raw).digest(), [keyset.device.public]),
+                    genuine.payload)  # fmt: skip
+    buffers: list[memoryview] = []
+    real = verify.writable_bytes
+
+    def kept(size: int) -> tuple[bytes, memoryview]:
+        obj, view = real(size)
+        buffers.append(view)
+        return obj, view
+
+    monkeypatch.setattr(verify, "writable_bytes", kept)
+    path = tmp_path / "lie.edgepkg"
+    save_bundle(forged, path)
+    actual = hashlib.sha256(sparse).hexdigest()
+    with pytest.raises(IntegrityError, match="decrypted model SHA-256 mismatch") as caught:
+        _load(path, keyset, tmp_path / "state")
+    assert built == []
+    assert actual[:8] not in str(caught.value)
+    assert actual[:8] not in (tmp_path / "state" / "audit.log").read_text()
+    assert buffers and all(not any(view) for view in buffers), "refused plaintext left in memory"
+
+
+def test_a_forked_child_loads_after_its_parent(
+    model: bytes, constant: np.ndarray, keyset: KeySet, tmp_path: Path
+) -> None:
+    """Prefork servers load in the parent, then fork workers that load again: the child must not
+    inherit hashing workers whose threads it does not have (its first load would hang)."""
+    import signal
+    import time
+
+    path = tmp_path / "add.edgepkg"
+    save_bundle(_seal(model, keyset), path)
+    _load(path, keyset, tmp_path / "state").close()  # starts the shared hashing threads
+    pid = os.fork()
+    if pid == 0:  # the child: load and answer, or exit non-zero
+        code = 1
+        try:
+            with _load(path, keyset, tmp_path / "state") as again:
+                _answer(again, constant)
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child's load() hung")
+
+
+def test_a_lock_held_across_a_fork_is_released_by_its_holder(tmp_path: Path) -> None:
+    """A child forked while an audit append holds the lock shares the lock's open file: leaving
+    the lock must release it for both, or the child blocks every later writer while it lives."""
+    import fcntl
+    import signal
+
+    from edge_sdk.files import locked
+
+    lock = tmp_path / "audit.lock"
+    with locked(lock):
+        pid = os.fork()
+        if pid == 0:
+            import time
+
+            time.sleep(30)
+            os._exit(0)
+    try:
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if still held
+        finally:
+            os.close(fd)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+def test_a_file_cut_while_its_header_is_read_is_a_format_error(
+    model: bytes, keyset: KeySet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bundle rewritten in place (``cp`` over it) while a device opens it: the reads come back
+    short of the size ``fstat`` gave. That is a truncated file, said as such and logged."""
+    from edge_sdk import bundle as bundle_module
+    from edge_sdk.errors import BundleFormatError
+
+    path = tmp_path / "add.edgepkg"
+    save_bundle(_seal(model, keyset), path)
+    real = os.pread
+
+    def shrinking(fd: int, n: int, offset: int) -> bytes:
+        return real(fd, min(n, max(0, 40 - offset)), offset)  # the file now ends at byte 40
+
+    monkeypatch.setattr(bundle_module.os, "pread", shrinking)
+    with pytest.raises(BundleFormatError, match="changed while it was read"):
+        _load(path, keyset, tmp_path / "state")
+    assert audit_log.verify_log(tmp_path / "state" / "audit.log").records[-1]["event"] == "reject"
+
+
+def test_a_path_with_a_nul_byte_is_a_usage_error(keyset: KeySet, tmp_path: Path) -> None:
+    from edge_sdk.errors import UsageError
+
+    with pytest.raises(UsageError, match="NUL byte"):
+        _load(Path(str(tmp_path / "add") + "\0.edgepkg"), keyset, tmp_path / "state")
+
+
+def test_loading_leaves_ctypes_pythonapi_as_it_was(model: bytes, keyset: KeySet,
+                                                   tmp_path: Path) -> None:  # fmt: skip
+    """Other code in the process uses ``ctypes.pythonapi`` too; its prototypes are not ours."""
+    import ctypes
+
+    as_string = ctypes.pythonapi.PyBytes_AsString
+    saved = (as_string.restype, as_string.argtypes)
+    as_string.restype, as_string.argtypes = ctypes.c_char_p, None  # as another library set it
+    try:
+        path = tmp_path / "add.edgepkg"
+        save_bundle(_seal(model, keyset), path)
+        _load(path, keyset, tmp_path / "state").close()
+        assert (as_string.restype, as_string.argtypes) == (ctypes.c_char_p, None)
+        assert as_string(ctypes.py_object(b"hello")) == b"hello"
+    finally:
+        as_string.restype, as_string.argtypes = saved
