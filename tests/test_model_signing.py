@@ -271,7 +271,9 @@ def test_directory_model_extra_and_ignored_files_are_refused(
         package_tflite(tmp_path / "a.edgepkg", [keyset.signer], model=model, check=check)
     shutil.rmtree(model / ".git")
     (model / "variables" / "extra.bin").write_bytes(b"planted")
-    with pytest.raises(ModelSignatureError, match="files not in the signature: variables/extra.bin"):
+    with pytest.raises(
+        ModelSignatureError, match="files not in the signature: variables/extra.bin"
+    ):
         package_tflite(tmp_path / "b.edgepkg", [keyset.signer], model=model, check=check)
     (model / "variables" / "extra.bin").unlink()
     (model / "variables" / "w.bin").write_bytes(b"weightz")
