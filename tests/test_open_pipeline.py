@@ -139,15 +139,19 @@ def _answer(model: runtime.Model, constant: np.ndarray) -> None:
 # -- the check order holds, however the steps overlap ----------------------------------------------
 
 
+def _flipped(bundle: Bundle, at: int, bits: int) -> Bundle:
+    """``bundle`` with bits of one stored payload byte flipped (the signature left as it was)."""
+    payload = bytearray(bundle.payload)
+    payload[at] ^= bits
+    return dataclasses.replace(bundle, payload=bytes(payload))
+
+
 def test_a_flipped_payload_byte_is_integrity_although_the_aead_fails_too(
     model: bytes, keyset: KeySet, tmp_path: Path, built: list[int]
 ) -> None:
     """Steps 6 and 8 both fail; step 6 comes first, so the device says *integrity*."""
-    bundle = _seal(model, keyset)
-    payload = bytearray(bundle.payload)
-    payload[len(payload) // 2] ^= 0x01
     path = tmp_path / "flipped.edgepkg"
-    save_bundle(dataclasses.replace(bundle, payload=bytes(payload)), path)
+    save_bundle(_flipped(_seal(model, keyset), len(model) // 2, 0x01), path)
     _refused(path, keyset, tmp_path / "state", IntegrityError, "payload SHA-256 mismatch", built)
 
 
@@ -177,10 +181,8 @@ def test_not_a_recipient_of_a_tampered_payload_is_integrity(
 ) -> None:
     """Step 7 fails at once, but the payload is still read and hashed: step 6 is reported."""
     bundle = _seal(model, keyset)
-    payload = bytearray(bundle.payload)
-    payload[-1] ^= 0x80
     path = tmp_path / "both.edgepkg"
-    save_bundle(dataclasses.replace(bundle, payload=bytes(payload)), path)
+    save_bundle(_flipped(bundle, -1, 0x80), path)
     _refused(path, keyset, tmp_path / "state", IntegrityError, "payload SHA-256 mismatch", built,
              device_key=keyset.device2)  # fmt: skip
     save_bundle(bundle, path)  # intact: now step 7 is the first to fail
