@@ -387,6 +387,8 @@ def keras_source(model: Any, fmt: str = "keras") -> SourceModel:
 
     def run_once(args: list[np.ndarray]) -> list[np.ndarray]:
         result = model(args[0] if len(args) == 1 else args, training=False)
+        if isinstance(result, Mapping):  # outputs by key, in the order output_names has them
+            return [np.asarray(result[name]) for name in output_names]
         values = result if isinstance(result, (list, tuple)) else [result]
         return [np.asarray(v) for v in values]
 
@@ -421,8 +423,17 @@ def keras_source(model: Any, fmt: str = "keras") -> SourceModel:
 
 
 def _keras_output_names(model: Any) -> tuple[str, ...]:
-    """The names the model's author gave its outputs (functional: output_names; Sequential: the
-    layer that produces each output), falling back to ``output_<i>``."""
+    """The names the model's author gave its outputs, in the order of ``model.outputs``: the keys
+    of a model that returns a dict (which TFLite's signature uses too), else output_names
+    (functional) or the layer that produces each output (Sequential), else ``output_<i>``."""
+    try:
+        structure = model.output
+    except (AttributeError, ValueError):  # a Sequential model never called has none
+        structure = None
+    if isinstance(structure, Mapping) and len(structure) == len(model.outputs):
+        key_of = {id(tensor): str(key) for key, tensor in structure.items()}
+        if all(id(tensor) in key_of for tensor in model.outputs):
+            return tuple(key_of[id(tensor)] for tensor in model.outputs)
     names = list(getattr(model, "output_names", None) or [])
     if len(names) == len(model.outputs):
         return tuple(str(n) for n in names)
@@ -880,7 +891,9 @@ def native_output_captured() -> Iterator[io.StringIO]:
 #: Converter errors that mean "this needs TensorFlow ops TFLite has no builtin for" (Flex).
 _FLEX_MARKERS = ("SELECT_TF_OPS", "Select TF ops", "TensorList", "lower_tensor_list_ops",
                  "neither a custom op nor a flex op", "ops are not supported")  # fmt: skip
-_TF_OP = re.compile(r"'?tf\.([A-Za-z0-9_]{1,60})'?")
+#: A TensorFlow op in the converter's text: ops are CamelCase (tf.BitwiseAnd); lowercase names
+#: there are dtypes and attributes (tf.float32, tf.resource, tf.entry_function), not ops.
+_TF_OP = re.compile(r"'?tf\.([A-Z][A-Za-z0-9_]{0,59})'?")
 _RECURRENT = ("LSTM", "GRU", "SimpleRNN", "RNN", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
 
 
@@ -908,13 +921,29 @@ def _convert(conv: Any, what: str, source: SourceModel | None = None) -> bytes:
         if any(marker in text for marker in _FLEX_MARKERS):
             raise _flex_error(what, text, source) from None
         message = (str(exc).strip() or captured.getvalue().strip()).splitlines()
+        odd = _odd_tensor_names(source) if source is not None else []
         raise ConversionError(
-            f"TFLite conversion ({what}) failed: {excerpt((message or [type(exc).__name__])[-1], 400)}"
+            f"TFLite conversion ({what}) failed: {excerpt((message or [type(exc).__name__])[-1], 400)}",
+            hint=(
+                f"the model has tensor names the converter may not take ({', '.join(odd[:4])}): "
+                "rename them with letters, digits and '_' only (keras.Input(..., name=...))"
+                if odd
+                else None
+            ),
         ) from None
 
 
+#: Names TFLite signatures carry safely; ':' (TensorFlow's tensor suffix) and spaces break them.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.\-/]+")
+
+
+def _odd_tensor_names(source: SourceModel) -> list[str]:
+    return [excerpt(n, 60) for n in (*source.input_names, *source.output_names)
+            if not _PLAIN_NAME.fullmatch(n)]  # fmt: skip
+
+
 def _flex_error(what: str, text: str, source: SourceModel | None) -> ConversionError:
-    ops = sorted(set(_TF_OP.findall(text)) - {"lite"})[:8]
+    ops = sorted(set(_TF_OP.findall(text)))[:8]
     rolled = _rolled_recurrent_layers(source.keras_model) if source is not None else []
     because = (
         f" ({', '.join(rolled[:6])}: a recurrent layer becomes a TensorList loop)" if rolled else ""

@@ -139,8 +139,15 @@ def io_specs(
         )
 
     with Model(model_bytes) as model:
+        own = [t.name for t in model.outputs]
         names: Sequence[str | None] = (
-            output_names if len(output_names) == len(model.outputs) else [None] * len(model.outputs)
+            # Already the author's names (a Keras model returning a dict: its signature uses the
+            # keys): kept as they are, whatever order each side lists them in.
+            own
+            if sorted(output_names) == sorted(own)
+            else output_names
+            if len(output_names) == len(own)
+            else [None] * len(own)
         )
         ins = list(model.inputs)
         by_name = {t.name: t for t in ins}

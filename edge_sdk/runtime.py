@@ -474,7 +474,8 @@ class Model:
         if len(inputs) != 1:
             raise InferenceInputError(
                 f"the model takes {len(inputs)} inputs; pass a dict by name: "
-                f"{[t.name for t in inputs]}"
+                f"{[t.name for t in inputs]}",
+                hint="edge-sdk run: pass an .npz file with one array per input name",
             )
         return [(inputs[0], x)]
 
@@ -483,7 +484,7 @@ class Model:
             if len(self.signatures) > 1:
                 raise InferenceInputError(
                     f"this model has {len(self.signatures)} signatures "
-                    f"{[_quote(s) for s in self.signatures[:16]]}: pass signature=NAME (edge-sdk run "
+                    f"({', '.join(_quote(s) for s in self.signatures[:16])}): pass signature=NAME (edge-sdk run "
                     "--signature NAME)"
                 )
             return self._primary
@@ -492,7 +493,7 @@ class Model:
         if signature not in self.signatures:
             raise InferenceInputError(
                 f"no signature {_quote(str(signature))}; the model has "
-                f"{[_quote(s) for s in self.signatures[:16]] or 'none'}"
+                f"{', '.join(_quote(s) for s in self.signatures[:16]) or 'none'}"
             )
         with self._lock:
             self._check_open()
@@ -524,7 +525,8 @@ class Model:
         A batch of N samples gives outputs of N rows, also for a model fixed at one sample per
         run (``[1, 128, 128, 3]``), which is then run sample by sample: a dimension the model
         fixed is never resized. An empty batch (0 samples) gives empty outputs of the right
-        shape and dtype, without running the interpreter.
+        shape and dtype, without running the interpreter. Every input of a batch holds the same
+        number of samples (a runtime would otherwise broadcast one input over another's rows).
 
         Args:
             x: an array for a single-input model; a dict by input name (or a list in order) for
@@ -563,6 +565,14 @@ class Model:
                     + ", ".join(f"{_quote(s.name)}: {a.shape[0]}" for s, a in batched[:16])
                 )
             return self._empty(graph, feeds)
+        if len(sizes) > 1:
+            # Keras refuses this too ("data cardinality is ambiguous"); a runtime would broadcast
+            # or fold the shorter input into the other's samples and return numbers for neither.
+            raise InferenceInputError(
+                "every input needs the same number of samples; got "
+                + ", ".join(f"{_quote(s.name)}: {a.shape[0]}" for s, a in batched[:16]),
+                hint="for a model whose first dimension is not a batch, use model.interpreter",
+            )
         one_at_a_time = [s for s, a in batched if s.shape[0] == 1 and a.shape[0] != 1]
         n = next(iter(sizes)) if len(sizes) == 1 else None
         if one_at_a_time or (not graph.batchable and n is not None and n > 1):
@@ -758,6 +768,17 @@ def _cast(name: str, array: np.ndarray, dtype: np.dtype[Any], raw: bool) -> np.n
             f"input {name} expects {dtype}, got {array.dtype}"
             + (" (pass raw=False to feed floats to a quantized model)" if raw else "")
         )
+    if dtype.kind == "f" and array.size and not np.can_cast(array.dtype, dtype):
+        # A narrowing cast (float32 into a float16 input) turns large values into infinities,
+        # and the model into NaN outputs: refused, as integers out of range are.
+        finite = np.abs(array[np.isfinite(array)]) if array.dtype.kind == "f" else np.abs(array)
+        largest = float(finite.max()) if finite.size else 0.0
+        if largest > float(np.finfo(dtype).max):
+            raise InferenceInputError(
+                f"input {name} expects {dtype}, whose largest value is "
+                f"{float(np.finfo(dtype).max):g}; got values up to {largest:g}, which would "
+                "become infinite"
+            )
     if array.dtype.kind in "iu" and dtype.kind in "iu" and not np.can_cast(array.dtype, dtype):
         info = np.iinfo(dtype)
         if array.size and (int(array.min()) < info.min or int(array.max()) > info.max):

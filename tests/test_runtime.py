@@ -513,3 +513,101 @@ def test_cli_run_bad_inputs(
         *common,
     )
     assert missing_dir.code == 64 and "cannot write outputs" in missing_dir.err
+
+
+# -- found by an outside review with models of shapes outside the zoo -------------------------------
+
+
+def test_inputs_with_different_sample_counts_are_refused_not_broadcast() -> None:
+    """y = zulu + alpha, both (N, 4): a runtime broadcasts one alpha row over two zulu rows and
+    returns numbers for neither; Keras refuses. So does predict, whichever way the inputs come."""
+    from .tflite_builder import Op, OpCode, Spec, Tensor, build
+
+    spec = Spec(
+        opcodes=[OpCode(0)],  # ADD
+        tensors=[
+            Tensor("zulu", (1, 4), shape_signature=(-1, 4)),
+            Tensor("alpha", (1, 4), shape_signature=(-1, 4)),
+            Tensor("y", (1, 4), shape_signature=(-1, 4)),
+        ],
+        ops=[Op(0, (0, 1), (2,))],
+        inputs=(0, 1),
+        outputs=(2,),
+    )
+    a = np.arange(8, dtype=np.float32).reshape(2, 4)
+    b = np.ones((1, 4), np.float32)
+    with Model(build(spec)) as model:
+        for given in ([a, b], {"zulu": a, "alpha": b}, [b, a]):
+            with pytest.raises(InferenceInputError, match="same number of samples"):
+                model.predict(given)
+        np.testing.assert_array_equal(model.predict([a, a + 1]), 2 * a + 1)  # still usable
+
+
+def test_a_narrowing_float_cast_that_overflows_is_refused() -> None:
+    """float32 1e6 into a float16 input would become inf and every output NaN."""
+    from edge_sdk.runtime import _cast
+
+    with pytest.raises(InferenceInputError, match="largest value is 65504"):
+        _cast("'x'", np.array([[1.0, 1e6]], np.float32), np.dtype(np.float16), False)
+    with pytest.raises(InferenceInputError, match="largest value is 65504"):
+        _cast("'x'", np.array([[70000]], np.int32), np.dtype(np.float16), False)
+    fine = _cast("'x'", np.array([[1.5, -6e4, np.nan]], np.float32), np.dtype(np.float16), False)
+    assert fine.dtype == np.float16 and fine[0, 1] == np.float16(-6e4)
+
+
+def test_a_keras_model_returning_a_dict_is_packaged_under_its_keys(
+    keyset: KeySet, state: Path, tmp_path: Path
+) -> None:
+    """Outputs by key, as the model returns them (not the layers' names), each matching Keras."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    x = keras.Input((12,), name="sensor")
+    h = keras.layers.Dense(8, activation="relu", name="hidden")(x)
+    model = keras.Model(x, {
+        "zeta_score": keras.layers.Dense(1, name="reg_layer")(h),
+        "alpha_probs": keras.layers.Dense(3, activation="softmax", name="probs_layer")(h),
+    })  # fmt: skip
+    source = tmp_path / "dict.keras"
+    model.save(source)
+    out = tmp_path / "dict.edgepkg"
+    package_model(source, out, load_profile("x86_64"),
+                  PackageOptions(name="dict", version=1, quantize="none"),
+                  [keyset.signer], [keyset.device.public])  # fmt: skip
+    sample = np.random.default_rng(0).standard_normal((3, 12)).astype(np.float32)
+    expected = model(sample, training=False)
+    with _load(out, keyset, state) as loaded:
+        got = loaded.predict(sample)
+        assert sorted(got) == ["alpha_probs", "zeta_score"]
+        for key in got:
+            np.testing.assert_allclose(got[key], np.asarray(expected[key]), atol=1e-5)
+
+
+def test_the_flex_refusal_names_ops_not_dtypes() -> None:
+    from edge_sdk.convert import _flex_error
+
+    text = ("'tf.BitwiseAnd' op is neither a custom op nor a flex op; tf.entry_function "
+            "tf.float32 tf.int32 tf.resource; Select TF ops")  # fmt: skip
+    message = _flex_error("float32", text, None).message
+    assert "(tf.BitwiseAnd)" in message
+    assert "tf.float32" not in message and "tf.resource" not in message
+
+
+def test_a_failed_conversion_points_at_odd_tensor_names() -> None:
+    from types import SimpleNamespace
+
+    from edge_sdk.convert import _convert
+    from edge_sdk.errors import ConversionError
+
+    class Broken:
+        def convert(self) -> bytes:
+            raise TypeError("'NoneType' object is not callable")
+
+    source: Any = SimpleNamespace(input_names=("in put:0", "ok"), output_names=("y",))
+    with pytest.raises(ConversionError) as caught:
+        _convert(Broken(), "float32", source)
+    assert "'NoneType' object is not callable" in caught.value.message
+    assert caught.value.hint is not None and "in put:0" in caught.value.hint
+    with pytest.raises(ConversionError) as plain:
+        _convert(Broken(), "float32", SimpleNamespace(input_names=("ok",), output_names=("y",)))
+    assert plain.value.hint is None
