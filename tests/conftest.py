@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 from collections.abc import Callable
@@ -81,45 +80,6 @@ def make_bundle_bytes(
         **kwargs,
     )
     return bundle_to_bytes(bundle)
-
-
-# -- taking a bundle apart and putting it back together, for tamper tests ---------------------------
-
-
-@dataclass
-class Parts:
-    version: int
-    flags: int
-    manifest: bytes
-    envelope: dict[str, Any]
-    payload: bytes
-    envelope_raw: bytes | None = None  # set to store envelope bytes verbatim
-
-    def join(self) -> bytes:
-        env = (
-            self.envelope_raw
-            or json.dumps(self.envelope, separators=(",", ":"), sort_keys=True).encode()
-        )
-        return (
-            b"EDGEPKG\n"
-            + struct.pack(">HHI", self.version, self.flags, len(self.manifest))
-            + self.manifest
-            + struct.pack(">I", len(env))
-            + env
-            + struct.pack(">Q", len(self.payload))
-            + self.payload
-        )
-
-
-def split_bundle(raw: bytes) -> Parts:
-    version, flags, m_len = struct.unpack(">HHI", raw[8:16])
-    manifest = raw[16 : 16 + m_len]
-    at = 16 + m_len
-    (e_len,) = struct.unpack(">I", raw[at : at + 4])
-    envelope = json.loads(raw[at + 4 : at + 4 + e_len])
-    at += 4 + e_len
-    payload = raw[at + 8 :]
-    return Parts(version, flags, manifest, envelope, payload)
 
 
 # -- the CLI ----------------------------------------------------------------------------------------

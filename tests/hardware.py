@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .sshd import free_port
+from .sshd import free_port, stop_process
 
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 USER_PIN = "4711-edge-test-pin"  # distinctive, so a test can search output for it
@@ -191,13 +191,7 @@ class SwTpm:
         )  # fmt: skip
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
 
     def __enter__(self) -> SwTpm:
         return self

@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 SSHD = "/usr/sbin/sshd"
 
@@ -36,6 +37,17 @@ def sshd_available() -> str | None:
     if shutil.which("ssh-keygen") is None:
         return "ssh-keygen not found (apt-get install -y openssh-client)"
     return None
+
+
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """Terminate a server the tests started; kill it if it lingers."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
 
 
 def free_port() -> int:
@@ -186,13 +198,7 @@ class SshServer:
 
     def stop(self) -> None:
         """Terminate sshd (and, with it, its listener; running sessions end with it)."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
 
     def __enter__(self) -> SshServer:
         return self

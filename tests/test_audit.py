@@ -15,7 +15,8 @@ from edge_sdk.audit import audit_paths, find_bundles, summarize
 from edge_sdk.bundle import read_bundle
 from edge_sdk.keys import TrustStore
 
-from .conftest import KeySet, make_bundle_bytes, split_bundle
+from .bundle_parts import split_bundle
+from .conftest import KeySet, make_bundle_bytes
 
 
 def _tree(root: Path, keyset: KeySet) -> dict[str, Path]:

@@ -21,7 +21,8 @@ from edge_sdk.errors import MAX_MESSAGE_CHARS, AuditLogError, EdgeSDKError
 from edge_sdk.packaging import PackageOptions, package_model
 from edge_sdk.profiles import load_profile
 
-from .conftest import REPO, CliResult, KeySet, split_bundle
+from .bundle_parts import split_bundle
+from .conftest import REPO, CliResult, KeySet
 
 MODEL = REPO / "tests" / "vectors" / "model.tflite"
 

@@ -26,7 +26,8 @@ from edge_sdk.keys import PublicKey, generate_key
 from edge_sdk.signing import PAYLOAD_TYPE, pae
 from edge_sdk.verify import decrypt_model, open_bundle, verify_bundle
 
-from .conftest import KeySet, make_bundle_bytes, split_bundle
+from .bundle_parts import split_bundle
+from .conftest import KeySet, make_bundle_bytes
 
 MODEL = os.urandom(20_000)
 

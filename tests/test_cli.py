@@ -212,7 +212,7 @@ def test_control_characters_from_a_bundle_never_reach_the_terminal(
 ) -> None:
     import json as _json
 
-    from .conftest import split_bundle
+    from .bundle_parts import split_bundle
 
     parts = split_bundle(make_bundle_bytes(keyset))
     manifest = _json.loads(parts.manifest)

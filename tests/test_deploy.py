@@ -1179,7 +1179,7 @@ def _sparse_hostile(raw: bytes, path: Path, payload: int) -> None:
     import json as _json
     import struct
 
-    from .conftest import split_bundle
+    from .bundle_parts import split_bundle
 
     parts = split_bundle(raw)
     manifest = _json.loads(parts.manifest)

@@ -26,7 +26,8 @@ from edge_sdk.signing import SignatureEntry
 from edge_sdk.strict_json import value_bound
 from edge_sdk.verify import open_bundle
 
-from .conftest import KeySet, make_bundle_bytes, split_bundle
+from .bundle_parts import split_bundle
+from .conftest import KeySet, make_bundle_bytes
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,8 @@ from edge_sdk.sealing import seal_bundle
 from edge_sdk.signing import sign_manifest
 from edge_sdk.verify import open_bundle
 
-from .conftest import KeySet, make_bundle_bytes, split_bundle
+from .bundle_parts import split_bundle
+from .conftest import KeySet, make_bundle_bytes
 
 SIGNER = generate_key("signing")
 DEVICE = generate_key("device")

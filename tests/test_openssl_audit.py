@@ -26,7 +26,8 @@ from edge_sdk.errors import BundleFormatError, SignatureError
 from edge_sdk.keys import PrivateKey, PublicKey, generate_key
 from edge_sdk.verify import open_bundle
 
-from .conftest import REPO, KeySet, make_bundle_bytes, split_bundle
+from .bundle_parts import split_bundle
+from .conftest import REPO, KeySet, make_bundle_bytes
 
 SCRIPT = re.search(
     r"<!-- openssl-verify:begin -->\n```bash\n(.*?)```\n<!-- openssl-verify:end -->",

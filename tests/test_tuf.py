@@ -53,7 +53,8 @@ from edge_sdk.watch import ModelWatcher
 from tools.bench_tuf import run_fleet
 from tools.tuf_server import RepoServer
 
-from .conftest import REPO, split_bundle
+from .bundle_parts import split_bundle
+from .conftest import REPO
 from .tflite_builder import Buffer, Op, OpCode, Spec, Tensor, build
 
 QUICK = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02)

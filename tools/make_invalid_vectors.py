@@ -41,6 +41,7 @@ from edge_sdk.manifest import Target  # noqa: E402
 from edge_sdk.sealing import seal_bundle  # noqa: E402
 from edge_sdk.signing import PAYLOAD_TYPE, pae, sign_manifest  # noqa: E402
 from edge_sdk.strict_json import canonical_bytes  # noqa: E402
+from tests.bundle_parts import Parts  # noqa: E402
 
 VECTORS = REPO / "tests" / "vectors"
 OUT = VECTORS / "invalid"
@@ -55,43 +56,6 @@ def _key(name: str) -> PrivateKey:
     path = KEYS / f"{name}.key"
     path.chmod(0o600)  # git keeps no file modes; these are public test keys
     return load_private_key(path)
-
-
-@dataclass
-class Parts:
-    """A bundle taken apart; ``join`` writes the envelope canonically unless ``envelope_raw``."""
-
-    version: int
-    flags: int
-    manifest: bytes
-    envelope: dict[str, Any]
-    payload: bytes
-    envelope_raw: bytes | None = None
-
-    @classmethod
-    def of(cls, raw: bytes) -> Parts:
-        version, flags, m_len = struct.unpack(">HHI", raw[8:16])
-        at = 16 + m_len
-        (e_len,) = struct.unpack(">I", raw[at : at + 4])
-        envelope = json.loads(raw[at + 4 : at + 4 + e_len])
-        return cls(version, flags, raw[16:at], envelope, raw[at + 4 + e_len + 8 :])
-
-    def envelope_bytes(self) -> bytes:
-        if self.envelope_raw is not None:
-            return self.envelope_raw
-        return json.dumps(self.envelope, sort_keys=True, separators=(",", ":")).encode()
-
-    def join(self) -> bytes:
-        env = self.envelope_bytes()
-        return (
-            b"EDGEPKG\n"
-            + struct.pack(">HHI", self.version, self.flags, len(self.manifest))
-            + self.manifest
-            + struct.pack(">I", len(env))
-            + env
-            + struct.pack(">Q", len(self.payload))
-            + self.payload
-        )
 
 
 @dataclass
