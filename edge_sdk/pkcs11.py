@@ -276,7 +276,7 @@ class Pkcs11Key:
         pkcs11 = _import_pkcs11()
         pin_from = self._uri.pin.describe()
         with _LOCK:
-            try:
+            with self._typed(pkcs11, doing, pin_from):
                 lib = _library(self._module)
                 _slot, token = self._find_token(lib)
                 pin: Secret | None = self._uri.pin.read() if login else None
@@ -288,26 +288,26 @@ class Pkcs11Key:
                     )
                 session = token.open(rw=rw, user_pin=pin.reveal() if pin is not None else None)
                 del pin
-            except (TokenRemovedError, TokenNotFoundError):
-                self._reset()
-                raise
-            except EdgeSDKError:
-                raise
-            except pkcs11.PKCS11Error as exc:
-                raise self._failed(exc, doing, pin_from) from None
             try:
-                self.token_label = token.label.rstrip()
-                yield session
-            except (TokenRemovedError, TokenNotFoundError):
-                self._reset()
-                raise
-            except EdgeSDKError:
-                raise
-            except pkcs11.PKCS11Error as exc:
-                raise self._failed(exc, doing, pin_from) from None
+                with self._typed(pkcs11, doing, pin_from):
+                    self.token_label = token.label.rstrip()
+                    yield session
             finally:
                 with contextlib.suppress(pkcs11.PKCS11Error):
                     session.close()
+
+    @contextlib.contextmanager
+    def _typed(self, pkcs11: Any, doing: str, pin_from: str) -> Iterator[None]:
+        """Token errors as typed errors; a token that went away is looked up afresh next time."""
+        try:
+            yield
+        except (TokenRemovedError, TokenNotFoundError):
+            self._reset()
+            raise
+        except EdgeSDKError:
+            raise
+        except pkcs11.PKCS11Error as exc:
+            raise self._failed(exc, doing, pin_from) from None
 
     def _failed(self, exc: Exception, doing: str, pin_from: str) -> EdgeSDKError:
         error = _translate(exc, doing, self._opened, pin_from)
