@@ -77,15 +77,9 @@ def multi_io() -> Path:
     if path.exists():
         return path
     _tf()
-    import keras
+    from tools import model_zoo
 
-    keras.utils.set_random_seed(1)
-    a = keras.Input((6,), name="sensor_a")
-    b = keras.Input((4,), name="sensor_b")
-    h = keras.layers.Dense(16, activation="relu")(keras.layers.Concatenate()([a, b]))
-    cls = keras.layers.Dense(3, activation="softmax", name="label")(h)
-    reg = keras.layers.Dense(1, name="score")(h)
-    model = keras.Model([a, b], [cls, reg])
+    model = model_zoo.multi_io()  # the zoo's multi-I/O model, saved for the bundle tests
     tmp = path.with_suffix(".tmp.keras")
     model.save(tmp)
     os.replace(tmp, path)

@@ -16,20 +16,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tools.bench import best_of
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def best(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -83,17 +76,17 @@ def main() -> None:
                 pass
 
         with prepare_sources(model, options, [signer]) as sources:
-            attest_s = best(lambda: sources.attest(result.bundle.manifest), 20)
-        verify_s = best(prepare_only, 5)
-        hash_s = best(prepare_unsigned, 5)
+            attest_s = best_of(lambda: sources.attest(result.bundle.manifest), 20)
+        verify_s = best_of(prepare_only, 5)
+        hash_s = best_of(prepare_unsigned, 5)
         print()
         print(f"model {model.stat().st_size:,} B, evaluation data {evaluation.stat().st_size:,} B")
         print("| step | ms | share of one `package` run |")
         print("|---|---:|---:|")
         print(f"| whole `package` (convert, gate, seal) | {package_s * 1000:.0f} | 100% |")
         python = [sys.executable, "-c"]
-        bare = best(lambda: subprocess.run([*python, "pass"], check=True), 3)
-        loaded = best(lambda: subprocess.run([*python, "import model_signing"], check=True), 3)
+        bare = best_of(lambda: subprocess.run([*python, "pass"], check=True), 3)
+        loaded = best_of(lambda: subprocess.run([*python, "import model_signing"], check=True), 3)
         importing = loaded - bare
         print(f"| importing model-signing (once per run) | {importing * 1000:.0f} | "
               f"{importing / package_s:.1%} |")  # fmt: skip
@@ -110,8 +103,8 @@ def main() -> None:
         for i in range(200):
             shutil.copyfile(result.path, fleet / f"{i}.edgepkg")
         trust = TrustStore.from_keys([signer.public])
-        plain = best(lambda: audit_paths([fleet], trust), 3)
-        with_provenance = best(
+        plain = best_of(lambda: audit_paths([fleet], trust), 3)
+        with_provenance = best_of(
             lambda: audit_paths([fleet], trust, provenance=ProvenancePolicy()), 3
         )
         print()
