@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import edge_sdk
+from edge_sdk.device.runtime import Model
 from edge_sdk.errors import (
     AccuracyGateError,
     BackendError,
@@ -28,10 +29,9 @@ from edge_sdk.errors import (
     ModelInputError,
     UsageError,
 )
-from edge_sdk.packaging import PackageOptions, package_model
+from edge_sdk.format.verify import open_bundle
+from edge_sdk.host.packaging import PackageOptions, package_model
 from edge_sdk.profiles import load_profile
-from edge_sdk.runtime import Model
-from edge_sdk.verify import open_bundle
 from tools import model_zoo
 
 from . import models
@@ -265,7 +265,7 @@ def test_token_ids_through_parity_calibration_and_gate(tmp_path: Path, keyset: K
 
 def test_mixed_dtypes_inputs(zoo: dict[str, Path], keyset: KeySet, tmp_path: Path) -> None:
     """uint8 pixels, int32 ids and a bool flag: each fed and checked in its own dtype."""
-    from edge_sdk.bundle import read_bundle
+    from edge_sdk.format.bundle import read_bundle
 
     parity = read_bundle(zoo["mixed-dtypes"]).manifest.reports["conversion"]["parity"]
     assert "pixels: uint8 uniform in [0, 256)" in parity["inputs"]
@@ -454,7 +454,7 @@ def test_parity_failure_on_synthetic_inputs_says_so(keyset: KeySet) -> None:
     import keras
     import tensorflow as tf
 
-    from edge_sdk import convert
+    from edge_sdk.host import convert
 
     source = convert.load_source_model(models.digits_cnn())
     broken = keras.models.clone_model(keras.saving.load_model(models.digits_cnn()))
@@ -622,7 +622,7 @@ assert not bad, bad
 def test_quantized_input_refuses_integers_without_raw(keyset: KeySet, tmp_path: Path) -> None:
     """A uint8/int8 quantized input given integers: are they pixels or quantized values? The
     runtime refuses to guess (it used to quantize pixel values as if real)."""
-    from edge_sdk.convert import _convert, _converter, keras_source, load_dataset
+    from edge_sdk.host.convert import _convert, _converter, keras_source, load_dataset
 
     calib = load_dataset(
         models.digits_npz(tmp_path, split="train", with_labels=False), ["image"], [(None, 8, 8, 1)]

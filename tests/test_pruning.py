@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_sdk.bundle import read_bundle
-from edge_sdk.compat import read_tflite
-from edge_sdk.convert import Dataset, _convert, accuracy_gate
 from edge_sdk.errors import AccuracyGateError, DataError, ModelInputError, UsageError
-from edge_sdk.manifest import Target
-from edge_sdk.pruning import (
+from edge_sdk.format.bundle import read_bundle
+from edge_sdk.format.compat import read_tflite
+from edge_sdk.format.manifest import Target
+from edge_sdk.format.verify import open_bundle
+from edge_sdk.host.convert import Dataset, _convert, accuracy_gate
+from edge_sdk.host.pruning import (
     AUTO,
     PruneOptions,
     auto_prune,
@@ -31,8 +32,7 @@ from edge_sdk.pruning import (
     sparsity_gate,
     weight_sparsity,
 )
-from edge_sdk.sealing import seal_bundle
-from edge_sdk.verify import open_bundle
+from edge_sdk.host.sealing import seal_bundle
 
 from . import models
 from .conftest import KeySet
@@ -285,7 +285,7 @@ def test_zeros_survive_conversion_dense_and_sparse_encoded(
 ) -> None:
     import tensorflow as tf
 
-    from edge_sdk.convert import run_tflite
+    from edge_sdk.host.convert import run_tflite
 
     pruned, _ = prune_model(digits, 0.8)
     x = data["eval"].inputs["image"]
@@ -319,11 +319,11 @@ def test_sparse_encoded_int8_is_refused_by_litert_default_delegate(
     digits: Any, data: dict[str, Dataset]
 ) -> None:
     """Why packaging does not use EXPERIMENTAL_SPARSITY: if this test starts failing, LiteRT's
-    XNNPACK learned sparse int8 weights and the note in edge_sdk/pruning.py should be revisited."""
+    XNNPACK learned sparse int8 weights and the note in edge_sdk/host/pruning.py should be revisited."""
     import tensorflow as tf
 
-    from edge_sdk.convert import _converter, run_tflite
     from edge_sdk.errors import BackendError
+    from edge_sdk.host.convert import _converter, run_tflite
 
     pruned, _ = prune_model(digits, 0.8)
     converter = _converter(keras_source(pruned), "int8", "float32", data["calib"], True)
@@ -343,7 +343,7 @@ def test_sparse_encoded_int8_is_refused_by_litert_default_delegate(
 def test_prune_for_conversion_feeds_a_sealed_bundle(
     tmp_path: Path, digits: Any, data: dict[str, Dataset], keyset: KeySet
 ) -> None:
-    from edge_sdk.convert import run_tflite
+    from edge_sdk.host.convert import run_tflite
 
     train = models.digits_npz(tmp_path, split="train")
     steps: list[str] = []
@@ -384,7 +384,7 @@ def test_prune_for_conversion_feeds_a_sealed_bundle(
         compression_level=10,
     )
     path = tmp_path / "pruned.edgepkg"
-    from edge_sdk.bundle import save_bundle
+    from edge_sdk.format.bundle import save_bundle
 
     save_bundle(bundle, path)
     manifest = read_bundle(path).manifest

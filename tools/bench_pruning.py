@@ -11,7 +11,7 @@ Models, both trained here on scikit-learn's digits (nothing is downloaded):
   moving statistics settle within the few hundred steps this gets).
 
 Every variant is converted the way ``edge-sdk package`` converts (``convert._converter``), pruned
-with :func:`edge_sdk.pruning.prune_for_conversion` (``--prune auto`` with ``--train``: the highest
+with :func:`edge_sdk.host.pruning.prune_for_conversion` (``--prune auto`` with ``--train``: the highest
 sparsity whose int8 model stays within the default budget of 1 accuracy point against the
 *unpruned* float model on the held-out digits), sealed with ``seal_bundle`` for one device key
 and written with ``save_bundle``. Load time is ``edge_sdk.load`` on the bundle file (verify,
@@ -85,17 +85,17 @@ def mobilenet_case(epochs: int = 8) -> Case:
 
 
 def accuracy(model_bytes: bytes, case: Case) -> float:
-    from edge_sdk.convert import run_tflite
+    from edge_sdk.host.convert import run_tflite
 
     out = next(iter(run_tflite(model_bytes, {"input": case.x_test}).values()))
     return float(np.mean(np.argmax(out, axis=1) == case.y_test)) * 100
 
 
 def seal(model_bytes: bytes, path: Path, compression: str, keys: dict[str, Any]) -> int:
-    from edge_sdk.bundle import save_bundle
-    from edge_sdk.manifest import Target
-    from edge_sdk.packaging import io_specs
-    from edge_sdk.sealing import seal_bundle
+    from edge_sdk.format.bundle import save_bundle
+    from edge_sdk.format.manifest import Target
+    from edge_sdk.host.packaging import io_specs
+    from edge_sdk.host.sealing import seal_bundle
 
     inputs, outputs = io_specs(model_bytes)
     bundle = seal_bundle(
@@ -157,15 +157,15 @@ def latency_ms(path: Path, keys: dict[str, Any], state: Path, x: np.ndarray) -> 
 
 
 def decompress_ms(model_bytes: bytes, repeat: int) -> float:
-    from edge_sdk.compression import compress, decompress
+    from edge_sdk.format.compression import compress, decompress
 
     packed = compress(model_bytes, "zstd", LEVEL)
     return best_of(lambda: decompress(packed, "zstd", len(model_bytes)), repeat) * 1000
 
 
 def run_case(case: Case, tmp: Path, keys: dict[str, Any], progress: Callable[[str], None]) -> Any:
-    from edge_sdk.convert import Dataset, _convert
-    from edge_sdk.pruning import (
+    from edge_sdk.host.convert import Dataset, _convert
+    from edge_sdk.host.pruning import (
         PruneOptions,
         keras_source,
         prune_for_conversion,
@@ -252,11 +252,11 @@ def sparse_encoding_rows(case: Case, pruned: Any, calib: Any) -> list[list[str]]
     """The converter's EXPERIMENTAL_SPARSITY encoding vs dense zeros, on the same pruned model."""
     import tensorflow as tf
 
-    from edge_sdk.compat import read_tflite
-    from edge_sdk.compression import compress
-    from edge_sdk.convert import _convert, _converter, native_output_captured
     from edge_sdk.errors import BackendError
-    from edge_sdk.pruning import keras_source
+    from edge_sdk.format.compat import read_tflite
+    from edge_sdk.format.compression import compress
+    from edge_sdk.host.convert import _convert, _converter, native_output_captured
+    from edge_sdk.host.pruning import keras_source
 
     source = keras_source(pruned.model)
     rows = []
@@ -318,7 +318,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the digits CNN only")
     args = parser.parse_args()
-    from edge_sdk.keys import TrustStore, generate_key
+    from edge_sdk.keys.key_files import TrustStore, generate_key
 
     signer, device = generate_key("signing"), generate_key("device")
     keys = {"signer": signer, "device": device, "trust": TrustStore.from_keys([signer.public])}

@@ -55,10 +55,10 @@ def _bundles(tmp: Path) -> dict[str, tuple[Path, Path, int]]:
     """MobileNetV2 bundles (f32, int8) and the plain .tflite next to each, with keys on disk."""
     import keras
 
-    from edge_sdk.keys import generate_key, save_keypair
-    from edge_sdk.packaging import PackageOptions, package_model
+    from edge_sdk.format.verify import open_bundle
+    from edge_sdk.host.packaging import PackageOptions, package_model
+    from edge_sdk.keys.key_files import generate_key, save_keypair
     from edge_sdk.profiles import load_profile
-    from edge_sdk.verify import open_bundle
 
     keras.utils.set_random_seed(0)
     model_path = tmp / "mobilenetv2.keras"
@@ -86,7 +86,7 @@ def _bundles(tmp: Path) -> dict[str, tuple[Path, Path, int]]:
 
 
 def _trust(tmp: Path) -> object:
-    from edge_sdk.keys import TrustStore
+    from edge_sdk.keys.key_files import TrustStore
 
     return TrustStore.load([tmp / "signer.pub"])
 
@@ -110,8 +110,8 @@ def _median_ms(fn: object, runs: int) -> float:
 
 def runtime_suite() -> None:
     import edge_sdk
-    from edge_sdk.convert import native_output_captured
-    from edge_sdk.runtime import ModelPool
+    from edge_sdk.device.runtime import ModelPool
+    from edge_sdk.host.convert import native_output_captured
 
     rows: list[list[str]] = []
     with tempfile.TemporaryDirectory() as tmp_dir, native_output_captured():

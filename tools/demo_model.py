@@ -29,7 +29,7 @@ def digits_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 def train_digits_cnn(epochs: int = 12) -> Any:
     """A two-conv CNN, ~97% accurate on the held-out digits."""
-    from edge_sdk.convert import import_tensorflow
+    from edge_sdk.host.convert import import_tensorflow
 
     import_tensorflow()  # imported the quiet way: no CUDA probing chatter on CPU-only hosts
     import keras
@@ -57,7 +57,7 @@ def write_demo(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     import logging
 
-    from edge_sdk.convert import native_output_captured
+    from edge_sdk.host.convert import native_output_captured
 
     x_train, _, x_test, y_test = digits_data()
     # Saving as legacy .h5 on purpose (what most users have): Keras's warning about it, and the
