@@ -18,7 +18,7 @@ from hypothesis import settings
 from edge_sdk.format.bundle import bundle_to_bytes
 from edge_sdk.format.manifest import Target
 from edge_sdk.host.sealing import seal_bundle
-from edge_sdk.keys.key_files import PrivateKey, TrustStore, generate_key, save_keypair
+from edge_sdk.keys import PrivateKey, TrustStore, generate_key, save_keypair
 
 REPO = Path(__file__).resolve().parent.parent
 

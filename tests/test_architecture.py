@@ -144,7 +144,9 @@ def test_every_folder_is_a_part() -> None:
     assert folders == set(MAY_USE) - {"base", "api"}, "a new folder needs a row in MAY_USE"
     for folder in folders:
         doc = ast.get_docstring(ast.parse((REPO / "edge_sdk" / folder / "__init__.py").read_text()))
-        assert doc and "May import" in doc, f"edge_sdk/{folder}/__init__.py must say what it may import"
+        assert doc and "May import" in doc, (
+            f"edge_sdk/{folder}/__init__.py must say what it may import"
+        )
 
 
 def test_the_arrows_point_one_way() -> None:
@@ -184,10 +186,13 @@ def test_the_checks_can_fail() -> None:
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert private_imports({"edge_sdk.keys.tpm": {("edge_sdk.files", "_write")}})
     assert private_imports({"edge_sdk.agent": {("edge_sdk", "__version__")}}) == []
-    assert part_of("edge_sdk.fleet.transports.ssh") == "fleet" and part_of("edge_sdk.files") == "base"
+    assert (
+        part_of("edge_sdk.fleet.transports.ssh") == "fleet" and part_of("edge_sdk.files") == "base"
+    )
     assert part_of("edge_sdk") == "api" and part_of("edge_sdk.__main__") == "cli"
     # And the real graph is read: the watcher's lazy import of the runtime is an edge.
     graph, _ = _graph()
-    assert "edge_sdk.device.runtime" in graph["edge_sdk.device.watch"] or "edge_sdk" in graph[
-        "edge_sdk.device.watch"
-    ]
+    assert (
+        "edge_sdk.device.runtime" in graph["edge_sdk.device.watch"]
+        or "edge_sdk" in graph["edge_sdk.device.watch"]
+    )

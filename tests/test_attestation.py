@@ -32,7 +32,7 @@ from edge_sdk.format.strict_json import canonical_bytes
 from edge_sdk.format.verify import open_bundle
 from edge_sdk.host.provenance import path_sha256
 from edge_sdk.host.sealing import seal_bundle
-from edge_sdk.keys.key_files import PrivateKey
+from edge_sdk.keys import PrivateKey
 
 from .conftest import REPO, KeySet
 from .provenance_kit import VECTOR_MODEL, in_toto_keys, in_toto_verify, package_tflite
@@ -360,7 +360,7 @@ def test_device_and_cli_paths_import_no_provenance_tooling(packaged: dict[str, P
     code = (
         "import sys\n"
         "from edge_sdk.format.verify import open_bundle\n"
-        "from edge_sdk.keys.key_files import TrustStore, load_public_key\n"
+        "from edge_sdk.keys import TrustStore, load_public_key\n"
         "from edge_sdk.cli import main\n"
         f"try:\n    main(['inspect', {str(packaged['signer'])!r}])\nexcept SystemExit:\n    pass\n"
         "heavy = [m for m in sys.modules if m.split('.')[0] in "

@@ -13,7 +13,7 @@ import pytest
 
 from edge_sdk.fleet.audit import audit_paths, find_bundles, summarize
 from edge_sdk.format.bundle import read_bundle
-from edge_sdk.keys.key_files import TrustStore
+from edge_sdk.keys import TrustStore
 
 from .bundle_parts import split_bundle
 from .conftest import KeySet, make_bundle_bytes

@@ -24,7 +24,7 @@ from edge_sdk.format.bundle import Limits, read_bundle
 from edge_sdk.format.encryption import TAG_SIZE, decrypt_payload, unwrap_content_key
 from edge_sdk.format.signing import PAYLOAD_TYPE, pae
 from edge_sdk.format.verify import decrypt_model, open_bundle, verify_bundle
-from edge_sdk.keys.key_files import PublicKey, generate_key
+from edge_sdk.keys import PublicKey, generate_key
 
 from .bundle_parts import split_bundle
 from .conftest import KeySet, make_bundle_bytes

@@ -20,7 +20,7 @@ import pytest
 from edge_sdk.errors import EdgeSDKError
 from edge_sdk.format.manifest import parse_time
 from edge_sdk.format.verify import open_bundle
-from edge_sdk.keys.key_files import PrivateKey, TrustStore, load_private_key, load_public_key
+from edge_sdk.keys import PrivateKey, TrustStore, load_private_key, load_public_key
 
 VECTORS = Path(__file__).parent / "vectors"
 INVALID = VECTORS / "invalid"

@@ -49,7 +49,7 @@ from edge_sdk.format.bundle import read_bundle, save_bundle
 from edge_sdk.format.manifest import Target
 from edge_sdk.format.verify import verify_bundle
 from edge_sdk.host.sealing import seal_bundle
-from edge_sdk.keys.key_files import PrivateKey, TrustStore, generate_key, save_keypair
+from edge_sdk.keys import PrivateKey, TrustStore, generate_key, save_keypair
 
 from .sshd import DropProxy, KeyPair, SshServer, free_port, make_keypair, sshd_available
 
@@ -430,7 +430,7 @@ def test_ssh_verify_remote_runs_a_real_verifier_on_the_board(
         "import sys\n"
         "from edge_sdk.format.bundle import read_bundle\n"
         "from edge_sdk.errors import EdgeSDKError\n"
-        "from edge_sdk.keys.key_files import TrustStore\n"
+        "from edge_sdk.keys import TrustStore\n"
         "from edge_sdk.format.verify import verify_bundle\n"
         "assert '.partial-' in sys.argv[1], sys.argv[1]\n"
         "try:\n"

@@ -17,7 +17,7 @@ from edge_sdk.format.bundle import bundle_to_bytes, read_bundle
 from edge_sdk.format.manifest import Target
 from edge_sdk.format.verify import open_bundle
 from edge_sdk.host.sealing import seal_bundle
-from edge_sdk.keys.key_files import TrustStore, generate_key
+from edge_sdk.keys import TrustStore, generate_key
 
 MODEL = os.urandom(9000)
 SIGNER = generate_key("signing", "ed25519")

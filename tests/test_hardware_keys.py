@@ -39,7 +39,7 @@ from edge_sdk.format.encryption import unwrap_content_key, wrap_content_key
 from edge_sdk.format.manifest import Target
 from edge_sdk.format.signing import PAYLOAD_TYPE, pae
 from edge_sdk.host.sealing import seal_bundle
-from edge_sdk.keys.key_files import (
+from edge_sdk.keys import (
     PrivateKey,
     PublicKey,
     TrustStore,
@@ -550,14 +550,14 @@ def test_file_keys_never_import_the_token_libraries(tmp_path: Path) -> None:
 
     signer, device = generate_key("signing"), generate_key("device", "p256")
     (tmp_path / "b.edgepkg").write_bytes(_seal(signer, [device.public]))
-    from edge_sdk.keys.key_files import save_keypair
+    from edge_sdk.keys import save_keypair
 
     save_keypair(device, tmp_path / "device")
     (tmp_path / "s.pub").write_bytes(signer.public.to_pem())
     bundle, device_key, pub = (str(tmp_path / n) for n in ("b.edgepkg", "device.key", "s.pub"))
     code = (
         "import sys, edge_sdk\n"
-        "from edge_sdk.keys.key_files import TrustStore, load_private_key, load_public_key\n"
+        "from edge_sdk.keys import TrustStore, load_private_key, load_public_key\n"
         "from edge_sdk.format.bundle import read_bundle\n"
         "from edge_sdk.format.verify import decrypt_model\n"
         f"key = load_private_key({device_key!r}, kind='device')\n"

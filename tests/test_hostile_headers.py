@@ -29,7 +29,7 @@ from edge_sdk.format.manifest import Target
 from edge_sdk.format.signing import sign_manifest
 from edge_sdk.format.verify import open_bundle
 from edge_sdk.host.sealing import seal_bundle
-from edge_sdk.keys.key_files import TrustStore, generate_key
+from edge_sdk.keys import TrustStore, generate_key
 
 from .bundle_parts import split_bundle
 from .conftest import KeySet, make_bundle_bytes

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from edge_sdk.format import hpke_delegated as hd
-from edge_sdk.keys.key_files import PrivateKey, generate_key, load_private_key
+from edge_sdk.keys import PrivateKey, generate_key, load_private_key
 
 RFC9180_BASE = [
     {

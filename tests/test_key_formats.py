@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from edge_sdk.errors import KeyFileError
-from edge_sdk.keys.key_files import (
+from edge_sdk.keys import (
     PrivateKey,
     PublicKey,
     generate_key,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge_sdk.errors import KeyFileError, TrustStoreError
-from edge_sdk.keys.key_files import (
+from edge_sdk.keys import (
     DEVICE_ALGS,
     SIGNING_ALGS,
     TrustStore,

@@ -78,7 +78,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def bundle(work: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """`edge-sdk package` of the signed model, through the CLI, once for the module."""
     from edge_sdk.cli import main
-    from edge_sdk.keys.key_files import generate_key, save_keypair
+    from edge_sdk.keys import generate_key, save_keypair
 
     tmp = tmp_path_factory.mktemp("bundle")
     publisher = generate_key("signing", "ecdsa-p256")
@@ -338,7 +338,7 @@ def test_keyless_options_and_offline_trust_config(
 
 
 def _trust(bundle: dict[str, Any]) -> Any:
-    from edge_sdk.keys.key_files import TrustStore
+    from edge_sdk.keys import TrustStore
 
     return TrustStore.from_keys([bundle["publisher"].public])
 

@@ -24,7 +24,7 @@ import pytest
 from edge_sdk.errors import BundleFormatError, SignatureError
 from edge_sdk.format.bundle import read_bundle
 from edge_sdk.format.verify import open_bundle
-from edge_sdk.keys.key_files import PrivateKey, PublicKey, generate_key
+from edge_sdk.keys import PrivateKey, PublicKey, generate_key
 
 from .bundle_parts import split_bundle
 from .conftest import REPO, KeySet, make_bundle_bytes
@@ -393,7 +393,7 @@ def test_what_the_script_accepts_the_reader_accepts(tmp_path: Path, keyset: KeyS
 
 def test_the_script_runs_under_a_fresh_key(tmp_path: Path, keyset: KeySet) -> None:
     """A key never seen before, saved the way `edge-sdk keys generate` saves it."""
-    from edge_sdk.keys.key_files import save_keypair
+    from edge_sdk.keys import save_keypair
 
     fresh = generate_key("signing", "ecdsa-p256")
     _, pub = save_keypair(fresh, tmp_path / "fresh")
@@ -437,7 +437,7 @@ def test_openssl_verifies_a_bundle_signed_inside_an_hsm(
     tmp_path: Path, keyset: KeySet, softhsm: Any, alg: str
 ) -> None:
     """A key generated in SoftHSM signs; the auditor's script checks it with the .pub alone."""
-    from edge_sdk.keys.key_files import load_private_key
+    from edge_sdk.keys import load_private_key
     from edge_sdk.keys.key_uri import Pkcs11Uri
     from edge_sdk.keys.pkcs11 import generate_pkcs11_key
 

@@ -378,7 +378,7 @@ def test_plaintext_never_touches_disk(
 ) -> None:
     """Load and predict in a child whose cwd, HOME and TMPDIR are empty directories we then scan."""
     from edge_sdk.format.verify import open_bundle
-    from edge_sdk.keys.key_files import TrustStore, load_private_key, load_public_key
+    from edge_sdk.keys import TrustStore, load_private_key, load_public_key
 
     plaintext = open_bundle(bundles["int8"], TrustStore.from_keys([load_public_key(key_files["signer.pub"])]),
                             load_private_key(key_files["device"])).model_bytes  # fmt: skip

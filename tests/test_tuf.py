@@ -49,7 +49,7 @@ from edge_sdk.fleet.transports import RetryPolicy
 from edge_sdk.format.bundle import save_bundle
 from edge_sdk.format.manifest import Target
 from edge_sdk.host.sealing import seal_bundle
-from edge_sdk.keys.key_files import PrivateKey, TrustStore, generate_key, load_private_key
+from edge_sdk.keys import PrivateKey, TrustStore, generate_key, load_private_key
 from tools.bench_tuf import run_fleet
 from tools.tuf_server import RepoServer
 

@@ -18,7 +18,7 @@ from edge_sdk.errors import SignatureError
 from edge_sdk.format.bundle import read_bundle
 from edge_sdk.format.manifest import Manifest
 from edge_sdk.format.verify import open_bundle
-from edge_sdk.keys.key_files import TrustStore, load_private_key, load_public_key
+from edge_sdk.keys import TrustStore, load_private_key, load_public_key
 
 VECTORS = Path(__file__).parent / "vectors"
 EXPECTED = json.loads((VECTORS / "expected.json").read_text())

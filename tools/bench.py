@@ -52,7 +52,7 @@ def table(title: str, header: list[str], rows: list[list[str]]) -> None:
 _RSS_CHILD = r"""
 import json, sys, resource
 from pathlib import Path
-from edge_sdk.keys.key_files import TrustStore, load_private_key, load_public_key
+from edge_sdk.keys import TrustStore, load_private_key, load_public_key
 from edge_sdk.format.verify import open_bundle
 def rss(field):
     for line in Path('/proc/self/status').read_text().splitlines():
@@ -72,7 +72,7 @@ def crypto_suite(size_mb: int = 100) -> None:
     from edge_sdk.format.manifest import Target
     from edge_sdk.format.verify import decrypt_model, open_bundle, verify_bundle
     from edge_sdk.host.sealing import seal_bundle
-    from edge_sdk.keys.key_files import TrustStore, generate_key, save_keypair
+    from edge_sdk.keys import TrustStore, generate_key, save_keypair
 
     signer, device = generate_key("signing"), generate_key("device")
     trust = TrustStore.from_keys([signer.public])

@@ -26,7 +26,7 @@ def audit_suite() -> None:
     from edge_sdk.format.bundle import bundle_to_bytes
     from edge_sdk.format.manifest import Target
     from edge_sdk.host.sealing import seal_bundle
-    from edge_sdk.keys.key_files import TrustStore, generate_key
+    from edge_sdk.keys import TrustStore, generate_key
 
     signer, device = generate_key("signing"), generate_key("device")
     trust = TrustStore.from_keys([signer.public])

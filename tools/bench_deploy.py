@@ -45,7 +45,7 @@ def deploy_suite() -> None:
     from edge_sdk.format.bundle import save_bundle
     from edge_sdk.format.manifest import Target
     from edge_sdk.host.sealing import seal_bundle
-    from edge_sdk.keys.key_files import generate_key
+    from edge_sdk.keys import generate_key
     from tests.sshd import SshServer, make_keypair, sshd_available
 
     signer, device_key = generate_key("signing"), generate_key("device")

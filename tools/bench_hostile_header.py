@@ -84,7 +84,7 @@ import sys, time
 from pathlib import Path
 from edge_sdk.format.bundle import read_bundle
 from edge_sdk.errors import EdgeSDKError
-from edge_sdk.keys.key_files import TrustStore, generate_key
+from edge_sdk.keys import TrustStore, generate_key
 
 def rss_kib(field):
     with open("/proc/self/status") as status:
@@ -111,7 +111,7 @@ def main() -> None:
     from edge_sdk.format.bundle import bundle_to_bytes
     from edge_sdk.format.manifest import Target
     from edge_sdk.host.sealing import seal_bundle
-    from edge_sdk.keys.key_files import generate_key
+    from edge_sdk.keys import generate_key
 
     key = generate_key("signing")
     good = seal_bundle(b"\0TFL3" * 100, name="m", version=1, target=Target("x86_64"), signers=[key])

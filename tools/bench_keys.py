@@ -44,7 +44,7 @@ def _median_ms(fn: Callable[[], object], runs: int) -> float:
 def keys_suite(runs: int = 50) -> None:
     from edge_sdk.format.encryption import unwrap_content_key, wrap_content_key
     from edge_sdk.format.signing import sign_manifest
-    from edge_sdk.keys.key_files import generate_key, load_private_key
+    from edge_sdk.keys import generate_key, load_private_key
     from edge_sdk.keys.key_uri import Pkcs11Uri, Tpm2Reference
     from edge_sdk.keys.pkcs11 import generate_pkcs11_key
     from edge_sdk.keys.tpm import generate_tpm_key

@@ -32,7 +32,7 @@ def main() -> None:
     from edge_sdk.host.model_signature import ModelSignatureOptions
     from edge_sdk.host.packaging import PackageOptions, package_model
     from edge_sdk.host.provenance import prepare_sources
-    from edge_sdk.keys.key_files import TrustStore, generate_key
+    from edge_sdk.keys import TrustStore, generate_key
     from edge_sdk.profiles import load_profile
     from tests import models
     from tests.provenance_kit import model_signing_keypair, sign_model

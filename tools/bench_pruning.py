@@ -318,7 +318,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the digits CNN only")
     args = parser.parse_args()
-    from edge_sdk.keys.key_files import TrustStore, generate_key
+    from edge_sdk.keys import TrustStore, generate_key
 
     signer, device = generate_key("signing"), generate_key("device")
     keys = {"signer": signer, "device": device, "trust": TrustStore.from_keys([signer.public])}

@@ -35,7 +35,9 @@ import json, sys
 from pathlib import Path
 import ai_edge_litert.interpreter  # imported before measuring: code is not the model's memory
 import edge_sdk
-from edge_sdk import audit_log, bundle, encryption, keys, profiles, runtime, state, verify  # same reason
+from edge_sdk import keys, profiles  # same reason
+from edge_sdk.device import audit_log, runtime, state
+from edge_sdk.format import bundle, encryption, verify
 def rss(field):
     for line in Path('/proc/self/status').read_text().splitlines():
         if line.startswith(field):
@@ -57,7 +59,7 @@ def _bundles(tmp: Path) -> dict[str, tuple[Path, Path, int]]:
 
     from edge_sdk.format.verify import open_bundle
     from edge_sdk.host.packaging import PackageOptions, package_model
-    from edge_sdk.keys.key_files import generate_key, save_keypair
+    from edge_sdk.keys import generate_key, save_keypair
     from edge_sdk.profiles import load_profile
 
     keras.utils.set_random_seed(0)
@@ -86,7 +88,7 @@ def _bundles(tmp: Path) -> dict[str, tuple[Path, Path, int]]:
 
 
 def _trust(tmp: Path) -> object:
-    from edge_sdk.keys.key_files import TrustStore
+    from edge_sdk.keys import TrustStore
 
     return TrustStore.load([tmp / "signer.pub"])
 

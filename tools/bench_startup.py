@@ -70,7 +70,7 @@ if spec["kind"] != "plain":
     import edge_sdk
     edge_sdk.load  # the device API (edge_sdk.device.runtime and what it imports)
 if spec["kind"] == "open":
-    from edge_sdk.keys.key_files import TrustStore, load_private_key
+    from edge_sdk.keys import TrustStore, load_private_key
     from edge_sdk.format.verify import open_bundle
 x = np.random.default_rng(0).random(spec["shape"], dtype=np.float32)
 before = rss("VmRSS:")
@@ -154,7 +154,8 @@ spec = json.loads(sys.argv[1])
 import numpy as np
 import ai_edge_litert.interpreter
 import edge_sdk
-from edge_sdk import audit_log, runtime, verify
+from edge_sdk.device import audit_log, runtime
+from edge_sdk.format import verify
 spent = {}
 def timed(owner, name, label):
     real = getattr(owner, name)
@@ -221,7 +222,7 @@ def _package(work: Path) -> Fixtures:
     from edge_sdk.format.verify import open_bundle
     from edge_sdk.host.packaging import PackageOptions, package_model
     from edge_sdk.host.sealing import seal_bundle
-    from edge_sdk.keys.key_files import TrustStore, generate_key, load_private_key, save_keypair
+    from edge_sdk.keys import TrustStore, generate_key, load_private_key, save_keypair
     from edge_sdk.profiles import load_profile
     from tools.bench_quant import upscale
     from tools.demo_model import digits_data

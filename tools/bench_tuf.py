@@ -37,7 +37,7 @@ from edge_sdk.fleet.transports import RetryPolicy
 from edge_sdk.format.bundle import save_bundle
 from edge_sdk.format.manifest import Target
 from edge_sdk.host.sealing import seal_bundle
-from edge_sdk.keys.key_files import TrustStore, generate_key
+from edge_sdk.keys import TrustStore, generate_key
 from tools.tuf_server import RepoServer
 
 

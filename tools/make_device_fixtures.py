@@ -54,7 +54,7 @@ from edge_sdk.format.bundle import save_bundle  # noqa: E402
 from edge_sdk.format.verify import open_bundle  # noqa: E402
 from edge_sdk.host.packaging import PackageOptions, package_model  # noqa: E402
 from edge_sdk.host.sealing import seal_bundle  # noqa: E402
-from edge_sdk.keys.key_files import PrivateKey, generate_key, save_keypair  # noqa: E402
+from edge_sdk.keys import PrivateKey, generate_key, save_keypair  # noqa: E402
 from edge_sdk.profiles import load_profile  # noqa: E402
 from tools import model_zoo  # noqa: E402
 from tools.demo_model import digits_data, train_digits_cnn  # noqa: E402
@@ -195,7 +195,7 @@ def reference_outputs(
 
 
 def _trust(signer: PrivateKey) -> Any:
-    from edge_sdk.keys.key_files import TrustStore
+    from edge_sdk.keys import TrustStore
 
     return TrustStore.from_keys([signer.public])
 
@@ -305,7 +305,7 @@ def make_fixtures(
     (out / "bundles").mkdir()
     (out / "data").mkdir()
     keys = _write_keys(out)
-    from edge_sdk.keys.key_files import load_private_key
+    from edge_sdk.keys import load_private_key
 
     signer = load_private_key(out / "keys/signer.key")
     device = load_private_key(out / keys["device_key"])

@@ -40,7 +40,7 @@ from edge_sdk.format.manifest import Target  # noqa: E402
 from edge_sdk.format.signing import PAYLOAD_TYPE, pae, sign_manifest  # noqa: E402
 from edge_sdk.format.strict_json import canonical_bytes  # noqa: E402
 from edge_sdk.host.sealing import seal_bundle  # noqa: E402
-from edge_sdk.keys.key_files import PrivateKey, load_private_key  # noqa: E402
+from edge_sdk.keys import PrivateKey, load_private_key  # noqa: E402
 from tests.bundle_parts import Parts  # noqa: E402
 
 VECTORS = REPO / "tests" / "vectors"

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 from edge_sdk.format.bundle import save_bundle  # noqa: E402
 from edge_sdk.format.manifest import Target  # noqa: E402
 from edge_sdk.host.sealing import seal_bundle  # noqa: E402
-from edge_sdk.keys.key_files import generate_key, load_private_key, save_keypair  # noqa: E402
+from edge_sdk.keys import generate_key, load_private_key, save_keypair  # noqa: E402
 
 OUT = REPO / "tests" / "vectors"
 CREATED = datetime(2026, 11, 28, tzinfo=timezone.utc)

@@ -200,7 +200,7 @@ def warn(message: str) -> None:
 
 def load_private(path: Path | str, kind: str) -> Any:
     """A private key file (prompting for its passphrase on a terminal), or a token/TPM key."""
-    from edge_sdk.keys.key_files import load_private_key
+    from edge_sdk.keys import load_private_key
     from edge_sdk.keys.key_uri import is_key_reference
 
     if is_key_reference(path):
@@ -311,7 +311,7 @@ def publisher_trust(paths: list[Path] | None, command: str, threshold: int | Non
     ``--trust`` when given, else the public key of the project's signing key (``edge-sdk init``);
     with neither, the command refuses rather than check against nothing.
     """
-    from edge_sdk.keys.key_files import TrustStore
+    from edge_sdk.keys import TrustStore
 
     if paths:
         return TrustStore.load(paths, threshold=threshold)

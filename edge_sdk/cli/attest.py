@@ -40,7 +40,7 @@ def attest(
     from edge_sdk.format.bundle import read_bundle
     from edge_sdk.format.strict_json import canonical_bytes
     from edge_sdk.format.verify import verify_bundle
-    from edge_sdk.keys.key_files import TrustStore
+    from edge_sdk.keys import TrustStore
 
     if trust:
         store = TrustStore.load(trust)

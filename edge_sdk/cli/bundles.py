@@ -179,7 +179,7 @@ def recipients_add(
     """Give more devices access to a bundle without re-signing it."""
     from edge_sdk.format.bundle import read_bundle, save_bundle
     from edge_sdk.host.sealing import add_recipients
-    from edge_sdk.keys.key_files import load_public_key
+    from edge_sdk.keys import load_public_key
 
     opener = load_private(device_key, "device")
     new = [load_public_key(p, kind="device") for p in recipient]

@@ -63,7 +63,7 @@ def keys_generate(
     as_json: JsonOpt = False,
 ) -> None:
     """Generate a signing key (for publishers) or a device key (for boards)."""
-    from edge_sdk.keys.key_files import generate_key, save_keypair
+    from edge_sdk.keys import generate_key, save_keypair
 
     if kind not in ("signing", "device"):
         raise UsageError(f"--kind must be 'signing' or 'device', not {kind!r}")
@@ -167,7 +167,7 @@ def keys_show(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a key's kind, algorithm and key id (never the private material)."""
-    from edge_sdk.keys.key_files import load_public_key, open_key_reference
+    from edge_sdk.keys import load_public_key, open_key_reference
     from edge_sdk.keys.key_uri import is_key_reference
 
     if kind not in (None, "signing", "device"):

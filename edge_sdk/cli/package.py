@@ -167,7 +167,7 @@ def package(
     from edge_sdk.host.config import default_name, default_output, default_version, find_config
     from edge_sdk.host.packaging import PackageOptions, package_model
     from edge_sdk.host.pruning import parse_sparsity
-    from edge_sdk.keys.key_files import load_public_key
+    from edge_sdk.keys import load_public_key
     from edge_sdk.profiles import load_profile
 
     config = find_config()

@@ -272,7 +272,7 @@ def agent(
 ) -> None:
     """Pull updates from a TUF repository: verify (TUF and bundle signatures), install, roll back."""
     from edge_sdk.fleet.agent import Agent
-    from edge_sdk.keys.key_files import TrustStore
+    from edge_sdk.keys import TrustStore
 
     if once and interval is not None:
         raise UsageError("--once and --interval exclude each other")

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_sdk.keys.key_files import PrivateKey
+from edge_sdk.keys import PrivateKey
 
 from .runtime import Model, load
 

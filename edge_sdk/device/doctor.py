@@ -140,7 +140,7 @@ def _hardware_key_check(reference: str) -> Check:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    from edge_sdk.keys.key_files import open_key_reference
+    from edge_sdk.keys import open_key_reference
 
     try:
         key = open_key_reference(reference, kind="device")

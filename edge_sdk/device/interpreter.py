@@ -42,7 +42,7 @@ from edge_sdk.errors import BackendError, InferenceInputError, UsageError, excer
 
 if TYPE_CHECKING:
     from edge_sdk.format.manifest import Manifest
-    from edge_sdk.keys.key_files import PrivateKey, TrustStore
+    from edge_sdk.keys import PrivateKey, TrustStore
 
     from .runtime import Backend, DelegateReport, Model
 

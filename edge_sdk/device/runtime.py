@@ -43,7 +43,7 @@ from edge_sdk.format.bundle import DEFAULT_LIMITS, Bundle, Limits
 from edge_sdk.format.compat import tflite_release
 from edge_sdk.format.manifest import Manifest
 from edge_sdk.format.verify import Policy, RuntimeRelease, open_verified
-from edge_sdk.keys.key_files import PrivateKey, TrustStore, load_private_key
+from edge_sdk.keys import PrivateKey, TrustStore, load_private_key
 from edge_sdk.profiles import load_profile
 
 from .audit_log import AuditLog

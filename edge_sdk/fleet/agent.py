@@ -57,14 +57,14 @@ from edge_sdk.errors import (
     VerificationError,
     install_hint,
 )
-from edge_sdk.keys.key_files import PrivateKey, load_private_key
+from edge_sdk.keys import PrivateKey, load_private_key
 
 if TYPE_CHECKING:
     # tuf builds its __all__ from __name__ lookups, which mypy cannot read: hence the ignores.
     from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
     from tuf.ngclient import Updater, UpdaterConfig  # type: ignore[attr-defined]
 
-    from edge_sdk.keys.key_files import PrivateKey, TrustStore
+    from edge_sdk.keys import PrivateKey, TrustStore
 
     from .transports import RetryPolicy
 
@@ -437,7 +437,7 @@ class Agent:
         retry: RetryPolicy | None = None,
         timeout: float = 30.0,
     ) -> None:
-        from edge_sdk.keys.key_files import PrivateKey, TrustStore
+        from edge_sdk.keys import PrivateKey, TrustStore
 
         from .deploy import DeployOptions
         from .transports import RetryPolicy

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from edge_sdk.errors import EdgeSDKError, UsageError, escape_text
 from edge_sdk.format.bundle import Bundle, StreamedRead, read_bundle, stream_file
 from edge_sdk.format.verify import Policy, check_bundle
-from edge_sdk.keys.key_files import TrustStore
+from edge_sdk.keys import TrustStore
 
 if TYPE_CHECKING:
     from .provenance_policy import ProvenancePolicy

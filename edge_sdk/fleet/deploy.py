@@ -49,7 +49,7 @@ from edge_sdk.format.bundle import DEFAULT_LIMITS, MAGIC, read_bundle
 from edge_sdk.format.manifest import Manifest
 from edge_sdk.format.strict_json import loads_strict
 from edge_sdk.format.verify import Policy, check_bundle, check_payload
-from edge_sdk.keys.key_files import TrustStore
+from edge_sdk.keys import TrustStore
 
 from .inventory import Device
 from .transports import (

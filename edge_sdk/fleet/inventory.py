@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_sdk.errors import KeyFileError, UsageError
-from edge_sdk.keys.key_files import PublicKey, load_public_key
+from edge_sdk.keys import PublicKey, load_public_key
 
 from .transports import SshOptions, Target, parse_target
 

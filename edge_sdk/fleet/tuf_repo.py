@@ -22,7 +22,7 @@ Each bundle becomes the target ``NAME/VERSION-DIGEST16.edgepkg`` whose ``custom`
 ``name``, ``version``, ``digest`` (SHA-256 of the signed manifest), ``hardware_ids``, ``profile``
 and ``groups`` (empty: every device; else only agents in one of those groups).
 
-Keys are edge-sdk signing keys (Ed25519, PKCS#8 PEM, written 0600 by :mod:`edge_sdk.keys.key_files`; an
+Keys are edge-sdk signing keys (Ed25519, PKCS#8 PEM, written 0600 by :mod:`edge_sdk.keys`; an
 encrypted root key is opened with the passphrase given or ``EDGE_SDK_KEY_PASSPHRASE``) wrapped in
 securesystemslib ``CryptoSigner`` objects. Nothing here logs or returns private key material.
 """
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from securesystemslib.signer import Signer  # type: ignore[attr-defined]
     from tuf.api.metadata import Metadata, MetaFile  # type: ignore[attr-defined]
 
-    from edge_sdk.keys.key_files import TrustStore
+    from edge_sdk.keys import TrustStore
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 ONLINE_ROLES = ("targets", "snapshot", "timestamp")
@@ -277,7 +277,7 @@ def _write(path: Path, data: bytes) -> None:
 def _signer_of(key_path: Path, passphrase: bytes | None) -> Signer:
     from securesystemslib.signer import CryptoSigner, SSlibKey  # type: ignore[attr-defined]
 
-    from edge_sdk.keys.key_files import load_private_key
+    from edge_sdk.keys import load_private_key
 
     key = load_private_key(key_path, passphrase=passphrase, kind="signing")
     if key.alg not in ("ed25519", "ecdsa-p256"):
@@ -292,7 +292,7 @@ def _new_signer(directory: Path, role: str, passphrase: bytes | None) -> Signer:
     """Generate an Ed25519 key for ``role`` and save it (``ROLE-KEYID16.key`` 0600, ``.pub``)."""
     from securesystemslib.signer import CryptoSigner, SSlibKey  # type: ignore[attr-defined]
 
-    from edge_sdk.keys.key_files import generate_key, save_keypair
+    from edge_sdk.keys import generate_key, save_keypair
 
     key = generate_key("signing", "ed25519")
     private = key.components[0]

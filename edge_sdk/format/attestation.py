@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa
 
 from edge_sdk.errors import BundleFormatError, KeyFileError, ProvenanceError
-from edge_sdk.keys.key_files import PrivateKey, PublicKey, TrustStore
+from edge_sdk.keys import PrivateKey, PublicKey, TrustStore
 
 from .manifest import Manifest
 from .signing import pae

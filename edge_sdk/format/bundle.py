@@ -44,7 +44,7 @@ from edge_sdk.errors import (
     excerpt,
 )
 from edge_sdk.files import temp_beside
-from edge_sdk.keys.key_files import TrustStore
+from edge_sdk.keys import TrustStore
 
 from .encryption import RecipientEntry
 from .hashing import PipelinedSHA256

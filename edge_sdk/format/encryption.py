@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from edge_sdk.errors import DecryptionError, IntegrityError, UnsupportedVersionError, excerpt
-from edge_sdk.keys.key_files import PrivateKey, PublicKey
+from edge_sdk.keys import PrivateKey, PublicKey
 
 from .hpke_delegated import AEAD_AES_256_GCM, DHKEM_P256, DHKEM_X25519, open_base
 from .memory import Buffer, alloc_buffer

@@ -7,7 +7,7 @@ What is signed is ``PAE(PAYLOAD_TYPE, manifest_bytes)`` as defined by DSSE v1::
 with LEN the ASCII decimal byte length. Binding the payload type means a signature over a manifest
 can never be replayed as a signature over any other kind of document.
 
-Which keys and algorithms are acceptable comes only from the :class:`~edge_sdk.keys.key_files.TrustStore`:
+Which keys and algorithms are acceptable comes only from the :class:`~edge_sdk.keys.TrustStore`:
 the ``alg`` written next to a signature is informational and must agree with the trusted key.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from edge_sdk.errors import RevokedKeyError, SignatureError, excerpt
-from edge_sdk.keys.key_files import PrivateKey, TrustStore
+from edge_sdk.keys import PrivateKey, TrustStore
 
 PAYLOAD_TYPE = "application/vnd.edge-sdk.manifest+json;version=1"
 MAX_SIGNATURE_BYTES = 8192

@@ -36,7 +36,7 @@ from edge_sdk.errors import (
     escape_text,
     excerpt,
 )
-from edge_sdk.keys.key_files import PrivateKey, TrustStore
+from edge_sdk.keys import PrivateKey, TrustStore
 
 from .bundle import DEFAULT_LIMITS, Bundle, Limits, PayloadReader, open_parts
 from .encryption import PayloadDecryptor, unwrap_content_key

@@ -254,7 +254,7 @@ def init_project(
         UsageError: a config exists already (without ``force``), or a path is unusable.
         KeyFileError: the key cannot be written.
     """
-    from edge_sdk.keys.key_files import (
+    from edge_sdk.keys import (
         generate_key,
         load_private_key,
         load_public_key,

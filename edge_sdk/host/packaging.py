@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from edge_sdk.errors import CompatibilityError, ModelInputError, UsageError
 from edge_sdk.format.bundle import Bundle, save_bundle
 from edge_sdk.format.manifest import Manifest, Target, TensorSpec
-from edge_sdk.keys.key_files import PrivateKey, PublicKey
+from edge_sdk.keys import PrivateKey, PublicKey
 from edge_sdk.profiles import DeviceProfile
 
 if TYPE_CHECKING:

@@ -47,7 +47,7 @@ from edge_sdk.format.attestation import (
     sign_statement,
 )
 from edge_sdk.format.manifest import Manifest, format_time
-from edge_sdk.keys.key_files import PrivateKey
+from edge_sdk.keys import PrivateKey
 
 from .convert import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MAX_OUTPUT_ERROR, DEFAULT_MIN_COSINE
 

@@ -43,7 +43,7 @@ from edge_sdk.format.manifest import (
     format_time,
 )
 from edge_sdk.format.signing import sign_manifest
-from edge_sdk.keys.key_files import PrivateKey, PublicKey
+from edge_sdk.keys import PrivateKey, PublicKey
 
 #: zstd is kept only when it saves at least this share of the model's bytes (see the docstring).
 MIN_COMPRESSION_SAVING = 0.20

@@ -58,7 +58,7 @@ from edge_sdk.errors import (
     install_hint,
 )
 
-from .key_files import KeyKind, PrivateKey, PublicKey
+from .key_types import KeyKind, PrivateKey, PublicKey
 from .key_uri import PKCS11_MODULE_ENV, PKCS11_PIN_ENV, Pkcs11Uri, Secret
 from .native_isolation import load_isolated
 
@@ -573,7 +573,7 @@ def generate_pkcs11_key(
         TokenError: subclasses as for :func:`open_pkcs11_key`.
         KeyFileError: ``OUT.pub`` exists (without ``overwrite``) or cannot be written.
     """
-    from .key_files import _write_new
+    from .key_types import write_key_file
 
     pkcs11 = _import_pkcs11()
     A, KT, M = pkcs11.Attribute, pkcs11.KeyType, pkcs11.Mechanism
@@ -639,7 +639,7 @@ def generate_pkcs11_key(
         )  # fmt: skip
         try:
             found = key._find(session, "checking the new key", private=True)
-            _write_new(pub_path, found.public_key.to_pem(), 0o644, overwrite=overwrite)
+            write_key_file(pub_path, found.public_key.to_pem(), 0o644, overwrite=overwrite)
         except BaseException:
             for obj in (priv, pub):
                 with contextlib.suppress(pkcs11.PKCS11Error):

@@ -49,7 +49,7 @@ from edge_sdk.errors import (
     install_hint,
 )
 
-from .key_files import KeyKind, PrivateKey, PublicKey
+from .key_types import KeyKind, PrivateKey, PublicKey
 from .key_uri import Secret, Tpm2Reference
 from .native_isolation import load_isolated
 
@@ -337,7 +337,7 @@ def generate_tpm_key(ref: Tpm2Reference, *, out: Path, overwrite: bool = False) 
         KeyFileError: ``OUT.pub`` or the key file exists, or cannot be written.
         TokenError: subclasses as for :func:`open_tpm_key` (and a taken handle).
     """
-    from .key_files import _write_new
+    from .key_types import write_key_file
 
     tpm2 = _import_tpm()
     errors = _tss_errors()
@@ -386,7 +386,7 @@ def generate_tpm_key(ref: Tpm2Reference, *, out: Path, overwrite: bool = False) 
                     ectx, key_template.publicArea,
                     password=bytes(sensitive.sensitive.userAuth) or None,
                 )  # fmt: skip
-                _write_new(Path(ref.file), blob.to_pem(), 0o600, overwrite=overwrite)
+                write_key_file(Path(ref.file), blob.to_pem(), 0o600, overwrite=overwrite)
                 where = f"TSS2 key file {ref.file}"
         except EdgeSDKError:
             raise
@@ -397,7 +397,7 @@ def generate_tpm_key(ref: Tpm2Reference, *, out: Path, overwrite: bool = False) 
                 ectx.close()
     try:
         key = open_tpm_key(ref, kind="device")
-        _write_new(pub_path, key.public.to_pem(), 0o644, overwrite=overwrite)
+        write_key_file(pub_path, key.public.to_pem(), 0o644, overwrite=overwrite)
     except BaseException:
         _remove_generated(ref)
         raise
