@@ -47,6 +47,7 @@ from edge_sdk.keys import PrivateKey, TrustStore, load_private_key
 from edge_sdk.profiles import load_profile
 
 from .audit_log import AuditLog
+from .litert_interface import InterpreterView
 from .state import VersionState, default_state_dir
 
 log = logging.getLogger("edge_sdk")
@@ -393,7 +394,7 @@ class Model:
             primary_key: _Graph(primary_key, self.inputs, self.outputs, None, allocated)
         }
         self._primary = self._graphs[primary_key]
-        self._interpreter_view: Any = None
+        self._interpreter_view: InterpreterView | None = None
         self._lock = threading.Lock()
         self._closed = False
 
@@ -678,16 +679,14 @@ class Model:
                 raise BackendError(f"inference failed: {_first_line(exc)}") from None
 
     @property
-    def interpreter(self) -> Any:
+    def interpreter(self) -> InterpreterView:
         """This model as a LiteRT ``Interpreter`` (``get_input_details``, ``set_tensor``,
         ``invoke``, ``get_tensor``, ``get_signature_runner`` …) for code written against LiteRT.
 
         Built on first use over the same verified, in-memory model bytes, with its own tensors,
         so interpreter-style calls and :meth:`predict` never disturb each other.
-        See :class:`edge_sdk.device.interpreter.Interpreter`.
+        See :class:`edge_sdk.device.litert_interface.InterpreterView`.
         """
-        from .interpreter import Interpreter
-
         with self._lock:
             self._check_open()
             if self._interpreter_view is None:
@@ -695,7 +694,7 @@ class Model:
                     self.backend, self._model_bytes, self.threads, self._delegate_chain,
                     self._strict,
                 )  # fmt: skip
-                self._interpreter_view = Interpreter._wrap(raw, self)
+                self._interpreter_view = InterpreterView(raw, self)
             return self._interpreter_view
 
     def clone(self) -> Model:
