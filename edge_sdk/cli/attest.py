@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import app, console
+from ._common import app, say
 
 TrustListOpt = Annotated[
     list[Path] | None,
@@ -70,10 +70,10 @@ def attest(
         else "NOT verified here: pass --trust, or verify it with in-toto tooling"
     )
     what = "statement" if statement else "DSSE envelope"
-    console(stderr=True).print(
+    say(
         f"{out or 'stdout'}: {what} for {parsed.manifest.name} v{parsed.manifest.version} "
         f"({len(found.signatures)} signature(s)); {checked}",
-        markup=False,
+        stderr=True,
     )
 
 

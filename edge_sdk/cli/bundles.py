@@ -13,13 +13,13 @@ from ._common import (
     NameOpt,
     ProjectTrustOpt,
     app,
-    console,
     human_size,
     kv,
     load_private,
     print_json,
     pruning_line,
     publisher_trust,
+    say,
     warn,
 )
 from .attest import provenance_lines, provenance_summary
@@ -154,10 +154,9 @@ def verify(
     checked = "signature, trust, expiry, payload hash" + (
         ", decryption, model hash" if key is not None else ""
     )
-    console().print(
+    say(
         f"OK {result.manifest.name} v{result.manifest.version} ({result.digest[:16]}): "
-        f"signed by {', '.join(s[:16] for s in result.signers)}; checked {checked}",
-        markup=False,
+        f"signed by {', '.join(s[:16] for s in result.signers)}; checked {checked}"
     )
 
 
@@ -185,7 +184,7 @@ def recipients_add(
     new = [load_public_key(p, kind="device") for p in recipient]
     updated = add_recipients(read_bundle(bundle), opener, new)
     save_bundle(updated, out or bundle)
-    console().print(f"{out or bundle}: {len(updated.recipients)} recipient(s)", markup=False)
+    say(f"{out or bundle}: {len(updated.recipients)} recipient(s)")
 
 
 def _report_line(report: Any, limit: int = 300) -> str:

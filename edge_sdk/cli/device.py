@@ -20,9 +20,9 @@ from ._common import (
     StrictOpt,
     TrustOpt,
     app,
-    console,
     load_private,
     print_json,
+    say,
     table,
 )
 
@@ -157,21 +157,20 @@ def run(
         ", ".join(f"{d['name']}{'' if d['applied'] else ' (fell back)'}" for d in info["delegates"])
         or "none"
     )
-    console().print(
+    say(
         f"{result['name']} v{result['version']} on {info['backend']['package']} "
-        f"{info['backend']['version']}, delegates: {delegates}",
-        markup=False,
+        f"{info['backend']['version']}, delegates: {delegates}"
     )
     for name, value in outputs.items():
-        console().print(f"{name}: shape {list(value.shape)} {value.dtype}", markup=False)
+        say(f"{name}: shape {list(value.shape)} {value.dtype}")
         if _class_probabilities(value):
             classes = np.argmax(value, axis=1).tolist()
             more = (
                 f" … (first 32 of {len(classes)}; --output saves all)" if len(classes) > 32 else ""
             )
-            console().print(f"  argmax: {classes[:32]}{more}", markup=False)
+            say(f"  argmax: {classes[:32]}{more}")
     if output:
-        console().print(f"saved to {output}", markup=False)
+        say(f"saved to {output}")
 
 
 @app.command()
@@ -209,10 +208,9 @@ def bench(
     if as_json:
         print_json(report)
         return
-    console().print(
+    say(
         f"{report['name']} v{report['version']} on {report['backend']}; load "
-        f"{report['load_ms']:.1f} ms; delegates: {', '.join(report['delegates']) or 'none'}",
-        markup=False,
+        f"{report['load_ms']:.1f} ms; delegates: {', '.join(report['delegates']) or 'none'}"
     )
     table(
         None,

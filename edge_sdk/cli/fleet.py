@@ -26,6 +26,8 @@ from ._common import (
     exit_code_of,
     print_json,
     publisher_trust,
+    safe,
+    say,
     select_devices,
     select_targets,
     ssh_options,
@@ -47,16 +49,17 @@ def _fleet_progress(show: bool) -> Any:
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
         tasks: dict[str, Any] = {}
-        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                      TextColumn("{task.fields[phase]}"), console=err) as bars:  # fmt: skip
+        # Device names and targets come from an inventory or a command line: shown, never parsed.
+        with Progress(TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(),
+                      TextColumn("{task.fields[phase]}", markup=False), console=err) as bars:  # fmt: skip
 
             def update(event: Any) -> None:
                 key = event.device or event.target
                 if key not in tasks:
-                    tasks[key] = bars.add_task(key, total=None, phase="")
+                    tasks[key] = bars.add_task(safe(key), total=None, phase="")
                 phase = event.phase if event.result is None else event.result.status
                 bars.update(
-                    tasks[key], completed=event.sent, total=event.total or None, phase=phase
+                    tasks[key], completed=event.sent, total=event.total or None, phase=safe(phase)
                 )
 
             yield update
@@ -162,9 +165,8 @@ def deploy(
         table(None, ["device", "name", "version", "digest", "status", "uploaded", "time", "reason"],
                _deploy_rows(results))  # fmt: skip
         skipped = sum(1 for r in results if r.status == "skipped")
-        console().print(f"{len(results) - failed_count} of {len(results)} deploy(s) succeeded"
-                         + (f" (rollout stopped: {skipped} skipped)" if stopped and skipped else ""),
-                         markup=False)  # fmt: skip
+        say(f"{len(results) - failed_count} of {len(results)} deploy(s) succeeded"
+                         + (f" (rollout stopped: {skipped} skipped)" if stopped and skipped else ""))  # fmt: skip
     if failed_count or stopped:
         raise typer.Exit(exit_code_of(errors))
 
