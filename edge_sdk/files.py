@@ -4,7 +4,8 @@ Deploy targets, output directories and state directories can be shared with othe
 predictable temp name opened without ``O_EXCL`` and ``O_NOFOLLOW`` lets a local user plant a
 symlink and make us overwrite a file of their choosing, and a killed writer leaves its temp file
 behind. Every file edge-sdk writes goes through :func:`atomic_write` (or :func:`temp_beside` when
-it streams), which avoids both.
+it streams), which avoids both. The locks are file locks between processes and
+:class:`ForkSafeLock`, a thread lock a forked child gets back unheld.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import contextlib
 import fcntl
 import os
 import secrets
+import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,3 +87,43 @@ def locked(lock_path: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+class ForkSafeLock:
+    """A process-wide thread lock that a forked child gets fresh (unheld).
+
+    When one thread forks while another holds a module's lock mid-call (a PKCS#11 or TPM
+    operation, a known_hosts update), the child inherits the lock held by a thread it does not
+    have: nothing ever releases it and the child's first call hangs. What these locks guard is
+    opened per call or re-initialized per process (a token session, an ESAPI context), so a fresh
+    lock is all the child needs. Use it as a context manager, like :class:`threading.Lock`.
+    """
+
+    def __init__(self, *, reentrant: bool = False) -> None:
+        self._reentrant = reentrant
+        self._lock = self._new()
+        _FORK_SAFE_LOCKS.add(self)
+
+    def _new(self) -> threading.Lock | threading.RLock:
+        return threading.RLock() if self._reentrant else threading.Lock()
+
+    def __enter__(self) -> bool:
+        return self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = self._new()
+
+
+_FORK_SAFE_LOCKS: weakref.WeakSet[ForkSafeLock] = weakref.WeakSet()
+
+
+def _renew_locks_in_child() -> None:
+    for lock in list(_FORK_SAFE_LOCKS):
+        lock._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_locks_in_child)
