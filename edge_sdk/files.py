@@ -50,19 +50,35 @@ def remove_stale_temps(path: Path) -> None:
                 stale.unlink()
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+def atomic_write(
+    path: Path, data: bytes, mode: int = 0o644, *, replace: bool = True, exact_mode: bool = False
+) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new content, never a mix.
 
     The data goes to an exclusive random temp file beside ``path`` (see :func:`temp_beside`),
-    is fsynced, and is renamed over ``path``; then the directory is fsynced.
+    is fsynced, and is renamed over ``path``; then the directory is fsynced. A symlink planted
+    at ``path`` is replaced, never followed. With ``replace=False`` an existing ``path`` (a
+    symlink too) is left alone and :class:`FileExistsError` raised: the temp file is linked to
+    the name, which fails rather than overwrite. ``exact_mode`` sets ``mode`` whatever the
+    umask (private keys); otherwise the umask applies, as for any new file.
+
+    Raises:
+        FileExistsError: ``replace=False`` and ``path`` exists.
+        OSError: the directory cannot be written.
     """
     fd, tmp = temp_beside(path, mode)
     try:
         with os.fdopen(fd, "wb") as handle:
+            if exact_mode:
+                os.fchmod(handle.fileno(), mode)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path, follow_symlinks=False)
+            tmp.unlink()
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -60,8 +60,10 @@ def attest(
     if out is None:
         sys.stdout.write(data.decode("ascii") + "\n")
     else:
+        from edge_sdk.files import atomic_write
+
         try:
-            out.write_bytes(data)
+            atomic_write(out, data)  # a symlink planted at --output is replaced, never followed
         except OSError as exc:
             raise UsageError(f"cannot write {out}: {exc.strerror}") from None
     checked = (

@@ -127,8 +127,18 @@ def run(
         y = model.predict(x, raw=raw, signature=signature)
         outputs = y if isinstance(y, dict) else {model.tensors(signature)[1][0].name: y}
         if output is not None:
+            import io
+
+            from edge_sdk.files import atomic_write
+
+            # numpy.savez's own naming (it appends .npz), written through atomic_write so a
+            # symlink planted at the name is replaced, never followed.
+            if not output.name.endswith(".npz"):
+                output = output.with_name(output.name + ".npz")
+            buffer = io.BytesIO()
+            np.savez(buffer, **outputs)
             try:
-                np.savez(output, **outputs)
+                atomic_write(output, buffer.getvalue())
             except OSError as exc:
                 from edge_sdk.errors import DataError
 
