@@ -11,9 +11,11 @@ it streams), which avoids both. The locks are file locks between processes and
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import secrets
+import stat
 import threading
 import weakref
 from collections.abc import Iterator
@@ -143,3 +145,49 @@ def _renew_locks_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_renew_locks_in_child)
+
+
+class NotARegularFile(OSError):
+    """What :func:`read_capped` raises for a FIFO, device, socket or directory."""
+
+
+class FileTooLarge(OSError):
+    """What :func:`read_capped` raises for a file over its cap."""
+
+
+def read_capped(path: Path, cap: int, *, follow_symlinks: bool = True) -> bytes:
+    """A small file's bytes (a key, a PIN, a config), refusing what is not one.
+
+    The file is opened non-blocking (a FIFO would otherwise block the open forever), must be a
+    regular file (``fstat``), and at most ``cap + 1`` bytes are read, so a huge file costs no
+    memory. Both refusals are :class:`OSError` subclasses whose ``strerror`` says why, so an
+    ``except OSError`` that reports ``exc.strerror`` reports them too.
+
+    Raises:
+        FileNotFoundError, PermissionError, IsADirectoryError, OSError: as ``open`` does.
+        NotARegularFile: a FIFO, device or socket (or a symlink, with ``follow_symlinks=False``).
+        FileTooLarge: more than ``cap`` bytes.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if not follow_symlinks:
+        flags |= _no_follow()
+    fd = os.open(path, flags)
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
+        if not stat.S_ISREG(info.st_mode):
+            raise NotARegularFile(errno.EINVAL, "not a regular file", str(path))
+        chunks, left = [], cap + 1
+        while left > 0:
+            piece = os.read(fd, min(left, 1 << 16))
+            if not piece:
+                break
+            chunks.append(piece)
+            left -= len(piece)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > cap:
+        raise FileTooLarge(errno.EFBIG, f"larger than {cap:,} bytes", str(path))
+    return data

@@ -30,7 +30,7 @@ else:
     import tomli as tomllib  # type: ignore[import-not-found]
 
 from edge_sdk.errors import UsageError, excerpt
-from edge_sdk.files import atomic_write
+from edge_sdk.files import atomic_write, read_capped
 
 CONFIG_NAME = "edge-sdk.toml"
 CONFIG_ENV = "EDGE_SDK_CONFIG"
@@ -97,7 +97,7 @@ def load_config(path: Path) -> ProjectConfig:
         UsageError: the file is unreadable, not TOML, or has unknown or mistyped keys.
     """
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_capped(path, 1 << 20).decode("utf-8"))
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_sdk.errors import HostDependencyError, ModelSignatureError, UsageError
+from edge_sdk.files import read_capped
 from edge_sdk.format.attestation import signer_key_id
 
 #: model-signing's predicate for signatures made by releases ≥ 1.0.
@@ -128,8 +129,7 @@ def read_signature_file(path: Path) -> bytes:
         ModelSignatureError: missing, unreadable or oversized (a missing signature is refused).
     """
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_SIGNATURE_FILE_BYTES + 1)
+        data = read_capped(path, MAX_SIGNATURE_FILE_BYTES)
     except FileNotFoundError:
         raise ModelSignatureError(
             f"model signature {path} does not exist: refusing to convert an unsigned model",

@@ -47,7 +47,7 @@ from edge_sdk.errors import (
     TokenRemovedError,
     install_hint,
 )
-from edge_sdk.files import ForkSafeLock
+from edge_sdk.files import ForkSafeLock, read_capped
 
 from .key_types import KeyKind, PrivateKey, PublicKey
 from .key_uri import Secret, Tpm2Reference
@@ -180,7 +180,7 @@ class TpmKey:
         assert self._ref.file is not None
         path = Path(self._ref.file)
         try:
-            data = path.read_bytes()[: MAX_KEY_FILE_BYTES + 1]
+            data = read_capped(path, MAX_KEY_FILE_BYTES)
         except FileNotFoundError:
             raise TokenKeyNotFoundError(f"{doing}: TPM key file {path} does not exist") from None
         except OSError as exc:
