@@ -635,7 +635,9 @@ class Agent:
     def _installed(self) -> dict[str, Any]:
         from .deploy import status
 
-        return {s.name: s for s in status(str(self.install_dir))}
+        # Verified against the bundle trust: a planted `current` claiming a huge version has no
+        # version here, so it cannot make every genuine release look old (it is replaced).
+        return {s.name: s for s in status(str(self.install_dir), trust=self.trust)}
 
     def _clean_downloads(self) -> None:
         for leftover in (self.state_dir / "downloads").iterdir():
@@ -867,11 +869,13 @@ class Agent:
     def _install(
         self, path: Path, candidate: Candidate, previous: str | None, memory: _Memory
     ) -> Outcome:
-        from .deploy import deploy
+        from .deploy import deploy, prepare_bundle
 
         name = candidate.name
         try:
-            result = deploy(path, str(self.install_dir), self.deploy_options)
+            # With the trust, deploy judges what is current by its verified version only.
+            prepared = prepare_bundle(path, trust=self.trust)
+            result = deploy(prepared, str(self.install_dir), self.deploy_options)
         except DeployError as exc:
             now = self._installed().get(name)
             if (

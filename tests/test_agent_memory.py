@@ -52,3 +52,20 @@ def test_entries_from_before_the_split_are_judged_again(lab: Lab) -> None:  # no
         json.dumps({"rejected": {sha: {"name": "digits", "version": 1, "reason": "old"}}})
     )
     assert [o.status for o in agent.poll().outcomes] == ["installed"]
+
+
+def test_a_planted_current_does_not_freeze_the_agent(lab: Lab) -> None:  # noqa: F811
+    """Issue 20, finding 2: an unsigned file claiming v2**63-1 made the agent report
+    up-to-date forever while `current` did not load."""
+    from .test_deploy_verified import TOP, plant
+
+    lab.publish(1)
+    agent = lab.agent()
+    assert [o.status for o in agent.poll().outcomes] == ["installed"]
+    install = lab.tmp / "dev0" / "install"
+    plant(install, lab.bundle(1), name="digits")
+    lab.publish(2)
+    outcomes = agent.poll().outcomes
+    assert [(o.status, o.version) for o in outcomes] == [("installed", 2)], outcomes
+    assert lab.current().startswith(release(2))
+    assert str(TOP) not in (lab.current() or "")

@@ -1,0 +1,104 @@
+"""What is current on a target orders releases only when it verifies (issue 20, finding 2).
+
+A planted, unsigned bundle claiming version 2**63-1 (or a genuine release of another name moved
+under this one) must not make every genuine deploy "older", nor make the agent report
+up-to-date forever: it is reported and replaced, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edge_sdk.deploy import deploy, prepare_bundle, status
+from edge_sdk.keys import PrivateKey, TrustStore
+
+from .bundle_parts import split_bundle
+from .test_deploy import BundleFactory, board, make_bundle, signer  # noqa: F401  (fixtures)
+
+TOP = 2**63 - 1
+
+
+def plant(root: Path, genuine: Path, *, version: int = TOP, name: str = "demo") -> str:
+    """An unsigned copy of ``genuine`` claiming ``version``, made ``current`` of ``name``: what
+    a local user who can write inside the root leaves there. Its file name matches its manifest."""
+    parts = split_bundle(genuine.read_bytes())
+    manifest = json.loads(parts.manifest)
+    manifest["version"] = version
+    parts.manifest = json.dumps(manifest, separators=(",", ":")).encode()
+    file = f"{version}-{hashlib.sha256(parts.manifest).hexdigest()[:16]}.edgepkg"
+    releases = root / name / "releases"
+    releases.mkdir(parents=True, exist_ok=True)
+    (releases / file).write_bytes(parts.join())
+    link = root / name / "current"
+    link.unlink(missing_ok=True)
+    link.symlink_to(f"releases/{file}")
+    return file
+
+
+def test_a_planted_current_does_not_block_a_genuine_deploy(
+    make_bundle: BundleFactory,
+    board: Callable[[str], Path],
+    signer: PrivateKey,  # noqa: F811
+) -> None:
+    trust = TrustStore.from_keys([signer.public])
+    root = board("b")
+    deploy(prepare_bundle(make_bundle(1), trust=trust), str(root))
+    plant(root, make_bundle(1))
+    result = deploy(prepare_bundle(make_bundle(2), trust=trust), str(root))
+    assert result.status == "ok"
+    assert os.readlink(root / "demo" / "current").startswith("releases/2-")
+
+
+def test_a_genuine_release_of_another_name_does_not_order_this_one(
+    make_bundle: BundleFactory,
+    board: Callable[[str], Path],
+    signer: PrivateKey,  # noqa: F811
+) -> None:
+    trust = TrustStore.from_keys([signer.public])
+    root = board("b")
+    deploy(prepare_bundle(make_bundle(9, name="other"), trust=trust), str(root))
+    (release,) = (root / "other" / "releases").iterdir()
+    (root / "demo" / "releases").mkdir(parents=True)
+    release.rename(root / "demo" / "releases" / release.name)
+    (root / "demo" / "current").symlink_to(f"releases/{release.name}")
+    assert deploy(prepare_bundle(make_bundle(2), trust=trust), str(root)).status == "ok"
+
+
+def test_status_reports_an_unverifiable_current_without_its_claimed_version(
+    make_bundle: BundleFactory,
+    board: Callable[[str], Path],
+    signer: PrivateKey,  # noqa: F811
+) -> None:
+    trust = TrustStore.from_keys([signer.public])
+    root = board("b")
+    deploy(make_bundle(1), str(root))
+    plant(root, make_bundle(1))
+    (row,) = status(str(root), trust=trust)
+    assert (row.version, row.digest, row.verified) == (None, None, False)
+    assert row.problem is not None and "does not verify" in row.problem
+    (unchecked,) = status(str(root))  # without trust: the claim, marked as such
+    assert (unchecked.version, unchecked.verified) == (TOP, False)
+    deploy(prepare_bundle(make_bundle(3), trust=trust), str(root))
+    (fixed,) = status(str(root), trust=trust)
+    assert (fixed.version, fixed.verified, fixed.problem) == (3, True, None)
+
+
+def test_cli_status_marks_unverified_versions(
+    make_bundle: BundleFactory, board: Callable[[str], Path], tmp_path: Path, cli: Any,  # noqa: F811
+    signer: PrivateKey,  # noqa: F811
+) -> None:  # fmt: skip
+    from edge_sdk.keys import save_keypair
+
+    root = board("b")
+    deploy(make_bundle(1), str(root))
+    plant(root, make_bundle(1))
+    _, pub = save_keypair(signer, tmp_path / "publisher")
+    checked = cli("status", "--target", root, "--trust", pub, "--json")
+    assert checked.code == 0, checked.err
+    (row,) = checked.json()["releases"]
+    assert row["version"] is None and "does not verify" in row["problem"]
