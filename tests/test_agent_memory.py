@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 
-from edge_sdk import tuf_repo
 from edge_sdk.errors import IntegrityError
+from edge_sdk.fleet import tuf_repo
 
 from .test_tuf import Lab, forge, lab, release, server  # noqa: F401  (fixtures)
 

@@ -5,6 +5,8 @@ under this one) must not make every genuine deploy "older", nor make the agent r
 up-to-date forever: it is reported and replaced, never trusted.
 """
 
+# ruff: noqa: F811  (pytest fixtures imported from test_deploy are parameters here)
+
 from __future__ import annotations
 
 import hashlib
@@ -14,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge_sdk.deploy import deploy, prepare_bundle, status
+from edge_sdk.fleet.deploy import deploy, prepare_bundle, status
 from edge_sdk.keys import PrivateKey, TrustStore
 
 from .bundle_parts import split_bundle
@@ -43,7 +45,7 @@ def plant(root: Path, genuine: Path, *, version: int = TOP, name: str = "demo") 
 def test_a_planted_current_does_not_block_a_genuine_deploy(
     make_bundle: BundleFactory,
     board: Callable[[str], Path],
-    signer: PrivateKey,  # noqa: F811
+    signer: PrivateKey,
 ) -> None:
     trust = TrustStore.from_keys([signer.public])
     root = board("b")
@@ -57,7 +59,7 @@ def test_a_planted_current_does_not_block_a_genuine_deploy(
 def test_a_genuine_release_of_another_name_does_not_order_this_one(
     make_bundle: BundleFactory,
     board: Callable[[str], Path],
-    signer: PrivateKey,  # noqa: F811
+    signer: PrivateKey,
 ) -> None:
     trust = TrustStore.from_keys([signer.public])
     root = board("b")
@@ -72,7 +74,7 @@ def test_a_genuine_release_of_another_name_does_not_order_this_one(
 def test_status_reports_an_unverifiable_current_without_its_claimed_version(
     make_bundle: BundleFactory,
     board: Callable[[str], Path],
-    signer: PrivateKey,  # noqa: F811
+    signer: PrivateKey,
 ) -> None:
     trust = TrustStore.from_keys([signer.public])
     root = board("b")
@@ -89,8 +91,8 @@ def test_status_reports_an_unverifiable_current_without_its_claimed_version(
 
 
 def test_cli_status_marks_unverified_versions(
-    make_bundle: BundleFactory, board: Callable[[str], Path], tmp_path: Path, cli: Any,  # noqa: F811
-    signer: PrivateKey,  # noqa: F811
+    make_bundle: BundleFactory, board: Callable[[str], Path], tmp_path: Path, cli: Any,
+    signer: PrivateKey,
 ) -> None:  # fmt: skip
     from edge_sdk.keys import save_keypair
 

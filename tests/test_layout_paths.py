@@ -18,11 +18,11 @@ import pytest
 
 import edge_sdk
 from edge_sdk import errors
-from edge_sdk.deploy import deploy
+from edge_sdk.device.runtime import expected_name_from_path
 from edge_sdk.errors import TargetMismatchError
-from edge_sdk.packaging import PackageOptions, package_model
+from edge_sdk.fleet.deploy import deploy
+from edge_sdk.host.packaging import PackageOptions, package_model
 from edge_sdk.profiles import load_profile
-from edge_sdk.runtime import expected_name_from_path
 
 from .conftest import REPO, KeySet
 
@@ -104,7 +104,7 @@ def test_run_current_from_inside_the_name_directory_is_refused(
 def test_a_relative_watch_is_held_to_the_directorys_name(
     cwd: Path, keyset: KeySet, tmp_path: Path
 ) -> None:
-    from edge_sdk.watch import ModelWatcher
+    from edge_sdk.device.watch import ModelWatcher
 
     with pytest.raises(TargetMismatchError, match="'digits' was expected"):
         ModelWatcher("current", {"trust": keyset.trust(), "device_key": keyset.device,

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from edge_sdk.bundle import read_bundle
 from edge_sdk.errors import SignatureError
+from edge_sdk.format.bundle import read_bundle
+from edge_sdk.format.manifest import Manifest
+from edge_sdk.format.verify import open_bundle
 from edge_sdk.keys import TrustStore, load_private_key, load_public_key
-from edge_sdk.manifest import Manifest
-from edge_sdk.verify import open_bundle
 
 VECTORS = Path(__file__).parent / "vectors"
 EXPECTED = json.loads((VECTORS / "expected.json").read_text())
