@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge_sdk.fleet.deploy import deploy, prepare_bundle, status
+from edge_sdk.fleet.deploy import DeployOptions, deploy, prepare_bundle, rollback, status
 from edge_sdk.keys import PrivateKey, TrustStore
 
 from .bundle_parts import split_bundle
@@ -25,7 +25,9 @@ from .test_deploy import BundleFactory, board, make_bundle, signer  # noqa: F401
 TOP = 2**63 - 1
 
 
-def plant(root: Path, genuine: Path, *, version: int = TOP, name: str = "demo") -> str:
+def plant(
+    root: Path, genuine: Path, *, version: int = TOP, name: str = "demo", current: bool = True
+) -> str:
     """An unsigned copy of ``genuine`` claiming ``version``, made ``current`` of ``name``: what
     a local user who can write inside the root leaves there. Its file name matches its manifest."""
     parts = split_bundle(genuine.read_bytes())
@@ -36,9 +38,10 @@ def plant(root: Path, genuine: Path, *, version: int = TOP, name: str = "demo") 
     releases = root / name / "releases"
     releases.mkdir(parents=True, exist_ok=True)
     (releases / file).write_bytes(parts.join())
-    link = root / name / "current"
-    link.unlink(missing_ok=True)
-    link.symlink_to(f"releases/{file}")
+    if current:
+        link = root / name / "current"
+        link.unlink(missing_ok=True)
+        link.symlink_to(f"releases/{file}")
     return file
 
 
@@ -104,3 +107,33 @@ def test_cli_status_marks_unverified_versions(
     assert checked.code == 0, checked.err
     (row,) = checked.json()["releases"]
     assert row["version"] is None and "does not verify" in row["problem"]
+
+
+def test_planted_files_named_as_the_newest_do_not_get_genuine_releases_pruned(
+    make_bundle: BundleFactory, board: Callable[[str], Path], signer: PrivateKey
+) -> None:
+    trust = TrustStore.from_keys([signer.public])
+    root = board("b")
+    keep3 = DeployOptions(keep=3)
+    deployed = [
+        deploy(prepare_bundle(make_bundle(v), trust=trust), str(root), keep3) for v in (1, 2, 3)
+    ]
+    planted = {plant(root, make_bundle(1), version=TOP - i, current=False) for i in range(2)}
+    deploy(prepare_bundle(make_bundle(4), trust=trust), str(root), keep3)
+    left = {p.name for p in (root / "demo" / "releases").iterdir()}
+    assert deployed[1].file in left and deployed[2].file in left  # the newest 3 genuine kept
+    assert deployed[0].file not in left  # and the oldest pruned, as without the planted files
+    assert planted <= left  # not ours to judge: left alone, never counted
+
+
+def test_rollback_goes_to_the_previous_release_that_verifies(
+    make_bundle: BundleFactory, board: Callable[[str], Path], signer: PrivateKey
+) -> None:
+    trust = TrustStore.from_keys([signer.public])
+    root = board("b")
+    first = deploy(prepare_bundle(make_bundle(1), trust=trust), str(root))
+    deploy(prepare_bundle(make_bundle(2), trust=trust), str(root))
+    # Unsigned, and uploaded after the genuine v1:
+    plant(root, make_bundle(5), version=1, current=False)
+    result = rollback("demo", str(root), trust=trust)
+    assert result.to_file == first.file

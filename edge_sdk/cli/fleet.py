@@ -199,6 +199,13 @@ def rollback(
     to_version: Annotated[
         int | None, typer.Option(help="Switch to this version instead of the previous one.")
     ] = None,
+    trust: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Roll back only to releases that verify against these publisher keys (default: "
+            "the project's signing key from edge-sdk.toml)."
+        ),
+    ] = None,
     identity: IdentityOpt = None,
     known_hosts: KnownHostsOpt = None,
     accept_new_host_keys: AcceptNewOpt = False,
@@ -210,9 +217,13 @@ def rollback(
     from edge_sdk.fleet.deploy import rollback as do_rollback
 
     ssh = ssh_options(identity, known_hosts, accept_new_host_keys, port, connect_timeout)
+    try:
+        store = publisher_trust(trust, "rollback")
+    except UsageError:
+        store = None  # releases are then ordered by their file names, unverified
 
     def one(tgt: Any) -> list[dict[str, Any]]:
-        result = do_rollback(name, tgt, to_version=to_version, ssh=ssh)
+        result = do_rollback(name, tgt, to_version=to_version, ssh=ssh, trust=store)
         return [{"target": tgt.label, "ok": True, "from": result.from_file, "to": result.to_file,
                  "version": result.version}]  # fmt: skip
 

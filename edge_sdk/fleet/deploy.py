@@ -399,12 +399,18 @@ async def _prune(
     current: str,
     keep: int,
     previous: str | None,
+    trust: TrustStore | None = None,
 ) -> tuple[str, ...]:
     """Remove all but the newest ``keep`` releases, sparing current and previous ones.
 
     ``previous`` is what ``current`` pointed to before this deploy; the release rollback()
-    would pick (the next older one by version) is spared too.
+    would pick (the next older one by version) is spared too. With ``trust``, only releases
+    that verify are ordered (a file name can claim any version: planted files named as the
+    newest must not get genuine ones pruned); the others are left alone.
     """
+    if trust is not None and len(releases) > keep:
+        releases = {f: m for f, m in releases.items()
+                    if f in (current, previous) or await _verifies(session, name, f, trust)}  # fmt: skip
     ordered = _ordered(releases)
     protected = set(ordered[-keep:]) | {current, previous}
     if current in releases:
@@ -483,7 +489,9 @@ async def _install(
     # differ in their recipients, and a stored file may have rotted. Compare the bytes.
     present = sizes.get(file) == bundle.size and await session.sha256(rel_file) == bundle.sha256
     if present and current == file and not state.switched:
-        pruned = await _prune(session, name, releases, file, options.keep, state.previous)
+        pruned = await _prune(
+            session, name, releases, file, options.keep, state.previous, bundle.trust
+        )
         return _result(session, bundle, "unchanged", pruned=pruned)
 
     candidate = rel_file
@@ -559,7 +567,7 @@ async def _install(
 
     emit("pruning", bundle.size)
     releases.setdefault(file, time.time())  # just installed: the newest of its version
-    pruned = await _prune(session, name, releases, file, options.keep, state.previous)
+    pruned = await _prune(session, name, releases, file, options.keep, state.previous, bundle.trust)
     return _result(session, bundle, "ok", previous=state.previous, pruned=pruned)
 
 
@@ -698,6 +706,7 @@ async def rollback_async(
     to_version: int | None = None,
     ssh: SshOptions | None = None,
     retry: RetryPolicy | None = None,
+    trust: TrustStore | None = None,
 ) -> RollbackResult:
     """Async form of :func:`rollback`."""
     name = _check_name(name)
@@ -710,6 +719,11 @@ async def rollback_async(
         if current is None:
             raise DeployError(f"{resolved.label}: {name} has no current release to roll back from")
         releases = await _releases(session, name)
+        if trust is not None:
+            # Rolled back to by verified version only: a planted file named just below current
+            # must not become current (it would not load, and the old release would be lost).
+            releases = {f: m for f, m in releases.items()
+                        if f == current or await _verifies(session, name, f, trust)}  # fmt: skip
         if to_version is not None:
             matches = [f for f in _ordered(releases) if _release_key(f, 0)[0] == to_version]
             if not matches:
@@ -736,16 +750,20 @@ def rollback(
     to_version: int | None = None,
     ssh: SshOptions | None = None,
     retry: RetryPolicy | None = None,
+    trust: TrustStore | None = None,
 ) -> RollbackResult:
     """Switch ``current`` of bundle ``name`` to the previous release present on the target.
 
     "Previous" is by version order (ties by upload time), or the newest file of ``to_version``.
+    With ``trust``, only releases whose header verifies (signatures, name, file name) count.
 
     Raises:
         DeployError: nothing current, or no older release (or not ``to_version``) on the target.
         TransportError: the target cannot be reached or written.
     """
-    return asyncio.run(rollback_async(name, target, to_version=to_version, ssh=ssh, retry=retry))
+    return asyncio.run(
+        rollback_async(name, target, to_version=to_version, ssh=ssh, retry=retry, trust=trust)
+    )
 
 
 async def _current_version(
@@ -761,6 +779,15 @@ async def _current_version(
     except EdgeSDKError:
         return None
     return manifest.version
+
+
+async def _verifies(session: Session, name: str, file: str, trust: TrustStore) -> bool:
+    """True when release ``file`` of ``name`` verifies (see :func:`_verified_manifest`)."""
+    try:
+        await _verified_manifest(session, name, file, trust)
+    except EdgeSDKError:
+        return False
+    return True
 
 
 async def _verified_manifest(
