@@ -205,7 +205,9 @@ class SshSession(Session):
 
         src, dst = self._touch(src_rel), self._touch(dst_rel)
         await self._guard(src_rel)
-        await self._guard(dst_rel)
+        # The usual rename stays in one directory: its path was just checked.
+        if posixpath.dirname(dst_rel) != posixpath.dirname(src_rel):
+            await self._guard(dst_rel)
         self._step(f"renaming {src} to {dst}", posixpath.dirname(dst))
         try:
             await self.sftp.posix_rename(src, dst)
