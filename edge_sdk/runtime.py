@@ -42,6 +42,7 @@ from .errors import (
     excerpt,
     install_hint,
 )
+from .format.key_slip import read_key_slip, slip_path_beside
 from .keys import PrivateKey, TrustStore, load_private_key
 from .manifest import Manifest
 from .profiles import load_profile
@@ -938,11 +939,28 @@ def _as_trust(trust: Any) -> TrustStore:
     raise UsageError("trust must be a TrustStore, a path, or a list of paths")
 
 
+def _key_slip_for(
+    source: str | os.PathLike[str] | bytes,
+    slip: bytes | str | os.PathLike[str] | None,
+    key: PrivateKey | None,
+) -> bytes | None:
+    """The slip's bytes: the one given, else the one beside the bundle file if it exists."""
+    if isinstance(slip, (bytes, bytearray, memoryview)):
+        return bytes(slip)
+    if slip is not None:
+        return read_key_slip(slip)
+    if key is None or isinstance(source, (bytes, bytearray, memoryview)):
+        return None
+    beside = slip_path_beside(source)
+    return read_key_slip(beside) if beside.is_file() else None
+
+
 def load(
     source: str | os.PathLike[str] | bytes,
     *,
     trust: TrustStore | str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     device_key: PrivateKey | str | os.PathLike[str] | None = None,
+    slip: bytes | str | os.PathLike[str] | None = None,
     profile: Any = None,
     state_dir: str | os.PathLike[str] | None = None,
     threads: int | None = None,
@@ -960,6 +978,12 @@ def load(
         source: a bundle path or the bundle's bytes.
         trust: the pinned trust store (or a path / paths to load one from).
         device_key: this device's key (object or path); needed for encrypted bundles.
+        slip: this device's key slip for the bundle (a path, or the slip's bytes): the content
+            key comes from it instead of the bundle's recipient entries. Without it, a slip
+            beside the bundle file (``model.edgepkg`` → ``model.edgeslip``, found through the
+            ``current`` link) is used when there is one. A slip for another bundle or device is
+            refused (:class:`~edge_sdk.errors.KeySlipMismatchError`), as is one the trust store
+            does not sign.
         profile: a DeviceProfile or profile name; threads and delegates come from it, and a
             bundle built for another profile is refused unless ``allow_target_mismatch``.
             Without it, the bundle's target profile applies if this board is one of its hardware
@@ -994,6 +1018,7 @@ def load(
     parsed: dict[str, Any] = {}  # what is known of the bundle so far, for the audit record
     limits = Limits.for_model_size(prof.max_model_bytes) if prof is not None else DEFAULT_LIMITS
     wanted_name = expected_name if expected_name is not None else expected_name_from_path(source)
+    slip_bytes = _key_slip_for(source, slip, key)
 
     def known(header: Bundle) -> None:
         parsed.update(name=header.manifest.name, version=header.manifest.version,
@@ -1015,6 +1040,7 @@ def load(
             runtime=runtime_release(runtime) if check_device else None,
             state=state,
             device_key=key,
+            key_slip=slip_bytes,
         )
         # Every check of docs/FORMAT.md, in its order, in one place: the header and its
         # signatures before a byte of the payload is read, the device policy (anti-rollback

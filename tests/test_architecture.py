@@ -18,7 +18,7 @@ PARTS = {
     "host": ["edge_sdk.convert", "edge_sdk.pruning", "edge_sdk.packaging", "edge_sdk.sealing",
              "edge_sdk.config", "edge_sdk.provenance", "edge_sdk.model_signature"],
     "fleet": ["edge_sdk.deploy", "edge_sdk.transports", "edge_sdk.inventory", "edge_sdk.agent",
-              "edge_sdk.tuf_repo", "edge_sdk.audit", "edge_sdk.provenance_policy"],
+              "edge_sdk.tuf_repo", "edge_sdk.audit", "edge_sdk.provenance_policy", "edge_sdk.fleet"],
     "device": ["edge_sdk.runtime", "edge_sdk.interpreter", "edge_sdk.state", "edge_sdk.audit_log",
                "edge_sdk.watch",
                "edge_sdk.doctor", "edge_sdk.benchmark"],
@@ -29,7 +29,7 @@ PARTS = {
                "edge_sdk.hashing", "edge_sdk.memory", "edge_sdk.files",
                # keys held in hardware: read by keys, used by signing and encryption
                "edge_sdk.key_uri", "edge_sdk.pkcs11", "edge_sdk.tpm", "edge_sdk.hpke_delegated",
-               "edge_sdk.native_isolation", "edge_sdk.attestation"],
+               "edge_sdk.native_isolation", "edge_sdk.attestation", "edge_sdk.format"],
     "base": ["edge_sdk.errors", "edge_sdk.profiles", "edge_sdk.native_output"],
     # The package root only re-exports the device API, lazily.
     "api": ["edge_sdk"],

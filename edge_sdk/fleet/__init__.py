@@ -1,0 +1,1 @@
+"""Fleet tooling: deploy, transports, inventories, the TUF repository, key slips at scale."""

@@ -1,0 +1,1 @@
+"""The bundle format: container, manifest, signatures, encryption, and key slips."""
