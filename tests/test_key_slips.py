@@ -398,3 +398,39 @@ def test_entries_keep_their_base64(slip: bytes) -> None:
     body = json.loads(parse_key_slip(slip).body)
     assert base64.b64decode(body["enc"]) == parse_key_slip(slip).entry.enc
     assert dataclasses.is_dataclass(parse_key_slip(slip))
+
+
+def test_the_cli_issues_slips_and_a_device_runs_the_release_with_its_own(
+    tmp_path: Path, keyset: KeySet, cli: object, key_files: dict[str, Path]
+) -> None:
+    """`edge-sdk slips issue` for a directory of device keys, one revoked; `run --slip` opens it."""
+    run = cli  # type: ignore[assignment]
+    bundle_path = tmp_path / "digits.edgepkg"
+    save_bundle(_seal(keyset), bundle_path)  # escrow: keyset.device2
+    fleet = tmp_path / "fleet"
+    fleet.mkdir()
+    for name in ("device", "device_pq"):
+        (fleet / f"{name}.pub").write_bytes(key_files[f"{name}.pub"].read_bytes())
+    result = run("slips", "issue", bundle_path, "--opener", key_files["device2"],  # type: ignore[operator]
+                 "--signing-key", key_files["signer"], "--devices", fleet, "--out", tmp_path / "v1",
+                 "--exclude", key_files["device_pq.pub"], "--json")  # fmt: skip
+    assert result.code == 0, result.err
+    report = result.json()
+    assert report["slips"] == 1 and report["excluded"] == [keyset.device_pq.key_id]
+    assert report["largest"] <= 1024
+    mine = tmp_path / "v1" / slip_name(keyset.device.key_id)
+    np.save(tmp_path / "x.npy", np.ones((1, 4), np.float32))
+    common = ("--trust", key_files["signer.pub"], "--input", tmp_path / "x.npy",
+              "--allow-target-mismatch", "--state-dir", tmp_path / "state")  # fmt: skip
+    ok = run("run", bundle_path, "--device-key", key_files["device"], "--slip", mine, *common)  # type: ignore[operator]
+    assert ok.code == 0, ok.err
+    # The revoked device has no slip; the other's is refused with its documented exit code.
+    refused = run("run", bundle_path, "--device-key", key_files["device_pq"], "--slip", mine,  # type: ignore[operator]
+                  *common)  # fmt: skip
+    assert refused.code == KeySlipMismatchError.exit_code and "for device key" in refused.err
+    verified = run("verify", bundle_path, "--trust", key_files["signer.pub"], "--device-key",  # type: ignore[operator]
+                   key_files["device"], "--slip", mine, "--json")  # fmt: skip
+    assert verified.code == 0 and verified.json()["decrypted"] is True, verified.err
+    again = run("slips", "issue", bundle_path, "--opener", key_files["device2"],  # type: ignore[operator]
+                "--signing-key", key_files["signer"], "--devices", fleet, "--out", tmp_path / "v1")  # fmt: skip
+    assert again.code == 2 and "exists" in again.err

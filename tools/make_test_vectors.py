@@ -126,7 +126,9 @@ def main() -> None:
         bundle = read_bundle(OUT / f"{spec['bundle']}.edgepkg")
         key = content_key_of(bundle, keys[spec["opener"]])
         path.write_bytes(
-            make_key_slip(bundle, key, keys[spec["device"]].public, [keys[s] for s in spec["signers"]])
+            make_key_slip(
+                bundle, key, keys[spec["device"]].public, [keys[s] for s in spec["signers"]]
+            )
         )
         slips[name] = {
             "bundle": spec["bundle"],
