@@ -26,19 +26,19 @@ MODEL = (REPO / "tests" / "vectors" / "model.tflite").read_bytes()
 X = np.ones((1, 4), np.float32)
 
 
-def _release(tmp: Path, signer: PrivateKey, escrow: PrivateKey, version: int) -> Path:
+def _release(tmp: Path, publisher: PrivateKey, escrow: PrivateKey, version: int) -> Path:
     path = tmp / f"digits-{version}.edgepkg"
     save_bundle(seal_bundle(MODEL, name="digits", version=version, target=Target("x86_64"),
-                            signers=[signer], recipients=[escrow.public]), path)  # fmt: skip
+                            signers=[publisher], recipients=[escrow.public]), path)  # fmt: skip
     return path
 
 
 def _slips(tmp: Path, bundle: Path, escrow: PrivateKey, devices: list[PrivateKey],
-           signer: PrivateKey, tag: str) -> Path:  # fmt: skip
+           publisher: PrivateKey, tag: str) -> Path:  # fmt: skip
     sealed = read_bundle(bundle)
     out = tmp / f"slips-{tag}"
     write_key_slips(out, sealed, content_key_of(sealed, escrow), [d.public for d in devices],
-                    [signer])  # fmt: skip
+                    [publisher])  # fmt: skip
     return out
 
 
@@ -90,12 +90,12 @@ def test_a_fleet_deploy_over_ssh_gives_each_board_its_own_slip(
     slips = _slips(tmp_path, v1, escrow, keys[:2], lab.signer, "v1")  # the third is revoked
     boards = lab.devices(tmp_path / "boards", 3)
     devices = [Device(b.name, b.target, ssh=b.ssh, public_key=k.public)
-               for b, k in zip(boards, keys)]  # fmt: skip
+               for b, k in zip(boards, keys, strict=True)]  # fmt: skip
     fleet = deploy_fleet(v1, devices, DeployOptions(), parallel=3, max_failures=3, slips=slips)
     status = {r.device: r for r in fleet.results}
     assert [status[d.name].status for d in devices] == ["ok", "ok", "failed"]
     assert "has no key slip" in (status["ssh-2"].reason or "")
-    for board, key in zip(devices[:2], keys[:2]):
+    for board, key in zip(devices[:2], keys[:2], strict=True):
         root = tmp_path / "boards" / board.name
         releases = root / "digits" / "releases"
         slip = releases / status[board.name].file.replace(".edgepkg", ".edgeslip")
