@@ -2,9 +2,9 @@
 
 ``import edge_sdk`` is light: it loads neither numpy, TensorFlow nor a LiteRT runtime. The device
 API (:func:`load`, :class:`Model`, :class:`ModelPool`, and :class:`Interpreter`, the LiteRT
-interpreter interface over a bundle) is imported on first use from :mod:`edge_sdk.runtime` and
-:mod:`edge_sdk.interpreter`; host-side conversion lives in :mod:`edge_sdk.convert` and
-:mod:`edge_sdk.packaging`.
+interpreter interface over a bundle) is imported on first use from :mod:`edge_sdk.device.runtime` and
+:mod:`edge_sdk.device.interpreter`; host-side conversion lives in :mod:`edge_sdk.host.convert` and
+:mod:`edge_sdk.host.packaging`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from .errors import EdgeSDKError
 __version__ = "0.2.0"
 
 if TYPE_CHECKING:
-    from .interpreter import Interpreter
-    from .runtime import Model, ModelPool, load
+    from .device.interpreter import Interpreter
+    from .device.runtime import Model, ModelPool, load
 
 _LAZY = {"load", "Model", "ModelPool"}
 
@@ -25,11 +25,11 @@ _LAZY = {"load", "Model", "ModelPool"}
 def __getattr__(name: str) -> Any:
     # PEP 562: the runtime (and numpy with it) is imported only when the device API is used.
     if name in _LAZY:
-        from . import runtime
+        from .device import runtime
 
         return getattr(runtime, name)
     if name == "Interpreter":
-        from .interpreter import Interpreter
+        from .device.interpreter import Interpreter
 
         return Interpreter
     raise AttributeError(f"module 'edge_sdk' has no attribute {name!r}")

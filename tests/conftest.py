@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-from edge_sdk.bundle import bundle_to_bytes
+from edge_sdk.format.bundle import bundle_to_bytes
+from edge_sdk.format.manifest import Target
+from edge_sdk.host.sealing import seal_bundle
 from edge_sdk.keys import PrivateKey, TrustStore, generate_key, save_keypair
-from edge_sdk.manifest import Target
-from edge_sdk.sealing import seal_bundle
 
 REPO = Path(__file__).resolve().parent.parent
 

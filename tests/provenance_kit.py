@@ -10,9 +10,9 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from edge_sdk.host.model_signature import ModelSignatureOptions
+from edge_sdk.host.packaging import PackageOptions, PackageResult, package_model
 from edge_sdk.keys import PrivateKey, PublicKey
-from edge_sdk.model_signature import ModelSignatureOptions
-from edge_sdk.packaging import PackageOptions, PackageResult, package_model
 from edge_sdk.profiles import load_profile
 
 VECTOR_MODEL = Path(__file__).parent / "vectors" / "model.tflite"

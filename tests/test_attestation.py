@@ -18,21 +18,21 @@ from typing import Any
 
 import pytest
 
-from edge_sdk.attestation import (
+from edge_sdk.errors import BundleFormatError, ProvenanceError
+from edge_sdk.format.attestation import (
     check_signatures,
     dsse_keyid,
     read_attestation,
     sign_statement,
     verified_attestation,
 )
-from edge_sdk.bundle import bundle_to_bytes, read_bundle, save_bundle
-from edge_sdk.errors import BundleFormatError, ProvenanceError
+from edge_sdk.format.bundle import bundle_to_bytes, read_bundle, save_bundle
+from edge_sdk.format.manifest import Manifest, Target
+from edge_sdk.format.strict_json import canonical_bytes
+from edge_sdk.format.verify import open_bundle
+from edge_sdk.host.provenance import path_sha256
+from edge_sdk.host.sealing import seal_bundle
 from edge_sdk.keys import PrivateKey
-from edge_sdk.manifest import Manifest, Target
-from edge_sdk.provenance import path_sha256
-from edge_sdk.sealing import seal_bundle
-from edge_sdk.strict_json import canonical_bytes
-from edge_sdk.verify import open_bundle
 
 from .conftest import REPO, KeySet
 from .provenance_kit import VECTOR_MODEL, in_toto_keys, in_toto_verify, package_tflite
@@ -314,7 +314,7 @@ def test_committed_vectors_have_no_attestation_and_that_is_defined(
 
 
 def test_attestation_survives_recipients_add(tmp_path: Path, keyset: KeySet) -> None:
-    from edge_sdk.sealing import add_recipients
+    from edge_sdk.host.sealing import add_recipients
 
     bundle = seal_bundle(
         VECTOR_MODEL.read_bytes(), name="m", version=1, target=Target("x86_64"),
@@ -359,7 +359,7 @@ def _minimal_statement(manifest: Manifest) -> dict[str, Any]:
 def test_device_and_cli_paths_import_no_provenance_tooling(packaged: dict[str, Path]) -> None:
     code = (
         "import sys\n"
-        "from edge_sdk.verify import open_bundle\n"
+        "from edge_sdk.format.verify import open_bundle\n"
         "from edge_sdk.keys import TrustStore, load_public_key\n"
         "from edge_sdk.cli import main\n"
         f"try:\n    main(['inspect', {str(packaged['signer'])!r}])\nexcept SystemExit:\n    pass\n"

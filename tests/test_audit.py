@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from edge_sdk.audit import audit_paths, find_bundles, summarize
-from edge_sdk.bundle import read_bundle
+from edge_sdk.fleet.audit import audit_paths, find_bundles, summarize
+from edge_sdk.format.bundle import read_bundle
 from edge_sdk.keys import TrustStore
 
 from .bundle_parts import split_bundle
@@ -134,7 +134,7 @@ def test_cli_formats_and_exit_codes(tree: dict[str, Path], cli: Any, key_files: 
 
 
 def test_cli_audit_log(tmp_path: Path, cli: Any) -> None:
-    from edge_sdk.audit_log import AuditLog
+    from edge_sdk.device.audit_log import AuditLog
 
     path = tmp_path / "audit.log"
     log = AuditLog(path)
@@ -153,7 +153,7 @@ def test_cli_audit_log(tmp_path: Path, cli: Any) -> None:
 def test_audit_never_decrypts(
     tree: dict[str, Path], trust: TrustStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from edge_sdk import verify
+    from edge_sdk.format import verify
 
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("an audit must never decrypt")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_sdk.audit_log import AuditLog, log_files, read_log, verify_log
+from edge_sdk.device.audit_log import AuditLog, log_files, read_log, verify_log
 from edge_sdk.errors import AuditLogError
 
 

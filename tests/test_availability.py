@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 import edge_sdk
-from edge_sdk.audit_log import MAX_RECORD_BYTES, AuditLog, log_files, read_log, verify_log
+from edge_sdk.device.audit_log import MAX_RECORD_BYTES, AuditLog, log_files, read_log, verify_log
 from edge_sdk.errors import MAX_MESSAGE_CHARS, AuditLogError, EdgeSDKError
-from edge_sdk.packaging import PackageOptions, package_model
+from edge_sdk.host.packaging import PackageOptions, package_model
 from edge_sdk.profiles import load_profile
 
 from .bundle_parts import split_bundle
@@ -212,7 +212,7 @@ def test_a_fifo_planted_as_a_release_is_refused_not_waited_on(genuine: Path, key
     (tmp_path / "models" / "digits" / "current").symlink_to("releases/" + fifo.name)
     with pytest.raises(BundleFormatError, match="not a regular file"):
         _load(tmp_path / "models" / "digits" / "current", keyset, tmp_path / "state")
-    from edge_sdk.audit import audit_paths
+    from edge_sdk.fleet.audit import audit_paths
 
     rows = audit_paths([tmp_path / "models"], keyset.trust())
     assert [r.kind for r in rows] == ["format"]

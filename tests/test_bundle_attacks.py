@@ -9,8 +9,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from edge_sdk.bundle import Limits, read_bundle
-from edge_sdk.encryption import TAG_SIZE, decrypt_payload, unwrap_content_key
 from edge_sdk.errors import (
     BundleFormatError,
     DecryptionError,
@@ -22,9 +20,11 @@ from edge_sdk.errors import (
     TrustStoreError,
     UnsupportedVersionError,
 )
+from edge_sdk.format.bundle import Limits, read_bundle
+from edge_sdk.format.encryption import TAG_SIZE, decrypt_payload, unwrap_content_key
+from edge_sdk.format.signing import PAYLOAD_TYPE, pae
+from edge_sdk.format.verify import decrypt_model, open_bundle, verify_bundle
 from edge_sdk.keys import PublicKey, generate_key
-from edge_sdk.signing import PAYLOAD_TYPE, pae
-from edge_sdk.verify import decrypt_model, open_bundle, verify_bundle
 
 from .bundle_parts import split_bundle
 from .conftest import KeySet, make_bundle_bytes
@@ -373,8 +373,8 @@ def test_missing_file_is_a_usage_error(tmp_path: os.PathLike[str]) -> None:
 
 def test_plaintext_hash_is_checked_after_decryption(keyset: KeySet) -> None:
     """A publisher bug or a forged manifest claiming another model digest is caught after AEAD."""
-    from edge_sdk.manifest import Target
-    from edge_sdk.sealing import seal_bundle
+    from edge_sdk.format.manifest import Target
+    from edge_sdk.host.sealing import seal_bundle
 
     bundle = seal_bundle(
         MODEL,
@@ -388,9 +388,9 @@ def test_plaintext_hash_is_checked_after_decryption(keyset: KeySet) -> None:
     # Re-seal a manifest that lies about the model digest, signed by the trusted key.
     import dataclasses
 
-    from edge_sdk.bundle import Bundle
-    from edge_sdk.encryption import wrap_content_key
-    from edge_sdk.signing import sign_manifest
+    from edge_sdk.format.bundle import Bundle
+    from edge_sdk.format.encryption import wrap_content_key
+    from edge_sdk.format.signing import sign_manifest
 
     lying = dataclasses.replace(
         bundle.manifest, model=dataclasses.replace(bundle.manifest.model, sha256="0" * 64)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from edge_sdk import errors
-from edge_sdk.bundle import read_bundle
+from edge_sdk.format.bundle import read_bundle
 
 from .conftest import REPO, KeySet, make_bundle_bytes
 

@@ -1,4 +1,4 @@
-"""edge_sdk.compat against real models, real converters and real runtimes.
+"""edge_sdk.format.compat against real models, real converters and real runtimes.
 
 The models come from real TensorFlow conversions (float32, dynamic-range, float16, full int8) of a
 tiny Keras model, plus hand-built flatbuffers for the shapes a converter never writes. The
@@ -21,8 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_sdk import compat
-from edge_sdk.compat import (
+from edge_sdk.errors import CompatibilityError, ModelInputError
+from edge_sdk.format import compat
+from edge_sdk.format.compat import (
     CUSTOM_OP,
     FLEX_OP,
     MODEL_METADATA,
@@ -36,8 +37,7 @@ from edge_sdk.compat import (
     runtime_support,
     tflite_release,
 )
-from edge_sdk.errors import CompatibilityError, ModelInputError
-from edge_sdk.op_versions import BUILTIN_OPERATORS, MIN_RUNTIME
+from edge_sdk.format.op_versions import BUILTIN_OPERATORS, MIN_RUNTIME
 
 from . import runtimes
 from .tflite_builder import CUSTOM, Buffer, Op, OpCode, Spec, Tensor, build, op_only_model
@@ -581,7 +581,7 @@ def test_fuzz_a_real_converted_model(converted: Converted) -> None:
 def test_compat_never_imports_tensorflow_or_a_runtime() -> None:
     code = (
         "import sys\n"
-        "from edge_sdk.compat import read_tflite, check_compatibility\n"
+        "from edge_sdk.format.compat import read_tflite, check_compatibility\n"
         f"info = read_tflite({RICH!r})\n"
         "check_compatibility(info, 'tflite-runtime', '2.14.0')\n"
         "heavy = [m for m in sys.modules if m.split('.')[0] in "

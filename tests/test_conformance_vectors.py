@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from edge_sdk.errors import EdgeSDKError
+from edge_sdk.format.manifest import parse_time
+from edge_sdk.format.verify import open_bundle
 from edge_sdk.keys import PrivateKey, TrustStore, load_private_key, load_public_key
-from edge_sdk.manifest import parse_time
-from edge_sdk.verify import open_bundle
 
 VECTORS = Path(__file__).parent / "vectors"
 INVALID = VECTORS / "invalid"

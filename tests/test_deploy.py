@@ -25,8 +25,15 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from edge_sdk.bundle import read_bundle, save_bundle
-from edge_sdk.deploy import (
+from edge_sdk.errors import (
+    DeployError,
+    EdgeSDKError,
+    KeyFileError,
+    SignatureError,
+    TransportError,
+    UsageError,
+)
+from edge_sdk.fleet.deploy import (
     DeployOptions,
     ProgressEvent,
     deploy,
@@ -36,20 +43,13 @@ from edge_sdk.deploy import (
     rollback,
     status,
 )
-from edge_sdk.errors import (
-    DeployError,
-    EdgeSDKError,
-    KeyFileError,
-    SignatureError,
-    TransportError,
-    UsageError,
-)
-from edge_sdk.inventory import Device, load_inventory, parse_inventory
+from edge_sdk.fleet.inventory import Device, load_inventory, parse_inventory
+from edge_sdk.fleet.transports import RetryPolicy, SshOptions, parse_target
+from edge_sdk.format.bundle import read_bundle, save_bundle
+from edge_sdk.format.manifest import Target
+from edge_sdk.format.verify import verify_bundle
+from edge_sdk.host.sealing import seal_bundle
 from edge_sdk.keys import PrivateKey, TrustStore, generate_key, save_keypair
-from edge_sdk.manifest import Target
-from edge_sdk.sealing import seal_bundle
-from edge_sdk.transports import RetryPolicy, SshOptions, parse_target
-from edge_sdk.verify import verify_bundle
 
 from .sshd import DropProxy, KeyPair, SshServer, free_port, make_keypair, sshd_available
 
@@ -428,10 +428,10 @@ def test_ssh_verify_remote_runs_a_real_verifier_on_the_board(
     script = tmp_path / "verify_on_board.py"
     script.write_text(
         "import sys\n"
-        "from edge_sdk.bundle import read_bundle\n"
+        "from edge_sdk.format.bundle import read_bundle\n"
         "from edge_sdk.errors import EdgeSDKError\n"
         "from edge_sdk.keys import TrustStore\n"
-        "from edge_sdk.verify import verify_bundle\n"
+        "from edge_sdk.format.verify import verify_bundle\n"
         "assert '.partial-' in sys.argv[1], sys.argv[1]\n"
         "try:\n"
         "    verify_bundle(read_bundle(sys.argv[1]), TrustStore.load([sys.argv[2]]))\n"
@@ -1241,7 +1241,7 @@ def test_audit_reads_signatures_before_payloads(
 def test_connection_noise_after_a_drop_is_not_printed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from edge_sdk.transports import with_session
+    from edge_sdk.fleet.transports import with_session
 
     caplog.set_level(logging.DEBUG, logger="asyncio")
 

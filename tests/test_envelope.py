@@ -13,18 +13,18 @@ import tracemalloc
 
 import pytest
 
-from edge_sdk.bundle import (
+from edge_sdk.errors import BundleFormatError, DecryptionError, SignatureError
+from edge_sdk.format.bundle import (
     DEFAULT_LIMITS,
     envelope_bytes,
     envelope_value_limit,
     parse_envelope,
     read_bundle,
 )
-from edge_sdk.encryption import RecipientEntry
-from edge_sdk.errors import BundleFormatError, DecryptionError, SignatureError
-from edge_sdk.signing import SignatureEntry
-from edge_sdk.strict_json import value_bound
-from edge_sdk.verify import open_bundle
+from edge_sdk.format.encryption import RecipientEntry
+from edge_sdk.format.signing import SignatureEntry
+from edge_sdk.format.strict_json import value_bound
+from edge_sdk.format.verify import open_bundle
 
 from .bundle_parts import split_bundle
 from .conftest import KeySet, make_bundle_bytes

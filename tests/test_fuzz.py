@@ -12,12 +12,12 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_sdk.bundle import bundle_to_bytes, read_bundle
 from edge_sdk.errors import EdgeSDKError
+from edge_sdk.format.bundle import bundle_to_bytes, read_bundle
+from edge_sdk.format.manifest import Target
+from edge_sdk.format.verify import open_bundle
+from edge_sdk.host.sealing import seal_bundle
 from edge_sdk.keys import TrustStore, generate_key
-from edge_sdk.manifest import Target
-from edge_sdk.sealing import seal_bundle
-from edge_sdk.verify import open_bundle
 
 MODEL = os.urandom(9000)
 SIGNER = generate_key("signing", "ed25519")

@@ -23,9 +23,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 import edge_sdk
-from edge_sdk.bundle import bundle_to_bytes, read_bundle
-from edge_sdk.doctor import storage_of
-from edge_sdk.encryption import unwrap_content_key, wrap_content_key
+from edge_sdk.device.doctor import storage_of
 from edge_sdk.errors import (
     DecryptionError,
     KeyFileError,
@@ -36,6 +34,11 @@ from edge_sdk.errors import (
     TokenPinError,
     TokenRemovedError,
 )
+from edge_sdk.format.bundle import bundle_to_bytes, read_bundle
+from edge_sdk.format.encryption import unwrap_content_key, wrap_content_key
+from edge_sdk.format.manifest import Target
+from edge_sdk.format.signing import PAYLOAD_TYPE, pae
+from edge_sdk.host.sealing import seal_bundle
 from edge_sdk.keys import (
     PrivateKey,
     PublicKey,
@@ -44,9 +47,6 @@ from edge_sdk.keys import (
     load_private_key,
     load_public_key,
 )
-from edge_sdk.manifest import Target
-from edge_sdk.sealing import seal_bundle
-from edge_sdk.signing import PAYLOAD_TYPE, pae
 
 from .conftest import REPO, CliResult
 from .hardware import USER_PIN, SwTpm
@@ -137,8 +137,8 @@ def test_tpm_key_through_the_cli(
 
 def test_tpm_key_file_form(swtpm: Any, tmp_path: Path) -> None:
     ref = f"tpm2:file={tmp_path / 'device.tss'}?tcti={swtpm.tcti}"
-    from edge_sdk.key_uri import Tpm2Reference
-    from edge_sdk.tpm import generate_tpm_key
+    from edge_sdk.keys.key_uri import Tpm2Reference
+    from edge_sdk.keys.tpm import generate_tpm_key
 
     made = generate_tpm_key(Tpm2Reference.parse(ref), out=tmp_path / "dev")
     assert (tmp_path / "device.tss").read_bytes().startswith(b"-----BEGIN TSS2 PRIVATE KEY-----")
@@ -151,8 +151,8 @@ def test_tpm_key_file_form(swtpm: Any, tmp_path: Path) -> None:
 
 def test_tpm_wrong_auth_and_the_lockout_trap(tmp_path: Path) -> None:
     """A fresh swtpm with default DA settings: the 4th wrong value locks out even the right one."""
-    from edge_sdk.key_uri import Tpm2Reference
-    from edge_sdk.tpm import generate_tpm_key
+    from edge_sdk.keys.key_uri import Tpm2Reference
+    from edge_sdk.keys.tpm import generate_tpm_key
 
     with SwTpm.start(tmp_path / "tpm", relax_lockout=False) as tpm:
         for name, value in (("right", "correct horse"), ("wrong", "battery staple")):
@@ -245,8 +245,8 @@ def test_pkcs11_device_key_end_to_end(cli: Cli, softhsm: Any, tmp_path: Path) ->
 @pytest.fixture(scope="module")
 def hsm_signers(softhsm: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """ECDSA P-256 and Ed25519 signing keys generated inside SoftHSM (their .pub files beside)."""
-    from edge_sdk.key_uri import Pkcs11Uri
-    from edge_sdk.pkcs11 import generate_pkcs11_key
+    from edge_sdk.keys.key_uri import Pkcs11Uri
+    from edge_sdk.keys.pkcs11 import generate_pkcs11_key
 
     where = tmp_path_factory.mktemp("hsm-signers")
     made = {}
@@ -284,7 +284,7 @@ def test_hsm_signing_alongside_a_file_key(hsm_signers: dict[str, Any]) -> None:
     bundle = seal_bundle(MODEL, name="digits", version=1, target=Target("x86_64"),
                          signers=[hsm_key, file_key])  # fmt: skip
     trust = TrustStore.from_keys([load_public_key(pub), file_key.public], threshold=2)
-    assert len(edge_sdk.verify.verify_bundle(bundle, trust).signers) == 2
+    assert len(edge_sdk.format.verify.verify_bundle(bundle, trust).signers) == 2
 
 
 def test_wrong_pin_is_typed_and_never_echoed(
@@ -367,7 +367,7 @@ def test_token_pulled_between_calls(
     uri, _ = hsm_signers["ecdsa-p256"]
     key = load_private_key(uri, kind="signing")
     out = tmp_path / "b.edgepkg"
-    from edge_sdk.bundle import save_bundle
+    from edge_sdk.format.bundle import save_bundle
 
     def seal_and_save() -> None:
         save_bundle(
@@ -390,8 +390,8 @@ def test_a_key_swapped_under_the_same_label_is_noticed(softhsm: Any, tmp_path: P
     import pkcs11
     from pkcs11 import Attribute as A
 
-    from edge_sdk.key_uri import Pkcs11Uri
-    from edge_sdk.pkcs11 import generate_pkcs11_key
+    from edge_sdk.keys.key_uri import Pkcs11Uri
+    from edge_sdk.keys.pkcs11 import generate_pkcs11_key
 
     uri = softhsm.uri("swapped")
     generate_pkcs11_key(Pkcs11Uri.parse(uri), kind="device", alg="p256", out=tmp_path / "a")
@@ -427,8 +427,8 @@ def test_generate_refuses_to_overwrite_and_leaves_nothing(
 
 
 def test_concurrent_use_and_fork(softhsm: Any, tmp_path: Path) -> None:
-    from edge_sdk.key_uri import Pkcs11Uri
-    from edge_sdk.pkcs11 import generate_pkcs11_key
+    from edge_sdk.keys.key_uri import Pkcs11Uri
+    from edge_sdk.keys.pkcs11 import generate_pkcs11_key
 
     uri = softhsm.uri("shared")
     made = generate_pkcs11_key(Pkcs11Uri.parse(uri), kind="device", alg="p256", out=tmp_path / "s")
@@ -522,8 +522,8 @@ def test_storage_classification(tmp_path: Path) -> None:
 
 def test_agent_with_a_device_key_in_a_token(softhsm: Any, tmp_path: Path, lab: Any) -> None:  # noqa: F811
     """tests/test_tuf.py's lab: a real TUF repository behind a real nginx."""
-    from edge_sdk.key_uri import Pkcs11Uri
-    from edge_sdk.pkcs11 import generate_pkcs11_key
+    from edge_sdk.keys.key_uri import Pkcs11Uri
+    from edge_sdk.keys.pkcs11 import generate_pkcs11_key
 
     uri = softhsm.uri("agent-board")
     generate_pkcs11_key(Pkcs11Uri.parse(uri), kind="device", alg="p256", out=tmp_path / "board")
@@ -558,12 +558,12 @@ def test_file_keys_never_import_the_token_libraries(tmp_path: Path) -> None:
     code = (
         "import sys, edge_sdk\n"
         "from edge_sdk.keys import TrustStore, load_private_key, load_public_key\n"
-        "from edge_sdk.bundle import read_bundle\n"
-        "from edge_sdk.verify import decrypt_model\n"
+        "from edge_sdk.format.bundle import read_bundle\n"
+        "from edge_sdk.format.verify import decrypt_model\n"
         f"key = load_private_key({device_key!r}, kind='device')\n"
         f"trust = TrustStore.from_keys([load_public_key({pub!r})])\n"
         f"assert len(decrypt_model(read_bundle({bundle!r}, trust=trust), key)) > 0\n"
-        "heavy = ('pkcs11', 'tpm2_pytss', 'edge_sdk.pkcs11', 'edge_sdk.tpm')\n"
+        "heavy = ('pkcs11', 'tpm2_pytss', 'edge_sdk.keys.pkcs11', 'edge_sdk.keys.tpm')\n"
         "loaded = sorted(m for m in sys.modules if m in heavy or m.split('.')[0] in heavy)\n"
         "assert not loaded, loaded\n"
     )

@@ -15,8 +15,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_sdk.bundle import Bundle, Limits, bundle_to_bytes, read_bundle
-from edge_sdk.encryption import unwrap_content_key, wrap_content_key
 from edge_sdk.errors import (
     BundleFormatError,
     DecryptionError,
@@ -25,11 +23,13 @@ from edge_sdk.errors import (
     PayloadTooLargeError,
     SignatureError,
 )
+from edge_sdk.format.bundle import Bundle, Limits, bundle_to_bytes, read_bundle
+from edge_sdk.format.encryption import unwrap_content_key, wrap_content_key
+from edge_sdk.format.manifest import Target
+from edge_sdk.format.signing import sign_manifest
+from edge_sdk.format.verify import open_bundle
+from edge_sdk.host.sealing import seal_bundle
 from edge_sdk.keys import TrustStore, generate_key
-from edge_sdk.manifest import Target
-from edge_sdk.sealing import seal_bundle
-from edge_sdk.signing import sign_manifest
-from edge_sdk.verify import open_bundle
 
 from .bundle_parts import split_bundle
 from .conftest import KeySet, make_bundle_bytes
@@ -162,7 +162,7 @@ def test_failure_in_the_last_chunk_of_a_large_model(tmp_path: Any, keyset: KeySe
     # Re-sign so the payload digest matches: only the AEAD can now catch it.
     import dataclasses
 
-    from edge_sdk.manifest import PayloadInfo
+    from edge_sdk.format.manifest import PayloadInfo
 
     info: PayloadInfo = dataclasses.replace(
         bundle.manifest.payload, sha256=hashlib.sha256(payload).hexdigest()

@@ -1,4 +1,4 @@
-"""HPKE with the DH step in a token (edge_sdk.hpke_delegated) against RFC 9180's own test vectors.
+"""HPKE with the DH step in a token (edge_sdk.format.hpke_delegated) against RFC 9180's own test vectors.
 
 The vectors are RFC 9180 Appendix A's base-mode setups for DHKEM(X25519) and DHKEM(P-256) with
 HKDF-SHA256 (AES-128-GCM and ChaCha20Poly1305 are the AEADs the RFC publishes for them), copied
@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from edge_sdk import hpke_delegated as hd
+from edge_sdk.format import hpke_delegated as hd
 from edge_sdk.keys import PrivateKey, generate_key, load_private_key
 
 RFC9180_BASE = [

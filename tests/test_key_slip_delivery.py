@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 import edge_sdk
-from edge_sdk.bundle import read_bundle, save_bundle
-from edge_sdk.deploy import DeployOptions, deploy, deploy_fleet
 from edge_sdk.errors import KeySlipMismatchError
+from edge_sdk.fleet.deploy import DeployOptions, deploy, deploy_fleet
+from edge_sdk.fleet.inventory import Device
 from edge_sdk.fleet.key_slips import content_key_of, write_key_slips
-from edge_sdk.inventory import Device
+from edge_sdk.format.bundle import read_bundle, save_bundle
+from edge_sdk.format.manifest import Target
+from edge_sdk.host.sealing import seal_bundle
 from edge_sdk.keys import PrivateKey, generate_key, save_keypair
-from edge_sdk.manifest import Target
-from edge_sdk.sealing import seal_bundle
 
 from .conftest import REPO
 from .test_deploy import Lab, lab, signer  # noqa: F401  (fixtures: two real sshd boards)

@@ -17,8 +17,6 @@ import numpy as np
 import pytest
 
 import edge_sdk
-from edge_sdk.bundle import Bundle, bundle_to_bytes, envelope_bytes, read_bundle, save_bundle
-from edge_sdk.encryption import RecipientEntry, wrap_content_key
 from edge_sdk.errors import (
     DecryptionError,
     EdgeSDKError,
@@ -30,6 +28,8 @@ from edge_sdk.errors import (
     UsageError,
 )
 from edge_sdk.fleet.key_slips import content_key_of, slip_name, write_key_slips
+from edge_sdk.format.bundle import Bundle, bundle_to_bytes, envelope_bytes, read_bundle, save_bundle
+from edge_sdk.format.encryption import RecipientEntry, wrap_content_key
 from edge_sdk.format.key_slip import (
     MAX_SLIP_BYTES,
     SLIP_PAYLOAD_TYPE,
@@ -40,11 +40,11 @@ from edge_sdk.format.key_slip import (
     slip_bytes,
     slip_path_beside,
 )
+from edge_sdk.format.manifest import Target
+from edge_sdk.format.signing import PAYLOAD_TYPE, SignatureEntry, pae, sign_manifest
+from edge_sdk.format.verify import Policy, open_verified
+from edge_sdk.host.sealing import seal_bundle
 from edge_sdk.keys import PrivateKey, generate_key, save_keypair
-from edge_sdk.manifest import Target
-from edge_sdk.sealing import seal_bundle
-from edge_sdk.signing import PAYLOAD_TYPE, SignatureEntry, pae, sign_manifest
-from edge_sdk.verify import Policy, open_verified
 
 from .conftest import REPO, KeySet
 

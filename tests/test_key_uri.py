@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edge_sdk.errors import KeyFileError, KeyReferenceError, TokenPinError
-from edge_sdk.key_uri import (
+from edge_sdk.keys.key_uri import (
     PKCS11_PIN_ENV,
     PinSource,
     Pkcs11Uri,

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_sdk.attestation import read_attestation
-from edge_sdk.bundle import read_bundle
 from edge_sdk.errors import ModelSignatureError, ProvenanceError, UsageError
-from edge_sdk.model_signature import ModelSignatureOptions
-from edge_sdk.provenance import path_sha256
-from edge_sdk.verify import open_bundle
+from edge_sdk.format.attestation import read_attestation
+from edge_sdk.format.bundle import read_bundle
+from edge_sdk.format.verify import open_bundle
+from edge_sdk.host.model_signature import ModelSignatureOptions
+from edge_sdk.host.provenance import path_sha256
 
 from . import models
 from .conftest import KeySet
@@ -213,7 +213,7 @@ def test_signed_model_is_converted_from_the_verified_copy(
             model.write_bytes(b"TFL3 a different model")  # after verification, before reading
             swapped.append(step)
 
-    from edge_sdk.packaging import PackageOptions, package_model
+    from edge_sdk.host.packaging import PackageOptions, package_model
     from edge_sdk.profiles import load_profile
 
     options = PackageOptions(name="m", version=1,
@@ -239,7 +239,7 @@ def test_input_changed_during_packaging_is_refused(
             with np.load(work["eval"]) as loaded:
                 np.savez(data, x=loaded["x"][::-1], y=loaded["y"][::-1])
 
-    from edge_sdk.packaging import PackageOptions, package_model
+    from edge_sdk.host.packaging import PackageOptions, package_model
     from edge_sdk.profiles import load_profile
 
     out = tmp_path / "m.edgepkg"
@@ -288,7 +288,7 @@ def test_signed_savedmodel_directory_is_packaged(
     model = tmp_path / "digits-savedmodel"
     shutil.copytree(models.digits_savedmodel(), model)
     sig = sign_model(model, work["key"], model / "model.sig")
-    from edge_sdk.packaging import PackageOptions, package_model
+    from edge_sdk.host.packaging import PackageOptions, package_model
     from edge_sdk.profiles import load_profile
 
     options = PackageOptions(name="digits", version=1, quantize="none",

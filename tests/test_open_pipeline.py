@@ -22,15 +22,15 @@ import numpy as np
 import pytest
 
 import edge_sdk
-from edge_sdk import audit_log, runtime
-from edge_sdk.bundle import Bundle, save_bundle
-from edge_sdk.compression import compress
-from edge_sdk.encryption import encrypt_payload, new_content_key, wrap_content_key
+from edge_sdk.device import audit_log, runtime
 from edge_sdk.errors import DecryptionError, IntegrityError
-from edge_sdk.manifest import PayloadInfo, Target
-from edge_sdk.sealing import MIN_COMPRESSION_SAVING, seal_bundle
-from edge_sdk.signing import sign_manifest
-from edge_sdk.verify import READ_PIECE, RING_PIECES
+from edge_sdk.format.bundle import Bundle, save_bundle
+from edge_sdk.format.compression import compress
+from edge_sdk.format.encryption import encrypt_payload, new_content_key, wrap_content_key
+from edge_sdk.format.manifest import PayloadInfo, Target
+from edge_sdk.format.signing import sign_manifest
+from edge_sdk.format.verify import READ_PIECE, RING_PIECES
+from edge_sdk.host.sealing import MIN_COMPRESSION_SAVING, seal_bundle
 
 from .conftest import KeySet
 from .tflite_builder import Buffer, Op, OpCode, Spec, Tensor, build
@@ -85,7 +85,7 @@ def _resigned(bundle: Bundle, keyset: KeySet, payload: bytes, **changes: Any) ->
 
 
 def _content_key(bundle: Bundle, keyset: KeySet) -> bytes:
-    from edge_sdk.encryption import unwrap_content_key
+    from edge_sdk.format.encryption import unwrap_content_key
 
     return unwrap_content_key(bundle.recipients, bundle.manifest_digest, keyset.device)
 
@@ -201,7 +201,7 @@ def test_zstd_never_parses_a_stream_the_publisher_did_not_sign(
 ) -> None:  # fmt: skip
     """Decryption overlaps the payload hash, decompression does not: an attacker's own stream
     (here a bomb) is decrypted under their key, then refused before zstd sees a byte of it."""
-    from edge_sdk import compression
+    from edge_sdk.format import compression
 
     sparse = add_model(_sparse(constant))
     genuine = _seal(sparse, keyset, compression="zstd")
@@ -258,8 +258,8 @@ def test_in_memory_and_file_sources_open_alike(
 ) -> None:
     """Views of the caller's bytes, or a ring of read buffers: the same model, for every AEAD and
     chunk size (small chunks make a piece of many chunks)."""
-    from edge_sdk.bundle import bundle_to_bytes
-    from edge_sdk.verify import open_bundle
+    from edge_sdk.format.bundle import bundle_to_bytes
+    from edge_sdk.format.verify import open_bundle
 
     for aead in ("aes-256-gcm", "chacha20-poly1305"):
         for chunk in (4096, 1 << 20):
@@ -331,7 +331,7 @@ def test_a_restart_writes_no_state_and_waits_for_no_sync(
 def test_populating_a_buffer_never_changes_it() -> None:
     """The hash worker faults the model's pages in while the decryption writes them: it must
     leave every byte as it finds it, written or not."""
-    from edge_sdk.memory import freeze, populate, writable_bytes
+    from edge_sdk.format.memory import freeze, populate, writable_bytes
 
     data = os.urandom(3 << 20)
     obj, view = writable_bytes(len(data))
@@ -352,7 +352,7 @@ def test_a_refused_decompressed_model_is_wiped_and_its_digest_not_quoted(
     """A signed zstd payload that decompresses to other bytes than the signed model (a publisher
     mistake, or a stolen signing key): refused at step 10, its plaintext overwritten, and nothing
     derived from it — not even a digest prefix — in the error or the audit log."""
-    from edge_sdk import verify
+    from edge_sdk.format import verify
 
     sparse = add_model(_sparse(constant))
     genuine = _seal(sparse, keyset, compression="zstd")
@@ -447,8 +447,8 @@ def test_a_file_cut_while_its_header_is_read_is_a_format_error(
 ) -> None:
     """A bundle rewritten in place (``cp`` over it) while a device opens it: the reads come back
     short of the size ``fstat`` gave. That is a truncated file, said as such and logged."""
-    from edge_sdk import bundle as bundle_module
     from edge_sdk.errors import BundleFormatError
+    from edge_sdk.format import bundle as bundle_module
 
     path = tmp_path / "add.edgepkg"
     save_bundle(_seal(model, keyset), path)

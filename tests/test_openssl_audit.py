@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from edge_sdk.bundle import read_bundle
 from edge_sdk.errors import BundleFormatError, SignatureError
+from edge_sdk.format.bundle import read_bundle
+from edge_sdk.format.verify import open_bundle
 from edge_sdk.keys import PrivateKey, PublicKey, generate_key
-from edge_sdk.verify import open_bundle
 
 from .bundle_parts import split_bundle
 from .conftest import REPO, KeySet, make_bundle_bytes
@@ -100,7 +100,7 @@ def assert_refused(run: Audit, message: str) -> None:
 
 def _resign(raw: bytes, signer: PrivateKey) -> bytes:
     """The same bundle with its signatures replaced by one from ``signer``."""
-    from edge_sdk.signing import PAYLOAD_TYPE, pae
+    from edge_sdk.format.signing import PAYLOAD_TYPE, pae
 
     parts = split_bundle(raw)
     sig = signer.sign(pae(PAYLOAD_TYPE, parts.manifest))
@@ -437,9 +437,9 @@ def test_openssl_verifies_a_bundle_signed_inside_an_hsm(
     tmp_path: Path, keyset: KeySet, softhsm: Any, alg: str
 ) -> None:
     """A key generated in SoftHSM signs; the auditor's script checks it with the .pub alone."""
-    from edge_sdk.key_uri import Pkcs11Uri
     from edge_sdk.keys import load_private_key
-    from edge_sdk.pkcs11 import generate_pkcs11_key
+    from edge_sdk.keys.key_uri import Pkcs11Uri
+    from edge_sdk.keys.pkcs11 import generate_pkcs11_key
 
     uri = softhsm.uri(f"audit-{alg}")
     made = generate_pkcs11_key(Pkcs11Uri.parse(uri), kind="signing", alg=alg, out=tmp_path / "hsm")

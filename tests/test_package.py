@@ -12,8 +12,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_sdk.bundle import read_bundle
-from edge_sdk.convert import detect_model_format, load_dataset
 from edge_sdk.errors import (
     AccuracyGateError,
     CompatibilityError,
@@ -21,9 +19,12 @@ from edge_sdk.errors import (
     DataError,
     ModelInputError,
 )
-from edge_sdk.packaging import PackageOptions, package_model
+from edge_sdk.format.bundle import read_bundle
+from edge_sdk.format.verify import open_bundle
+from edge_sdk.host.datasets import load_dataset
+from edge_sdk.host.packaging import PackageOptions, package_model
+from edge_sdk.host.source_model import detect_model_format
 from edge_sdk.profiles import load_profile
-from edge_sdk.verify import open_bundle
 
 from . import models
 from .conftest import CliResult, KeySet
@@ -80,7 +81,7 @@ def test_every_input_format_converts_and_matches_keras(
     conversion = result.reports["conversion"]
     assert conversion["source_format"] == fmt
     assert conversion["parity"]["passed"] and conversion["parity"]["max_abs_error"] < 1e-4
-    from edge_sdk.convert import run_tflite
+    from edge_sdk.host.quality_gate import run_tflite
 
     _, _, x_test, _ = models.digits_data()
     got = next(iter(run_tflite(model_bytes, {"image": x_test[:50]}).values()))
@@ -137,7 +138,7 @@ def test_every_quantization_mode(
         return
     assert gate["metric"] == "accuracy" and gate["passed"]
     assert gate["drop_points"] <= 1.0 and gate["float_accuracy"] > 90
-    from edge_sdk.compat import read_tflite
+    from edge_sdk.format.compat import read_tflite
 
     weights = read_tflite(model_bytes).weight_dtypes
     expected = {"dynamic": "int8", "float16": "float16", "int8": "int8", "int16x8": "int8"}[mode]
@@ -237,7 +238,7 @@ def test_adapts_dense_quantization_for_tflite_runtime_214(
         quantize="dynamic", evaluation=data["eval"],
     )  # fmt: skip
     assert any("per-channel quantization of dense layers disabled" in n for n in result.notes)
-    from edge_sdk.compat import read_tflite
+    from edge_sdk.format.compat import read_tflite
 
     assert read_tflite(model_bytes).op_version("FULLY_CONNECTED") < 12
     assert result.reports["compatibility"]["ok"]
@@ -457,17 +458,20 @@ def test_conversion_parity_failure_is_caught(tmp_path: Path, keyset: KeySet) -> 
     """A converter path that silently drops weights must fail the build (the check is real)."""
     import keras
 
-    from edge_sdk import convert
+    from edge_sdk.host.datasets import synthetic_inputs
+    from edge_sdk.host.quality_gate import check_parity
+    from edge_sdk.host.source_model import load_source_model
+    from edge_sdk.host.tflite_converter import run_converter
 
-    source = convert.load_source_model(models.digits_cnn())
+    source = load_source_model(models.digits_cnn())
     broken = keras.models.clone_model(
         keras.saving.load_model(models.digits_cnn())
     )  # fresh random weights
     import tensorflow as tf
 
-    float_bytes = convert._convert(tf.lite.TFLiteConverter.from_keras_model(broken), "float32")
+    float_bytes = run_converter(tf.lite.TFLiteConverter.from_keras_model(broken), "float32")
     with pytest.raises(ConversionError, match="disagrees with the source model"):
-        convert._parity(source, float_bytes, convert.synthetic_inputs(source))
+        check_parity(source, float_bytes, synthetic_inputs(source))
 
 
 def test_help_does_not_import_tensorflow(no_tensorflow_check: Any) -> None:

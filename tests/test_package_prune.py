@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from edge_sdk.bundle import read_bundle
 from edge_sdk.errors import AccuracyGateError, UsageError
-from edge_sdk.packaging import PackageOptions, package_model
+from edge_sdk.format.bundle import read_bundle
+from edge_sdk.host.packaging import PackageOptions, package_model
 from edge_sdk.profiles import load_profile
 
 from . import models

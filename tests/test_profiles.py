@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_sdk import compression
 from edge_sdk.errors import ProfileError
-from edge_sdk.manifest import Target
+from edge_sdk.format import compression
+from edge_sdk.format.manifest import Target
 from edge_sdk.profiles import (
     PROFILE_PATH_ENV,
     DelegateSpec,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_sdk.attestation import Gate, Material, Provenance
 from edge_sdk.errors import KeyFileError, ProvenancePolicyError, UsageError
-from edge_sdk.provenance_policy import ProvenancePolicy
+from edge_sdk.fleet.provenance_policy import ProvenancePolicy
+from edge_sdk.format.attestation import Gate, Material, Provenance
 
 from .provenance_kit import model_signing_keypair
 
@@ -66,7 +66,7 @@ def test_sigstore_identities_match_identity_and_issuer(tmp_path: Path) -> None:
 
 def test_model_signers_from_key_files_and_ids(tmp_path: Path) -> None:
     _, pub = model_signing_keypair(tmp_path, "training")
-    from edge_sdk.model_signature import signer_key_id
+    from edge_sdk.host.model_signature import signer_key_id
 
     key_id = signer_key_id(pub)
     for entry in ("training.pub", key_id):

@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_sdk.bundle import read_bundle
-from edge_sdk.compat import read_tflite
-from edge_sdk.convert import Dataset, _convert, accuracy_gate
 from edge_sdk.errors import AccuracyGateError, DataError, ModelInputError, UsageError
-from edge_sdk.manifest import Target
-from edge_sdk.pruning import (
+from edge_sdk.format.bundle import read_bundle
+from edge_sdk.format.compat import read_tflite
+from edge_sdk.format.manifest import Target
+from edge_sdk.format.verify import open_bundle
+from edge_sdk.host.datasets import Dataset
+from edge_sdk.host.pruning import (
     AUTO,
     PruneOptions,
     auto_prune,
@@ -31,8 +32,9 @@ from edge_sdk.pruning import (
     sparsity_gate,
     weight_sparsity,
 )
-from edge_sdk.sealing import seal_bundle
-from edge_sdk.verify import open_bundle
+from edge_sdk.host.quality_gate import accuracy_gate
+from edge_sdk.host.sealing import seal_bundle
+from edge_sdk.host.tflite_converter import run_converter
 
 from . import models
 from .conftest import KeySet
@@ -230,7 +232,7 @@ def test_auto_prune_returns_the_highest_sparsity_within_the_real_gate(
     digits: Any, data: dict[str, Dataset]
 ) -> None:
     convert = quantizing_converter("int8", calibration=data["calib"])
-    reference = _convert(keras_source(digits).make_converter(), "float32")
+    reference = run_converter(keras_source(digits).make_converter(), "float32")
     gate = sparsity_gate(
         reference, data["eval"], convert, max_accuracy_drop=1.0, max_output_error=0.05
     )
@@ -285,7 +287,7 @@ def test_zeros_survive_conversion_dense_and_sparse_encoded(
 ) -> None:
     import tensorflow as tf
 
-    from edge_sdk.convert import run_tflite
+    from edge_sdk.host.quality_gate import run_tflite
 
     pruned, _ = prune_model(digits, 0.8)
     x = data["eval"].inputs["image"]
@@ -301,8 +303,8 @@ def test_zeros_survive_conversion_dense_and_sparse_encoded(
     source = keras_source(pruned)
     converter = source.make_converter()
     converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-    sparse = _convert(converter, "float32, sparse")
-    dense = _convert(source.make_converter(), "float32")
+    sparse = run_converter(converter, "float32, sparse")
+    dense = run_converter(source.make_converter(), "float32")
     info = read_tflite(sparse)
     assert info.sparse_tensors == 4
     assert info.op_version("DENSIFY") is not None
@@ -319,16 +321,17 @@ def test_sparse_encoded_int8_is_refused_by_litert_default_delegate(
     digits: Any, data: dict[str, Dataset]
 ) -> None:
     """Why packaging does not use EXPERIMENTAL_SPARSITY: if this test starts failing, LiteRT's
-    XNNPACK learned sparse int8 weights and the note in edge_sdk/pruning.py should be revisited."""
+    XNNPACK learned sparse int8 weights and the note in edge_sdk/host/pruning.py should be revisited."""
     import tensorflow as tf
 
-    from edge_sdk.convert import _converter, run_tflite
     from edge_sdk.errors import BackendError
+    from edge_sdk.host.quality_gate import run_tflite
+    from edge_sdk.host.tflite_converter import make_converter
 
     pruned, _ = prune_model(digits, 0.8)
-    converter = _converter(keras_source(pruned), "int8", "float32", data["calib"], True)
+    converter = make_converter(keras_source(pruned), "int8", "float32", data["calib"], True)
     converter.optimizations = [*converter.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-    sparse = _convert(converter, "int8, sparse")
+    sparse = run_converter(converter, "int8, sparse")
     assert read_tflite(sparse).sparse_tensors == 4
     x = data["eval"].inputs["image"]
     with pytest.raises(BackendError, match="failed to delegate"):
@@ -343,7 +346,7 @@ def test_sparse_encoded_int8_is_refused_by_litert_default_delegate(
 def test_prune_for_conversion_feeds_a_sealed_bundle(
     tmp_path: Path, digits: Any, data: dict[str, Dataset], keyset: KeySet
 ) -> None:
-    from edge_sdk.convert import run_tflite
+    from edge_sdk.host.quality_gate import run_tflite
 
     train = models.digits_npz(tmp_path, split="train")
     steps: list[str] = []
@@ -384,7 +387,7 @@ def test_prune_for_conversion_feeds_a_sealed_bundle(
         compression_level=10,
     )
     path = tmp_path / "pruned.edgepkg"
-    from edge_sdk.bundle import save_bundle
+    from edge_sdk.format.bundle import save_bundle
 
     save_bundle(bundle, path)
     manifest = read_bundle(path).manifest

@@ -84,7 +84,7 @@ def test_every_skip_says_why() -> None:
 
 
 def test_the_documented_load_signature_is_the_real_one() -> None:
-    from edge_sdk.runtime import load
+    from edge_sdk.device.runtime import load
 
     text = README.read_text()
     match = re.search(r"`edge_sdk\.load\((.*?)\)` runs every check", text, re.S)

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import edge_sdk
-from edge_sdk.audit_log import verify_log
-from edge_sdk.bundle import read_bundle
+from edge_sdk.device.audit_log import verify_log
+from edge_sdk.device.runtime import Model, ModelPool, discover_backend
 from edge_sdk.errors import (
     BackendError,
     DelegateError,
@@ -25,9 +25,9 @@ from edge_sdk.errors import (
     SignatureError,
     TargetMismatchError,
 )
-from edge_sdk.packaging import PackageOptions, package_model
+from edge_sdk.format.bundle import read_bundle
+from edge_sdk.host.packaging import PackageOptions, package_model
 from edge_sdk.profiles import load_profile
-from edge_sdk.runtime import Model, ModelPool, discover_backend
 
 from . import models
 from .conftest import REPO, CliResult, KeySet
@@ -377,8 +377,8 @@ def test_plaintext_never_touches_disk(
     bundles: dict[str, Path], key_files: dict[str, Path], tmp_path: Path
 ) -> None:
     """Load and predict in a child whose cwd, HOME and TMPDIR are empty directories we then scan."""
+    from edge_sdk.format.verify import open_bundle
     from edge_sdk.keys import TrustStore, load_private_key, load_public_key
-    from edge_sdk.verify import open_bundle
 
     plaintext = open_bundle(bundles["int8"], TrustStore.from_keys([load_public_key(key_files["signer.pub"])]),
                             load_private_key(key_files["device"])).model_bytes  # fmt: skip
@@ -451,7 +451,7 @@ def test_backend_too_old_for_the_model_is_refused_before_decryption(
     tmp_path: Path, keyset: KeySet
 ) -> None:
     """A dynamic-range model needs FULLY_CONNECTED v12 (TFLite 2.17): tflite-runtime 2.14 is refused."""
-    from edge_sdk.runtime import Backend, check_backend
+    from edge_sdk.device.runtime import Backend, check_backend
 
     path = tmp_path / "dyn.edgepkg"
     package_model(models.digits_cnn(), path, load_profile("rpi4"), PackageOptions(name="dyn", version=1,
@@ -546,7 +546,7 @@ def test_inputs_with_different_sample_counts_are_refused_not_broadcast() -> None
 
 def test_a_narrowing_float_cast_that_overflows_is_refused() -> None:
     """float32 1e6 into a float16 input would become inf and every output NaN."""
-    from edge_sdk.runtime import _cast
+    from edge_sdk.device.runtime import _cast
 
     with pytest.raises(InferenceInputError, match="largest value is 65504"):
         _cast("'x'", np.array([[1.0, 1e6]], np.float32), np.dtype(np.float16), False)
@@ -585,11 +585,11 @@ def test_a_keras_model_returning_a_dict_is_packaged_under_its_keys(
 
 
 def test_the_flex_refusal_names_ops_not_dtypes() -> None:
-    from edge_sdk.convert import _flex_error
+    from edge_sdk.host.tflite_converter import flex_error
 
     text = ("'tf.BitwiseAnd' op is neither a custom op nor a flex op; tf.entry_function "
             "tf.float32 tf.int32 tf.resource; Select TF ops")  # fmt: skip
-    message = _flex_error("float32", text, None).message
+    message = flex_error("float32", text, None).message
     assert "(tf.BitwiseAnd)" in message
     assert "tf.float32" not in message and "tf.resource" not in message
 
@@ -597,8 +597,8 @@ def test_the_flex_refusal_names_ops_not_dtypes() -> None:
 def test_a_failed_conversion_points_at_odd_tensor_names() -> None:
     from types import SimpleNamespace
 
-    from edge_sdk.convert import _convert
     from edge_sdk.errors import ConversionError
+    from edge_sdk.host.tflite_converter import run_converter
 
     class Broken:
         def convert(self) -> bytes:
@@ -606,9 +606,11 @@ def test_a_failed_conversion_points_at_odd_tensor_names() -> None:
 
     source: Any = SimpleNamespace(input_names=("in put:0", "ok"), output_names=("y",))
     with pytest.raises(ConversionError) as caught:
-        _convert(Broken(), "float32", source)
+        run_converter(Broken(), "float32", source)
     assert "'NoneType' object is not callable" in caught.value.message
     assert caught.value.hint is not None and "in put:0" in caught.value.hint
     with pytest.raises(ConversionError) as plain:
-        _convert(Broken(), "float32", SimpleNamespace(input_names=("ok",), output_names=("y",)))
+        run_converter(
+            Broken(), "float32", SimpleNamespace(input_names=("ok",), output_names=("y",))
+        )
     assert plain.value.hint is None

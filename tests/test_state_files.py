@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from edge_sdk.bundle import read_bundle, save_bundle
+from edge_sdk.device.state import VersionState
 from edge_sdk.errors import RollbackError, StateError
 from edge_sdk.files import atomic_write
-from edge_sdk.state import VersionState
+from edge_sdk.format.bundle import read_bundle, save_bundle
 
 from .conftest import KeySet, make_bundle_bytes
 
@@ -78,7 +78,7 @@ def test_save_bundle_uses_an_unpredictable_exclusive_temp(tmp_path: Path, keyset
 
 
 def test_doctor_wants_a_private_state_directory(tmp_path: Path) -> None:
-    from edge_sdk.doctor import state_dir_check
+    from edge_sdk.device.doctor import state_dir_check
 
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
@@ -97,7 +97,7 @@ def test_doctor_wants_a_private_state_directory(tmp_path: Path) -> None:
 
 def test_load_picks_threads_and_says_why(keyset: KeySet, tmp_path: Path) -> None:
     import edge_sdk
-    from edge_sdk.runtime import usable_cores
+    from edge_sdk.device.runtime import usable_cores
 
     model = (Path(__file__).parent / "vectors" / "model.tflite").read_bytes()
     raw = make_bundle_bytes(keyset, model=model, recipients=())

@@ -28,10 +28,8 @@ import numpy as np
 import pytest
 
 import edge_sdk
-from edge_sdk import tuf_repo
-from edge_sdk.agent import Agent, PollResult, run_agent, translate_tuf_error
-from edge_sdk.audit_log import read_log, verify_log
-from edge_sdk.bundle import save_bundle
+from edge_sdk.device.audit_log import read_log, verify_log
+from edge_sdk.device.watch import ModelWatcher
 from edge_sdk.errors import (
     DecryptionError,
     ExpiredError,
@@ -45,11 +43,13 @@ from edge_sdk.errors import (
     UsageError,
     VerificationError,
 )
+from edge_sdk.fleet import tuf_repo
+from edge_sdk.fleet.agent import Agent, PollResult, run_agent, translate_tuf_error
+from edge_sdk.fleet.transports import RetryPolicy
+from edge_sdk.format.bundle import save_bundle
+from edge_sdk.format.manifest import Target
+from edge_sdk.host.sealing import seal_bundle
 from edge_sdk.keys import PrivateKey, TrustStore, generate_key, load_private_key
-from edge_sdk.manifest import Target
-from edge_sdk.sealing import seal_bundle
-from edge_sdk.transports import RetryPolicy
-from edge_sdk.watch import ModelWatcher
 from tools.bench_tuf import run_fleet
 from tools.tuf_server import RepoServer
 
@@ -713,7 +713,7 @@ def test_many_concurrent_agents_converge(tmp_path: Path, server: RepoServer) -> 
 
 def test_importing_edge_sdk_does_not_import_tuf() -> None:
     code = (
-        "import edge_sdk, edge_sdk.agent, edge_sdk.tuf_repo, edge_sdk.watch, sys; "
+        "import edge_sdk, edge_sdk.fleet.agent, edge_sdk.fleet.tuf_repo, edge_sdk.device.watch, sys; "
         "assert not any(m.split('.')[0] in ('tuf', 'securesystemslib') for m in sys.modules), 'tuf'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
@@ -762,7 +762,7 @@ def test_watcher_follows_current_when_it_moves_during_start_up(
 ) -> None:
     """Another process sharing the state dir accepts v2 while this watcher opens the v1 that
     ``current`` named a moment earlier: the watcher must serve v2, not crash with RollbackError."""
-    import edge_sdk.runtime as runtime
+    import edge_sdk.device.runtime as runtime
 
     lab.publish(1, name="add", model=add_model(1.0))
     agent = lab.agent()

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from edge_sdk.bundle import read_bundle
 from edge_sdk.errors import KeySlipMismatchError, SignatureError
+from edge_sdk.format.bundle import read_bundle
+from edge_sdk.format.manifest import Manifest
+from edge_sdk.format.verify import Policy, open_bundle, open_verified
 from edge_sdk.keys import TrustStore, load_private_key, load_public_key
-from edge_sdk.manifest import Manifest
-from edge_sdk.verify import Policy, open_bundle, open_verified
 
 VECTORS = Path(__file__).parent / "vectors"
 EXPECTED = json.loads((VECTORS / "expected.json").read_text())
@@ -102,7 +102,7 @@ def test_slip_vector_opens_by_the_document_alone(keys: Path) -> None:
     from cryptography.hazmat.primitives import hpke, serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    from edge_sdk.encryption import decrypt_payload
+    from edge_sdk.format.encryption import decrypt_payload
 
     raw = (VECTORS / "v1-ed25519-x25519-aes256gcm.slip-x25519.edgeslip").read_bytes()
     bundle = read_bundle(VECTORS / "v1-ed25519-x25519-aes256gcm.edgepkg")

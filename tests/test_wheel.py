@@ -45,7 +45,7 @@ def test_the_wheel_holds_every_module_of_the_source_tree(dist: Dist) -> None:
     profiles = [f"edge_sdk/{f}" for f in tracked if f.startswith("device_profiles/")]
     missing = [f for f in modules + profiles if f not in names]
     assert not missing, f"the wheel lacks {missing}"
-    assert "edge_sdk/transports/ssh.py" in names and "edge_sdk/cli/__init__.py" in names
+    assert "edge_sdk/fleet/transports/ssh.py" in names and "edge_sdk/cli/__init__.py" in names
     assert not [n for n in names if n.startswith(("tests/", "tools/"))]
     metadata = next(n for n in names if n.endswith("METADATA"))
     text = zipfile.ZipFile(dist.wheel).read(metadata).decode()
@@ -187,7 +187,7 @@ def test_the_user_journey_from_the_wheel(user: UserEnv, sshd: tuple[SshServer, P
 
     # The installed package, not the checkout.
     where = user.py(
-        "import edge_sdk, edge_sdk.transports.ssh, edge_sdk.cli; print(edge_sdk.__file__)"
+        "import edge_sdk, edge_sdk.fleet.transports.ssh, edge_sdk.cli; print(edge_sdk.__file__)"
     ).stdout
     assert str(user.venv) in where and str(REPO) not in where
     assert re.match(VERSION_RE, user.cli("--version").stdout)

@@ -4,7 +4,7 @@ A converter never writes a custom op next to a sparse tensor, an op version from
 metadata buffer stored past the end of the flatbuffer; real runtimes and the parser still have to
 meet such files. This writer uses only the ``flatbuffers`` runtime and the field ids of the
 public schema (``tensorflow/compiler/mlir/lite/schema/schema.fbs``); it mirrors, in the other
-direction, what :mod:`edge_sdk.compat` reads.
+direction, what :mod:`edge_sdk.format.compat` reads.
 """
 
 from __future__ import annotations

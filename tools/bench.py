@@ -19,33 +19,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-
-def best_of(fn: Callable[[], object], repeat: int = 5) -> float:
-    """Minimum wall time of ``repeat`` calls: the least noisy estimate on a shared machine."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    print(f"\n### {title}\n")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    sys.stdout.flush()
-
+from tools.bench_common import best_of, table  # noqa: E402
 
 # -- crypto: verify + decrypt throughput, peak RSS ---------------------------------------------------
 
@@ -53,7 +33,7 @@ _RSS_CHILD = r"""
 import json, sys, resource
 from pathlib import Path
 from edge_sdk.keys import TrustStore, load_private_key, load_public_key
-from edge_sdk.verify import open_bundle
+from edge_sdk.format.verify import open_bundle
 def rss(field):
     for line in Path('/proc/self/status').read_text().splitlines():
         if line.startswith(field):
@@ -68,11 +48,11 @@ print(json.dumps({"before": before, "peak": rss('VmHWM:'), "size": len(opened.mo
 
 
 def crypto_suite(size_mb: int = 100) -> None:
-    from edge_sdk.bundle import read_bundle, save_bundle
+    from edge_sdk.format.bundle import read_bundle, save_bundle
+    from edge_sdk.format.manifest import Target
+    from edge_sdk.format.verify import decrypt_model, open_bundle, verify_bundle
+    from edge_sdk.host.sealing import seal_bundle
     from edge_sdk.keys import TrustStore, generate_key, save_keypair
-    from edge_sdk.manifest import Target
-    from edge_sdk.sealing import seal_bundle
-    from edge_sdk.verify import decrypt_model, open_bundle, verify_bundle
 
     signer, device = generate_key("signing"), generate_key("device")
     trust = TrustStore.from_keys([signer.public])

@@ -15,18 +15,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tools.bench import best_of, table  # noqa: E402
+from tools.bench_common import best_of, table  # noqa: E402
 
 COUNT = 1000
 MODEL_BYTES = 64 * 1024
 
 
 def audit_suite() -> None:
-    from edge_sdk.audit import audit_paths
-    from edge_sdk.bundle import bundle_to_bytes
+    from edge_sdk.fleet.audit import audit_paths
+    from edge_sdk.format.bundle import bundle_to_bytes
+    from edge_sdk.format.manifest import Target
+    from edge_sdk.host.sealing import seal_bundle
     from edge_sdk.keys import TrustStore, generate_key
-    from edge_sdk.manifest import Target
-    from edge_sdk.sealing import seal_bundle
 
     signer, device = generate_key("signing"), generate_key("device")
     trust = TrustStore.from_keys([signer.public])

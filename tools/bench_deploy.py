@@ -31,7 +31,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tools.bench import best_of, table  # noqa: E402
+from tools.bench_common import best_of, table  # noqa: E402
 
 MODEL_BYTES = 5_000_000
 LOCAL_TARGETS = 50
@@ -39,13 +39,13 @@ SSH_TARGETS = 8
 
 
 def deploy_suite() -> None:
-    from edge_sdk.bundle import save_bundle
-    from edge_sdk.deploy import DeployOptions, deploy, deploy_fleet, prepare_bundle
-    from edge_sdk.inventory import Device
+    from edge_sdk.fleet.deploy import DeployOptions, deploy, deploy_fleet, prepare_bundle
+    from edge_sdk.fleet.inventory import Device
+    from edge_sdk.fleet.transports import RetryPolicy, SshOptions
+    from edge_sdk.format.bundle import save_bundle
+    from edge_sdk.format.manifest import Target
+    from edge_sdk.host.sealing import seal_bundle
     from edge_sdk.keys import generate_key
-    from edge_sdk.manifest import Target
-    from edge_sdk.sealing import seal_bundle
-    from edge_sdk.transports import RetryPolicy, SshOptions
     from tests.sshd import SshServer, make_keypair, sshd_available
 
     signer, device_key = generate_key("signing"), generate_key("device")
@@ -177,7 +177,7 @@ async def _throttled(
     """First vs unchanged deploy through a proxy limited to ``mbit`` Mbit/s (best of 3)."""
     from dataclasses import replace
 
-    from edge_sdk.deploy import deploy_async
+    from edge_sdk.fleet.deploy import deploy_async
     from tests.sshd import DropProxy
 
     async with DropProxy(server.port, rate=mbit * 1e6 / 8) as proxy:

@@ -82,7 +82,7 @@ def _bundle(manifest: bytes, envelope: bytes, payload: bytes) -> bytes:
 _CHILD = r"""
 import sys, time
 from pathlib import Path
-from edge_sdk.bundle import read_bundle
+from edge_sdk.format.bundle import read_bundle
 from edge_sdk.errors import EdgeSDKError
 from edge_sdk.keys import TrustStore, generate_key
 
@@ -108,10 +108,10 @@ print(f"{(peak - base) / 1024:8.1f} MiB {elapsed * 1000:8.1f} ms  {outcome}")
 
 
 def main() -> None:
-    from edge_sdk.bundle import bundle_to_bytes
+    from edge_sdk.format.bundle import bundle_to_bytes
+    from edge_sdk.format.manifest import Target
+    from edge_sdk.host.sealing import seal_bundle
     from edge_sdk.keys import generate_key
-    from edge_sdk.manifest import Target
-    from edge_sdk.sealing import seal_bundle
 
     key = generate_key("signing")
     good = seal_bundle(b"\0TFL3" * 100, name="m", version=1, target=Target("x86_64"), signers=[key])

@@ -23,11 +23,11 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge_sdk.bundle import bundle_to_bytes, read_bundle, save_bundle
 from edge_sdk.fleet.key_slips import content_key_of, load_device_keys, write_key_slips
+from edge_sdk.format.bundle import bundle_to_bytes, read_bundle, save_bundle
+from edge_sdk.format.manifest import Target
+from edge_sdk.host.sealing import seal_bundle
 from edge_sdk.keys import generate_key
-from edge_sdk.manifest import Target
-from edge_sdk.sealing import seal_bundle
 from tools.bench import table
 
 MODEL = os.urandom(4 * 1024 * 1024)  # the payload size does not enter the slip cost

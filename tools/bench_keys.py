@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tools.bench import table  # noqa: E402
+from tools.bench_common import table  # noqa: E402
 
 
 def _median_ms(fn: Callable[[], object], runs: int) -> float:
@@ -42,12 +42,12 @@ def _median_ms(fn: Callable[[], object], runs: int) -> float:
 
 
 def keys_suite(runs: int = 50) -> None:
-    from edge_sdk.encryption import unwrap_content_key, wrap_content_key
-    from edge_sdk.key_uri import Pkcs11Uri, Tpm2Reference
+    from edge_sdk.format.encryption import unwrap_content_key, wrap_content_key
+    from edge_sdk.format.signing import sign_manifest
     from edge_sdk.keys import generate_key, load_private_key
-    from edge_sdk.pkcs11 import generate_pkcs11_key
-    from edge_sdk.signing import sign_manifest
-    from edge_sdk.tpm import generate_tpm_key
+    from edge_sdk.keys.key_uri import Pkcs11Uri, Tpm2Reference
+    from edge_sdk.keys.pkcs11 import generate_pkcs11_key
+    from edge_sdk.keys.tpm import generate_tpm_key
     from tests.hardware import SoftHsm, SwTpm
 
     with tempfile.TemporaryDirectory() as tmp_name:

@@ -20,20 +20,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.bench import best_of
+from tools.bench_common import best_of
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main() -> None:
-    from edge_sdk.audit import audit_paths
+    from edge_sdk.fleet.audit import audit_paths
+    from edge_sdk.fleet.provenance_policy import ProvenancePolicy
+    from edge_sdk.format.strict_json import canonical_bytes
+    from edge_sdk.host.model_signature import ModelSignatureOptions
+    from edge_sdk.host.packaging import PackageOptions, package_model
+    from edge_sdk.host.provenance import prepare_sources
     from edge_sdk.keys import TrustStore, generate_key
-    from edge_sdk.model_signature import ModelSignatureOptions
-    from edge_sdk.packaging import PackageOptions, package_model
     from edge_sdk.profiles import load_profile
-    from edge_sdk.provenance import prepare_sources
-    from edge_sdk.provenance_policy import ProvenancePolicy
-    from edge_sdk.strict_json import canonical_bytes
     from tests import models
     from tests.provenance_kit import model_signing_keypair, sign_model
 

@@ -26,7 +26,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tools.bench import best_of, table  # noqa: E402
+from tools.bench_common import best_of, table  # noqa: E402
 from tools.bench_quant import upscale  # noqa: E402
 from tools.demo_model import digits_data  # noqa: E402
 
@@ -35,7 +35,9 @@ import json, sys
 from pathlib import Path
 import ai_edge_litert.interpreter  # imported before measuring: code is not the model's memory
 import edge_sdk
-from edge_sdk import audit_log, bundle, encryption, keys, profiles, runtime, state, verify  # same reason
+from edge_sdk import keys, profiles  # same reason
+from edge_sdk.device import audit_log, runtime, state
+from edge_sdk.format import bundle, encryption, verify
 def rss(field):
     for line in Path('/proc/self/status').read_text().splitlines():
         if line.startswith(field):
@@ -55,10 +57,10 @@ def _bundles(tmp: Path) -> dict[str, tuple[Path, Path, int]]:
     """MobileNetV2 bundles (f32, int8) and the plain .tflite next to each, with keys on disk."""
     import keras
 
+    from edge_sdk.format.verify import open_bundle
+    from edge_sdk.host.packaging import PackageOptions, package_model
     from edge_sdk.keys import generate_key, save_keypair
-    from edge_sdk.packaging import PackageOptions, package_model
     from edge_sdk.profiles import load_profile
-    from edge_sdk.verify import open_bundle
 
     keras.utils.set_random_seed(0)
     model_path = tmp / "mobilenetv2.keras"
@@ -110,8 +112,8 @@ def _median_ms(fn: object, runs: int) -> float:
 
 def runtime_suite() -> None:
     import edge_sdk
-    from edge_sdk.convert import native_output_captured
-    from edge_sdk.runtime import ModelPool
+    from edge_sdk.device.runtime import ModelPool
+    from edge_sdk.host.tensorflow_import import native_output_captured
 
     rows: list[list[str]] = []
     with tempfile.TemporaryDirectory() as tmp_dir, native_output_captured():

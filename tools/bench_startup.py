@@ -45,7 +45,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tools.bench import table  # noqa: E402
+from tools.bench_common import table  # noqa: E402
 
 #: CPU capabilities a Cortex-A72 (Raspberry Pi 4) lacks, cleared for OpenSSL's x86 code paths.
 #: Word 1 is CPUID.1 (EDX low, ECX high): PCLMULQDQ (ECX 1), AES-NI (ECX 25), AVX (ECX 28).
@@ -68,10 +68,10 @@ import numpy as np
 import ai_edge_litert.interpreter as litert  # both sides: the runtime is imported before the clock
 if spec["kind"] != "plain":
     import edge_sdk
-    edge_sdk.load  # the device API (edge_sdk.runtime and what it imports)
+    edge_sdk.load  # the device API (edge_sdk.device.runtime and what it imports)
 if spec["kind"] == "open":
     from edge_sdk.keys import TrustStore, load_private_key
-    from edge_sdk.verify import open_bundle
+    from edge_sdk.format.verify import open_bundle
 x = np.random.default_rng(0).random(spec["shape"], dtype=np.float32)
 before = rss("VmRSS:")
 start = time.perf_counter()
@@ -154,7 +154,8 @@ spec = json.loads(sys.argv[1])
 import numpy as np
 import ai_edge_litert.interpreter
 import edge_sdk
-from edge_sdk import audit_log, runtime, verify
+from edge_sdk.device import audit_log, runtime
+from edge_sdk.format import verify
 spent = {}
 def timed(owner, name, label):
     real = getattr(owner, name)
@@ -217,12 +218,12 @@ def _package(work: Path) -> Fixtures:
     import numpy as np
     import tensorflow as tf
 
-    from edge_sdk.bundle import read_bundle, save_bundle
+    from edge_sdk.format.bundle import read_bundle, save_bundle
+    from edge_sdk.format.verify import open_bundle
+    from edge_sdk.host.packaging import PackageOptions, package_model
+    from edge_sdk.host.sealing import seal_bundle
     from edge_sdk.keys import TrustStore, generate_key, load_private_key, save_keypair
-    from edge_sdk.packaging import PackageOptions, package_model
     from edge_sdk.profiles import load_profile
-    from edge_sdk.sealing import seal_bundle
-    from edge_sdk.verify import open_bundle
     from tools.bench_quant import upscale
     from tools.demo_model import digits_data
 
@@ -285,7 +286,7 @@ def _force_compression() -> dict[str, Any]:
     """``seal_bundle`` keeps zstd whatever it saves (older checkouts always did)."""
     import inspect
 
-    from edge_sdk.sealing import seal_bundle
+    from edge_sdk.host.sealing import seal_bundle
 
     params = inspect.signature(seal_bundle).parameters
     return {"min_compression_saving": 0.0} if "min_compression_saving" in params else {}
@@ -507,7 +508,7 @@ def startup_suite(
     tables: Sequence[str] = TABLES,
 ) -> None:
     """The tables named in ``tables``; ``work`` keeps the models and bundles between runs."""
-    from edge_sdk.convert import native_output_captured
+    from edge_sdk.host.tensorflow_import import native_output_captured
 
     with tempfile.TemporaryDirectory() as tmp:
         where = work or Path(tmp)

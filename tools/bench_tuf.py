@@ -1,6 +1,6 @@
 """Benchmark: a fleet of simulated device agents polling one TUF repository served by nginx.
 
-Each simulated device is a real :class:`edge_sdk.agent.Agent` with its own state and install
+Each simulated device is a real :class:`edge_sdk.fleet.agent.Agent` with its own state and install
 directories and its own HTTP connection pool; they poll concurrently from a thread pool. nginx's
 access log (bytes sent per request, including headers, tagged with each agent's User-Agent) gives
 requests and bytes per device for three rounds:
@@ -30,14 +30,14 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge_sdk import tuf_repo
-from edge_sdk.agent import Agent
-from edge_sdk.bundle import save_bundle
 from edge_sdk.errors import EdgeSDKError
+from edge_sdk.fleet import tuf_repo
+from edge_sdk.fleet.agent import Agent
+from edge_sdk.fleet.transports import RetryPolicy
+from edge_sdk.format.bundle import save_bundle
+from edge_sdk.format.manifest import Target
+from edge_sdk.host.sealing import seal_bundle
 from edge_sdk.keys import TrustStore, generate_key
-from edge_sdk.manifest import Target
-from edge_sdk.sealing import seal_bundle
-from edge_sdk.transports import RetryPolicy
 from tools.tuf_server import RepoServer
 
 

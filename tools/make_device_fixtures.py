@@ -2,7 +2,7 @@
 
 ``python tools/make_device_fixtures.py OUTDIR [--keras-model digits.keras]`` writes into OUTDIR:
 
-- ``bundles/*.edgepkg``: the digits CNN packaged with :func:`edge_sdk.packaging.package_model` for
+- ``bundles/*.edgepkg``: the digits CNN packaged with :func:`edge_sdk.host.packaging.package_model` for
   the x86_64 and rpi4 profiles (ai-edge-litert) and the rpi4-tflite214 profile (tflite-runtime
   2.14), in float32, dynamic and int8; plus, per runtime, the bundles the security tests need
   (versions 1 and 2, a re-sealed version 2, one payload byte flipped, truncated, expired);
@@ -49,13 +49,13 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script: make ``tools`` and ``edge_sdk`` importable
     sys.path.insert(0, str(REPO))
 
-from edge_sdk.bundle import save_bundle  # noqa: E402
+from edge_sdk.device.runtime import Model  # noqa: E402
+from edge_sdk.format.bundle import save_bundle  # noqa: E402
+from edge_sdk.format.verify import open_bundle  # noqa: E402
+from edge_sdk.host.packaging import PackageOptions, package_model  # noqa: E402
+from edge_sdk.host.sealing import seal_bundle  # noqa: E402
 from edge_sdk.keys import PrivateKey, generate_key, save_keypair  # noqa: E402
-from edge_sdk.packaging import PackageOptions, package_model  # noqa: E402
 from edge_sdk.profiles import load_profile  # noqa: E402
-from edge_sdk.runtime import Model  # noqa: E402
-from edge_sdk.sealing import seal_bundle  # noqa: E402
-from edge_sdk.verify import open_bundle  # noqa: E402
 from tools import model_zoo  # noqa: E402
 from tools.demo_model import digits_data, train_digits_cnn  # noqa: E402
 
@@ -159,10 +159,10 @@ def _reseal(
 
 
 # Runs in the python given as --tflite-runtime-python: the device runtime's own code path
-# (edge_sdk.runtime.Model: same resize, delegates and threads as on the board), model on stdin.
+# (edge_sdk.device.runtime.Model: same resize, delegates and threads as on the board), model on stdin.
 _REFERENCE_RUN = """
 import importlib.metadata, sys, numpy as np
-from edge_sdk.runtime import Model, discover_backend
+from edge_sdk.device.runtime import Model, discover_backend
 backend = discover_backend(sys.argv[1])
 with Model(sys.stdin.buffer.read(), backend=backend, threads=int(sys.argv[3])) as model:
     out = np.asarray(model.predict(np.load(sys.argv[2], allow_pickle=False)))

@@ -34,13 +34,13 @@ from cryptography.hazmat.primitives.asymmetric.utils import (  # noqa: E402
     encode_dss_signature,
 )
 
-from edge_sdk.bundle import bundle_to_bytes  # noqa: E402
-from edge_sdk.encryption import _info, _suite, unwrap_content_key, wrap_content_key  # noqa: E402
+from edge_sdk.format.bundle import bundle_to_bytes  # noqa: E402
+from edge_sdk.format.encryption import _info, _suite, unwrap_content_key, wrap_content_key  # noqa: E402
+from edge_sdk.format.manifest import Target  # noqa: E402
+from edge_sdk.format.signing import PAYLOAD_TYPE, pae, sign_manifest  # noqa: E402
+from edge_sdk.format.strict_json import canonical_bytes  # noqa: E402
+from edge_sdk.host.sealing import seal_bundle  # noqa: E402
 from edge_sdk.keys import PrivateKey, load_private_key  # noqa: E402
-from edge_sdk.manifest import Target  # noqa: E402
-from edge_sdk.sealing import seal_bundle  # noqa: E402
-from edge_sdk.signing import PAYLOAD_TYPE, pae, sign_manifest  # noqa: E402
-from edge_sdk.strict_json import canonical_bytes  # noqa: E402
 from tests.bundle_parts import Parts  # noqa: E402
 
 VECTORS = REPO / "tests" / "vectors"
@@ -132,7 +132,7 @@ def _sig_entry(key_id: str, alg: str, sig: bytes) -> dict[str, str]:
 
 
 def _entries(parts: Parts) -> tuple[Any, ...]:
-    from edge_sdk.encryption import RecipientEntry
+    from edge_sdk.format.encryption import RecipientEntry
 
     return tuple(
         RecipientEntry(r["keyid"], r["kem"], base64.b64decode(r["enc"]))

@@ -25,12 +25,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from edge_sdk.bundle import read_bundle, save_bundle  # noqa: E402
 from edge_sdk.fleet.key_slips import content_key_of  # noqa: E402
+from edge_sdk.format.bundle import read_bundle, save_bundle  # noqa: E402
 from edge_sdk.format.key_slip import make_key_slip  # noqa: E402
+from edge_sdk.format.manifest import Target  # noqa: E402
+from edge_sdk.host.sealing import seal_bundle  # noqa: E402
 from edge_sdk.keys import generate_key, load_private_key, save_keypair  # noqa: E402
-from edge_sdk.manifest import Target  # noqa: E402
-from edge_sdk.sealing import seal_bundle  # noqa: E402
 
 OUT = REPO / "tests" / "vectors"
 CREATED = datetime(2026, 11, 28, tzinfo=timezone.utc)

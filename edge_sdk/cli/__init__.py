@@ -4,6 +4,8 @@ One module per command group; each registers its commands on the shared :data:`a
 Only the CLI imports typer and rich, and nothing in the library imports the CLI. Every
 :class:`~edge_sdk.errors.EdgeSDKError` becomes one message on stderr and its documented exit code
 in :func:`main`; nothing else in the package prints or exits.
+
+May import: every part; nothing imports the CLI.
 """
 
 from __future__ import annotations

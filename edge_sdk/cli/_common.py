@@ -204,8 +204,8 @@ def warn(message: str) -> None:
 
 def load_private(path: Path | str, kind: str) -> Any:
     """A private key file (prompting for its passphrase on a terminal), or a token/TPM key."""
-    from edge_sdk.key_uri import is_key_reference
     from edge_sdk.keys import load_private_key
+    from edge_sdk.keys.key_uri import is_key_reference
 
     if is_key_reference(path):
         return load_private_key(path, kind=kind)  # type: ignore[arg-type]
@@ -253,7 +253,7 @@ def pruning_line(report: Any) -> str:
 
 def ssh_options(identity: Path | None, known_hosts: Path | None, accept_new: bool, port: int | None,
                  connect_timeout: float) -> Any:  # fmt: skip
-    from edge_sdk.transports import SshOptions
+    from edge_sdk.fleet.transports import SshOptions
 
     return SshOptions(identity=identity, known_hosts=known_hosts, accept_new_host_keys=accept_new, port=port,
                       connect_timeout=connect_timeout)  # fmt: skip
@@ -263,12 +263,12 @@ def select_devices(target: str | None, inventory: Path | None, devices: list[str
              ssh: Any) -> list[Any]:  # fmt: skip
     """``--target`` (as a one-device fleet), the selected inventory devices, or — with neither —
     the ``[deploy]`` target or inventory of the project's edge-sdk.toml."""
-    from edge_sdk.inventory import Device, load_inventory
+    from edge_sdk.fleet.inventory import Device, load_inventory
 
     if target is not None and inventory is not None:
         raise UsageError("give --target or --inventory, not both")
     if target is None and inventory is None:
-        from edge_sdk.config import find_config
+        from edge_sdk.host.config import find_config
 
         config = find_config()
         if config is not None and (config.deploy_target or config.deploy_inventory):
@@ -319,7 +319,7 @@ def publisher_trust(paths: list[Path] | None, command: str, threshold: int | Non
 
     if paths:
         return TrustStore.load(paths, threshold=threshold)
-    from edge_sdk.config import find_config
+    from edge_sdk.host.config import find_config
 
     config = find_config()
     if config is not None and config.signing_public is not None:

@@ -35,12 +35,12 @@ def attest(
     trust: TrustListOpt = None,
 ) -> None:
     """Export the signed build attestation (a DSSE envelope: in-toto Statement, SLSA Provenance v1)."""
-    from edge_sdk.attestation import read_attestation, verified_attestation
-    from edge_sdk.bundle import read_bundle
     from edge_sdk.errors import ProvenanceError, UsageError
+    from edge_sdk.format.attestation import read_attestation, verified_attestation
+    from edge_sdk.format.bundle import read_bundle
+    from edge_sdk.format.strict_json import canonical_bytes
+    from edge_sdk.format.verify import verify_bundle
     from edge_sdk.keys import TrustStore
-    from edge_sdk.strict_json import canonical_bytes
-    from edge_sdk.verify import verify_bundle
 
     if trust:
         store = TrustStore.load(trust)
@@ -79,8 +79,8 @@ def attest(
 
 def provenance_summary(manifest: Any) -> dict[str, Any]:
     """The attestation's facts for ``--json`` output; never raises (an invalid one says why)."""
-    from edge_sdk.attestation import read_attestation
     from edge_sdk.errors import ProvenanceError
+    from edge_sdk.format.attestation import read_attestation
 
     try:
         attestation = read_attestation(manifest)

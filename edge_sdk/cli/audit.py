@@ -117,17 +117,17 @@ def audit_scan(
     """Check every bundle without a device key: one row each, a summary, an exit code."""
     from datetime import timedelta
 
-    from edge_sdk.audit import audit_paths, failed, summarize, to_csv
+    from edge_sdk.fleet.audit import audit_paths, failed, summarize, to_csv
 
     fmt = "json" if as_json else output_format
     if fmt not in ("table", "json", "csv"):
         raise UsageError(f"--format must be table, json or csv, not {fmt!r}")
-    from edge_sdk.audit import audit_targets
-    from edge_sdk.inventory import load_inventory
-    from edge_sdk.transports import parse_target
+    from edge_sdk.fleet.audit import audit_targets
+    from edge_sdk.fleet.inventory import load_inventory
+    from edge_sdk.fleet.transports import parse_target
 
     if not (paths or target or inventory):
-        from edge_sdk.config import find_config
+        from edge_sdk.host.config import find_config
 
         # Nothing named: what this project deploys to (edge-sdk.toml's [deploy]), if anything.
         config = find_config()
@@ -140,7 +140,7 @@ def audit_scan(
     store = publisher_trust(trust, "audit", threshold)
     provenance = None
     if policy is not None or require_provenance:
-        from edge_sdk.provenance_policy import ProvenancePolicy
+        from edge_sdk.fleet.provenance_policy import ProvenancePolicy
 
         provenance = ProvenancePolicy.load(policy) if policy is not None else ProvenancePolicy()
     ssh = ssh_options(identity, known_hosts, accept_new_host_keys, port, connect_timeout)
@@ -200,8 +200,8 @@ def audit_log(
     as_json: JsonOpt = False,
 ) -> None:
     """Print a device's audit log; with --verify, name the first broken record."""
-    from edge_sdk.audit_log import AuditLog, log_files, read_log, verify_log
-    from edge_sdk.state import default_state_dir
+    from edge_sdk.device.audit_log import AuditLog, log_files, read_log, verify_log
+    from edge_sdk.device.state import default_state_dir
 
     path = path or default_state_dir() / "audit.log"
     files = log_files(path)

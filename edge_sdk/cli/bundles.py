@@ -51,7 +51,7 @@ def inspect(
     bundle: Annotated[Path, typer.Argument(help="The .edgepkg file.")], as_json: JsonOpt = False
 ) -> None:
     """Show a bundle's manifest, signers, recipients and sizes. Needs no key, verifies nothing."""
-    from edge_sdk.bundle import read_bundle
+    from edge_sdk.format.bundle import read_bundle
 
     parsed = read_bundle(bundle)
     summary = _bundle_summary(parsed)
@@ -134,7 +134,7 @@ def verify(
     as_json: JsonOpt = False,
 ) -> None:
     """Verify a bundle: structure, signatures, trust, revocation, expiry, hashes."""
-    from edge_sdk.verify import Policy, open_verified
+    from edge_sdk.format.verify import Policy, open_verified
 
     store = publisher_trust(trust, "verify", threshold)
     key = load_private(device_key, "device") if device_key else None
@@ -189,9 +189,9 @@ def recipients_add(
     ] = None,
 ) -> None:
     """Give more devices access to a bundle without re-signing it."""
-    from edge_sdk.bundle import read_bundle, save_bundle
+    from edge_sdk.format.bundle import read_bundle, save_bundle
+    from edge_sdk.host.sealing import add_recipients
     from edge_sdk.keys import load_public_key
-    from edge_sdk.sealing import add_recipients
 
     opener = load_private(device_key, "device")
     new = [load_public_key(p, kind="device") for p in recipient]

@@ -30,8 +30,8 @@ from ._common import (
 
 def _device_load(bundle: Path, trust: list[Path], device_key: str | None, **options: Any) -> Any:
     """``edge_sdk.load`` with a key file (prompting for its passphrase when needed)."""
+    from edge_sdk.device.runtime import load
     from edge_sdk.native_output import quiet_runtime_info
-    from edge_sdk.runtime import load
 
     key = load_private(device_key, "device") if device_key else None
     with quiet_runtime_info():
@@ -191,7 +191,7 @@ def bench(
     as_json: JsonOpt = False,
 ) -> None:
     """Measure load time and latency percentiles per thread count on this board."""
-    from edge_sdk.benchmark import bench_bundle
+    from edge_sdk.device.benchmark import bench_bundle
 
     counts = _int_list(threads, "--threads")
     from edge_sdk.native_output import quiet_runtime_info
@@ -252,7 +252,7 @@ def doctor(
     as_json: JsonOpt = False,
 ) -> None:
     """Check this board: Python, arch, runtime, numpy, crypto speed, delegates, state, key."""
-    from edge_sdk.doctor import run_checks
+    from edge_sdk.device.doctor import run_checks
 
     checks = run_checks(profile=profile, device_key=device_key, state_dir=state_dir)
     failed = [c for c in checks if c.status == "fail"]

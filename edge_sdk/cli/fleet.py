@@ -126,8 +126,8 @@ def deploy(
     as_json: JsonOpt = False,
 ) -> None:
     """Install bundles on a target or a fleet: upload, check, switch `current` atomically."""
-    from edge_sdk.deploy import DeployOptions, deploy_fleet, prepare_bundle
-    from edge_sdk.transports import RetryPolicy
+    from edge_sdk.fleet.deploy import DeployOptions, deploy_fleet, prepare_bundle
+    from edge_sdk.fleet.transports import RetryPolicy
 
     ssh = ssh_options(identity, known_hosts, accept_new_host_keys, port, connect_timeout)
     options = DeployOptions(keep=keep, verify_remote=verify_remote, health_check=health_check,
@@ -215,7 +215,7 @@ def rollback(
     as_json: JsonOpt = False,
 ) -> None:
     """Switch `current` back to the previous (or a given) release."""
-    from edge_sdk.deploy import rollback as do_rollback
+    from edge_sdk.fleet.deploy import rollback as do_rollback
 
     ssh = ssh_options(identity, known_hosts, accept_new_host_keys, port, connect_timeout)
 
@@ -252,7 +252,7 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """What each device runs: name, version, digest, when it was switched."""
-    from edge_sdk.deploy import status as get_status
+    from edge_sdk.fleet.deploy import status as get_status
 
     ssh = ssh_options(identity, known_hosts, accept_new_host_keys, port, connect_timeout)
 

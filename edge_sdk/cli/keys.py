@@ -115,10 +115,10 @@ def _generate_in_token(
     force: bool,
     as_json: bool,
 ) -> None:
-    from edge_sdk.key_uri import Pkcs11Uri, Tpm2Reference
+    from edge_sdk.keys.key_uri import Pkcs11Uri, Tpm2Reference
 
     if pkcs11 is not None:
-        from edge_sdk.pkcs11 import generate_pkcs11_key
+        from edge_sdk.keys.pkcs11 import generate_pkcs11_key
 
         made = generate_pkcs11_key(
             Pkcs11Uri.parse(pkcs11),
@@ -134,14 +134,14 @@ def _generate_in_token(
         assert tpm2 is not None
         if kind != "device" or alg not in (None, "p256"):
             raise UsageError("a TPM key is a p256 device key (--kind device)")
-        from edge_sdk.tpm import generate_tpm_key
+        from edge_sdk.keys.tpm import generate_tpm_key
 
         ref = Tpm2Reference.parse(tpm2)
         made_tpm = generate_tpm_key(ref, out=out, overwrite=force)
         public, pub_path, where = made_tpm.public, made_tpm.public_file, made_tpm.where
         extra = {}
         private = ref.display()
-    from edge_sdk.key_uri import redact
+    from edge_sdk.keys.key_uri import redact
 
     result = {
         "kind": public.kind,
@@ -167,8 +167,8 @@ def keys_show(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a key's kind, algorithm and key id (never the private material)."""
-    from edge_sdk.key_uri import is_key_reference
     from edge_sdk.keys import load_public_key, open_key_reference
+    from edge_sdk.keys.key_uri import is_key_reference
 
     if kind not in (None, "signing", "device"):
         raise UsageError(f"--kind must be 'signing' or 'device', not {kind!r}")

@@ -144,7 +144,7 @@ def package(
     epochs: Annotated[
         int | None, typer.Option(help="Fine-tuning epochs with --train (default 8)")
     ] = None,
-    # -- provenance: the source model's model-signing signature (edge_sdk/model_signature.py) --
+    # -- provenance: the source model's model-signing signature (edge_sdk/host/model_signature.py) --
     model_signature: Annotated[
         Path | None,
         typer.Option(help="model-signing signature of MODEL (e.g. model.sig); checked first."),
@@ -164,11 +164,11 @@ def package(
     as_json: JsonOpt = False,
 ) -> None:
     """Convert, quantize, check and seal a model into a signed (and encrypted) bundle."""
-    from edge_sdk.config import default_name, default_output, default_version, find_config
+    from edge_sdk.host.config import default_name, default_output, default_version, find_config
+    from edge_sdk.host.packaging import PackageOptions, package_model
+    from edge_sdk.host.pruning import parse_sparsity
     from edge_sdk.keys import load_public_key
-    from edge_sdk.packaging import PackageOptions, package_model
     from edge_sdk.profiles import load_profile
-    from edge_sdk.pruning import parse_sparsity
 
     config = find_config()
     profile = profile or (config.profile if config is not None else None)
@@ -199,7 +199,7 @@ def package(
         for v in (model_signature, model_signer, model_signer_identity, model_signer_issuer,
                   sigstore_trust_config)
     ):  # fmt: skip
-        from edge_sdk.model_signature import ModelSignatureOptions
+        from edge_sdk.host.model_signature import ModelSignatureOptions
 
         signature_check = ModelSignatureOptions(
             model_signature, model_signer, model_signer_identity, model_signer_issuer,
@@ -293,7 +293,7 @@ def package(
 
 def _inventory_recipients(inventory: Path, groups: list[str]) -> list[Any]:
     """The device keys of the selected inventory devices (each device must have one)."""
-    from edge_sdk.inventory import load_inventory
+    from edge_sdk.fleet.inventory import load_inventory
 
     devices = load_inventory(inventory).select((), groups)
     missing = [d.name for d in devices if d.public_key is None]

@@ -40,7 +40,7 @@ def init(
     as_json: JsonOpt = False,
 ) -> None:
     """One-time setup: a publisher signing key and the project's edge-sdk.toml."""
-    from edge_sdk.config import init_project
+    from edge_sdk.host.config import init_project
 
     result = init_project(
         directory, key_dir=key_dir, alg=alg, force=force, recipients=recipient,

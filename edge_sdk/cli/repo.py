@@ -84,7 +84,7 @@ def repo_init(
     """Create a repository: keys for every role, root v1, empty targets."""
     from datetime import timedelta
 
-    from edge_sdk.tuf_repo import init_repo
+    from edge_sdk.fleet.tuf_repo import init_repo
 
     if timestamp_hours <= 0:
         raise UsageError("--timestamp-hours must be positive")
@@ -125,7 +125,7 @@ def repo_publish(
     as_json: JsonOpt = False,
 ) -> None:
     """Add bundles as targets; signs new targets, snapshot and timestamp metadata."""
-    from edge_sdk.tuf_repo import publish
+    from edge_sdk.fleet.tuf_repo import publish
 
     result = publish(bundles, repo, group, keep=keep, trust=publisher_trust(trust, "repo publish"))
     if as_json:
@@ -148,7 +148,7 @@ def repo_refresh(
     as_json: JsonOpt = False,
 ) -> None:
     """Re-sign roles that expire soon (run hourly from cron)."""
-    from edge_sdk.tuf_repo import refresh
+    from edge_sdk.fleet.tuf_repo import refresh
 
     result = refresh(repo, force=force)
     if as_json:
@@ -172,7 +172,7 @@ def repo_rotate_key(
     as_json: JsonOpt = False,
 ) -> None:
     """Replace a role's key; root is re-signed by the old and the new root keys."""
-    from edge_sdk.tuf_repo import rotate_key
+    from edge_sdk.fleet.tuf_repo import rotate_key
 
     change = rotate_key(
         repo,
@@ -198,7 +198,7 @@ def repo_rotate_key(
 @repo_app.command("status")
 def repo_status(repo: RepoOpt, root_keys: RootKeysOpt = None, as_json: JsonOpt = False) -> None:
     """Roles, versions, expiries, thresholds, key availability and targets."""
-    from edge_sdk.tuf_repo import status as get_repo_status
+    from edge_sdk.fleet.tuf_repo import status as get_repo_status
 
     _repo_status(get_repo_status(repo, root_keys=root_keys), as_json)
 
@@ -271,7 +271,7 @@ def agent(
     as_json: JsonOpt = False,
 ) -> None:
     """Pull updates from a TUF repository: verify (TUF and bundle signatures), install, roll back."""
-    from edge_sdk.agent import Agent
+    from edge_sdk.fleet.agent import Agent
     from edge_sdk.keys import TrustStore
 
     if once and interval is not None:

@@ -42,8 +42,8 @@ def slips_issue(
     as_json: JsonOpt = False,
 ) -> None:
     """Write <key id>.edgeslip for every device into a new directory, in one pass."""
-    from edge_sdk.bundle import read_bundle
     from edge_sdk.fleet.key_slips import content_key_of, load_device_keys, write_key_slips
+    from edge_sdk.format.bundle import read_bundle
     from edge_sdk.keys import load_public_key
 
     started = time.perf_counter()

@@ -1,1 +1,4 @@
-"""Fleet tooling: deploy, transports, inventories, the TUF repository, key slips at scale."""
+"""The fleet: deploy to targets, inventories, the TUF repository and agent, audits.
+
+May import: device, format, keys and base.
+"""

@@ -23,9 +23,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_sdk.bundle import Bundle
-from edge_sdk.encryption import TAG_SIZE, PayloadDecryptor, unwrap_content_key
 from edge_sdk.errors import DecryptionError, KeyFileError, UsageError
+from edge_sdk.format.bundle import Bundle
+from edge_sdk.format.encryption import TAG_SIZE, PayloadDecryptor, unwrap_content_key
 from edge_sdk.format.key_slip import SLIP_SUFFIX, make_key_slip
 from edge_sdk.keys import PrivateKey, PublicKey, load_public_key
 

@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_sdk.bundle import ALG_NAME, Bundle, Limits, envelope_bytes, parse_envelope
-from edge_sdk.encryption import RecipientEntry, wrap_content_key
 from edge_sdk.errors import (
     BundleFormatError,
     KeySlipError,
@@ -39,8 +37,11 @@ from edge_sdk.errors import (
     excerpt,
 )
 from edge_sdk.keys import PrivateKey, PublicKey, TrustStore
-from edge_sdk.signing import SignatureEntry, sign_manifest, verify_signatures
-from edge_sdk.strict_json import canonical_bytes, loads_strict
+
+from .bundle import ALG_NAME, Bundle, Limits, envelope_bytes, parse_envelope
+from .encryption import RecipientEntry, wrap_content_key
+from .signing import SignatureEntry, sign_manifest, verify_signatures
+from .strict_json import canonical_bytes, loads_strict
 
 SLIP_MAGIC = b"EDGESLP\n"
 SLIP_VERSION = 1

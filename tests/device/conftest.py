@@ -36,8 +36,8 @@ import numpy as np
 import pytest
 
 import edge_sdk
+from edge_sdk.device.runtime import Backend, Model, detect_hardware_ids, discover_backend
 from edge_sdk.profiles import load_profile
-from edge_sdk.runtime import Backend, Model, detect_hardware_ids, discover_backend
 
 FIXTURES_ENV = "EDGE_SDK_DEVICE_FIXTURES"
 REPORT_ENV = "EDGE_SDK_DEVICE_REPORT"
@@ -189,7 +189,7 @@ def device_fixtures(tmp_path_factory: pytest.TempPathFactory) -> DeviceFixtures:
             pytest.exit(f"{FIXTURES_ENV}={given} has no fixtures.json", returncode=4)
         built_here = False
     else:
-        # Host session only: this imports TensorFlow (through edge_sdk.convert) and the tests'
+        # Host session only: this imports TensorFlow (through edge_sdk.host.convert) and the tests'
         # cached digits model; the device environments never reach this branch.
         from tests.models import CACHE, digits_cnn
         from tools.make_device_fixtures import make_fixtures

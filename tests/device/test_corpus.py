@@ -17,7 +17,7 @@ import edge_sdk
 from edge_sdk.errors import InferenceInputError
 
 if TYPE_CHECKING:
-    from edge_sdk.runtime import Backend, Model
+    from edge_sdk.device.runtime import Backend, Model
 
     from .conftest import BundleLoader, DeviceFixtures, Report, ZooFixture
 

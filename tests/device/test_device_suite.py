@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from edge_sdk.audit_log import verify_log
+from edge_sdk.device.audit_log import verify_log
 from edge_sdk.errors import (
     AuditLogError,
     BundleFormatError,
@@ -31,7 +31,7 @@ from edge_sdk.errors import (
 from edge_sdk.profiles import load_profile
 
 if TYPE_CHECKING:
-    from edge_sdk.runtime import Backend
+    from edge_sdk.device.runtime import Backend
 
     from .conftest import BundleCase, BundleLoader, DeviceFixtures, ImportWatch, Report
 
