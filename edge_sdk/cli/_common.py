@@ -85,6 +85,10 @@ DeviceKeyOpt = Annotated[
         "(for encrypted bundles; docs/KEYS.md)."
     ),
 ]
+SlipOpt = Annotated[
+    Path | None,
+    typer.Option(help="This device's key slip for the bundle (default: the .edgeslip beside it)."),
+]
 ProfileOpt = Annotated[
     str | None, typer.Option(help="This board's profile (threads, delegates, target check).")
 ]

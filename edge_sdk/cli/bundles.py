@@ -121,6 +121,12 @@ def verify(
             help="Also unwrap, decrypt in memory and check the model hash (file, pkcs11: or tpm2:)."
         ),
     ] = None,
+    slip: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --device-key: open with this key slip instead of the bundle's recipients."
+        ),
+    ] = None,
     threshold: Annotated[
         int | None, typer.Option(help="Override the trust store's threshold.")
     ] = None,
@@ -133,7 +139,13 @@ def verify(
     store = publisher_trust(trust, "verify", threshold)
     key = load_private(device_key, "device") if device_key else None
     # The one check order (verify.check_bundle), with what an auditor can check: no device state.
-    policy = Policy(store, expected_name=expected_name, device_key=key)
+    from edge_sdk.errors import UsageError
+    from edge_sdk.format.key_slip import read_key_slip
+
+    if slip is not None and key is None:
+        raise UsageError("--slip opens the bundle with a device key: pass --device-key too")
+    policy = Policy(store, expected_name=expected_name, device_key=key,
+                    key_slip=read_key_slip(slip) if slip is not None else None)  # fmt: skip
     result = open_verified(bundle, policy, decrypt=key is not None).verification
     out = {
         "ok": True,

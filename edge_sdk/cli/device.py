@@ -16,6 +16,7 @@ from ._common import (
     MismatchOpt,
     NameOpt,
     ProfileOpt,
+    SlipOpt,
     StateOpt,
     StrictOpt,
     TrustOpt,
@@ -91,6 +92,7 @@ def run(
         Path | None, typer.Option("--output", "-o", help="Write outputs to this .npz")
     ] = None,
     device_key: DeviceKeyOpt = None,
+    slip: SlipOpt = None,
     profile: ProfileOpt = None,
     state_dir: StateOpt = None,
     threads: Annotated[
@@ -113,9 +115,10 @@ def run(
 
     x = _load_inputs(input)
     with _device_load(
-        bundle, trust, device_key, profile=profile, state_dir=state_dir, threads=threads,
-        strict_delegates=strict_delegates, allow_target_mismatch=allow_target_mismatch,
-        expected_name=expected_name, require_encryption=False if allow_unencrypted else None,
+        bundle, trust, device_key, slip=slip, profile=profile, state_dir=state_dir,
+        threads=threads, strict_delegates=strict_delegates,
+        allow_target_mismatch=allow_target_mismatch, expected_name=expected_name,
+        require_encryption=False if allow_unencrypted else None,
     ) as model:  # fmt: skip
         if (
             isinstance(x, dict)

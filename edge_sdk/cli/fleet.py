@@ -114,6 +114,13 @@ def deploy(
     max_failures: Annotated[
         int, typer.Option(help="Stop starting new devices after this many failures.")
     ] = 0,
+    slips: Annotated[
+        Path | None,
+        typer.Option(
+            help="Key slips of the bundle (edge-sdk slips issue): each inventory device "
+            "gets its own beside the release."
+        ),
+    ] = None,
     identity: IdentityOpt = None,
     known_hosts: KnownHostsOpt = None,
     accept_new_host_keys: AcceptNewOpt = False,
@@ -145,7 +152,8 @@ def deploy(
     with _fleet_progress(not as_json) as progress:
         for bundle in prepared:
             fleet = deploy_fleet(bundle, devices, options, parallel=parallel, canary=canary,
-                                 max_failures=max_failures, progress=progress)  # fmt: skip
+                                 max_failures=max_failures, progress=progress,
+                                 slips=slips)  # fmt: skip
             results.extend(fleet.results)
             stopped = stopped or fleet.stopped
     failed_count = sum(1 for r in results if r.status not in ("ok", "unchanged"))
