@@ -211,6 +211,9 @@ def test_model_pool(bundles: dict[str, Path], keyset: KeySet, state: Path) -> No
         t.join()
     assert len(outputs) == 10 and all(o.shape == (8, 10) for o in outputs)
     pool.close()
+    # The pool closes the interpreters it made, not the model its caller gave it.
+    assert not model.closed and model.predict(x[:2]).shape == (2, 10)
+    model.close()
 
 
 def test_model_reports_backend_and_delegates(
