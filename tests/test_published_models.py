@@ -7,9 +7,11 @@ hand-built flatbuffer for a custom op no converter writes); nothing downloads.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from edge_sdk.errors import ModelInputError
@@ -80,3 +82,61 @@ def test_other_non_numeric_inputs_are_refused(tmp_path: Path, keyset: KeySet) ->
     with pytest.raises(ModelInputError, match="input 'half' takes 'bfloat16' values") as caught:
         _package(tmp_path / "b.keras", tmp_path / "x.edgepkg", keyset)
     assert "float32" in (caught.value.hint or "")
+
+
+# -- custom ops a delegate provides --------------------------------------------------------------------
+
+
+def _custom_op_tflite(op: str, rng: np.random.Generator) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """A MediaPipe-style 2x upsampling by a transposed convolution, as the custom op ``op``
+    (options: padding SAME, stride 2x2), with its weights and bias."""
+    from .tflite_builder import CUSTOM, Buffer, Op, OpCode, Spec, Tensor, build
+
+    weights = rng.standard_normal((3, 2, 2, 2)).astype(np.float32)  # out, kh, kw, in
+    bias = rng.standard_normal(3).astype(np.float32)
+    spec = Spec(
+        opcodes=[OpCode(CUSTOM, 1, op)],
+        tensors=[Tensor("image", (1, 4, 4, 2), buffer=1), Tensor("w", (3, 2, 2, 2), buffer=2),
+                 Tensor("b", (3,), buffer=3), Tensor("up", (1, 8, 8, 3), buffer=4)],
+        ops=[Op(0, (0, 1, 2), (3,), custom_options=struct.pack("<iii", 1, 2, 2))],
+        inputs=(0,), outputs=(3,),
+        buffers=[Buffer(), Buffer(), Buffer(weights.tobytes()), Buffer(bias.tobytes()), Buffer()],
+    )  # fmt: skip
+    return build(spec), weights, bias
+
+
+def test_a_custom_op_xnnpack_provides_packages_and_runs(tmp_path: Path, keyset: KeySet) -> None:
+    """Convolution2DTransposeBias (MediaPipe's segmentation and face models): XNNPACK runs it, so
+    a profile with XNNPACK takes the .tflite (it was refused) and the numbers are the op's."""
+    import edge_sdk
+
+    rng = np.random.default_rng(4)
+    model_bytes, weights, bias = _custom_op_tflite("Convolution2DTransposeBias", rng)
+    (tmp_path / "up.tflite").write_bytes(model_bytes)
+    _package(tmp_path / "up.tflite", tmp_path / "up.edgepkg", keyset, quantize=None)
+    x = rng.standard_normal((3, 4, 4, 2)).astype(np.float32)
+    # Each input pixel writes one 2x2 block (stride 2, kernel 2): out = W[:, ky, kx, :] @ x + b.
+    expected = np.einsum("oyxi,nhwi->nhywxo", weights, x).reshape(3, 8, 8, 3) + bias
+    with edge_sdk.load(tmp_path / "up.edgepkg", trust=keyset.trust(), device_key=keyset.device,
+                       state_dir=tmp_path / "state", profile="x86_64") as model:  # fmt: skip
+        np.testing.assert_allclose(model.predict(x), expected, atol=1e-5)
+    # Without the delegate the runtime has no kernel: said so, by name.
+    from edge_sdk.format.compat import check_compatibility, read_tflite
+
+    report = check_compatibility(read_tflite(model_bytes), "ai-edge-litert", "2.3.0")
+    assert not report.ok and "without the xnnpack delegate" in report.summary()
+
+
+def test_a_tflite_custom_op_refusal_does_not_say_reconvert(tmp_path: Path, keyset: KeySet) -> None:
+    """A .tflite has no Keras model to re-convert: the hint says what provides custom ops."""
+    from edge_sdk.errors import CompatibilityError
+
+    model_bytes, _, _ = _custom_op_tflite("MyVendorUpsample", np.random.default_rng(5))
+    (tmp_path / "v.tflite").write_bytes(model_bytes)
+    with pytest.raises(
+        CompatibilityError, match="custom op MyVendorUpsample is not provided"
+    ) as caught:
+        _package(tmp_path / "v.tflite", tmp_path / "v.edgepkg", keyset, quantize=None)
+    hint = caught.value.hint or ""
+    assert "re-convert" not in hint and "delegate chain provides them" in hint
+    assert "Convolution2DTransposeBias" in hint
