@@ -140,3 +140,35 @@ def test_a_tflite_custom_op_refusal_does_not_say_reconvert(tmp_path: Path, keyse
     hint = caught.value.hint or ""
     assert "re-convert" not in hint and "delegate chain provides them" in hint
     assert "Convolution2DTransposeBias" in hint
+
+
+# -- inputs the runtime would cast silently -------------------------------------------------------------
+
+
+def test_integer_frames_into_a_float_input_are_refused() -> None:
+    """uint8 camera frames fed to a float input (MobileNet-style, [-1, 1]) used to be cast as
+    0-255 and run; raw LiteRT refuses the dtype, and so does predict, saying how to scale."""
+    from edge_sdk.device.runtime import Model
+    from edge_sdk.errors import InferenceInputError
+
+    from .tflite_builder import Buffer, Op, OpCode, Spec, Tensor, build
+
+    reshape = 22
+    spec = Spec(
+        opcodes=[OpCode(reshape)],
+        tensors=[Tensor("image", (1, 2, 2, 3), buffer=1), Tensor("shape", (2,), "int32", buffer=2),
+                 Tensor("flat", (1, 12), buffer=3)],
+        ops=[Op(0, (0, 1), (2,))], inputs=(0,), outputs=(2,),
+        buffers=[Buffer(), Buffer(), Buffer(np.array([1, 12], np.int32).tobytes()), Buffer()],
+    )  # fmt: skip
+    frame = np.arange(12, dtype=np.uint8).reshape(1, 2, 2, 3) * 20
+    with Model(build(spec)) as model:
+        for integers in (frame, frame.astype(np.int64)):
+            with pytest.raises(
+                InferenceInputError, match="expects float32, got .*not cast"
+            ) as caught:
+                model.predict(integers)
+            assert "/ 127.5 - 1" in (caught.value.hint or "")
+        scaled = frame.astype(np.float32) / 127.5 - 1
+        np.testing.assert_array_equal(model.predict(scaled), scaled.reshape(1, 12))
+        assert model.predict(scaled.astype(np.float16)).dtype == np.float32  # floats still cast

@@ -796,6 +796,17 @@ def _cast(name: str, array: np.ndarray, dtype: np.dtype[Any], raw: bool) -> np.n
     """``array`` as ``dtype`` when that loses nothing: same kind, and integers within range."""
     if array.dtype == dtype:
         return array
+    if dtype.kind == "f" and array.dtype.kind in "iub":
+        # Integers into a float input: pixels 0-255 cast as they are, into a model that wants
+        # [-1, 1] or [0, 1], give wrong numbers without a word (raw LiteRT refuses the dtype).
+        # Only the caller knows the model's scaling.
+        raise InferenceInputError(
+            f"input {name} expects {dtype}, got {array.dtype}: integers are not cast into a "
+            "float input, since how the model scales them (0-255, [0, 1], [-1, 1]) is not "
+            "known here",
+            hint=f"scale as the model expects and pass {dtype}: e.g. "
+            f"x.astype(np.{dtype}) / 127.5 - 1 for [-1, 1], / 255 for [0, 1]",
+        )
     integers = array.dtype.kind in "iu" and dtype.kind in "iu"  # range-checked below
     if (
         not (integers or np.can_cast(array.dtype, dtype, "same_kind"))
