@@ -201,7 +201,13 @@ class InterpreterView:
         return SignatureRunner(runner)
 
     def reset_all_variables(self) -> None:
-        """Reset variable tensors (stateful models) to their initial values."""
+        """Zero the model's variable tensors (LiteRT ``reset_all_variables``).
+
+        Only tensors the flatbuffer marks as variables (the state of SVDF or of a fused LSTM)
+        are reset. A model that keeps its state in resource variables (a Keras stateful layer:
+        ``VAR_HANDLE`` / ``ASSIGN_VARIABLE`` ops) keeps it; for a fresh state build another
+        interpreter (``Model.clone()``, or load the bundle again).
+        """
         self._live().reset_all_variables()
 
     # -- beyond LiteRT: lifetime -------------------------------------------------------------------

@@ -192,6 +192,30 @@ def package_model(
             raise
 
 
+def builtin_delegates(profile: DeviceProfile) -> tuple[str, ...]:
+    """The builtin delegates the device runtime applies for ``profile`` (no chain: XNNPACK, the
+    runtime's default, as :mod:`edge_sdk.device.runtime` builds it)."""
+    if not profile.delegates:
+        return ("xnnpack",)
+    return tuple(str(d.name) for d in profile.delegates if d.builtin)
+
+
+def _tflite_compat_hint(compat: Any) -> str:
+    """What to do about a .tflite the profile's runtime cannot run: a custom op needs a runtime
+    or delegate that provides it (re-converting would not remove it); other ops a newer runtime."""
+    from edge_sdk.format.compat import CUSTOM_OP, DELEGATE_CUSTOM_OPS, FLEX_OP
+
+    custom = [p for p in compat.problems if p.kind in (CUSTOM_OP, FLEX_OP)]
+    if custom:
+        provided = ", ".join(f"{d}: {', '.join(ops)}" for d, ops in DELEGATE_CUSTOM_OPS.items())
+        return (
+            "the model's publisher compiled in custom ops this runtime has no kernel for; use a "
+            "profile whose runtime or delegate chain provides them (builtin delegates provide "
+            f"{provided}), or a build of the model without them"
+        )
+    return "re-convert the source model with an older TensorFlow, or target a profile whose runtime is newer"
+
+
 def _package_model(
     model_path: Path,
     output: Path,
@@ -232,11 +256,10 @@ def _package_model(
         progress("load")
         model_bytes = model_path.read_bytes()
         info = read_tflite(model_bytes)
-        compat = check_compatibility(info, profile.runtime.package, profile.runtime.version)
+        compat = check_compatibility(info, profile.runtime.package, profile.runtime.version,
+                                     delegates=builtin_delegates(profile))  # fmt: skip
         if not compat.ok:
-            raise CompatibilityError(
-                compat.summary(), hint="re-convert from the Keras model with this profile"
-            )
+            raise CompatibilityError(compat.summary(), hint=_tflite_compat_hint(compat))
         reports: dict[str, Any] = {
             "conversion": {
                 "source_format": "tflite",

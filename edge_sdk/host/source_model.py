@@ -249,7 +249,7 @@ def load_source_model(
         input_names = tuple(sorted(kwargs))
         input_shapes = tuple(tuple(kwargs[n].shape) for n in input_names)
         output_names = tuple(sorted(fn.structured_outputs))
-        dtypes = tuple(np.dtype(kwargs[n].dtype.as_numpy_dtype).name for n in input_names)
+        dtypes = tuple(input_dtype(n, kwargs[n].dtype).name for n in input_names)
 
         def run_saved(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             result = fn(**{k: tf.constant(v) for k, v in feeds.items()})
@@ -266,6 +266,37 @@ def load_source_model(
             input_ranges=tuple(default_range(np.dtype(d), None) for d in dtypes),
         )
     raise ModelInputError(f"{path}: format {fmt!r} cannot be converted (it is already TFLite?)")
+
+
+def input_dtype(name: str, dtype: Any) -> np.dtype[Any]:
+    """The numpy dtype of a source model's input (a Keras dtype name or a ``tf.DType``).
+
+    Raises:
+        ModelInputError: an input of a type the device side cannot feed (strings, bfloat16,
+            complex, resource handles): predict, the parity check and the runtimes take numbers
+            and booleans.
+    """
+    text = str(getattr(dtype, "name", dtype))
+    try:
+        result: np.dtype[Any] | None = np.dtype(text)
+    except TypeError:  # 'string', 'bfloat16', 'resource' …: no numpy dtype of that name
+        result = None
+    if result is not None and result.kind in "biuf":
+        return result
+    if text in ("string", "str", "object"):
+        raise ModelInputError(
+            f"the model's input {excerpt(name)} takes strings; edge-sdk packages models whose "
+            "inputs are numbers or booleans, and the device runtimes run no string ops",
+            hint="keep the text preprocessing (TextVectorization, StringLookup, Hashing) in your "
+            "application and package the model from the layer after it, taking int32 token ids "
+            "(keras.Input((length,), dtype='int32'))",
+        )
+    raise ModelInputError(
+        f"the model's input {excerpt(name)} takes {excerpt(text, 40)} values; edge-sdk packages "
+        "models whose inputs are numbers (float16/32/64, integers) or booleans",
+        hint="take float32 (or an integer type) at the input and cast inside the model "
+        "(keras.ops.cast)",
+    )
 
 
 def default_range(dtype: np.dtype[Any], vocabulary: int | None) -> tuple[int, int] | None:
@@ -322,7 +353,10 @@ def keras_source(model: Any, fmt: str = "keras") -> SourceModel:
     tf = import_tensorflow()
     input_names = tuple(t.name for t in model.inputs)
     input_shapes = tuple(tuple(t.shape) for t in model.inputs)
-    input_dtypes = tuple(np.dtype(str(getattr(t, "dtype", "float32"))).name for t in model.inputs)
+    input_dtypes = tuple(
+        input_dtype(name, getattr(t, "dtype", "float32")).name
+        for name, t in zip(input_names, model.inputs, strict=True)
+    )
     output_names = _keras_output_names(model)
 
     # A model built for one sample per call (keras.Input(..., batch_size=1)) is run sample by

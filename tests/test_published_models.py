@@ -1,0 +1,174 @@
+"""Shapes of published models that once failed (issue 24): each gives right numbers or a typed
+refusal that says what to do, never a traceback.
+
+Every model is built here in code (Keras layers, ``keras.applications`` with ``weights=None``, or a
+hand-built flatbuffer for a custom op no converter writes); nothing downloads.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edge_sdk.errors import ModelInputError
+from edge_sdk.host.packaging import PackageOptions, package_model
+from edge_sdk.profiles import load_profile
+
+from .conftest import CliResult, KeySet
+
+pytestmark = pytest.mark.host
+
+
+def _package(source: Path, out: Path, keyset: KeySet, **options: Any) -> Any:
+    options.setdefault("quantize", "none")
+    return package_model(source, out, load_profile("x86_64"), PackageOptions(name="m", version=1, **options),
+                         [keyset.signer], [keyset.device.public])  # fmt: skip
+
+
+# -- inputs no device runtime can feed ---------------------------------------------------------------
+
+
+def _string_keras(path: Path) -> Path:
+    import keras
+
+    keras.utils.set_random_seed(3)
+    text = keras.Input((1,), dtype="string", name="text")
+    ids = keras.layers.Hashing(num_bins=16)(text)
+    h = keras.layers.Flatten()(keras.layers.Embedding(16, 4)(ids))
+    keras.Model(text, keras.layers.Dense(2, name="out")(h)).save(path)
+    return path
+
+
+def _string_savedmodel(path: Path) -> Path:
+    import tensorflow as tf
+
+    class Lengths(tf.Module):  # type: ignore[misc]
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        def serve(self, text: Any) -> Any:
+            return {"length": tf.cast(tf.strings.length(text), tf.float32)}
+
+    module = Lengths()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def test_string_inputs_are_refused_with_what_to_do(
+    tmp_path: Path, keyset: KeySet, cli: Any, key_files: dict[str, Path]
+) -> None:
+    """A Keras model (and a SavedModel) taking strings: a typed refusal naming the input, where
+    Keras models used to end in numpy's raw TypeError ("data type 'string' not understood")."""
+    keras_file = _string_keras(tmp_path / "text.keras")
+    for source in (keras_file, _string_savedmodel(tmp_path / "text-savedmodel")):
+        with pytest.raises(ModelInputError, match="input 'text' takes strings") as caught:
+            _package(source, tmp_path / "x.edgepkg", keyset)
+        assert "token ids" in (caught.value.hint or "")
+    result: CliResult = cli("package", keras_file, "--profile", "x86_64", "--sign-key", key_files["signer"],
+                            "--name", "t", "--version", "1", "-o", tmp_path / "t.edgepkg")  # fmt: skip
+    assert result.code == 60, result.err
+    assert "takes strings" in result.err and "Traceback" not in result.err
+
+
+def test_other_non_numeric_inputs_are_refused(tmp_path: Path, keyset: KeySet) -> None:
+    """The same for an input type numpy has no name for (bfloat16)."""
+    import keras
+
+    x = keras.Input((4,), dtype="bfloat16", name="half")
+    y = keras.layers.Dense(2, name="out")(keras.ops.cast(x, "float32"))
+    keras.Model(x, y).save(tmp_path / "b.keras")
+    with pytest.raises(ModelInputError, match="input 'half' takes 'bfloat16' values") as caught:
+        _package(tmp_path / "b.keras", tmp_path / "x.edgepkg", keyset)
+    assert "float32" in (caught.value.hint or "")
+
+
+# -- custom ops a delegate provides --------------------------------------------------------------------
+
+
+def _custom_op_tflite(op: str, rng: np.random.Generator) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """A MediaPipe-style 2x upsampling by a transposed convolution, as the custom op ``op``
+    (options: padding SAME, stride 2x2), with its weights and bias."""
+    from .tflite_builder import CUSTOM, Buffer, Op, OpCode, Spec, Tensor, build
+
+    weights = rng.standard_normal((3, 2, 2, 2)).astype(np.float32)  # out, kh, kw, in
+    bias = rng.standard_normal(3).astype(np.float32)
+    spec = Spec(
+        opcodes=[OpCode(CUSTOM, 1, op)],
+        tensors=[Tensor("image", (1, 4, 4, 2), buffer=1), Tensor("w", (3, 2, 2, 2), buffer=2),
+                 Tensor("b", (3,), buffer=3), Tensor("up", (1, 8, 8, 3), buffer=4)],
+        ops=[Op(0, (0, 1, 2), (3,), custom_options=struct.pack("<iii", 1, 2, 2))],
+        inputs=(0,), outputs=(3,),
+        buffers=[Buffer(), Buffer(), Buffer(weights.tobytes()), Buffer(bias.tobytes()), Buffer()],
+    )  # fmt: skip
+    return build(spec), weights, bias
+
+
+def test_a_custom_op_xnnpack_provides_packages_and_runs(tmp_path: Path, keyset: KeySet) -> None:
+    """Convolution2DTransposeBias (MediaPipe's segmentation and face models): XNNPACK runs it, so
+    a profile with XNNPACK takes the .tflite (it was refused) and the numbers are the op's."""
+    import edge_sdk
+
+    rng = np.random.default_rng(4)
+    model_bytes, weights, bias = _custom_op_tflite("Convolution2DTransposeBias", rng)
+    (tmp_path / "up.tflite").write_bytes(model_bytes)
+    _package(tmp_path / "up.tflite", tmp_path / "up.edgepkg", keyset, quantize=None)
+    x = rng.standard_normal((3, 4, 4, 2)).astype(np.float32)
+    # Each input pixel writes one 2x2 block (stride 2, kernel 2): out = W[:, ky, kx, :] @ x + b.
+    expected = np.einsum("oyxi,nhwi->nhywxo", weights, x).reshape(3, 8, 8, 3) + bias
+    with edge_sdk.load(tmp_path / "up.edgepkg", trust=keyset.trust(), device_key=keyset.device,
+                       state_dir=tmp_path / "state", profile="x86_64") as model:  # fmt: skip
+        np.testing.assert_allclose(model.predict(x), expected, atol=1e-5)
+    # Without the delegate the runtime has no kernel: said so, by name.
+    from edge_sdk.format.compat import check_compatibility, read_tflite
+
+    report = check_compatibility(read_tflite(model_bytes), "ai-edge-litert", "2.3.0")
+    assert not report.ok and "without the xnnpack delegate" in report.summary()
+
+
+def test_a_tflite_custom_op_refusal_does_not_say_reconvert(tmp_path: Path, keyset: KeySet) -> None:
+    """A .tflite has no Keras model to re-convert: the hint says what provides custom ops."""
+    from edge_sdk.errors import CompatibilityError
+
+    model_bytes, _, _ = _custom_op_tflite("MyVendorUpsample", np.random.default_rng(5))
+    (tmp_path / "v.tflite").write_bytes(model_bytes)
+    with pytest.raises(
+        CompatibilityError, match="custom op MyVendorUpsample is not provided"
+    ) as caught:
+        _package(tmp_path / "v.tflite", tmp_path / "v.edgepkg", keyset, quantize=None)
+    hint = caught.value.hint or ""
+    assert "re-convert" not in hint and "delegate chain provides them" in hint
+    assert "Convolution2DTransposeBias" in hint
+
+
+# -- inputs the runtime would cast silently -------------------------------------------------------------
+
+
+def test_integer_frames_into_a_float_input_are_refused() -> None:
+    """uint8 camera frames fed to a float input (MobileNet-style, [-1, 1]) used to be cast as
+    0-255 and run; raw LiteRT refuses the dtype, and so does predict, saying how to scale."""
+    from edge_sdk.device.runtime import Model
+    from edge_sdk.errors import InferenceInputError
+
+    from .tflite_builder import Buffer, Op, OpCode, Spec, Tensor, build
+
+    reshape = 22
+    spec = Spec(
+        opcodes=[OpCode(reshape)],
+        tensors=[Tensor("image", (1, 2, 2, 3), buffer=1), Tensor("shape", (2,), "int32", buffer=2),
+                 Tensor("flat", (1, 12), buffer=3)],
+        ops=[Op(0, (0, 1), (2,))], inputs=(0,), outputs=(2,),
+        buffers=[Buffer(), Buffer(), Buffer(np.array([1, 12], np.int32).tobytes()), Buffer()],
+    )  # fmt: skip
+    frame = np.arange(12, dtype=np.uint8).reshape(1, 2, 2, 3) * 20
+    with Model(build(spec)) as model:
+        for integers in (frame, frame.astype(np.int64)):
+            with pytest.raises(
+                InferenceInputError, match="expects float32, got .*not cast"
+            ) as caught:
+                model.predict(integers)
+            assert "/ 127.5 - 1" in (caught.value.hint or "")
+        scaled = frame.astype(np.float32) / 127.5 - 1
+        np.testing.assert_array_equal(model.predict(scaled), scaled.reshape(1, 12))
+        assert model.predict(scaled.astype(np.float16)).dtype == np.float32  # floats still cast
