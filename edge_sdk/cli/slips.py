@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import JsonOpt, app, console, human_size, load_private, print_json
+from ._common import JsonOpt, app, human_size, load_private, print_json, say
 
 slips_app = typer.Typer(
     help="Key slips: the content key of a release, one small signed file per device.",
@@ -70,9 +70,8 @@ def slips_issue(
     if as_json:
         print_json(result)
         return
-    console().print(
+    say(
         f"{report.directory}: {report.count} key slip(s) for {sealed.manifest.name} "
         f"v{sealed.manifest.version} ({sealed.digest[:16]}), {human_size(report.total_bytes)} "
-        f"(largest {report.largest} B), {len(report.excluded)} excluded, in {seconds:.1f} s",
-        markup=False,
+        f"(largest {report.largest} B), {len(report.excluded)} excluded, in {seconds:.1f} s"
     )
