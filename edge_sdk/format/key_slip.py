@@ -290,7 +290,10 @@ def slip_path_beside(bundle_path: str | os.PathLike[str]) -> Path:
     slip is ``releases/<version>-<digest>.edgeslip``. (If ``current`` moves meanwhile, the slip
     read names another bundle and is refused as a mismatch: it is bound to the bundle digest.)
     """
-    return Path(os.path.realpath(bundle_path)).with_suffix(SLIP_SUFFIX)
+    try:
+        return Path(os.path.realpath(bundle_path)).with_suffix(SLIP_SUFFIX)
+    except ValueError:  # a NUL byte: no file can have that name
+        raise UsageError(f"bundle path {excerpt(str(bundle_path))} contains a NUL byte") from None
 
 
 def read_key_slip(path: str | os.PathLike[str]) -> bytes:
