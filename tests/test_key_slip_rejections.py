@@ -34,7 +34,10 @@ def _seal(keyset: KeySet, version: int, name: str = "digits") -> Bundle:
 
 
 def _slip(
-    bundle: Bundle, keyset: KeySet, device: PrivateKey | None = None, signer: PrivateKey | None = None
+    bundle: Bundle,
+    keyset: KeySet,
+    device: PrivateKey | None = None,
+    signer: PrivateKey | None = None,
 ) -> bytes:
     """A slip the escrow key can make: for ``device`` (default: ours), signed by ``signer``."""
     key = content_key_of(bundle, keyset.device2)
@@ -74,4 +77,3 @@ def test_each_bad_slip_is_refused_typed_and_the_next_genuine_load_runs(
         # Nothing the rejected slip carried stuck: the genuine slip opens the same release.
         with edge_sdk.load(bundle_path, slip=genuine, **common) as model:  # type: ignore[arg-type]
             assert np.allclose(model.predict(x), expected), what
-
