@@ -974,9 +974,7 @@ def _publish_slips(
     )
     dropped = {(bundle.name, v) for v in versions[:-keep_slips]}
     entries = {p: t for p, t in entries.items() if _slip_release(p) not in dropped}
-    return _write_bins(
-        layout, targets, entries, signer, _now() + _read_policy(layout)["targets"]
-    )
+    return _write_bins(layout, targets, entries, signer, _now() + _read_policy(layout)["targets"])
 
 
 def _hardware_ids(data: bytes) -> tuple[str, ...]:
