@@ -74,9 +74,9 @@ class Fleet:
             return np.asarray(model.predict(X))
 
 
-def downloads(server: RepoServer, since: int) -> list[tuple[str, int]]:
+def downloads(srv: RepoServer, since: int) -> list[tuple[str, int]]:
     """(file name under the repository, body bytes) of every 200 response since ``since``."""
-    return [(r.uri.split("/fleet/", 1)[1], r.body_bytes) for r in server.requests(since)
+    return [(r.uri.split("/fleet/", 1)[1], r.body_bytes) for r in srv.requests(since)
             if r.status == 200]  # fmt: skip
 
 
@@ -202,7 +202,7 @@ HOSTILE: dict[str, Callable[[Fleet, Path], bytes]] = {
         content_key_of(read_bundle(bundle), fleet.escrow),
         fleet.devices[0].public,
         [generate_key("signing")],
-    ),  # fmt: skip
+    ),
 }
 
 
