@@ -212,7 +212,7 @@ HOSTILE: dict[str, Callable[[Fleet, Path], bytes]] = {
         ("another-device", KeySlipMismatchError),
         ("garbage", KeySlipError),
         ("foreign-signer", KeySlipError),
-    ],  # fmt: skip
+    ],
 )
 def test_a_hostile_slip_in_a_bin_is_refused_and_the_genuine_one_installs(
     lab: Lab, kind: str, error: type[Exception]
