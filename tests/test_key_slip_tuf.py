@@ -83,7 +83,7 @@ def downloads(srv: RepoServer, since: int) -> list[tuple[str, int]]:
 def plant(lab: Lab, key_id: str, version: int, data: bytes) -> None:
     """An attacker holding the online keys (bins, targets, snapshot, timestamp — a compromised
     repository server) lists ``data`` as this device's slip, with consistent metadata around it."""
-    from tuf.api.metadata import TargetFile
+    from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
 
     layout = tuf_repo._Layout(lab.repo, None)
     repository = tuf_repo._open(layout, tuf_repo.ONLINE_ROLES)
@@ -131,9 +131,10 @@ def test_each_agent_pulls_only_its_own_slip_and_a_revoked_device_gets_nothing(
         path = tuf_repo.slip_target_path("digits", 1, fleet.devices[index].key_id)
         (bin_file,) = [n for n in metadata if ".bin-" in n]
         role = bin_file.split(".", 1)[1].removesuffix(".json")
-        from tuf.api.metadata import Metadata
+        from tuf.api.metadata import Metadata, Targets  # type: ignore[attr-defined]
 
-        delegations = Metadata.from_file(str(lab.metadata / "2.targets.json")).signed.delegations
+        top = Metadata[Targets].from_file(str(lab.metadata / "2.targets.json"))
+        delegations = top.signed.delegations
         assert delegations.succinct_roles.get_role_for_target(path) == role
         # Its own slip, and no other device's.
         slip_files = [n for n in names if n.startswith("targets/slips/")]
