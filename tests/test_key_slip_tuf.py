@@ -135,6 +135,7 @@ def test_each_agent_pulls_only_its_own_slip_and_a_revoked_device_gets_nothing(
 
         top = Metadata[Targets].from_file(str(lab.metadata / "2.targets.json"))
         delegations = top.signed.delegations
+        assert delegations is not None and delegations.succinct_roles is not None
         assert delegations.succinct_roles.get_role_for_target(path) == role
         # Its own slip, and no other device's.
         slip_files = [n for n in names if n.startswith("targets/slips/")]
