@@ -116,7 +116,7 @@ def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 def categorize(repo: Path, files: list[tuple[str, int]]) -> dict[str, int]:
     """Bytes per kind of file one poll downloaded, and the gzip size of the metadata."""
-    out = {"top": 0, "bin": 0, "bins": 0, "slip": 0, "slips": 0, "payload": 0, "gzip": 0}
+    out = {"top": 0, "bin": 0, "bin_files": 0, "slip": 0, "slip_files": 0, "payload": 0, "gzip": 0}
     for name, size in files:
         if name.startswith("metadata/"):
             kind = "bin" if ".bin-" in name else "top"
@@ -125,7 +125,7 @@ def categorize(repo: Path, files: list[tuple[str, int]]) -> dict[str, int]:
             kind = "slip" if name.startswith("targets/slips/") else "payload"
         out[kind] += size
         if kind in ("bin", "slip"):
-            out[kind + "s"] += 1
+            out[kind + "_files"] += 1
     return out
 
 
@@ -146,7 +146,8 @@ def simulate(
     tuf_repo.init_repo(repo)
     url = server.add(f"n{n}", repo)
     devices = pub_dir(cache, seeds)
-    sample = sorted({round(i * (n - 1) / max(agents, 1)) for i in range(agents)}) if agents else [0]
+    # The in-process probe, the agent processes, and (last) the revoked device, spread evenly.
+    sample = sorted({round(i * (n - 1) / (agents + 1)) for i in range(agents + 2)})
     revoked = sample[-1]
     started = time.perf_counter()
     done = cli("repo", "publish", bundle, "--repo", repo, "--trust", trust, "--devices", devices,
@@ -177,6 +178,8 @@ def simulate(
         if r.status == 200
     ]
     cost = categorize(repo, got)
+    # One bin and one slip, or the figures below are not what a device pays.
+    assert cost["bin_files"] == cost["slip_files"] == 1, got
     mark = server.mark()
     started = time.perf_counter()
     idle = probe.poll()
@@ -202,6 +205,7 @@ def run_agents(
     """``edge-sdk agent --once`` processes, two at a time (this machine has two cores)."""
 
     def one(index: int) -> tuple[int, int, dict[str, Any]]:
+        (here / f"p{index}").mkdir()
         key, _ = save_keypair(_device(seeds[index]), here / f"p{index}" / "device")
         done = cli("agent", "--repo", url, "--root", repo / "metadata" / "1.root.json",
                    "--state-dir", here / f"p{index}" / "state",
