@@ -5,6 +5,7 @@ metadata, exactly one bin, its own slip and the payload — never another device
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -143,6 +144,8 @@ def test_each_agent_pulls_only_its_own_slip_and_a_revoked_device_gets_nothing(
         assert sum(1 for n in names if n.startswith("targets/digits/")) == 1
         meta_bytes = sum(b for n, b in files if n.startswith("metadata/"))
         assert meta_bytes < 8 * 1024  # top-level roles + one bin of ~1 slip
+        if server.kind == "nginx":  # JSON is sent gzip-compressed, and inflated by the agent
+            assert meta_bytes < sum((lab.repo / n).stat().st_size for n in metadata)
         installed = lab.tmp / f"dev{index}" / "install" / "digits" / "releases"
         (beside,) = installed.glob("*.edgeslip")
         assert beside.read_bytes() == slips[fleet.devices[index].key_id]
@@ -272,3 +275,52 @@ def test_one_cli_command_publishes_the_release_for_the_fleet(
     assert fleet.agent(3).poll().outcomes[0].status == "rejected"
     bad = cli("repo", "publish", bundle, "--repo", lab.repo, "--trust", trust, "--devices", keys)
     assert bad.code == 2 and "--opener" in bad.err
+
+
+def test_gzip_metadata_is_decoded_in_bounded_steps_and_a_bomb_is_cut(lab: Lab) -> None:
+    """Metadata may arrive gzip-compressed (nginx compresses JSON): it is inflated a step at a
+    time, so a tiny response that inflates to gigabytes is cut at ngclient's size cap."""
+    import gzip
+    import http.server
+    import threading
+
+    from edge_sdk.errors import IntegrityError
+
+    bomb = gzip.compress(b" " * (64 * 1024 * 1024), 9)  # 64 MiB of JSON whitespace, ~64 KiB sent
+    real = lab.metadata
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            name = self.path.rsplit("/", 1)[1]
+            if name == "timestamp.json":
+                body, encoded = bomb, True
+            elif (real / name).is_file():
+                body, encoded = gzip.compress((real / name).read_bytes()), True
+            else:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            if encoded:
+                self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        agent = Agent(f"http://127.0.0.1:{httpd.server_port}", real / "1.root.json",
+                      lab.tmp / "bomb" / "state", lab.tmp / "bomb" / "install", lab.trust,
+                      hardware_ids=("x86_64",), retry=QUICK)  # fmt: skip
+        with pytest.raises(IntegrityError, match="more than allowed"):
+            agent.poll()
+        assert agent.traffic.bytes < len(bomb) + 16 * 1024  # counted as sent, never inflated
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

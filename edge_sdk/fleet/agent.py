@@ -45,6 +45,7 @@ import random
 import re
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -196,8 +197,8 @@ TRAFFIC_LOG = 256
 
 @dataclass
 class _Traffic:
-    """HTTP requests made and body bytes received, the last URL asked for, and the newest
-    requests as ``[url, body bytes]`` (what a poll downloaded, file by file)."""
+    """HTTP requests made and body bytes received (as sent: compressed, if they were), the last
+    URL asked for, and the newest requests as ``[url, body bytes]`` (a poll's files, one by one)."""
 
     requests: int = 0
     bytes: int = 0
@@ -226,7 +227,9 @@ def _make_fetcher(timeout: float, user_agent: str, traffic: _Traffic) -> Any:
     from tuf.api import exceptions as tx
     from tuf.ngclient import FetcherInterface  # type: ignore[attr-defined]
 
-    headers = {"User-Agent": user_agent}
+    # Metadata may come gzip-compressed (a snapshot listing 1,024 slip bins shrinks about 4×);
+    # urllib3 decodes it in bounded steps, and ngclient's size caps apply to the decoded bytes.
+    headers = {"User-Agent": user_agent, "Accept-Encoding": "gzip"}
     retries = urllib3.Retry(total=5, connect=0, read=0, status=0, other=0, redirect=5)
     limits = urllib3.Timeout(connect=timeout, read=timeout)
 
@@ -277,12 +280,32 @@ def _make_fetcher(timeout: float, user_agent: str, traffic: _Traffic) -> Any:
             url: str, response: urllib3.BaseHTTPResponse, record: list[Any]
         ) -> Iterator[bytes]:
             complete = False
+            # Decoded here, not by urllib3 (which leaves chunked gzip responses encoded): in
+            # steps of at most _READ output bytes, so a small "gzip bomb" never becomes a large
+            # buffer, and ngclient's size cap, counted on what is yielded, stops it.
+            encoding = response.headers.get("Content-Encoding", "").strip().lower()
+            if encoding not in ("", "identity", "gzip"):
+                response.close()
+                raise tx.DownloadError(f"{url}: unsupported Content-Encoding {encoding[:40]!r}")
+            inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding == "gzip" else None
             try:
-                for chunk in response.stream(_READ):
-                    traffic.bytes += len(chunk)
-                    record[1] += len(chunk)
-                    yield chunk
+                for raw in response.stream(_READ, decode_content=False):
+                    traffic.bytes += len(raw)  # as sent: what the download cost
+                    record[1] += len(raw)
+                    if inflate is None:
+                        yield raw
+                        continue
+                    data = raw
+                    while data:
+                        out = inflate.decompress(data, _READ)
+                        data = inflate.unconsumed_tail
+                        if out:
+                            yield out
+                if inflate is not None and not inflate.eof:
+                    raise tx.DownloadError(f"{url}: the gzip stream is cut short")
                 complete = True
+            except zlib.error as exc:
+                raise tx.DownloadError(f"{url}: the gzip stream is damaged: {exc}") from None
             except urllib3.exceptions.TimeoutError as exc:
                 raise tx.SlowRetrievalError(f"{url}: {exc}") from exc
             except urllib3.exceptions.HTTPError as exc:
