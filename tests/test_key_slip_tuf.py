@@ -181,6 +181,12 @@ def test_each_agent_pulls_only_its_own_slip_and_a_revoked_device_gets_nothing(
     targets = tuf_repo._make_repository(layout, tuf_repo._read_policy(layout)).targets()
     listed = tuf_repo._read_bins(layout, targets)
     assert len(listed) == 19 and all("/2/" in p for p in listed)
+    # Slip files: v1's stay while the previous bins name them, and go one release later.
+    slip_dirs = lab.repo / "targets" / "slips" / "digits"
+    assert sorted(p.name for p in slip_dirs.iterdir()) == ["1", "2"]
+    fleet.release(3, revoked=(19,))
+    assert sorted(p.name for p in slip_dirs.iterdir()) == ["2", "3"]
+    assert fleet.agent(0).poll().outcomes[0].status == "installed"
 
 
 def test_legacy_in_bundle_recipients_then_slips(lab: Lab) -> None:

@@ -963,18 +963,29 @@ def _publish_slips(
     (the newest ``keep_slips`` versions of this name), plus this release's."""
     signer = _bins_signer(layout, targets)
     live = {(p.name, p.version) for p in map(_published, targets.targets.values())}
-    entries = {
-        path: target
-        for path, target in _read_bins(layout, targets).items()
-        if _slip_release(path) in live
-    }
+    before = _read_bins(layout, targets)
+    entries = {path: target for path, target in before.items() if _slip_release(path) in live}
     entries.update(_store_slips(layout, bundle, slips))
     versions = sorted(
         {r[1] for r in map(_slip_release, entries) if r is not None and r[0] == bundle.name}
     )
     dropped = {(bundle.name, v) for v in versions[:-keep_slips]}
     entries = {p: t for p, t in entries.items() if _slip_release(p) not in dropped}
-    return _write_bins(layout, targets, entries, signer, _now() + _read_policy(layout)["targets"])
+    count = _write_bins(layout, targets, entries, signer, _now() + _read_policy(layout)["targets"])
+    # Slip files no bin names any more go, except those the previous bins name: a device that
+    # read the previous timestamp a moment ago may still be fetching one.
+    _prune_slip_files(layout, {r for r in map(_slip_release, [*before, *entries]) if r})
+    return count
+
+
+def _prune_slip_files(layout: _Layout, wanted: set[tuple[str, int]]) -> None:
+    import shutil
+
+    root = layout.targets / SLIPS_DIR
+    for name_dir in root.iterdir() if root.is_dir() else ():
+        for version_dir in name_dir.iterdir() if name_dir.is_dir() else ():
+            if version_dir.name.isdigit() and (name_dir.name, int(version_dir.name)) not in wanted:
+                shutil.rmtree(version_dir, ignore_errors=True)
 
 
 def _hardware_ids(data: bytes) -> tuple[str, ...]:
