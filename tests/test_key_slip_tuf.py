@@ -12,12 +12,13 @@ import re
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import edge_sdk
-from edge_sdk.errors import DecryptionError, KeySlipError, KeySlipMismatchError
+from edge_sdk.errors import DecryptionError, KeySlipError, KeySlipMismatchError, SignatureError
 from edge_sdk.fleet import tuf_repo
 from edge_sdk.fleet.agent import Agent
 from edge_sdk.fleet.key_slips import content_key_of, issue_key_slips
@@ -81,10 +82,10 @@ def downloads(srv: RepoServer, since: int) -> list[tuple[str, int]]:
             if r.status == 200]  # fmt: skip
 
 
-def plant(lab: Lab, key_id: str, version: int, data: bytes) -> None:
+def plant(lab: Lab, key_id: str, version: int, data: bytes, *, bins_key: Any = None) -> None:
     """An attacker holding the online keys (bins, targets, snapshot, timestamp — a compromised
     repository server) lists ``data`` as this device's slip, with consistent metadata around it."""
-    from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
+    from tuf.api.metadata import Metadata, TargetFile  # type: ignore[attr-defined]
 
     layout = tuf_repo._Layout(lab.repo, None)
     repository = tuf_repo._open(layout, tuf_repo.ONLINE_ROLES)
@@ -97,6 +98,14 @@ def plant(lab: Lab, key_id: str, version: int, data: bytes) -> None:
         entries[path] = TargetFile(len(data), {"sha256": sha}, path)
         signer = tuf_repo._bins_signer(layout, targets)
         tuf_repo._write_bins(layout, targets, entries, signer, tuf_repo._now() + timedelta(days=1))
+        if bins_key is not None:  # the bins re-signed by a key targets does not delegate to
+            for bin_file in lab.metadata.glob(f"{targets.version + 1}.bin-*.json"):
+                md = Metadata.from_bytes(bin_file.read_bytes())
+                md.sign(bins_key)
+                bin_file.write_bytes(md.to_bytes())
+            targets.delegations = Metadata.from_bytes(
+                (lab.metadata / f"{targets.version}.targets.json").read_bytes()
+            ).signed.delegations
     repository.do_snapshot()
     repository.do_timestamp()
 
@@ -330,3 +339,29 @@ def test_gzip_metadata_is_decoded_in_bounded_steps_and_a_bomb_is_cut(lab: Lab) -
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_a_bin_signed_by_a_key_targets_does_not_delegate_to_is_refused(lab: Lab) -> None:
+    from securesystemslib.signer import CryptoSigner
+
+    fleet = Fleet(lab, 3)
+    _, slips = fleet.release(1)
+    mine = fleet.devices[0].key_id
+    plant(lab, mine, 1, slips[mine], bins_key=CryptoSigner(generate_key("signing").components[0]))
+    agent = fleet.agent(0)
+    (outcome,) = agent.poll().outcomes
+    assert outcome.status == "rejected" and isinstance(outcome.error, SignatureError), outcome
+    assert lab.current("dev0") is None
+    plant(lab, mine, 1, slips[mine])
+    assert agent.poll().outcomes[0].status == "installed"
+
+
+def test_refresh_re_signs_the_bins(lab: Lab) -> None:
+    fleet = Fleet(lab, 3)
+    fleet.release(1)
+    old = sorted(p.name for p in lab.metadata.glob("*.bin-*.json"))
+    result = tuf_repo.refresh(lab.repo, margin={"targets": timedelta(days=365)})
+    assert "targets" in result.resigned  # the bins expire with targets: re-signed together
+    new = sorted(p.name for p in lab.metadata.glob(f"{result.resigned['targets']}.bin-*.json"))
+    assert len(new) == len(old) and new != old
+    assert fleet.agent(0).poll().outcomes[0].status == "installed"
