@@ -172,3 +172,43 @@ def test_integer_frames_into_a_float_input_are_refused() -> None:
         scaled = frame.astype(np.float32) / 127.5 - 1
         np.testing.assert_array_equal(model.predict(scaled), scaled.reshape(1, 12))
         assert model.predict(scaled.astype(np.float16)).dtype == np.float32  # floats still cast
+
+
+# -- SavedModels from elsewhere ---------------------------------------------------------------------------
+
+
+def test_a_keras2_savedmodel_packages_and_a_signature_tf_cannot_describe_is_refused(
+    tmp_path: Path, keyset: KeySet
+) -> None:
+    """A tf_keras (Keras 2) SavedModel with dict outputs, as basic-pitch ships, packages with
+    parity; a signature input of unknown rank (which ended in TensorFlow's raw ValueError) and a
+    SavedModel TF cannot load are typed refusals with the re-export advice."""
+    import tensorflow as tf
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(5)
+    audio = tf_keras.Input((16, 4), name="audio")
+    h = tf_keras.layers.Conv1D(4, 3, padding="same", activation="relu")(audio)
+    model = tf_keras.Model(audio, {"note": tf_keras.layers.Dense(2, activation="sigmoid", name="note")(h),
+                                   "onset": tf_keras.layers.Dense(1, name="onset")(h)})  # fmt: skip
+    model.save(tmp_path / "keras2")
+    result = _package(tmp_path / "keras2", tmp_path / "k.edgepkg", keyset)
+    parity = result.reports["conversion"]["parity"]
+    assert parity["passed"] and set(parity["outputs"]) == {"note", "onset"}
+
+    class AnyRank(tf.Module):  # type: ignore[misc]
+        @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name="x")])
+        def serve(self, x: Any) -> Any:
+            return {"y": x * 2.0}
+
+    module = AnyRank()
+    tf.saved_model.save(
+        module, str(tmp_path / "anyrank"), signatures={"serving_default": module.serve}
+    )
+    with pytest.raises(ModelInputError, match="input 'x' has no fixed rank") as caught:
+        _package(tmp_path / "anyrank", tmp_path / "a.edgepkg", keyset)
+    assert "model.export" in (caught.value.hint or "")
+    (tmp_path / "anyrank" / "saved_model.pb").write_bytes(b"\x08\x01junk")
+    with pytest.raises(ModelInputError, match="cannot load SavedModel") as caught:
+        _package(tmp_path / "anyrank", tmp_path / "b.edgepkg", keyset)
+    assert "re-export" in (caught.value.hint or "")

@@ -238,18 +238,7 @@ def load_source_model(
             raise _keras_load_error(path, fmt, exc) from None
         return keras_source(model, fmt)
     if fmt == "savedmodel":
-        try:
-            loaded = tf.saved_model.load(str(path))
-            fn = loaded.signatures["serving_default"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelInputError(
-                f"cannot load SavedModel {path}: {excerpt(str(exc).splitlines()[0], 300)}"
-            ) from None
-        _, kwargs = fn.structured_input_signature
-        input_names = tuple(sorted(kwargs))
-        input_shapes = tuple(tuple(kwargs[n].shape) for n in input_names)
-        output_names = tuple(sorted(fn.structured_outputs))
-        dtypes = tuple(input_dtype(n, kwargs[n].dtype).name for n in input_names)
+        input_names, input_shapes, output_names, dtypes, fn = _saved_model_signature(tf, path)
 
         def run_saved(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             result = fn(**{k: tf.constant(v) for k, v in feeds.items()})
@@ -297,6 +286,59 @@ def input_dtype(name: str, dtype: Any) -> np.dtype[Any]:
         hint="take float32 (or an integer type) at the input and cast inside the model "
         "(keras.ops.cast)",
     )
+
+
+_REEXPORT = (
+    "re-export it with one serving signature of fixed-rank tensors: from Keras 3, "
+    "model.export('dir'); from tf_keras (Keras 2), tf.saved_model.save(model, 'dir') after "
+    "loading it there; or save the Keras model as .keras (or .h5) and package that"
+)
+
+
+def _saved_model_signature(
+    tf: Any, path: Path
+) -> tuple[
+    tuple[str, ...], tuple[tuple[int | None, ...], ...], tuple[str, ...], tuple[str, ...], Any
+]:
+    """Input names, shapes, output names, input dtypes and the function of a SavedModel's
+    ``serving_default`` signature.
+
+    Raises:
+        ModelInputError: TensorFlow cannot load it (truncated, missing variables, objects this
+            TensorFlow or Keras cannot revive, as Keras 2 exports can be), it has no serving
+            signature, or an input of unknown rank or a non-numeric type.
+    """
+    try:
+        with native_output_captured():
+            loaded = tf.saved_model.load(str(path))
+        fn = loaded.signatures["serving_default"]
+        _, kwargs = fn.structured_input_signature
+        outputs = fn.structured_outputs
+    except KeyError:
+        raise ModelInputError(
+            f"cannot load SavedModel {path}: it has no 'serving_default' signature",
+            hint=_REEXPORT,
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - TF's loader raises OSError, OpError, AttributeError …
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelInputError(
+            f"cannot load SavedModel {path}: {type(exc).__name__}: {excerpt(first, 300)}",
+            hint=_REEXPORT,
+        ) from None
+    input_names = tuple(sorted(kwargs))
+    shapes = []
+    for name in input_names:
+        shape = getattr(kwargs[name], "shape", None)
+        if shape is None or shape.rank is None:
+            raise ModelInputError(
+                f"SavedModel {path}: input {excerpt(name)} has no fixed rank (shape unknown), so "
+                "no conversion or parity input can be built for it",
+                hint=_REEXPORT,
+            )
+        shapes.append(tuple(shape.as_list()))
+    dtypes = tuple(input_dtype(n, kwargs[n].dtype).name for n in input_names)
+    output_names = tuple(sorted(outputs)) if isinstance(outputs, Mapping) else ("output_0",)
+    return input_names, tuple(shapes), output_names, dtypes, fn
 
 
 def default_range(dtype: np.dtype[Any], vocabulary: int | None) -> tuple[int, int] | None:
