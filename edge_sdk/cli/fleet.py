@@ -26,6 +26,8 @@ from ._common import (
     exit_code_of,
     print_json,
     publisher_trust,
+    safe,
+    say,
     select_devices,
     select_targets,
     ssh_options,
@@ -47,16 +49,17 @@ def _fleet_progress(show: bool) -> Any:
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
         tasks: dict[str, Any] = {}
-        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                      TextColumn("{task.fields[phase]}"), console=err) as bars:  # fmt: skip
+        # Device names and targets come from an inventory or a command line: shown, never parsed.
+        with Progress(TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(),
+                      TextColumn("{task.fields[phase]}", markup=False), console=err) as bars:  # fmt: skip
 
             def update(event: Any) -> None:
                 key = event.device or event.target
                 if key not in tasks:
-                    tasks[key] = bars.add_task(key, total=None, phase="")
+                    tasks[key] = bars.add_task(safe(key), total=None, phase="")
                 phase = event.phase if event.result is None else event.result.status
                 bars.update(
-                    tasks[key], completed=event.sent, total=event.total or None, phase=phase
+                    tasks[key], completed=event.sent, total=event.total or None, phase=safe(phase)
                 )
 
             yield update
@@ -111,6 +114,13 @@ def deploy(
     max_failures: Annotated[
         int, typer.Option(help="Stop starting new devices after this many failures.")
     ] = 0,
+    slips: Annotated[
+        Path | None,
+        typer.Option(
+            help="Key slips of the bundle (edge-sdk slips issue): each inventory device "
+            "gets its own beside the release."
+        ),
+    ] = None,
     identity: IdentityOpt = None,
     known_hosts: KnownHostsOpt = None,
     accept_new_host_keys: AcceptNewOpt = False,
@@ -142,7 +152,8 @@ def deploy(
     with _fleet_progress(not as_json) as progress:
         for bundle in prepared:
             fleet = deploy_fleet(bundle, devices, options, parallel=parallel, canary=canary,
-                                 max_failures=max_failures, progress=progress)  # fmt: skip
+                                 max_failures=max_failures, progress=progress,
+                                 slips=slips)  # fmt: skip
             results.extend(fleet.results)
             stopped = stopped or fleet.stopped
     failed_count = sum(1 for r in results if r.status not in ("ok", "unchanged"))
@@ -162,9 +173,8 @@ def deploy(
         table(None, ["device", "name", "version", "digest", "status", "uploaded", "time", "reason"],
                _deploy_rows(results))  # fmt: skip
         skipped = sum(1 for r in results if r.status == "skipped")
-        console().print(f"{len(results) - failed_count} of {len(results)} deploy(s) succeeded"
-                         + (f" (rollout stopped: {skipped} skipped)" if stopped and skipped else ""),
-                         markup=False)  # fmt: skip
+        say(f"{len(results) - failed_count} of {len(results)} deploy(s) succeeded"
+                         + (f" (rollout stopped: {skipped} skipped)" if stopped and skipped else ""))  # fmt: skip
     if failed_count or stopped:
         raise typer.Exit(exit_code_of(errors))
 
@@ -199,6 +209,13 @@ def rollback(
     to_version: Annotated[
         int | None, typer.Option(help="Switch to this version instead of the previous one.")
     ] = None,
+    trust: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Roll back only to releases that verify against these publisher keys (default: "
+            "the project's signing key from edge-sdk.toml)."
+        ),
+    ] = None,
     identity: IdentityOpt = None,
     known_hosts: KnownHostsOpt = None,
     accept_new_host_keys: AcceptNewOpt = False,
@@ -210,9 +227,13 @@ def rollback(
     from edge_sdk.fleet.deploy import rollback as do_rollback
 
     ssh = ssh_options(identity, known_hosts, accept_new_host_keys, port, connect_timeout)
+    try:
+        store = publisher_trust(trust, "rollback")
+    except UsageError:
+        store = None  # releases are then ordered by their file names, unverified
 
     def one(tgt: Any) -> list[dict[str, Any]]:
-        result = do_rollback(name, tgt, to_version=to_version, ssh=ssh)
+        result = do_rollback(name, tgt, to_version=to_version, ssh=ssh, trust=store)
         return [{"target": tgt.label, "ok": True, "from": result.from_file, "to": result.to_file,
                  "version": result.version}]  # fmt: skip
 
@@ -230,12 +251,25 @@ def rollback(
         raise typer.Exit(exit_code_of(errors))
 
 
+def _version_cell(row: dict[str, Any]) -> str:
+    if row.get("version") is None:
+        return ""
+    return str(row["version"]) + ("" if row.get("verified") else " (unverified)")
+
+
 @app.command()
 def status(
     target: TargetOpt = None,
     inventory: InventoryOpt = None,
     device: DeviceOpt = None,
     group: GroupOpt = None,
+    trust: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Verify what is current against these publisher keys (default: the project's "
+            "signing key from edge-sdk.toml); without either, versions are shown unverified."
+        ),
+    ] = None,
     identity: IdentityOpt = None,
     known_hosts: KnownHostsOpt = None,
     accept_new_host_keys: AcceptNewOpt = False,
@@ -247,12 +281,16 @@ def status(
     from edge_sdk.fleet.deploy import status as get_status
 
     ssh = ssh_options(identity, known_hosts, accept_new_host_keys, port, connect_timeout)
+    try:
+        store = publisher_trust(trust, "status")
+    except UsageError:
+        store = None  # versions are then what each manifest claims, marked unverified
 
     def one(tgt: Any) -> list[dict[str, Any]]:
         return [{"target": tgt.label, "name": rel.name, "version": rel.version, "digest": rel.digest,
                  "file": rel.file, "switched_at": rel.switched_at.isoformat() if rel.switched_at else None,
-                 "releases": list(rel.releases), "problem": rel.problem}
-                for rel in get_status(tgt, ssh=ssh)]  # fmt: skip
+                 "releases": list(rel.releases), "problem": rel.problem, "verified": rel.verified}
+                for rel in get_status(tgt, ssh=ssh, trust=store)]  # fmt: skip
 
     rows, errors = _each_target(select_targets(target, inventory, device, group, ssh), one,
                                 lambda tgt, exc: {"target": tgt.label, "name": None,
@@ -261,7 +299,7 @@ def status(
         print_json({"ok": not errors, "releases": rows})
     else:
         table(None, ["target", "name", "version", "digest", "switched", "releases", "problem"], [
-            [r["target"], r.get("name") or "", str(r.get("version") or ""), (r.get("digest") or "")[:16],
+            [r["target"], r.get("name") or "", _version_cell(r), (r.get("digest") or "")[:16],
              r.get("switched_at") or "", str(len(r.get("releases") or [])), r.get("problem") or ""]
             for r in rows
         ])  # fmt: skip

@@ -42,6 +42,7 @@ from edge_sdk.errors import (
 )
 from edge_sdk.format.bundle import DEFAULT_LIMITS, Bundle, Limits
 from edge_sdk.format.compat import read_tflite, tflite_release
+from edge_sdk.format.key_slip import read_key_slip, slip_path_beside
 from edge_sdk.format.manifest import Manifest
 from edge_sdk.format.verify import Policy, RuntimeRelease, open_verified
 from edge_sdk.keys import PrivateKey, TrustStore, load_private_key
@@ -997,17 +998,36 @@ def choose_profile(
     return None, f"no profile given, and this board is not a {target.name}"
 
 
+def layout_path(source: str | os.PathLike[str]) -> Path:
+    """``source`` with its directories resolved and its last component kept as it is.
+
+    The deploy layout gives meaning to directory names (``<name>/current``,
+    ``<name>/releases/…``), so they must be judged on the real directories: ``current``,
+    ``./current``, ``../digits/current`` or a path through a symlinked root all name
+    ``<root>/digits``. The last component is not followed: ``current`` is judged as the link the
+    layout put there, not by wherever it points.
+    """
+    path = Path(source)
+    try:
+        parent = os.path.realpath(path.parent, strict=True)
+    except (OSError, RuntimeError):
+        # A missing or looping directory: the open fails and says so; judge the spelling as given.
+        parent = os.path.abspath(path.parent)
+    return Path(parent) / path.name
+
+
 def expected_name_from_path(source: str | os.PathLike[str] | bytes) -> str | None:
     """The bundle name the deploy layout implies for ``source``, if it is inside one.
 
     ``<root>/<name>/current`` (a symlink) and ``<root>/<name>/releases/<version>-<digest>.edgepkg``
     are the paths ``edge-sdk deploy`` and the agent write; a bundle found there must carry that
     name, or anyone able to swap ``current`` could substitute any release the publisher ever
-    signed under another name and step around that name's anti-rollback counter.
+    signed under another name and step around that name's anti-rollback counter. The name comes
+    from the resolved directories (:func:`layout_path`), however the path is spelled.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         return None
-    path = Path(source)
+    path = layout_path(source)
     # A plain file planted as `current` is judged like the link it replaced: the name of the
     # directory it sits in, which the deploy layout fixes, not the name the bundle claims.
     if path.name == "current" and (path.is_symlink() or (path.parent / "releases").is_dir()):
@@ -1029,11 +1049,28 @@ def _as_trust(trust: Any) -> TrustStore:
     raise UsageError("trust must be a TrustStore, a path, or a list of paths")
 
 
+def _key_slip_for(
+    source: str | os.PathLike[str] | bytes,
+    slip: bytes | str | os.PathLike[str] | None,
+    key: PrivateKey | None,
+) -> bytes | None:
+    """The slip's bytes: the one given, else the one beside the bundle file if it exists."""
+    if isinstance(slip, (bytes, bytearray, memoryview)):
+        return bytes(slip)
+    if slip is not None:
+        return read_key_slip(slip)
+    if key is None or isinstance(source, (bytes, bytearray, memoryview)):
+        return None
+    beside = slip_path_beside(source)
+    return read_key_slip(beside) if beside.is_file() else None
+
+
 def load(
     source: str | os.PathLike[str] | bytes,
     *,
     trust: TrustStore | str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     device_key: PrivateKey | str | os.PathLike[str] | None = None,
+    slip: bytes | str | os.PathLike[str] | None = None,
     profile: Any = None,
     state_dir: str | os.PathLike[str] | None = None,
     threads: int | None = None,
@@ -1051,6 +1088,12 @@ def load(
         source: a bundle path or the bundle's bytes.
         trust: the pinned trust store (or a path / paths to load one from).
         device_key: this device's key (object or path); needed for encrypted bundles.
+        slip: this device's key slip for the bundle (a path, or the slip's bytes): the content
+            key comes from it instead of the bundle's recipient entries. Without it, a slip
+            beside the bundle file (``model.edgepkg`` → ``model.edgeslip``, found through the
+            ``current`` link) is used when there is one. A slip for another bundle or device is
+            refused (:class:`~edge_sdk.errors.KeySlipMismatchError`), as is one the trust store
+            does not sign.
         profile: a DeviceProfile or profile name; threads and delegates come from it, and a
             bundle built for another profile is refused unless ``allow_target_mismatch``.
             Without it, the bundle's target profile applies if this board is one of its hardware
@@ -1085,6 +1128,7 @@ def load(
     parsed: dict[str, Any] = {}  # what is known of the bundle so far, for the audit record
     limits = Limits.for_model_size(prof.max_model_bytes) if prof is not None else DEFAULT_LIMITS
     wanted_name = expected_name if expected_name is not None else expected_name_from_path(source)
+    slip_bytes = _key_slip_for(source, slip, key)
 
     def known(header: Bundle) -> None:
         parsed.update(name=header.manifest.name, version=header.manifest.version,
@@ -1106,6 +1150,7 @@ def load(
             runtime=runtime_release(runtime) if check_device else None,
             state=state,
             device_key=key,
+            key_slip=slip_bytes,
         )
         # Every check of docs/FORMAT.md, in its order, in one place: the header and its
         # signatures before a byte of the payload is read, the device policy (anti-rollback

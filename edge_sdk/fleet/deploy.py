@@ -3,6 +3,7 @@
 Layout on a target root (the only files this module writes)::
 
     <root>/<name>/releases/<version>-<digest[:16]>.edgepkg   one file per release
+    <root>/<name>/releases/<version>-<digest[:16]>.edgeslip  the device's key slip, if it has one
     <root>/<name>/current -> releases/<file>                 relative symlink, switched atomically
 
 ``<digest>`` is the bundle's identity (SHA-256 of its signed manifest). A deploy:
@@ -44,8 +45,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from edge_sdk.errors import DeployError, EdgeSDKError, TransportError, UsageError, excerpt
-from edge_sdk.format.bundle import DEFAULT_LIMITS, MAGIC, read_bundle
+from edge_sdk.errors import (
+    DeployError,
+    EdgeSDKError,
+    KeySlipMismatchError,
+    TransportError,
+    UsageError,
+    excerpt,
+)
+from edge_sdk.format.bundle import DEFAULT_LIMITS, MAGIC, header_needs, read_bundle, read_header
+from edge_sdk.format.key_slip import SLIP_SUFFIX, parse_key_slip, read_key_slip
 from edge_sdk.format.manifest import Manifest
 from edge_sdk.format.strict_json import loads_strict
 from edge_sdk.format.verify import Policy, check_bundle, check_payload
@@ -97,11 +106,29 @@ class PreparedBundle:
     encrypted: bool
     recipients: frozenset[str]
     data: bytes = field(repr=False)
+    #: The publisher trust this bundle was verified against; what is current on a target is
+    #: checked against it too before its version may refuse this one (None: nothing is).
+    trust: TrustStore | None = field(default=None, repr=False, compare=False)
 
     @property
     def release_file(self) -> str:
         """The file name this release has on every target."""
         return f"{self.version}-{self.digest[:16]}.edgepkg"
+
+    def check_slip(self, slip: bytes) -> None:
+        """Refuse, before any upload, a key slip that does not belong to this release.
+
+        Raises:
+            KeySlipError: not a well-formed slip.
+            KeySlipMismatchError: a slip for another bundle.
+        """
+        parsed = parse_key_slip(slip)
+        if parsed.bundle_digest != self.digest:
+            raise KeySlipMismatchError(
+                f"key slip is for {parsed.describe()}, not for {self.name} v{self.version} "
+                f"({self.digest[:16]}…)",
+                hint="issue this release's slips (edge-sdk slips issue) and deploy those",
+            )
 
 
 def prepare_bundle(
@@ -142,6 +169,7 @@ def prepare_bundle(
         encrypted=manifest.payload.encrypted,
         recipients=frozenset(r.key_id for r in bundle.recipients),
         data=data,
+        trust=trust,
     )
 
 
@@ -284,6 +312,8 @@ class ReleaseStatus:
     switched_at: datetime | None
     releases: tuple[str, ...]
     problem: str | None = None
+    #: ``version`` and ``digest`` come from a header that verified against the trust given.
+    verified: bool = False
 
 
 @dataclass(frozen=True)
@@ -393,12 +423,18 @@ async def _prune(
     current: str,
     keep: int,
     previous: str | None,
+    trust: TrustStore | None = None,
 ) -> tuple[str, ...]:
     """Remove all but the newest ``keep`` releases, sparing current and previous ones.
 
     ``previous`` is what ``current`` pointed to before this deploy; the release rollback()
-    would pick (the next older one by version) is spared too.
+    would pick (the next older one by version) is spared too. With ``trust``, only releases
+    that verify are ordered (a file name can claim any version: planted files named as the
+    newest must not get genuine ones pruned); the others are left alone.
     """
+    if trust is not None and len(releases) > keep:
+        releases = {f: m for f, m in releases.items()
+                    if f in (current, previous) or await _verifies(session, name, f, trust)}  # fmt: skip
     ordered = _ordered(releases)
     protected = set(ordered[-keep:]) | {current, previous}
     if current in releases:
@@ -406,7 +442,33 @@ async def _prune(
     doomed = [f for f in ordered if f not in protected]
     for file in doomed:
         await session.remove(f"{name}/{RELEASES}/{file}")
+        await session.remove(f"{name}/{RELEASES}/{_slip_file(file)}")  # if it had one
     return tuple(doomed)
+
+
+def _slip_file(release_file: str) -> str:
+    """The key slip beside a release: ``<version>-<digest>.edgeslip``, where load() looks."""
+    return release_file.removesuffix(".edgepkg") + SLIP_SUFFIX
+
+
+async def _put_slip(session: Session, rel_dir: str, file: str, slip: bytes) -> None:
+    """Upload the device's slip beside its release (temp name, then rename), unless it is there."""
+    target = f"{rel_dir}/{_slip_file(file)}"
+    digest = hashlib.sha256(slip).hexdigest()
+    existing = await session.stat(target)
+    if (
+        existing is not None
+        and existing.kind == "file"
+        and existing.size == len(slip)
+        and await session.sha256(target) == digest
+    ):
+        return
+    temp_name = f".{_slip_file(file)}.partial-{secrets.token_hex(6)}"
+    temp = await session.upload(memoryview(slip), rel_dir, temp_name, None)
+    if await session.sha256(temp) != digest:
+        raise DeployError(f"{session.target.label}: remote digest mismatch for the key slip")
+    await session.rename(temp, target)
+    session.untrack_temp(temp)
 
 
 # -- deploying to one target ----------------------------------------------------------------------
@@ -429,6 +491,7 @@ async def _install(
     options: DeployOptions,
     state: _Attempt,
     emit: Callable[[Phase, int], None],
+    slip: bytes | None = None,
 ) -> DeployResult:
     label = session.target.label
     name = _check_name(bundle.name)
@@ -462,7 +525,9 @@ async def _install(
         state.previous, state.previous_known = current, True
 
     if current and current != file and not options.allow_downgrade:
-        current_version = await _current_version(session, name, current)
+        # Only a current release that verifies may refuse this one: a planted file claiming
+        # version 2**63-1 must not block every genuine deploy (it is replaced instead).
+        current_version = await _current_version(session, name, current, bundle.trust)
         if current_version is not None and current_version > bundle.version:
             raise DeployError(
                 f"{label}: refusing to replace {name} v{current_version} with older "
@@ -474,8 +539,14 @@ async def _install(
     # Same name is not enough: per-device bundles share a manifest (and so a file name) but
     # differ in their recipients, and a stored file may have rotted. Compare the bytes.
     present = sizes.get(file) == bundle.size and await session.sha256(rel_file) == bundle.sha256
+    if slip is not None:
+        # Beside the release before `current` can name it: a board never sees its release
+        # without the slip that opens it.
+        await _put_slip(session, rel_dir, file, slip)
     if present and current == file and not state.switched:
-        pruned = await _prune(session, name, releases, file, options.keep, state.previous)
+        pruned = await _prune(
+            session, name, releases, file, options.keep, state.previous, bundle.trust
+        )
         return _result(session, bundle, "unchanged", pruned=pruned)
 
     candidate = rel_file
@@ -551,7 +622,7 @@ async def _install(
 
     emit("pruning", bundle.size)
     releases.setdefault(file, time.time())  # just installed: the newest of its version
-    pruned = await _prune(session, name, releases, file, options.keep, state.previous)
+    pruned = await _prune(session, name, releases, file, options.keep, state.previous, bundle.trust)
     return _result(session, bundle, "ok", previous=state.previous, pruned=pruned)
 
 
@@ -581,6 +652,7 @@ async def _deploy_target(
     options: DeployOptions,
     progress: ProgressCallback | None,
     device: str | None,
+    slip: bytes | None = None,
 ) -> DeployResult:
     """Deploy to one target; failures become a ``failed`` result, never an exception."""
     started = time.monotonic()
@@ -601,7 +673,7 @@ async def _deploy_target(
         emit("retrying", 0, message=f"{failure.error.message}; retrying in {delay:.1f} s")
 
     async def attempt(session: Session) -> DeployResult:
-        return await _install(session, bundle, options, state, emit)
+        return await _install(session, bundle, options, state, emit, slip)
 
     emit("connecting", 0)
     try:
@@ -634,6 +706,14 @@ def _as_bundle(bundle: str | os.PathLike[str] | PreparedBundle) -> PreparedBundl
     return bundle if isinstance(bundle, PreparedBundle) else prepare_bundle(bundle)
 
 
+def _as_slip(bundle: PreparedBundle, slip: bytes | str | os.PathLike[str] | None) -> bytes | None:
+    if slip is None:
+        return None
+    raw = bytes(slip) if isinstance(slip, (bytes, bytearray)) else read_key_slip(slip)
+    bundle.check_slip(raw)
+    return raw
+
+
 async def deploy_async(
     bundle: str | os.PathLike[str] | PreparedBundle,
     target: str | Target,
@@ -641,10 +721,13 @@ async def deploy_async(
     *,
     ssh: SshOptions | None = None,
     progress: ProgressCallback | None = None,
+    slip: bytes | str | os.PathLike[str] | None = None,
 ) -> DeployResult:
     """Async form of :func:`deploy`."""
+    prepared = _as_bundle(bundle)
+    slip_bytes = _as_slip(prepared, slip)
     result = await _deploy_target(
-        _as_target(target, ssh), _as_bundle(bundle), options or DeployOptions(), progress, None
+        _as_target(target, ssh), prepared, options or DeployOptions(), progress, None, slip_bytes
     )
     if result.error is not None:
         raise result.error
@@ -658,6 +741,7 @@ def deploy(
     *,
     ssh: SshOptions | None = None,
     progress: ProgressCallback | None = None,
+    slip: bytes | str | os.PathLike[str] | None = None,
 ) -> DeployResult:
     """Install a bundle on one target and make it ``current`` (see the module docstring).
 
@@ -667,6 +751,9 @@ def deploy(
         options: keep, remote verification, health check, retries.
         ssh: how to connect when ``target`` is an ``ssh://`` URI.
         progress: called with a :class:`ProgressEvent` at each phase and upload chunk.
+        slip: the target device's key slip for this bundle (bytes or a path); it is placed
+            beside the release (``releases/<version>-<digest>.edgeslip``), where ``load`` and
+            the agent find it. A slip for another bundle is refused before anything is sent.
 
     Returns:
         A result with status ``ok`` or ``unchanged``.
@@ -677,7 +764,7 @@ def deploy(
             rolling back), downgrade refused, target root missing.
         UsageError, BundleFormatError: bad arguments or an unreadable bundle.
     """
-    return asyncio.run(deploy_async(bundle, target, options, ssh=ssh, progress=progress))
+    return asyncio.run(deploy_async(bundle, target, options, ssh=ssh, progress=progress, slip=slip))
 
 
 # -- rollback and status --------------------------------------------------------------------------
@@ -690,6 +777,7 @@ async def rollback_async(
     to_version: int | None = None,
     ssh: SshOptions | None = None,
     retry: RetryPolicy | None = None,
+    trust: TrustStore | None = None,
 ) -> RollbackResult:
     """Async form of :func:`rollback`."""
     name = _check_name(name)
@@ -702,6 +790,11 @@ async def rollback_async(
         if current is None:
             raise DeployError(f"{resolved.label}: {name} has no current release to roll back from")
         releases = await _releases(session, name)
+        if trust is not None:
+            # Rolled back to by verified version only: a planted file named just below current
+            # must not become current (it would not load, and the old release would be lost).
+            releases = {f: m for f, m in releases.items()
+                        if f == current or await _verifies(session, name, f, trust)}  # fmt: skip
         if to_version is not None:
             matches = [f for f in _ordered(releases) if _release_key(f, 0)[0] == to_version]
             if not matches:
@@ -728,26 +821,74 @@ def rollback(
     to_version: int | None = None,
     ssh: SshOptions | None = None,
     retry: RetryPolicy | None = None,
+    trust: TrustStore | None = None,
 ) -> RollbackResult:
     """Switch ``current`` of bundle ``name`` to the previous release present on the target.
 
     "Previous" is by version order (ties by upload time), or the newest file of ``to_version``.
+    With ``trust``, only releases whose header verifies (signatures, name, file name) count.
 
     Raises:
         DeployError: nothing current, or no older release (or not ``to_version``) on the target.
         TransportError: the target cannot be reached or written.
     """
-    return asyncio.run(rollback_async(name, target, to_version=to_version, ssh=ssh, retry=retry))
+    return asyncio.run(
+        rollback_async(name, target, to_version=to_version, ssh=ssh, retry=retry, trust=trust)
+    )
 
 
-async def _current_version(session: Session, name: str, current: str) -> int | None:
-    """The version the current release's own signed manifest states (its file name could say
-    anything), or None when it cannot be read (then nothing blocks replacing it)."""
+async def _current_version(
+    session: Session, name: str, current: str, trust: TrustStore | None
+) -> int | None:
+    """The version of the current release, when its header verifies against ``trust`` and it is
+    the release of ``name`` its file name says; None otherwise (then nothing blocks replacing
+    it: an unverifiable version must never order releases)."""
+    if trust is None:
+        return None
     try:
-        manifest, _ = await _read_manifest(session, f"{name}/{RELEASES}/{current}")
+        manifest, _ = await _verified_manifest(session, name, current, trust)
     except EdgeSDKError:
         return None
     return manifest.version
+
+
+async def _verifies(session: Session, name: str, file: str, trust: TrustStore) -> bool:
+    """True when release ``file`` of ``name`` verifies (see :func:`_verified_manifest`)."""
+    try:
+        await _verified_manifest(session, name, file, trust)
+    except EdgeSDKError:
+        return False
+    return True
+
+
+async def _verified_manifest(
+    session: Session, name: str, file: str, trust: TrustStore
+) -> tuple[Manifest, str]:
+    """The manifest and digest of release ``file`` of ``name``, from a header whose signatures
+    satisfy ``trust``, signed under ``name`` and stored under the file name its version and
+    digest give.
+
+    Raises:
+        BundleFormatError, SignatureError, RevokedKeyError: the header does not verify.
+        DeployError: unreadable, or another name or file name than the layout says.
+    """
+    rel = f"{name}/{RELEASES}/{file}"
+    entry = await session.stat(rel)
+    if entry is None or entry.kind != "file":
+        raise DeployError("the release file is missing or not a regular file")
+    prefix = b""
+    while len(prefix) < (need := header_needs(prefix)) <= entry.size:
+        more = await session.read(rel, len(prefix), need - len(prefix))
+        if not more:
+            break
+        prefix += more
+    bundle = read_header(prefix, entry.size, trust=trust)  # bounded by the header limits
+    manifest = bundle.manifest
+    if manifest.name != name:
+        raise DeployError(f"it is signed as {excerpt(manifest.name)}, not {name}")
+    if file != f"{manifest.version}-{bundle.digest[:16]}.edgepkg":
+        raise DeployError("its file name does not match its signed version and digest")
+    return manifest, bundle.digest
 
 
 async def _read_manifest(session: Session, rel: str) -> tuple[Manifest, str]:
@@ -767,7 +908,7 @@ async def _read_manifest(session: Session, rel: str) -> tuple[Manifest, str]:
     return Manifest.from_dict(value), hashlib.sha256(raw).hexdigest()
 
 
-async def _status_of(session: Session, name: str) -> ReleaseStatus:
+async def _status_of(session: Session, name: str, trust: TrustStore | None) -> ReleaseStatus:
     releases = await _releases(session, name)
     link = await session.readlink(f"{name}/{CURRENT}")
     ordered = tuple(_ordered(releases))
@@ -784,6 +925,13 @@ async def _status_of(session: Session, name: str) -> ReleaseStatus:
         return broken(f"current points to {excerpt(link)}")
     if file not in releases:
         return broken("current release file is missing")
+    if trust is not None:
+        try:
+            manifest, digest = await _verified_manifest(session, name, file, trust)
+        except EdgeSDKError as exc:
+            # Reported, never trusted: nothing here may order releases (deploy replaces it).
+            return broken(f"does not verify: {exc.message}")
+        return ReleaseStatus(name, manifest.version, digest, file, switched, ordered, None, True)
     try:
         manifest, digest = await _read_manifest(session, f"{name}/{RELEASES}/{file}")
     except EdgeSDKError as exc:
@@ -795,7 +943,11 @@ async def _status_of(session: Session, name: str) -> ReleaseStatus:
 
 
 async def status_async(
-    target: str | Target, *, ssh: SshOptions | None = None, retry: RetryPolicy | None = None
+    target: str | Target,
+    *,
+    ssh: SshOptions | None = None,
+    retry: RetryPolicy | None = None,
+    trust: TrustStore | None = None,
 ) -> list[ReleaseStatus]:
     """Async form of :func:`status`."""
     resolved = _as_target(target, ssh)
@@ -810,22 +962,31 @@ async def status_async(
                 f"{entry.name}/{RELEASES}"
             ):
                 continue  # not a directory this module manages
-            out.append(await _status_of(session, entry.name))
+            out.append(await _status_of(session, entry.name, trust))
         return out
 
     return await with_session(resolved, operation, retry or RetryPolicy())
 
 
 def status(
-    target: str | Target, *, ssh: SshOptions | None = None, retry: RetryPolicy | None = None
+    target: str | Target,
+    *,
+    ssh: SshOptions | None = None,
+    retry: RetryPolicy | None = None,
+    trust: TrustStore | None = None,
 ) -> list[ReleaseStatus]:
     """For every bundle name under the target root: what is current, since when, what is kept.
+
+    With ``trust``, the current release's header is verified (signatures, its name, its file
+    name) and ``version``/``digest`` come only from a release that passed (``verified``); one
+    that does not is reported in ``problem`` with no version. Without it, they are what the
+    release's manifest claims, unverified.
 
     Raises:
         DeployError: the target root does not exist.
         TransportError: the target cannot be reached.
     """
-    return asyncio.run(status_async(target, ssh=ssh, retry=retry))
+    return asyncio.run(status_async(target, ssh=ssh, retry=retry, trust=trust))
 
 
 # -- fleets ---------------------------------------------------------------------------------------
@@ -834,7 +995,7 @@ def status(
 BundleArg = str | os.PathLike[str] | PreparedBundle
 
 
-def _preflight(device: Device, bundle: PreparedBundle) -> str | None:
+def _preflight(device: Device, bundle: PreparedBundle, slip: bytes | None = None) -> str | None:
     """Why this bundle cannot work on this device, found before connecting; None if fine."""
     if device.profile is not None and device.profile != bundle.profile:
         return (
@@ -842,12 +1003,25 @@ def _preflight(device: Device, bundle: PreparedBundle) -> str | None:
             f"device {device.name} runs {excerpt(device.profile)}"
         )
     key = device.public_key
-    if key is not None and bundle.encrypted and key.key_id not in bundle.recipients:
+    if slip is not None:
+        try:
+            bundle.check_slip(slip)
+        except EdgeSDKError as exc:
+            return f"device {device.name}'s key slip: {exc.message}"
+    elif key is not None and bundle.encrypted and key.key_id not in bundle.recipients:
         return (
             f"{bundle.name} v{bundle.version} is not encrypted for device {device.name}'s "
-            f"key {key.key_id[:16]}"
+            f"key {key.key_id[:16]}, and it has no key slip"
         )
     return None
+
+
+def _fleet_slip(slips: Path | None, device: Device) -> bytes | None:
+    """The device's slip in a slip directory (``<key id>.edgeslip``), if there is one."""
+    if slips is None or device.public_key is None:
+        return None
+    path = slips / f"{device.public_key.key_id}{SLIP_SUFFIX}"
+    return read_key_slip(path) if path.is_file() else None
 
 
 async def deploy_fleet_async(
@@ -859,6 +1033,7 @@ async def deploy_fleet_async(
     canary: int = 0,
     max_failures: int = 0,
     progress: ProgressCallback | None = None,
+    slips: str | os.PathLike[str] | None = None,
 ) -> FleetResult:
     """Async form of :func:`deploy_fleet`."""
     options = options or DeployOptions()
@@ -883,7 +1058,11 @@ async def deploy_fleet_async(
             if stopped:
                 results[device.name] = _skipped(target, bundle, device, failures)
                 return
-            problem = _preflight(device, bundle)
+            try:
+                slip = _fleet_slip(Path(slips) if slips is not None else None, device)
+                problem = _preflight(device, bundle, slip)
+            except EdgeSDKError as exc:
+                slip, problem = None, exc.message
             if problem is not None:
                 error = DeployError(f"{target.label}: {problem}")
                 result = _skipped(target, bundle, device, 0)
@@ -893,7 +1072,7 @@ async def deploy_fleet_async(
                         ProgressEvent(target.label, device.name, "done", 0, bundle.size, result)
                     )
             else:
-                result = await _deploy_target(target, bundle, options, progress, device.name)
+                result = await _deploy_target(target, bundle, options, progress, device.name, slip)
         results[device.name] = result
         if result.status == "failed":
             failures += 1
@@ -960,6 +1139,7 @@ def deploy_fleet(
     canary: int = 0,
     max_failures: int = 0,
     progress: ProgressCallback | None = None,
+    slips: str | os.PathLike[str] | None = None,
 ) -> FleetResult:
     """Deploy to many devices: bounded parallelism, canaries first, stop on too many failures.
 
@@ -974,6 +1154,8 @@ def deploy_fleet(
         max_failures: the rollout stops starting new devices once more devices than this have
             failed; devices not reached are reported ``skipped``. Successful deploys stay.
         progress: called with :class:`ProgressEvent` (queued, each phase, upload bytes, done).
+        slips: a directory of key slips for the bundle (``edge-sdk slips issue``): each device
+            with a ``public_key`` gets ``<key id>.edgeslip`` beside its release.
 
     Returns:
         A :class:`FleetResult`. Per-device failures are results, not exceptions.
@@ -991,6 +1173,7 @@ def deploy_fleet(
         return await deploy_fleet_async(
             bundles, devices, options,
             parallel=parallel, canary=canary, max_failures=max_failures, progress=progress,
+            slips=slips,
         )  # fmt: skip
 
     return asyncio.run(main())

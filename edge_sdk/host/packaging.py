@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_sdk.errors import CompatibilityError, ModelInputError, UsageError
+from edge_sdk.errors import CompatibilityError, EdgeSDKError, ModelInputError, UsageError
 from edge_sdk.format.bundle import Bundle, save_bundle
 from edge_sdk.format.manifest import Manifest, Target, TensorSpec
 from edge_sdk.keys import PrivateKey, PublicKey
@@ -178,10 +178,18 @@ def package_model(
     from .provenance import prepare_sources
 
     with prepare_sources(model_path, options, signers, progress) as sources:
-        return _package_model(
-            sources.model_path, output, profile, options, signers, recipients, progress,
-            sources.attest,
-        )  # fmt: skip
+        try:
+            return _package_model(
+                sources.model_path, output, profile, options, signers, recipients, progress,
+                sources.attest,
+            )  # fmt: skip
+        except EdgeSDKError as exc:
+            private = str(sources.model_path)
+            if sources.model_path != model_path and private in exc.message:
+                # A message about the private verified copy names the model the user gave.
+                exc.message = exc.message.replace(private, str(model_path))
+                exc.args = (exc.message,)
+            raise
 
 
 def builtin_delegates(profile: DeviceProfile) -> tuple[str, ...]:
