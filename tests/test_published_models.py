@@ -7,6 +7,7 @@ hand-built flatbuffer for a custom op no converter writes); nothing downloads.
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -212,3 +213,67 @@ def test_a_keras2_savedmodel_packages_and_a_signature_tf_cannot_describe_is_refu
     with pytest.raises(ModelInputError, match="cannot load SavedModel") as caught:
         _package(tmp_path / "anyrank", tmp_path / "b.edgepkg", keyset)
     assert "re-export" in (caught.value.hint or "")
+
+
+def test_a_keras_model_the_keras_converter_fails_converts_through_its_export(
+    tmp_path: Path, keyset: KeySet
+) -> None:
+    """A .keras model with dict inputs keyed by their names (as keras-hub backbones take them)
+    fails TFLite's Keras path ("'NoneType' object is not callable"; it was refused): it converts
+    through a SavedModel export, says so, and runs with Keras's numbers."""
+    import keras
+
+    import edge_sdk
+
+    keras.utils.set_random_seed(6)
+    ids = keras.Input((None,), dtype="int32", name="token_ids")
+    mask = keras.Input((None,), dtype="int32", name="padding_mask")
+    h = keras.layers.Embedding(50, 8)(ids) * keras.ops.expand_dims(
+        keras.ops.cast(mask, "float32"), -1
+    )
+    out = keras.layers.Dense(3, name="logits")(h)
+    keras.Model({"token_ids": ids, "padding_mask": mask}, out).save(tmp_path / "backbone.keras")
+    shapes = ("token_ids=4x16", "padding_mask=4x16")
+    result = _package(
+        tmp_path / "backbone.keras", tmp_path / "b.edgepkg", keyset, input_shapes=shapes
+    )
+    assert any("through a SavedModel export" in n and "NoneType" in n for n in result.notes), (
+        result.notes
+    )
+    assert result.reports["conversion"]["parity"]["passed"]
+
+    rng = np.random.default_rng(7)
+    feeds = {"token_ids": rng.integers(0, 50, (4, 16)).astype(np.int32),
+             "padding_mask": rng.integers(0, 2, (4, 16)).astype(np.int32)}  # fmt: skip
+    expected = keras.models.load_model(tmp_path / "backbone.keras")(feeds)
+    with edge_sdk.load(tmp_path / "b.edgepkg", trust=keyset.trust(), device_key=keyset.device,
+                       state_dir=tmp_path / "state", profile="x86_64") as model:  # fmt: skip
+        np.testing.assert_allclose(model.predict(feeds), np.asarray(expected), atol=1e-5)
+
+
+def test_backend_messages_keep_litert_s_messages_apart(tmp_path: Path, keyset: KeySet) -> None:
+    """LiteRT's error reporter runs its messages together ("...reshape runtimeNode number 1"):
+    a backend refusal shows them apart, and names what the model could not take."""
+    import keras
+
+    import edge_sdk
+    from edge_sdk.errors import BackendError
+
+    a, b = keras.Input((None, 4), name="a"), keras.Input((None, 4), name="b")
+    keras.Model([a, b], keras.layers.Add()([a, b])).save(tmp_path / "add.keras")
+    _package(
+        tmp_path / "add.keras",
+        tmp_path / "add.edgepkg",
+        keyset,
+        input_shapes=("a=1x3x4", "b=1x3x4"),
+    )
+    feeds = {"a": np.ones((1, 3, 4), np.float32), "b": np.ones((1, 5, 4), np.float32)}
+    with edge_sdk.load(tmp_path / "add.edgepkg", trust=keyset.trust(), device_key=keyset.device,
+                       state_dir=tmp_path / "state", profile="x86_64") as model:  # fmt: skip
+        with pytest.raises(BackendError) as caught:
+            model.predict(feeds)
+        np.testing.assert_array_equal(
+            model.predict({"a": feeds["a"], "b": feeds["a"]}), 2 * feeds["a"]
+        )
+    message = str(caught.value)
+    assert "Node number" in message and not re.search(r"[A-Za-z)]Node number", message), message

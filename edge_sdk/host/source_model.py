@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
+import tempfile
+import weakref
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -407,8 +410,21 @@ def keras_source(model: Any, fmt: str = "keras") -> SourceModel:
     # Only a first dimension that is a batch (open, or one sample) may be split into samples.
     batched = all(shape and shape[0] in (None, -1, 1) for shape in input_shapes)
 
+    # A model whose inputs are a dict (keras-hub backbones) is called with a dict: Keras refuses
+    # a list for it. Keys may differ from the tensors' names, so map through the tensors.
+    structure = getattr(model, "input", None)
+    keyed = (
+        {key: input_names.index(t.name) for key, t in structure.items()}
+        if isinstance(structure, Mapping)
+        and all(getattr(t, "name", None) in input_names for t in structure.values())
+        else None
+    )
+
     def run_once(args: list[np.ndarray]) -> list[np.ndarray]:
-        result = model(args[0] if len(args) == 1 else args, training=False)
+        if keyed is not None:
+            result = model({key: args[i] for key, i in keyed.items()}, training=False)
+        else:
+            result = model(args[0] if len(args) == 1 else args, training=False)
         if isinstance(result, Mapping):  # outputs by key, in the order output_names has them
             return [np.asarray(result[name]) for name in output_names]
         values = result if isinstance(result, (list, tuple)) else [result]
@@ -442,6 +458,34 @@ def keras_source(model: Any, fmt: str = "keras") -> SourceModel:
             for d, t in zip(input_dtypes, model.inputs, strict=True)
         ),
     )
+
+
+def exported_source(source: SourceModel) -> SourceModel | None:
+    """The same Keras model, converted through a SavedModel it exports, or None where there is
+    no Keras model to export or it cannot be exported.
+
+    TFLite's Keras path fails on some models that its SavedModel path converts (keras-hub
+    backbones: "'NoneType' object is not callable"), so a failed Keras conversion is retried
+    this way. The reference predictions stay the Keras model's own, so parity still judges the
+    result against Keras. The export lives in a private temporary directory (the source model,
+    never a decrypted one) removed when the returned source is garbage-collected or at exit.
+    """
+    model = source.keras_model
+    export = getattr(model, "export", None)
+    if model is None or export is None:
+        return None
+    tf = import_tensorflow()
+    directory = tempfile.mkdtemp(prefix="edge-sdk-export-")
+    try:
+        with native_output_captured():
+            export(os.path.join(directory, "saved_model"), format="tf_saved_model", verbose=False)
+    except Exception:  # noqa: BLE001 - Keras' exporter raises many types; the caller's error stands
+        shutil.rmtree(directory, ignore_errors=True)
+        return None
+    saved = os.path.join(directory, "saved_model")
+    routed = replace(source, make_converter=lambda: tf.lite.TFLiteConverter.from_saved_model(saved))
+    weakref.finalize(routed, shutil.rmtree, directory, True)
+    return routed
 
 
 def _keras_output_names(model: Any) -> tuple[str, ...]:
