@@ -237,9 +237,9 @@ def test_a_keras_model_the_keras_converter_fails_converts_through_its_export(
     result = _package(
         tmp_path / "backbone.keras", tmp_path / "b.edgepkg", keyset, input_shapes=shapes
     )
-    assert any("through a SavedModel export" in n and "NoneType" in n for n in result.notes), (
-        result.notes
-    )
+    # The Keras path's own message varies with what ran before in the process; the route does not.
+    assert any("through a SavedModel export" in n and "Keras conversion failed" in n
+               for n in result.notes), result.notes  # fmt: skip
     assert result.reports["conversion"]["parity"]["passed"]
 
     rng = np.random.default_rng(7)
