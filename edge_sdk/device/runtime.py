@@ -49,7 +49,7 @@ from edge_sdk.keys import PrivateKey, TrustStore, load_private_key
 from edge_sdk.profiles import load_profile
 
 from .audit_log import AuditLog
-from .litert_interface import InterpreterView
+from .litert_interface import InterpreterView, backend_message
 from .state import VersionState, default_state_dir
 
 log = logging.getLogger("edge_sdk")
@@ -265,11 +265,6 @@ def _quote(text: str) -> str:
     return excerpt(text)
 
 
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:limit] if text else type(exc).__name__
-
-
 def _build_interpreter(
     backend: Backend,
     model_bytes: bytes,
@@ -297,7 +292,7 @@ def _build_interpreter(
         )
     except (ValueError, RuntimeError) as exc:
         raise BackendError(
-            f"{backend.package} {backend.version} cannot build this model: {_first_line(exc)}"
+            f"{backend.package} {backend.version} cannot build this model: {backend_message(exc)}"
         ) from None
     return interpreter, tuple(reports)
 
@@ -392,7 +387,7 @@ class Model:
             except (ValueError, RuntimeError) as exc:
                 raise BackendError(
                     f"{self.backend.package} {self.backend.version} cannot build this model: "
-                    f"{_first_line(exc)}"
+                    f"{backend_message(exc)}"
                 ) from None
             allocated = {
                 int(d["index"]): tuple(int(v) for v in d["shape"])
@@ -709,11 +704,11 @@ class Model:
                 if resized:
                     shapes = ", ".join(f"{_quote(s.name)}: {list(a.shape)}" for s, a in resized[:8])
                     raise BackendError(
-                        f"the model cannot run on input shape(s) {shapes}: {_first_line(exc)}",
+                        f"the model cannot run on input shape(s) {shapes}: {backend_message(exc)}",
                         hint="give inputs of a size the model accepts (a model with 'valid' "
                         "convolutions or pooling needs a minimum height and width)",
                     ) from None
-                raise BackendError(f"inference failed: {_first_line(exc)}") from None
+                raise BackendError(f"inference failed: {backend_message(exc)}") from None
 
     @property
     def interpreter(self) -> InterpreterView:
