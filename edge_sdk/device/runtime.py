@@ -42,7 +42,7 @@ from edge_sdk.errors import (
 from edge_sdk.format.bundle import DEFAULT_LIMITS, Bundle, Limits
 from edge_sdk.format.compat import tflite_release
 from edge_sdk.format.manifest import Manifest
-from edge_sdk.format.verify import Policy, RuntimeRelease, open_verified
+from edge_sdk.format.verify import Policy, RuntimeRelease, open_verified, require_kind
 from edge_sdk.keys import PrivateKey, TrustStore, load_private_key
 from edge_sdk.profiles import load_profile
 
@@ -998,6 +998,7 @@ def load(
     def known(header: Bundle) -> None:
         parsed.update(name=header.manifest.name, version=header.manifest.version,
                       digest=header.digest)  # fmt: skip
+        require_kind(header, "tflite", "edge_sdk.load")
 
     try:
         runtime = discover_backend(backend)

@@ -25,6 +25,7 @@ hands it to anyone again.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import mmap
@@ -177,10 +178,8 @@ class SealedMemory:
             self._view.release()
             self._view = None
         if self._map is not None:
-            try:
+            with contextlib.suppress(BufferError):  # a view still exists; it keeps the mapping
                 self._map.close()
-            except BufferError:
-                pass  # a view still exists; the mapping goes with it
             self._map = None
         if self._fd >= 0:
             os.close(self._fd)

@@ -30,6 +30,7 @@ from edge_sdk.errors import (
     EdgeSDKError,
     ExpiredError,
     IntegrityError,
+    ModelKindError,
     TargetMismatchError,
     UsageError,
     VerificationError,
@@ -637,3 +638,19 @@ def open_bundle(
     policy = Policy(trust, now=now, profile=profile, hardware_ids=tuple(hardware_ids),
                     device_key=device_key)  # fmt: skip
     return open_verified(source, policy, limits)
+
+
+def require_kind(header: Bundle, kind: str, loader: str) -> None:
+    """Refuse a bundle holding another kind of model, before any key is unwrapped."""
+    found = header.manifest.model.format
+    if found != kind:
+        other = (
+            "edge_sdk.load (CLI: edge-sdk run)"
+            if found == "tflite"
+            else "edge_sdk.load_llm (CLI: edge-sdk chat)"
+        )
+        raise ModelKindError(
+            f"bundle {header.manifest.name} v{header.manifest.version} holds a {found} model; "
+            f"{loader} runs {kind} models",
+            hint=f"open it with {other}",
+        )
