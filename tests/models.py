@@ -17,7 +17,7 @@ from tools.demo_model import digits_data, train_digits_cnn
 from .conftest import REPO
 
 CACHE = Path(os.environ.get("EDGE_SDK_TEST_CACHE", REPO / ".cache" / "test-models"))
-CACHE_VERSION = "v1"
+CACHE_VERSION = "v2"
 
 
 def _tf() -> Any:

@@ -454,16 +454,19 @@ def test_parity_failure_on_synthetic_inputs_says_so(keyset: KeySet) -> None:
     import keras
     import tensorflow as tf
 
-    from edge_sdk.host import convert
+    from edge_sdk.host.datasets import describe_synthetic, synthetic_inputs
+    from edge_sdk.host.quality_gate import check_parity
+    from edge_sdk.host.source_model import load_source_model
+    from edge_sdk.host.tflite_converter import run_converter
 
-    source = convert.load_source_model(models.digits_cnn())
+    source = load_source_model(models.digits_cnn())
     broken = keras.models.clone_model(keras.saving.load_model(models.digits_cnn()))
-    float_bytes = convert._convert(tf.lite.TFLiteConverter.from_keras_model(broken), "float32")
-    described = convert.describe_synthetic(source)
+    float_bytes = run_converter(tf.lite.TFLiteConverter.from_keras_model(broken), "float32")
+    described = describe_synthetic(source)
     with pytest.raises(
         ConversionError, match=r"max error .* is .* of the output scale .* on synthetic"
     ) as caught:
-        convert._parity(source, float_bytes, convert.synthetic_inputs(source), described)
+        check_parity(source, float_bytes, synthetic_inputs(source), described)
     hint = caught.value.hint or ""
     assert "the inputs were made up" in hint and "--calibration or --eval" in hint
     assert "instead of" not in hint and "save it" not in hint.lower()
@@ -622,7 +625,9 @@ assert not bad, bad
 def test_quantized_input_refuses_integers_without_raw(keyset: KeySet, tmp_path: Path) -> None:
     """A uint8/int8 quantized input given integers: are they pixels or quantized values? The
     runtime refuses to guess (it used to quantize pixel values as if real)."""
-    from edge_sdk.host.convert import _convert, _converter, keras_source, load_dataset
+    from edge_sdk.host.datasets import load_dataset
+    from edge_sdk.host.source_model import keras_source
+    from edge_sdk.host.tflite_converter import make_converter, run_converter
 
     calib = load_dataset(
         models.digits_npz(tmp_path, split="train", with_labels=False), ["image"], [(None, 8, 8, 1)]
@@ -630,7 +635,7 @@ def test_quantized_input_refuses_integers_without_raw(keyset: KeySet, tmp_path: 
     import keras
 
     source = keras_source(keras.saving.load_model(models.digits_cnn()))
-    int8io = _convert(_converter(source, "int8", "int8", calib, True), "int8")
+    int8io = run_converter(make_converter(source, "int8", "int8", calib, True), "int8")
     with Model(int8io) as model:
         q = np.zeros((2, 8, 8, 1), np.int8)
         with pytest.raises(

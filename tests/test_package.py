@@ -21,8 +21,9 @@ from edge_sdk.errors import (
 )
 from edge_sdk.format.bundle import read_bundle
 from edge_sdk.format.verify import open_bundle
-from edge_sdk.host.convert import detect_model_format, load_dataset
+from edge_sdk.host.datasets import load_dataset
 from edge_sdk.host.packaging import PackageOptions, package_model
+from edge_sdk.host.source_model import detect_model_format
 from edge_sdk.profiles import load_profile
 
 from . import models
@@ -80,7 +81,7 @@ def test_every_input_format_converts_and_matches_keras(
     conversion = result.reports["conversion"]
     assert conversion["source_format"] == fmt
     assert conversion["parity"]["passed"] and conversion["parity"]["max_abs_error"] < 1e-4
-    from edge_sdk.host.convert import run_tflite
+    from edge_sdk.host.quality_gate import run_tflite
 
     _, _, x_test, _ = models.digits_data()
     got = next(iter(run_tflite(model_bytes, {"image": x_test[:50]}).values()))
@@ -457,17 +458,20 @@ def test_conversion_parity_failure_is_caught(tmp_path: Path, keyset: KeySet) -> 
     """A converter path that silently drops weights must fail the build (the check is real)."""
     import keras
 
-    from edge_sdk.host import convert
+    from edge_sdk.host.datasets import synthetic_inputs
+    from edge_sdk.host.quality_gate import check_parity
+    from edge_sdk.host.source_model import load_source_model
+    from edge_sdk.host.tflite_converter import run_converter
 
-    source = convert.load_source_model(models.digits_cnn())
+    source = load_source_model(models.digits_cnn())
     broken = keras.models.clone_model(
         keras.saving.load_model(models.digits_cnn())
     )  # fresh random weights
     import tensorflow as tf
 
-    float_bytes = convert._convert(tf.lite.TFLiteConverter.from_keras_model(broken), "float32")
+    float_bytes = run_converter(tf.lite.TFLiteConverter.from_keras_model(broken), "float32")
     with pytest.raises(ConversionError, match="disagrees with the source model"):
-        convert._parity(source, float_bytes, convert.synthetic_inputs(source))
+        check_parity(source, float_bytes, synthetic_inputs(source))
 
 
 def test_help_does_not_import_tensorflow(no_tensorflow_check: Any) -> None:

@@ -15,7 +15,7 @@ from edge_sdk.format.bundle import read_bundle
 from edge_sdk.format.compat import read_tflite
 from edge_sdk.format.manifest import Target
 from edge_sdk.format.verify import open_bundle
-from edge_sdk.host.convert import Dataset, _convert, accuracy_gate
+from edge_sdk.host.datasets import Dataset
 from edge_sdk.host.pruning import (
     AUTO,
     PruneOptions,
@@ -32,7 +32,9 @@ from edge_sdk.host.pruning import (
     sparsity_gate,
     weight_sparsity,
 )
+from edge_sdk.host.quality_gate import accuracy_gate
 from edge_sdk.host.sealing import seal_bundle
+from edge_sdk.host.tflite_converter import run_converter
 
 from . import models
 from .conftest import KeySet
@@ -230,7 +232,7 @@ def test_auto_prune_returns_the_highest_sparsity_within_the_real_gate(
     digits: Any, data: dict[str, Dataset]
 ) -> None:
     convert = quantizing_converter("int8", calibration=data["calib"])
-    reference = _convert(keras_source(digits).make_converter(), "float32")
+    reference = run_converter(keras_source(digits).make_converter(), "float32")
     gate = sparsity_gate(
         reference, data["eval"], convert, max_accuracy_drop=1.0, max_output_error=0.05
     )
@@ -285,7 +287,7 @@ def test_zeros_survive_conversion_dense_and_sparse_encoded(
 ) -> None:
     import tensorflow as tf
 
-    from edge_sdk.host.convert import run_tflite
+    from edge_sdk.host.quality_gate import run_tflite
 
     pruned, _ = prune_model(digits, 0.8)
     x = data["eval"].inputs["image"]
@@ -301,8 +303,8 @@ def test_zeros_survive_conversion_dense_and_sparse_encoded(
     source = keras_source(pruned)
     converter = source.make_converter()
     converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-    sparse = _convert(converter, "float32, sparse")
-    dense = _convert(source.make_converter(), "float32")
+    sparse = run_converter(converter, "float32, sparse")
+    dense = run_converter(source.make_converter(), "float32")
     info = read_tflite(sparse)
     assert info.sparse_tensors == 4
     assert info.op_version("DENSIFY") is not None
@@ -323,12 +325,13 @@ def test_sparse_encoded_int8_is_refused_by_litert_default_delegate(
     import tensorflow as tf
 
     from edge_sdk.errors import BackendError
-    from edge_sdk.host.convert import _converter, run_tflite
+    from edge_sdk.host.quality_gate import run_tflite
+    from edge_sdk.host.tflite_converter import make_converter
 
     pruned, _ = prune_model(digits, 0.8)
-    converter = _converter(keras_source(pruned), "int8", "float32", data["calib"], True)
+    converter = make_converter(keras_source(pruned), "int8", "float32", data["calib"], True)
     converter.optimizations = [*converter.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-    sparse = _convert(converter, "int8, sparse")
+    sparse = run_converter(converter, "int8, sparse")
     assert read_tflite(sparse).sparse_tensors == 4
     x = data["eval"].inputs["image"]
     with pytest.raises(BackendError, match="failed to delegate"):
@@ -343,7 +346,7 @@ def test_sparse_encoded_int8_is_refused_by_litert_default_delegate(
 def test_prune_for_conversion_feeds_a_sealed_bundle(
     tmp_path: Path, digits: Any, data: dict[str, Dataset], keyset: KeySet
 ) -> None:
-    from edge_sdk.host.convert import run_tflite
+    from edge_sdk.host.quality_gate import run_tflite
 
     train = models.digits_npz(tmp_path, split="train")
     steps: list[str] = []

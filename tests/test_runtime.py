@@ -585,11 +585,11 @@ def test_a_keras_model_returning_a_dict_is_packaged_under_its_keys(
 
 
 def test_the_flex_refusal_names_ops_not_dtypes() -> None:
-    from edge_sdk.host.convert import _flex_error
+    from edge_sdk.host.tflite_converter import flex_error
 
     text = ("'tf.BitwiseAnd' op is neither a custom op nor a flex op; tf.entry_function "
             "tf.float32 tf.int32 tf.resource; Select TF ops")  # fmt: skip
-    message = _flex_error("float32", text, None).message
+    message = flex_error("float32", text, None).message
     assert "(tf.BitwiseAnd)" in message
     assert "tf.float32" not in message and "tf.resource" not in message
 
@@ -598,7 +598,7 @@ def test_a_failed_conversion_points_at_odd_tensor_names() -> None:
     from types import SimpleNamespace
 
     from edge_sdk.errors import ConversionError
-    from edge_sdk.host.convert import _convert
+    from edge_sdk.host.tflite_converter import run_converter
 
     class Broken:
         def convert(self) -> bytes:
@@ -606,9 +606,11 @@ def test_a_failed_conversion_points_at_odd_tensor_names() -> None:
 
     source: Any = SimpleNamespace(input_names=("in put:0", "ok"), output_names=("y",))
     with pytest.raises(ConversionError) as caught:
-        _convert(Broken(), "float32", source)
+        run_converter(Broken(), "float32", source)
     assert "'NoneType' object is not callable" in caught.value.message
     assert caught.value.hint is not None and "in put:0" in caught.value.hint
     with pytest.raises(ConversionError) as plain:
-        _convert(Broken(), "float32", SimpleNamespace(input_names=("ok",), output_names=("y",)))
+        run_converter(
+            Broken(), "float32", SimpleNamespace(input_names=("ok",), output_names=("y",))
+        )
     assert plain.value.hint is None

@@ -15,7 +15,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tools.bench import best_of, table  # noqa: E402
+from tools.bench_common import best_of, table  # noqa: E402
 
 COUNT = 1000
 MODEL_BYTES = 64 * 1024

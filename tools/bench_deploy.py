@@ -31,7 +31,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tools.bench import best_of, table  # noqa: E402
+from tools.bench_common import best_of, table  # noqa: E402
 
 MODEL_BYTES = 5_000_000
 LOCAL_TARGETS = 50

@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tools.bench import table  # noqa: E402
+from tools.bench_common import table  # noqa: E402
 
 
 def _median_ms(fn: Callable[[], object], runs: int) -> float:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.bench import best_of
+from tools.bench_common import best_of
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

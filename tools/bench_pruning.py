@@ -10,7 +10,7 @@ Models, both trained here on scikit-learn's digits (nothing is downloaded):
   for a few epochs on the digits scaled up to 32×32×3 (BatchNorm momentum lowered to 0.9 so the
   moving statistics settle within the few hundred steps this gets).
 
-Every variant is converted the way ``edge-sdk package`` converts (``convert._converter``), pruned
+Every variant is converted the way ``edge-sdk package`` converts (``convert.make_converter``), pruned
 with :func:`edge_sdk.host.pruning.prune_for_conversion` (``--prune auto`` with ``--train``: the highest
 sparsity whose int8 model stays within the default budget of 1 accuracy point against the
 *unpruned* float model on the held-out digits), sealed with ``seal_bundle`` for one device key
@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from tools.bench import best_of, table  # noqa: E402
+from tools.bench_common import best_of, table  # noqa: E402
 from tools.bench_quant import upscale  # noqa: E402
 from tools.demo_model import digits_data, train_digits_cnn  # noqa: E402
 
@@ -85,7 +85,7 @@ def mobilenet_case(epochs: int = 8) -> Case:
 
 
 def accuracy(model_bytes: bytes, case: Case) -> float:
-    from edge_sdk.host.convert import run_tflite
+    from edge_sdk.host.quality_gate import run_tflite
 
     out = next(iter(run_tflite(model_bytes, {"input": case.x_test}).values()))
     return float(np.mean(np.argmax(out, axis=1) == case.y_test)) * 100
@@ -164,13 +164,14 @@ def decompress_ms(model_bytes: bytes, repeat: int) -> float:
 
 
 def run_case(case: Case, tmp: Path, keys: dict[str, Any], progress: Callable[[str], None]) -> Any:
-    from edge_sdk.host.convert import Dataset, _convert
+    from edge_sdk.host.datasets import Dataset
     from edge_sdk.host.pruning import (
         PruneOptions,
         keras_source,
         prune_for_conversion,
         quantizing_converter,
     )
+    from edge_sdk.host.tflite_converter import run_converter
 
     name = case.model.inputs[0].name
     calib = Dataset({name: case.x_train[:300]}, None, "calibration")
@@ -195,7 +196,7 @@ def run_case(case: Case, tmp: Path, keys: dict[str, Any], progress: Callable[[st
     variants = {
         "float32": (pruned.reference_float, 0.0),
         f"float32 + pruned {pruned.report.target:.0%}": (
-            _convert(keras_source(pruned.model).make_converter(), "float32"),
+            run_converter(keras_source(pruned.model).make_converter(), "float32"),
             sparsity,
         ),
         "int8": (to_int8(case.model), 0.0),
@@ -255,8 +256,9 @@ def sparse_encoding_rows(case: Case, pruned: Any, calib: Any) -> list[list[str]]
     from edge_sdk.errors import BackendError
     from edge_sdk.format.compat import read_tflite
     from edge_sdk.format.compression import compress
-    from edge_sdk.host.convert import _convert, _converter, native_output_captured
     from edge_sdk.host.pruning import keras_source
+    from edge_sdk.host.tensorflow_import import native_output_captured
+    from edge_sdk.host.tflite_converter import make_converter, run_converter
 
     source = keras_source(pruned.model)
     rows = []
@@ -266,11 +268,11 @@ def sparse_encoding_rows(case: Case, pruned: Any, calib: Any) -> list[list[str]]
             conv = (
                 source.make_converter()
                 if quantize == "none"
-                else _converter(source, "int8", "float32", calib, True)
+                else make_converter(source, "int8", "float32", calib, True)
             )
             if encoding == "sparse":
                 conv.optimizations = [*conv.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-            model_bytes = _convert(conv, f"{quantize} {encoding}")
+            model_bytes = run_converter(conv, f"{quantize} {encoding}")
             try:
                 with native_output_captured():
                     accuracy(model_bytes, case)

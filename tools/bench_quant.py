@@ -24,7 +24,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tools.bench import table  # noqa: E402
+from tools.bench_common import table  # noqa: E402
 from tools.demo_model import digits_data, train_digits_cnn  # noqa: E402
 
 MODES = ("none", "dynamic", "float16", "int8")
@@ -62,7 +62,7 @@ def build_models(tmp: Path) -> dict[str, tuple[Path, Path, Path]]:
 def latency_ms(model_bytes: bytes, x: np.ndarray, threads: int, runs: int = 60) -> float:
     """Median single-image latency of Model.predict."""
     from edge_sdk.device.runtime import Model
-    from edge_sdk.host.convert import native_output_captured
+    from edge_sdk.host.tensorflow_import import native_output_captured
 
     with native_output_captured():
         model = Model(model_bytes, threads=threads)
@@ -79,7 +79,8 @@ def latency_ms(model_bytes: bytes, x: np.ndarray, threads: int, runs: int = 60) 
 
 
 def quant_suite() -> None:
-    from edge_sdk.host.convert import convert_model, run_tflite
+    from edge_sdk.host.convert import convert_model
+    from edge_sdk.host.quality_gate import run_tflite
 
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
@@ -133,7 +134,7 @@ def quant_suite() -> None:
 
 
 def _inputs(path: Path) -> list[str]:
-    from edge_sdk.host.convert import load_source_model
+    from edge_sdk.host.source_model import load_source_model
 
     return list(load_source_model(path).input_names)
 

@@ -26,7 +26,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tools.bench import best_of, table  # noqa: E402
+from tools.bench_common import best_of, table  # noqa: E402
 from tools.bench_quant import upscale  # noqa: E402
 from tools.demo_model import digits_data  # noqa: E402
 
@@ -113,7 +113,7 @@ def _median_ms(fn: object, runs: int) -> float:
 def runtime_suite() -> None:
     import edge_sdk
     from edge_sdk.device.runtime import ModelPool
-    from edge_sdk.host.convert import native_output_captured
+    from edge_sdk.host.tensorflow_import import native_output_captured
 
     rows: list[list[str]] = []
     with tempfile.TemporaryDirectory() as tmp_dir, native_output_captured():

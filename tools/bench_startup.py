@@ -45,7 +45,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tools.bench import table  # noqa: E402
+from tools.bench_common import table  # noqa: E402
 
 #: CPU capabilities a Cortex-A72 (Raspberry Pi 4) lacks, cleared for OpenSSL's x86 code paths.
 #: Word 1 is CPUID.1 (EDX low, ECX high): PCLMULQDQ (ECX 1), AES-NI (ECX 25), AVX (ECX 28).
@@ -508,7 +508,7 @@ def startup_suite(
     tables: Sequence[str] = TABLES,
 ) -> None:
     """The tables named in ``tables``; ``work`` keeps the models and bundles between runs."""
-    from edge_sdk.host.convert import native_output_captured
+    from edge_sdk.host.tensorflow_import import native_output_captured
 
     with tempfile.TemporaryDirectory() as tmp:
         where = work or Path(tmp)

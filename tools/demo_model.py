@@ -29,7 +29,7 @@ def digits_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 def train_digits_cnn(epochs: int = 12) -> Any:
     """A two-conv CNN, ~97% accurate on the held-out digits."""
-    from edge_sdk.host.convert import import_tensorflow
+    from edge_sdk.host.tensorflow_import import import_tensorflow
 
     import_tensorflow()  # imported the quiet way: no CUDA probing chatter on CPU-only hosts
     import keras
@@ -39,11 +39,13 @@ def train_digits_cnn(epochs: int = 12) -> Any:
     model = keras.Sequential(
         [
             keras.Input((8, 8, 1), name="image"),
-            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(64, activation="relu"),
+            # Named, not numbered: Keras numbers unnamed layers per process, so the same model
+            # built after another would carry other names into pruning reports and manifests.
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2d"),
+            keras.layers.MaxPooling2D(name="max_pooling2d"),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2d_1"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(64, activation="relu", name="dense"),
             keras.layers.Dense(10, activation="softmax", name="probs"),
         ]
     )
@@ -57,7 +59,7 @@ def write_demo(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     import logging
 
-    from edge_sdk.host.convert import native_output_captured
+    from edge_sdk.host.tensorflow_import import native_output_captured
 
     x_train, _, x_test, y_test = digits_data()
     # Saving as legacy .h5 on purpose (what most users have): Keras's warning about it, and the

@@ -30,7 +30,7 @@ if [ ! -x .venv/bin/python ]; then
   $PY -m venv .venv 2>/dev/null || { $PY -m pip install -q --user virtualenv && $PY -m virtualenv -q .venv; }
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[host,device,deploy,tuf,hsm,tpm,provenance,dev]'
+.venv/bin/python -m pip install -q -e '.[host,device,deploy,tuf,hsm,tpm,provenance,llm,llm-build,dev]'
 
 .venv/bin/ruff check edge_sdk tests tools
 .venv/bin/ruff format --check edge_sdk tests tools

@@ -10,9 +10,8 @@ import shutil
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from edge_sdk.errors import CompatibilityError, ModelInputError, UsageError
 from edge_sdk.format.bundle import Bundle, save_bundle
@@ -21,41 +20,13 @@ from edge_sdk.keys import PrivateKey, PublicKey
 from edge_sdk.profiles import DeviceProfile
 
 if TYPE_CHECKING:
-    from .model_signature import ModelSignatureOptions
     from .pruning import PruneOptions
 
+from .package_options import PackageOptions
+
+__all__ = ["PackageOptions", "PackageResult", "package_model"]
+
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class PackageOptions:
-    """Everything ``edge-sdk package`` can be told. ``None`` means "the profile's default"."""
-
-    name: str
-    version: int
-    quantize: str | None = None
-    io_dtype: str | None = None
-    aead: str | None = None
-    compress: int | None = None
-    calibration: Path | None = None
-    evaluation: Path | None = None
-    #: Gate budgets; ``None``: the defaults of :mod:`edge_sdk.host.convert`.
-    max_accuracy_drop: float | None = None
-    max_output_error: float | None = None
-    min_output_cosine: float | None = None
-    #: ``NAME=1x96x96x3``: synthetic parity input shapes for inputs with open dimensions.
-    input_shapes: tuple[str, ...] = ()
-    #: ``module:Class`` custom layer classes, and modules to import first (Keras inputs only).
-    custom_objects: tuple[str, ...] = ()
-    imports: tuple[str, ...] = ()
-    expires: datetime | None = None
-    chunk_size: int = 1024 * 1024
-    #: Magnitude pruning before conversion: a sparsity in [0, 1) or "auto" (see edge_sdk.host.pruning).
-    prune: float | Literal["auto"] | None = None
-    train: Path | None = None
-    epochs: int | None = None
-    #: Verify the source model's model-signing signature first (see edge_sdk.host.model_signature).
-    model_signature: ModelSignatureOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -225,14 +196,14 @@ def _package_model(
 ) -> PackageResult:
     from edge_sdk.format.compat import check_compatibility, read_tflite
 
-    from .convert import (
+    from .convert import convert_model
+    from .quality_gate import (
         DEFAULT_MAX_ACCURACY_DROP,
         DEFAULT_MAX_OUTPUT_ERROR,
         DEFAULT_MIN_COSINE,
-        convert_model,
-        detect_model_format,
     )
     from .sealing import seal_bundle
+    from .source_model import detect_model_format
 
     if _is_litertlm(model_path):
         return _package_litertlm(model_path, output, profile, options, signers, recipients,

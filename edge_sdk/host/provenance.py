@@ -49,11 +49,11 @@ from edge_sdk.format.attestation import (
 from edge_sdk.format.manifest import Manifest, format_time
 from edge_sdk.keys import PrivateKey
 
-from .convert import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MAX_OUTPUT_ERROR, DEFAULT_MIN_COSINE
+from .quality_gate import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MAX_OUTPUT_ERROR, DEFAULT_MIN_COSINE
 
 if TYPE_CHECKING:
     from .model_signature import ModelSignatureOptions, VerifiedModelSignature
-    from .packaging import PackageOptions
+    from .package_options import PackageOptions
 
 _PIECE = 1024 * 1024
 #: Modules whose versions the attestation records when the build loaded them.

@@ -30,19 +30,13 @@ import numpy as np
 
 from edge_sdk.errors import AccuracyGateError, DataError, ModelInputError, UsageError
 
-from .convert import (
-    NEEDS_CALIBRATION,
-    Dataset,
-    Progress,
-    SourceModel,
-    _convert,
-    _converter,
-    accuracy_gate,
-    class_labels,
-    import_tensorflow,
-    keras_source,
-    load_dataset,
-)
+from .datasets import Dataset, load_dataset
+from .quality_gate import accuracy_gate, class_labels
+from .source_model import SourceModel, keras_source
+from .tensorflow_import import import_tensorflow
+from .tflite_converter import NEEDS_CALIBRATION, make_converter, run_converter
+
+Progress = Callable[[str], None]
 
 __all__ = [
     "AUTO",
@@ -656,8 +650,10 @@ def quantizing_converter(
     def convert(model: Any) -> bytes:
         source = keras_source(model)
         if quantize == "none":
-            return _convert(source.make_converter(), "float32")
-        return _convert(_converter(source, quantize, io_dtype, calibration, True), quantize)
+            return run_converter(source.make_converter(), "float32")
+        return run_converter(
+            make_converter(source, quantize, io_dtype, calibration, True), quantize
+        )
 
     return convert
 
@@ -732,7 +728,7 @@ def prune_for_conversion(
     train = load_training_data(options.train, model) if options.train is not None else None
     epochs = options.fine_tune_epochs if train is not None else None
     progress("prune")
-    reference = _convert(keras_source(model, fmt).make_converter(), "float32")
+    reference = run_converter(keras_source(model, fmt).make_converter(), "float32")
     if isinstance(options.sparsity, str):  # "auto", checked by PruneOptions
         data = evaluation or calibration or train
         if data is None:

@@ -16,7 +16,8 @@ import stat
 from pathlib import Path
 
 from edge_sdk.errors import TransportError
-from edge_sdk.fleet.transports import (
+
+from .base import (
     CommandResult,
     Entry,
     EntryKind,

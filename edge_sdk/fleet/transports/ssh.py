@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_sdk.errors import HostDependencyError, TransportError, install_hint
-from edge_sdk.fleet.transports import (
+
+from .base import (
     CommandResult,
     Entry,
     EntryKind,
