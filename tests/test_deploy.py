@@ -302,11 +302,14 @@ def test_stale_temp_files_are_cleaned(
 
 
 def test_downgrade_refused_unless_allowed(
-    make_bundle: BundleFactory, board: Callable[[str], Path]
+    make_bundle: BundleFactory, board: Callable[[str], Path], signer: PrivateKey
 ) -> None:
+    # The current release's version refuses an older one only when it verifies against the
+    # publisher trust (tests/test_deploy_verified.py has the planted-file attacks).
+    trust = TrustStore.from_keys([signer.public])
     root = board("b")
-    deploy(make_bundle(5), str(root))
-    old = make_bundle(4)
+    deploy(prepare_bundle(make_bundle(5), trust=trust), str(root))
+    old = prepare_bundle(make_bundle(4), trust=trust)
     with pytest.raises(DeployError, match=r"refusing to replace demo v5 with older v4"):
         deploy(old, str(root))
     assert current_of(root).name.startswith("5-")

@@ -199,6 +199,13 @@ def rollback(
     to_version: Annotated[
         int | None, typer.Option(help="Switch to this version instead of the previous one.")
     ] = None,
+    trust: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Roll back only to releases that verify against these publisher keys (default: "
+            "the project's signing key from edge-sdk.toml)."
+        ),
+    ] = None,
     identity: IdentityOpt = None,
     known_hosts: KnownHostsOpt = None,
     accept_new_host_keys: AcceptNewOpt = False,
@@ -210,9 +217,13 @@ def rollback(
     from edge_sdk.fleet.deploy import rollback as do_rollback
 
     ssh = ssh_options(identity, known_hosts, accept_new_host_keys, port, connect_timeout)
+    try:
+        store = publisher_trust(trust, "rollback")
+    except UsageError:
+        store = None  # releases are then ordered by their file names, unverified
 
     def one(tgt: Any) -> list[dict[str, Any]]:
-        result = do_rollback(name, tgt, to_version=to_version, ssh=ssh)
+        result = do_rollback(name, tgt, to_version=to_version, ssh=ssh, trust=store)
         return [{"target": tgt.label, "ok": True, "from": result.from_file, "to": result.to_file,
                  "version": result.version}]  # fmt: skip
 
@@ -230,12 +241,25 @@ def rollback(
         raise typer.Exit(exit_code_of(errors))
 
 
+def _version_cell(row: dict[str, Any]) -> str:
+    if row.get("version") is None:
+        return ""
+    return str(row["version"]) + ("" if row.get("verified") else " (unverified)")
+
+
 @app.command()
 def status(
     target: TargetOpt = None,
     inventory: InventoryOpt = None,
     device: DeviceOpt = None,
     group: GroupOpt = None,
+    trust: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Verify what is current against these publisher keys (default: the project's "
+            "signing key from edge-sdk.toml); without either, versions are shown unverified."
+        ),
+    ] = None,
     identity: IdentityOpt = None,
     known_hosts: KnownHostsOpt = None,
     accept_new_host_keys: AcceptNewOpt = False,
@@ -247,12 +271,16 @@ def status(
     from edge_sdk.fleet.deploy import status as get_status
 
     ssh = ssh_options(identity, known_hosts, accept_new_host_keys, port, connect_timeout)
+    try:
+        store = publisher_trust(trust, "status")
+    except UsageError:
+        store = None  # versions are then what each manifest claims, marked unverified
 
     def one(tgt: Any) -> list[dict[str, Any]]:
         return [{"target": tgt.label, "name": rel.name, "version": rel.version, "digest": rel.digest,
                  "file": rel.file, "switched_at": rel.switched_at.isoformat() if rel.switched_at else None,
-                 "releases": list(rel.releases), "problem": rel.problem}
-                for rel in get_status(tgt, ssh=ssh)]  # fmt: skip
+                 "releases": list(rel.releases), "problem": rel.problem, "verified": rel.verified}
+                for rel in get_status(tgt, ssh=ssh, trust=store)]  # fmt: skip
 
     rows, errors = _each_target(select_targets(target, inventory, device, group, ssh), one,
                                 lambda tgt, exc: {"target": tgt.label, "name": None,
@@ -261,7 +289,7 @@ def status(
         print_json({"ok": not errors, "releases": rows})
     else:
         table(None, ["target", "name", "version", "digest", "switched", "releases", "problem"], [
-            [r["target"], r.get("name") or "", str(r.get("version") or ""), (r.get("digest") or "")[:16],
+            [r["target"], r.get("name") or "", _version_cell(r), (r.get("digest") or "")[:16],
              r.get("switched_at") or "", str(len(r.get("releases") or [])), r.get("problem") or ""]
             for r in rows
         ])  # fmt: skip

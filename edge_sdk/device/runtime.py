@@ -906,17 +906,36 @@ def choose_profile(
     return None, f"no profile given, and this board is not a {target.name}"
 
 
+def layout_path(source: str | os.PathLike[str]) -> Path:
+    """``source`` with its directories resolved and its last component kept as it is.
+
+    The deploy layout gives meaning to directory names (``<name>/current``,
+    ``<name>/releases/…``), so they must be judged on the real directories: ``current``,
+    ``./current``, ``../digits/current`` or a path through a symlinked root all name
+    ``<root>/digits``. The last component is not followed: ``current`` is judged as the link the
+    layout put there, not by wherever it points.
+    """
+    path = Path(source)
+    try:
+        parent = os.path.realpath(path.parent, strict=True)
+    except (OSError, RuntimeError):
+        # A missing or looping directory: the open fails and says so; judge the spelling as given.
+        parent = os.path.abspath(path.parent)
+    return Path(parent) / path.name
+
+
 def expected_name_from_path(source: str | os.PathLike[str] | bytes) -> str | None:
     """The bundle name the deploy layout implies for ``source``, if it is inside one.
 
     ``<root>/<name>/current`` (a symlink) and ``<root>/<name>/releases/<version>-<digest>.edgepkg``
     are the paths ``edge-sdk deploy`` and the agent write; a bundle found there must carry that
     name, or anyone able to swap ``current`` could substitute any release the publisher ever
-    signed under another name and step around that name's anti-rollback counter.
+    signed under another name and step around that name's anti-rollback counter. The name comes
+    from the resolved directories (:func:`layout_path`), however the path is spelled.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         return None
-    path = Path(source)
+    path = layout_path(source)
     # A plain file planted as `current` is judged like the link it replaced: the name of the
     # directory it sits in, which the deploy layout fixes, not the name the bundle claims.
     if path.name == "current" and (path.is_symlink() or (path.parent / "releases").is_dir()):

@@ -20,7 +20,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_sdk.errors import EdgeSDKError, RollbackError, UsageError
@@ -69,7 +68,12 @@ class ModelWatcher:
         on_error: Callable[[EdgeSDKError], None] | None = None,
         retry_after: float = 30.0,
     ) -> None:
-        self.current_link = Path(current_link)
+        from .runtime import layout_path
+
+        # Resolved once: a relative `current` (or one through a symlinked root) names the real
+        # <root>/<name> directory, so the name below is never "" and the link is read where it is
+        # even if the working directory changes later.
+        self.current_link = layout_path(current_link)
         # The layout is <root>/<name>/current: only a bundle signed under <name> may serve here.
         self.load_kwargs = {"expected_name": self.current_link.parent.name, **load_kwargs}
         self.on_swap = on_swap

@@ -27,7 +27,9 @@ check, so the previous release stays current through outages and attacks alike. 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
     from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
     from tuf.ngclient import Updater, UpdaterConfig  # type: ignore[attr-defined]
 
+    from edge_sdk.format.verify import Verification
     from edge_sdk.keys import PrivateKey, TrustStore
 
     from .transports import RetryPolicy
@@ -75,8 +78,12 @@ T = TypeVar("T")
 
 #: Refuse targets the signed metadata says are larger than this, before downloading anything.
 DEFAULT_MAX_TARGET_BYTES = 1024**3
-#: How many rejected releases (by SHA-256) the agent remembers so it does not fetch them again.
+#: How many rejected releases the agent remembers so it does not fetch them again.
 MAX_REMEMBERED = 256
+
+#: What a remembered verdict is about: the bytes themselves (their SHA-256), or what one target's
+#: metadata says about them (its path and the hash of its fields).
+Verdict = Literal["bytes", "metadata"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -103,6 +110,12 @@ class Candidate:
     def release_file(self) -> str:
         """The file name the release gets under ``releases/`` (as :mod:`edge_sdk.fleet.deploy` names it)."""
         return f"{self.version}-{self.digest[:16]}.edgepkg"
+
+    @property
+    def metadata_key(self) -> str:
+        """What a verdict about this target's metadata is remembered by: its path and fields."""
+        fields = json.dumps(dataclasses.astuple(self), separators=(",", ":")).encode()
+        return f"metadata:{self.path}:{hashlib.sha256(fields).hexdigest()}"
 
 
 @dataclass(frozen=True)
@@ -350,7 +363,14 @@ def candidate_of(target: TargetFile) -> Candidate | None:
 
 @dataclass
 class _Memory:
-    """Releases this device rejected (by SHA-256), kept in ``STATE_DIR/agent.json``."""
+    """Releases this device rejected, kept in ``STATE_DIR/agent.json``.
+
+    A verdict about bytes (bad signature, damaged payload, an older version than accepted) is
+    keyed by their SHA-256: the same bytes fail the same way under any metadata. A verdict about
+    metadata (a target announcing another version or digest than its bytes carry, a length over
+    the limit, a version clash) is keyed by the target's path and the hash of its fields: those
+    bytes listed honestly elsewhere, or the repaired target, are judged afresh.
+    """
 
     path: Path
     rejected: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -366,12 +386,22 @@ class _Memory:
         except (OSError, ValueError, RecursionError) as exc:
             log.warning("ignoring unreadable agent state %s: %s", path, str(exc)[:200])
             rejected = {}
-        return cls(path, {k: v for k, v in rejected.items() if isinstance(v, dict)})
+        # Entries without "about" predate the split between bytes and metadata verdicts; some may
+        # be a metadata verdict held against genuine bytes, so they are dropped (and the release
+        # judged again, once).
+        return cls(path, {k: v for k, v in rejected.items()
+                          if isinstance(v, dict) and v.get("about") in ("bytes", "metadata")})  # fmt: skip
 
-    def remember(self, candidate: Candidate, reason: str) -> None:
+    def verdict(self, candidate: Candidate) -> dict[str, Any] | None:
+        """The remembered rejection that applies to ``candidate``, if any."""
+        return self.rejected.get(candidate.sha256) or self.rejected.get(candidate.metadata_key)
+
+    def remember(self, candidate: Candidate, reason: str, about: Verdict) -> None:
         from edge_sdk.files import atomic_write
 
-        self.rejected[candidate.sha256] = {
+        key = candidate.sha256 if about == "bytes" else candidate.metadata_key
+        self.rejected[key] = {
+            "about": about,
             "name": candidate.name,
             "version": candidate.version,
             "reason": reason,
@@ -607,7 +637,9 @@ class Agent:
     def _installed(self) -> dict[str, Any]:
         from .deploy import status
 
-        return {s.name: s for s in status(str(self.install_dir))}
+        # Verified against the bundle trust: a planted `current` claiming a huge version has no
+        # version here, so it cannot make every genuine release look old (it is replaced).
+        return {s.name: s for s in status(str(self.install_dir), trust=self.trust)}
 
     def _clean_downloads(self) -> None:
         for leftover in (self.state_dir / "downloads").iterdir():
@@ -698,9 +730,7 @@ class Agent:
         current_digest = current.digest if current is not None else None
         if current_version is not None:
             same = [c for c in releases if c.version == current_version]
-            clash = [
-                c for c in same if c.digest != current_digest and c.sha256 not in memory.rejected
-            ]
+            clash = [c for c in same if c.digest != current_digest and memory.verdict(c) is None]
             if clash and not any(c.digest == current_digest for c in same):
                 other = clash[0]
                 error: EdgeSDKError = RollbackError(
@@ -708,22 +738,23 @@ class Agent:
                     f"{other.digest[:16]}, but v{current_version} installed here has "
                     f"{str(current_digest)[:16]}"
                 )
-                return self._reject(other, error, memory)
+                return self._reject(other, error, memory, about="metadata")
         newer = [c for c in releases if current_version is None or c.version > current_version]
         if not newer:
             return Outcome(name, "up-to-date", current_version, current_digest)
-        chosen = next((c for c in newer if c.sha256 not in memory.rejected), None)
+        chosen = next((c for c in newer if memory.verdict(c) is None), None)
         if chosen is None:
             newest = newer[0]
             return Outcome(
                 name, "skipped", newest.version, newest.digest,
-                reason=f"rejected earlier: {memory.rejected[newest.sha256].get('reason')}",
+                reason=f"rejected earlier: {(memory.verdict(newest) or {}).get('reason')}",
             )  # fmt: skip
         previous = current.file if current is not None else None
         try:
             path = self._download(updater, chosen)
         except PayloadTooLargeError as exc:
-            return self._reject(chosen, exc, memory, previous)
+            # The signed length said so, before a byte was fetched: a verdict about the metadata.
+            return self._reject(chosen, exc, memory, previous, about="metadata")
         except VerificationError as exc:
             # The served bytes do not match the signed metadata. Not remembered: it is the
             # server's copy that is wrong, and a repaired server must be trusted again.
@@ -738,9 +769,9 @@ class Agent:
                            exc.message, exc)  # fmt: skip
         try:
             try:
-                self._verify(path, chosen)
+                verified = self._verify(path, chosen)
             except (VerificationError, BundleFormatError) as exc:
-                return self._reject(chosen, exc, memory, previous)
+                return self._reject(chosen, exc, memory, previous, about="bytes")
             except EdgeSDKError as exc:
                 # This device's problem (no runtime, its key's token unavailable…), not the
                 # release's: not remembered, so it is tried again at the next poll.
@@ -748,6 +779,16 @@ class Agent:
                             reason=exc.message)  # fmt: skip
                 return Outcome(name, "failed", chosen.version, chosen.digest, previous,
                                exc.message, exc)  # fmt: skip
+            if (verified.manifest.version, verified.digest) != (chosen.version, chosen.digest):
+                # The bytes are genuine; what the target says about them is not. Remembered
+                # by the target, so the same bytes listed honestly are still installed.
+                mismatch = IntegrityError(
+                    f"{chosen.path}: the TUF metadata announces {chosen.name} "
+                    f"v{chosen.version} ({chosen.digest[:16]}), the bundle is "
+                    f"{verified.manifest.name} v{verified.manifest.version} "
+                    f"({verified.digest[:16]})"
+                )
+                return self._reject(chosen, mismatch, memory, previous, about="metadata")
             return self._install(path, chosen, previous, memory)
         finally:
             with contextlib.suppress(OSError):
@@ -777,7 +818,7 @@ class Agent:
                     sha256=candidate.sha256)  # fmt: skip
         return path
 
-    def _verify(self, path: Path, candidate: Candidate) -> None:
+    def _verify(self, path: Path, candidate: Candidate) -> Verification:
         """The bundle's own checks, on top of TUF's, through the one check order of
         :func:`edge_sdk.format.verify.check_bundle`: signatures, expiry, the name TUF announced,
         encryption, target, runtime, anti-rollback, payload hash — and, with a device key, the
@@ -803,16 +844,7 @@ class Agent:
             device_key=self.device_key,
         )
         opened = open_verified(path, policy, decrypt=self.device_key is not None)
-        if (opened.verification.manifest.version, opened.verification.digest) != (
-            candidate.version,
-            candidate.digest,
-        ):
-            raise IntegrityError(
-                f"{candidate.path}: the TUF metadata announces {candidate.name} "
-                f"v{candidate.version} ({candidate.digest[:16]}), the bundle is "
-                f"{opened.verification.manifest.name} v{opened.verification.manifest.version} "
-                f"({opened.verification.digest[:16]})"
-            )
+        return opened.verification
 
     def _reject(
         self,
@@ -820,27 +852,32 @@ class Agent:
         error: EdgeSDKError,
         memory: _Memory,
         previous: str | None = None,
+        *,
+        about: Verdict,
     ) -> Outcome:
-        # Remembered (never fetched again) only when the verdict is about the bytes themselves.
+        # Remembered (never fetched again) only when the verdict is about the release itself —
+        # its bytes, or its target's metadata (``about`` says which, and so what it is keyed by).
         # A wrong device key, a clock running ahead, a runtime too old or a policy of this device
         # can all be fixed here; the same release must then be tried again.
         intrinsic = isinstance(error, (BundleFormatError, SignatureError, IntegrityError, RollbackError,
                                        PayloadTooLargeError))  # fmt: skip
         if intrinsic:
-            memory.remember(candidate, error.message)
+            memory.remember(candidate, error.message, about)
         self._event("agent-reject", candidate, stage="verify", error=error.kind, reason=error.message,
-                    sha256=candidate.sha256, remembered=intrinsic)  # fmt: skip
+                    sha256=candidate.sha256, remembered=intrinsic, about=about)  # fmt: skip
         return Outcome(candidate.name, "rejected", candidate.version, candidate.digest, previous,
                        error.message, error)  # fmt: skip
 
     def _install(
         self, path: Path, candidate: Candidate, previous: str | None, memory: _Memory
     ) -> Outcome:
-        from .deploy import deploy
+        from .deploy import deploy, prepare_bundle
 
         name = candidate.name
         try:
-            result = deploy(path, str(self.install_dir), self.deploy_options)
+            # With the trust, deploy judges what is current by its verified version only.
+            prepared = prepare_bundle(path, trust=self.trust)
+            result = deploy(prepared, str(self.install_dir), self.deploy_options)
         except DeployError as exc:
             now = self._installed().get(name)
             if (
@@ -849,7 +886,7 @@ class Agent:
                 and candidate.release_file in now.releases
                 and now.file != candidate.release_file
             ):
-                memory.remember(candidate, exc.message)
+                memory.remember(candidate, exc.message, "bytes")  # these bytes failed here
                 self._event("agent-rollback", candidate, current=now.file, error=exc.kind,
                             reason=exc.message)  # fmt: skip
                 return Outcome(name, "rolled-back", candidate.version, candidate.digest, previous,

@@ -88,6 +88,9 @@ def find_bundles(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
 
 def _is_current(path: Path) -> bool:
     """True when ``path`` is what ``<name>/current`` points at in the deploy layout."""
+    from edge_sdk.device.runtime import layout_path
+
+    path = layout_path(path)  # `releases/x` or `x` from inside releases/ name the same file
     if path.parent.name != "releases":
         return False
     link = path.parent.parent / "current"

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Literal
 
 from edge_sdk.errors import DeployError, EdgeSDKError, TransportError, UsageError, excerpt
-from edge_sdk.format.bundle import DEFAULT_LIMITS, MAGIC, read_bundle
+from edge_sdk.format.bundle import DEFAULT_LIMITS, MAGIC, header_needs, read_bundle, read_header
 from edge_sdk.format.manifest import Manifest
 from edge_sdk.format.strict_json import loads_strict
 from edge_sdk.format.verify import Policy, check_bundle, check_payload
@@ -97,6 +97,9 @@ class PreparedBundle:
     encrypted: bool
     recipients: frozenset[str]
     data: bytes = field(repr=False)
+    #: The publisher trust this bundle was verified against; what is current on a target is
+    #: checked against it too before its version may refuse this one (None: nothing is).
+    trust: TrustStore | None = field(default=None, repr=False, compare=False)
 
     @property
     def release_file(self) -> str:
@@ -142,6 +145,7 @@ def prepare_bundle(
         encrypted=manifest.payload.encrypted,
         recipients=frozenset(r.key_id for r in bundle.recipients),
         data=data,
+        trust=trust,
     )
 
 
@@ -284,6 +288,8 @@ class ReleaseStatus:
     switched_at: datetime | None
     releases: tuple[str, ...]
     problem: str | None = None
+    #: ``version`` and ``digest`` come from a header that verified against the trust given.
+    verified: bool = False
 
 
 @dataclass(frozen=True)
@@ -393,12 +399,18 @@ async def _prune(
     current: str,
     keep: int,
     previous: str | None,
+    trust: TrustStore | None = None,
 ) -> tuple[str, ...]:
     """Remove all but the newest ``keep`` releases, sparing current and previous ones.
 
     ``previous`` is what ``current`` pointed to before this deploy; the release rollback()
-    would pick (the next older one by version) is spared too.
+    would pick (the next older one by version) is spared too. With ``trust``, only releases
+    that verify are ordered (a file name can claim any version: planted files named as the
+    newest must not get genuine ones pruned); the others are left alone.
     """
+    if trust is not None and len(releases) > keep:
+        releases = {f: m for f, m in releases.items()
+                    if f in (current, previous) or await _verifies(session, name, f, trust)}  # fmt: skip
     ordered = _ordered(releases)
     protected = set(ordered[-keep:]) | {current, previous}
     if current in releases:
@@ -462,7 +474,9 @@ async def _install(
         state.previous, state.previous_known = current, True
 
     if current and current != file and not options.allow_downgrade:
-        current_version = await _current_version(session, name, current)
+        # Only a current release that verifies may refuse this one: a planted file claiming
+        # version 2**63-1 must not block every genuine deploy (it is replaced instead).
+        current_version = await _current_version(session, name, current, bundle.trust)
         if current_version is not None and current_version > bundle.version:
             raise DeployError(
                 f"{label}: refusing to replace {name} v{current_version} with older "
@@ -475,7 +489,9 @@ async def _install(
     # differ in their recipients, and a stored file may have rotted. Compare the bytes.
     present = sizes.get(file) == bundle.size and await session.sha256(rel_file) == bundle.sha256
     if present and current == file and not state.switched:
-        pruned = await _prune(session, name, releases, file, options.keep, state.previous)
+        pruned = await _prune(
+            session, name, releases, file, options.keep, state.previous, bundle.trust
+        )
         return _result(session, bundle, "unchanged", pruned=pruned)
 
     candidate = rel_file
@@ -551,7 +567,7 @@ async def _install(
 
     emit("pruning", bundle.size)
     releases.setdefault(file, time.time())  # just installed: the newest of its version
-    pruned = await _prune(session, name, releases, file, options.keep, state.previous)
+    pruned = await _prune(session, name, releases, file, options.keep, state.previous, bundle.trust)
     return _result(session, bundle, "ok", previous=state.previous, pruned=pruned)
 
 
@@ -690,6 +706,7 @@ async def rollback_async(
     to_version: int | None = None,
     ssh: SshOptions | None = None,
     retry: RetryPolicy | None = None,
+    trust: TrustStore | None = None,
 ) -> RollbackResult:
     """Async form of :func:`rollback`."""
     name = _check_name(name)
@@ -702,6 +719,11 @@ async def rollback_async(
         if current is None:
             raise DeployError(f"{resolved.label}: {name} has no current release to roll back from")
         releases = await _releases(session, name)
+        if trust is not None:
+            # Rolled back to by verified version only: a planted file named just below current
+            # must not become current (it would not load, and the old release would be lost).
+            releases = {f: m for f, m in releases.items()
+                        if f == current or await _verifies(session, name, f, trust)}  # fmt: skip
         if to_version is not None:
             matches = [f for f in _ordered(releases) if _release_key(f, 0)[0] == to_version]
             if not matches:
@@ -728,26 +750,74 @@ def rollback(
     to_version: int | None = None,
     ssh: SshOptions | None = None,
     retry: RetryPolicy | None = None,
+    trust: TrustStore | None = None,
 ) -> RollbackResult:
     """Switch ``current`` of bundle ``name`` to the previous release present on the target.
 
     "Previous" is by version order (ties by upload time), or the newest file of ``to_version``.
+    With ``trust``, only releases whose header verifies (signatures, name, file name) count.
 
     Raises:
         DeployError: nothing current, or no older release (or not ``to_version``) on the target.
         TransportError: the target cannot be reached or written.
     """
-    return asyncio.run(rollback_async(name, target, to_version=to_version, ssh=ssh, retry=retry))
+    return asyncio.run(
+        rollback_async(name, target, to_version=to_version, ssh=ssh, retry=retry, trust=trust)
+    )
 
 
-async def _current_version(session: Session, name: str, current: str) -> int | None:
-    """The version the current release's own signed manifest states (its file name could say
-    anything), or None when it cannot be read (then nothing blocks replacing it)."""
+async def _current_version(
+    session: Session, name: str, current: str, trust: TrustStore | None
+) -> int | None:
+    """The version of the current release, when its header verifies against ``trust`` and it is
+    the release of ``name`` its file name says; None otherwise (then nothing blocks replacing
+    it: an unverifiable version must never order releases)."""
+    if trust is None:
+        return None
     try:
-        manifest, _ = await _read_manifest(session, f"{name}/{RELEASES}/{current}")
+        manifest, _ = await _verified_manifest(session, name, current, trust)
     except EdgeSDKError:
         return None
     return manifest.version
+
+
+async def _verifies(session: Session, name: str, file: str, trust: TrustStore) -> bool:
+    """True when release ``file`` of ``name`` verifies (see :func:`_verified_manifest`)."""
+    try:
+        await _verified_manifest(session, name, file, trust)
+    except EdgeSDKError:
+        return False
+    return True
+
+
+async def _verified_manifest(
+    session: Session, name: str, file: str, trust: TrustStore
+) -> tuple[Manifest, str]:
+    """The manifest and digest of release ``file`` of ``name``, from a header whose signatures
+    satisfy ``trust``, signed under ``name`` and stored under the file name its version and
+    digest give.
+
+    Raises:
+        BundleFormatError, SignatureError, RevokedKeyError: the header does not verify.
+        DeployError: unreadable, or another name or file name than the layout says.
+    """
+    rel = f"{name}/{RELEASES}/{file}"
+    entry = await session.stat(rel)
+    if entry is None or entry.kind != "file":
+        raise DeployError("the release file is missing or not a regular file")
+    prefix = b""
+    while len(prefix) < (need := header_needs(prefix)) <= entry.size:
+        more = await session.read(rel, len(prefix), need - len(prefix))
+        if not more:
+            break
+        prefix += more
+    bundle = read_header(prefix, entry.size, trust=trust)  # bounded by the header limits
+    manifest = bundle.manifest
+    if manifest.name != name:
+        raise DeployError(f"it is signed as {excerpt(manifest.name)}, not {name}")
+    if file != f"{manifest.version}-{bundle.digest[:16]}.edgepkg":
+        raise DeployError("its file name does not match its signed version and digest")
+    return manifest, bundle.digest
 
 
 async def _read_manifest(session: Session, rel: str) -> tuple[Manifest, str]:
@@ -767,7 +837,7 @@ async def _read_manifest(session: Session, rel: str) -> tuple[Manifest, str]:
     return Manifest.from_dict(value), hashlib.sha256(raw).hexdigest()
 
 
-async def _status_of(session: Session, name: str) -> ReleaseStatus:
+async def _status_of(session: Session, name: str, trust: TrustStore | None) -> ReleaseStatus:
     releases = await _releases(session, name)
     link = await session.readlink(f"{name}/{CURRENT}")
     ordered = tuple(_ordered(releases))
@@ -784,6 +854,13 @@ async def _status_of(session: Session, name: str) -> ReleaseStatus:
         return broken(f"current points to {excerpt(link)}")
     if file not in releases:
         return broken("current release file is missing")
+    if trust is not None:
+        try:
+            manifest, digest = await _verified_manifest(session, name, file, trust)
+        except EdgeSDKError as exc:
+            # Reported, never trusted: nothing here may order releases (deploy replaces it).
+            return broken(f"does not verify: {exc.message}")
+        return ReleaseStatus(name, manifest.version, digest, file, switched, ordered, None, True)
     try:
         manifest, digest = await _read_manifest(session, f"{name}/{RELEASES}/{file}")
     except EdgeSDKError as exc:
@@ -795,7 +872,11 @@ async def _status_of(session: Session, name: str) -> ReleaseStatus:
 
 
 async def status_async(
-    target: str | Target, *, ssh: SshOptions | None = None, retry: RetryPolicy | None = None
+    target: str | Target,
+    *,
+    ssh: SshOptions | None = None,
+    retry: RetryPolicy | None = None,
+    trust: TrustStore | None = None,
 ) -> list[ReleaseStatus]:
     """Async form of :func:`status`."""
     resolved = _as_target(target, ssh)
@@ -810,22 +891,31 @@ async def status_async(
                 f"{entry.name}/{RELEASES}"
             ):
                 continue  # not a directory this module manages
-            out.append(await _status_of(session, entry.name))
+            out.append(await _status_of(session, entry.name, trust))
         return out
 
     return await with_session(resolved, operation, retry or RetryPolicy())
 
 
 def status(
-    target: str | Target, *, ssh: SshOptions | None = None, retry: RetryPolicy | None = None
+    target: str | Target,
+    *,
+    ssh: SshOptions | None = None,
+    retry: RetryPolicy | None = None,
+    trust: TrustStore | None = None,
 ) -> list[ReleaseStatus]:
     """For every bundle name under the target root: what is current, since when, what is kept.
+
+    With ``trust``, the current release's header is verified (signatures, its name, its file
+    name) and ``version``/``digest`` come only from a release that passed (``verified``); one
+    that does not is reported in ``problem`` with no version. Without it, they are what the
+    release's manifest claims, unverified.
 
     Raises:
         DeployError: the target root does not exist.
         TransportError: the target cannot be reached.
     """
-    return asyncio.run(status_async(target, ssh=ssh, retry=retry))
+    return asyncio.run(status_async(target, ssh=ssh, retry=retry, trust=trust))
 
 
 # -- fleets ---------------------------------------------------------------------------------------

@@ -11,8 +11,10 @@ import contextlib
 import errno
 import hashlib
 import os
+import posixpath
 import signal
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from edge_sdk.errors import TransportError
@@ -25,6 +27,7 @@ from .base import (
     Session,
     Target,
     UploadProgress,
+    check_relpath,
 )
 
 #: Bytes written per worker-thread call; progress is reported after each.
@@ -41,36 +44,74 @@ def _kind(mode: int) -> EntryKind:
     return "other"
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+#: Opening a directory below the root: never through a symlink (ELOOP), never a non-directory.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Opening a file below the root: never through a symlink at its own name either.
+_FILE_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class LocalSession(Session):
-    """Primitive operations on a local directory tree."""
+    """Primitive operations on a local directory tree, through directory file descriptors.
+
+    A local user who can write inside the root could swap ``releases/`` for a symlink between
+    a check and the call that trusted it. So no call here takes a path below the root: every
+    operation walks down from the root's descriptor one component at a time with
+    ``O_NOFOLLOW | O_DIRECTORY`` and acts on the last name with ``dir_fd=`` (openat, renameat,
+    unlinkat, symlinkat, readlinkat). A symlink anywhere on the way fails that operation
+    (ELOOP / ENOTDIR, a typed TransportError); there is no earlier check to go stale.
+    """
 
     def __init__(self, target: LocalTarget) -> None:
         super().__init__(target)
-        # Directories whose entries changed since the last sync(); fsyncing just these is far
-        # cheaper than os.sync(), which flushes every filesystem on the host.
+        self._root_fd: int | None = None
+        # Directories (relative to the root) whose entries changed since the last sync();
+        # fsyncing just these is far cheaper than os.sync(), which flushes every filesystem.
         self._dirty: set[str] = set()
 
+    # -- walking below the root ------------------------------------------------------------
+
+    def _root(self) -> int:
+        # The root itself is the operator's choice (it may be a symlink, e.g. a mount point):
+        # it is followed once, on first use, and everything below is reached through this
+        # descriptor. Opened lazily so a missing root is the deploy's own "create it" error.
+        if self._root_fd is None:
+            self._root_fd = os.open(self.target.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return self._root_fd
+
+    @contextlib.contextmanager
+    def _dir(self, rel_dir: str) -> Iterator[int]:
+        """A descriptor of directory ``rel_dir`` (``""``: the root), opened without following
+        any symlink below the root; closed on exit."""
+        fd = os.dup(self._root())
+        try:
+            for part in check_relpath(rel_dir).split("/") if rel_dir else ():
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = child
+            yield fd
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _parent(self, rel: str) -> Iterator[tuple[int, str]]:
+        """The descriptor of ``rel``'s directory and ``rel``'s last name in it."""
+        head, _, name = check_relpath(rel).rpartition("/")
+        with self._dir(head) as fd:
+            yield fd, name
+
     def _touch(self, rel: str) -> str:
-        path = self.abspath(rel)
-        self._dirty.add(os.path.dirname(path))
-        return path
+        self._dirty.add(posixpath.dirname(rel))
+        return self.abspath(rel)
+
+    # -- primitives ------------------------------------------------------------------------
 
     async def listdir(self, rel: str) -> list[Entry]:
         self._step(f"listing {self.abspath(rel)}")
-        return await asyncio.to_thread(self._listdir, self.abspath(rel))
+        return await asyncio.to_thread(self._listdir, rel)
 
-    @staticmethod
-    def _listdir(path: str) -> list[Entry]:
+    def _listdir(self, rel: str) -> list[Entry]:
         try:
-            with os.scandir(path) as it:
+            with self._dir(rel) as fd, os.scandir(fd) as it:
                 out = []
                 for item in it:
                     st = item.stat(follow_symlinks=False)
@@ -83,15 +124,33 @@ class LocalSession(Session):
         path = self.abspath(rel)
         self._step(f"checking {path}")
         try:
-            st = await asyncio.to_thread(os.lstat, path)
+            st = await asyncio.to_thread(self._lstat, rel)
         except FileNotFoundError:
             return None
         return Entry(os.path.basename(path), _kind(st.st_mode), st.st_size, st.st_mtime)
 
+    def _lstat(self, rel: str) -> os.stat_result:
+        if rel == "":
+            return os.lstat(self.target.root)
+        with self._parent(rel) as (fd, name):
+            return os.stat(name, dir_fd=fd, follow_symlinks=False)
+
     async def makedirs(self, rel: str) -> None:
         path = self.abspath(rel)
         self._step(f"creating directory {path}", os.path.dirname(path))
-        await asyncio.to_thread(os.makedirs, path, 0o755, True)
+        await asyncio.to_thread(self._makedirs, rel)
+
+    def _makedirs(self, rel: str) -> None:
+        fd = os.dup(self._root())
+        try:
+            for part in check_relpath(rel).split("/"):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)  # what exists must be a real dir
+                os.close(fd)
+                fd = child
+        finally:
+            os.close(fd)
 
     async def upload(
         self, data: memoryview, rel_dir: str, temp_name: str, progress: UploadProgress | None
@@ -100,7 +159,7 @@ class LocalSession(Session):
         path = self._touch(rel)
         self._step(f"writing {path}", os.path.dirname(path))
         self.track_temp(rel)
-        fd = await asyncio.to_thread(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = await asyncio.to_thread(self._create, rel)
         try:
             for offset in range(0, len(data), CHUNK):
                 chunk = data[offset : offset + CHUNK]
@@ -113,26 +172,49 @@ class LocalSession(Session):
             os.close(fd)
         return rel
 
+    def _create(self, rel: str) -> int:
+        with self._parent(rel) as (dir_fd, name):
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE_FLAGS
+            return os.open(name, flags, 0o644, dir_fd=dir_fd)
+
     async def sha256(self, rel: str) -> str:
-        path = self.abspath(rel)
-        self._step(f"hashing {path}")
-        return await asyncio.to_thread(_hash_file, path)
+        self._step(f"hashing {self.abspath(rel)}")
+        return await asyncio.to_thread(self._hash_file, rel)
+
+    def _open_file(self, rel: str) -> int:
+        with self._parent(rel) as (dir_fd, name):
+            return os.open(name, os.O_RDONLY | _FILE_FLAGS, dir_fd=dir_fd)
+
+    def _hash_file(self, rel: str) -> str:
+        digest = hashlib.sha256()
+        with open(self._open_file(rel), "rb") as handle:
+            for block in iter(lambda: handle.read(1024 * 1024), b""):
+                digest.update(block)
+        return digest.hexdigest()
 
     async def rename(self, src_rel: str, dst_rel: str) -> None:
         src, dst = self._touch(src_rel), self._touch(dst_rel)
         self._step(f"renaming {src} to {dst}", os.path.dirname(dst))
-        await asyncio.to_thread(os.rename, src, dst)
+        await asyncio.to_thread(self._rename, src_rel, dst_rel)
+
+    def _rename(self, src_rel: str, dst_rel: str) -> None:
+        with self._parent(src_rel) as (src_fd, src), self._parent(dst_rel) as (dst_fd, dst):
+            os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
 
     async def symlink(self, link_text: str, rel: str) -> None:
         path = self._touch(rel)
         self._step(f"creating symlink {path}", os.path.dirname(path))
-        await asyncio.to_thread(os.symlink, link_text, path)
+        await asyncio.to_thread(self._symlink, link_text, rel)
+
+    def _symlink(self, link_text: str, rel: str) -> None:
+        with self._parent(rel) as (fd, name):
+            os.symlink(link_text, name, dir_fd=fd)
 
     async def readlink(self, rel: str) -> str | None:
         path = self.abspath(rel)
         self._step(f"reading link {path}")
         try:
-            return await asyncio.to_thread(os.readlink, path)
+            return await asyncio.to_thread(self._readlink, rel)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
@@ -140,29 +222,48 @@ class LocalSession(Session):
                 return None
             raise
 
+    def _readlink(self, rel: str) -> str:
+        with self._parent(rel) as (fd, name):
+            return os.readlink(name, dir_fd=fd)
+
     async def remove(self, rel: str) -> None:
         path = self._touch(rel)
         self._step(f"removing {path}", os.path.dirname(path))
         with contextlib.suppress(FileNotFoundError):
-            await asyncio.to_thread(os.unlink, path)
+            await asyncio.to_thread(self._unlink, rel)
+
+    def _unlink(self, rel: str) -> None:
+        with self._parent(rel) as (fd, name):
+            os.unlink(name, dir_fd=fd)
 
     async def read(self, rel: str, offset: int, length: int) -> bytes:
-        path = self.abspath(rel)
-        self._step(f"reading {path}")
-        return await asyncio.to_thread(_read_range, path, offset, length)
+        self._step(f"reading {self.abspath(rel)}")
+        return await asyncio.to_thread(self._read_range, rel, offset, length)
+
+    def _read_range(self, rel: str, offset: int, length: int) -> bytes:
+        with open(self._open_file(rel), "rb") as handle:
+            handle.seek(offset)
+            return handle.read(length)
 
     async def free_space(self, rel: str) -> int | None:
-        path = self.abspath(rel)
-        self._step(f"checking free space on {path}")
-        st = await asyncio.to_thread(os.statvfs, path)
+        self._step(f"checking free space on {self.abspath(rel)}")
+        return await asyncio.to_thread(self._free_space, rel)
+
+    def _free_space(self, rel: str) -> int:
+        with self._dir(rel) as fd:
+            st = os.fstatvfs(fd)
         return st.f_bavail * st.f_frsize
 
     async def sync(self) -> None:
         self._step("syncing directories")
         dirty, self._dirty = sorted(self._dirty), set()
-        for path in dirty:
+        for rel in dirty:
             with contextlib.suppress(FileNotFoundError):  # removed since
-                await asyncio.to_thread(_fsync_dir, path)
+                await asyncio.to_thread(self._fsync_dir, rel)
+
+    def _fsync_dir(self, rel: str) -> None:
+        with self._dir(rel) as fd:
+            os.fsync(fd)
 
     async def run(self, command: str, timeout: float) -> CommandResult:
         self._step(f"running {command!r}")
@@ -189,27 +290,15 @@ class LocalSession(Session):
         )
 
     async def _close(self) -> None:
-        return None
+        if self._root_fd is not None:
+            os.close(self._root_fd)
+            self._root_fd = None
 
 
 def _write_all(fd: int, chunk: memoryview) -> None:
     while chunk:
         written = os.write(fd, chunk)
         chunk = chunk[written:]
-
-
-def _hash_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1024 * 1024), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _read_range(path: str, offset: int, length: int) -> bytes:
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        return handle.read(length)
 
 
 # errno → (what failed, transient?). Local failures are never transient: retrying a full disk
@@ -223,6 +312,7 @@ _ERRNO_WHAT = {
     errno.ENOENT: "no such file or directory",
     errno.ENOTDIR: "not a directory",
     errno.EEXIST: "file exists",
+    errno.ELOOP: "a symlink is in the way inside the target root (refusing to follow it)",
 }
 
 

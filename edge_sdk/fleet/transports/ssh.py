@@ -129,12 +129,30 @@ class SshSession(Session):
                         raise
             await self._require_dir(sub)
 
+    async def _guard(self, rel: str) -> None:
+        """lstat every directory between the root and ``rel``, right before a call that writes.
+
+        SFTP has no openat: the server resolves the whole path on every call, so a symlink
+        swapped in for ``releases/`` after an earlier check would be followed. Each mutating
+        call re-checks its own path first and refuses when a component is no longer a real
+        directory. (The window left is one round trip; docs and README say so.)
+        """
+        parts = check_relpath(rel).split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            await self._require_dir("/".join(parts[:depth]))
+
     async def _require_dir(self, rel: str) -> None:
         entry = await self.stat(rel)
         if entry is None or entry.kind != "dir":
+            what = "missing" if entry is None else f"a {entry.kind}"
             raise TransportError(
-                self.target.fail("not a directory", self, f"{self.abspath(rel)} is in the way")
-            )
+                self.target.fail(
+                    "not a directory", self,
+                    f"{self.abspath(rel)} is {what}, not a directory; refusing to write through it",
+                ),
+                hint="someone changed the target's layout during the deploy: check who can "
+                "write inside the target root, remove what is in the way, and deploy again",
+            )  # fmt: skip
 
     async def upload(
         self, data: memoryview, rel_dir: str, temp_name: str, progress: UploadProgress | None
@@ -143,6 +161,7 @@ class SshSession(Session):
 
         rel = f"{rel_dir}/{temp_name}"
         path = self._touch(rel)
+        await self._guard(rel)
         self._step(f"writing {path}", posixpath.dirname(path))
         self.track_temp(rel)
         flags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL
@@ -185,6 +204,10 @@ class SshSession(Session):
         import asyncssh
 
         src, dst = self._touch(src_rel), self._touch(dst_rel)
+        await self._guard(src_rel)
+        # The usual rename stays in one directory: its path was just checked.
+        if posixpath.dirname(dst_rel) != posixpath.dirname(src_rel):
+            await self._guard(dst_rel)
         self._step(f"renaming {src} to {dst}", posixpath.dirname(dst))
         try:
             await self.sftp.posix_rename(src, dst)
@@ -200,6 +223,7 @@ class SshSession(Session):
 
     async def symlink(self, link_text: str, rel: str) -> None:
         path = self._touch(rel)
+        await self._guard(rel)
         self._step(f"creating symlink {path}", posixpath.dirname(path))
         await self.sftp.symlink(link_text, path)
 
@@ -221,6 +245,7 @@ class SshSession(Session):
         import asyncssh
 
         path = self._touch(rel)
+        await self._guard(rel)
         self._step(f"removing {path}", posixpath.dirname(path))
         with contextlib.suppress(asyncssh.SFTPNoSuchFile):
             await self.sftp.remove(path)
