@@ -209,6 +209,20 @@ class DecryptionError(VerificationError):
     kind = "decryption"
 
 
+class KeySlipError(DecryptionError):
+    """A device's key slip is malformed, oversized, unsigned or cannot be read."""
+
+    exit_code = 31
+    kind = "key-slip"
+
+
+class KeySlipMismatchError(KeySlipError):
+    """A genuine key slip for another bundle (an old release) or another device key."""
+
+    exit_code = 32
+    kind = "key-slip-mismatch"
+
+
 class PayloadTooLargeError(BundleFormatError):
     """A decompressed or decrypted size exceeds the declared or configured limit."""
 

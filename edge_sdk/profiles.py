@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         from importlib.abc import Traversable
 
 from .errors import ProfileError
+from .files import read_capped
 
 PROFILE_PATH_ENV = "EDGE_SDK_PROFILE_PATH"
 #: zstd level a profile uses unless it says otherwise (profiles are Base: they import nothing of ours).
@@ -560,7 +561,7 @@ def _parse(raw: bytes, where: str) -> DeviceProfile:
 
 def _load_file(path: Path) -> DeviceProfile:
     try:
-        raw = path.read_bytes()
+        raw = read_capped(path, 1 << 20)
     except FileNotFoundError:
         raise ProfileError(f"{path}: no such profile file") from None
     except OSError as exc:

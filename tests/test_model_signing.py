@@ -25,7 +25,7 @@ from edge_sdk.errors import ModelSignatureError, ProvenanceError, UsageError
 from edge_sdk.format.attestation import read_attestation
 from edge_sdk.format.bundle import read_bundle
 from edge_sdk.format.verify import open_bundle
-from edge_sdk.host.model_signature import ModelSignatureOptions
+from edge_sdk.host.model_signature import ModelSignatureOptions, _mismatch, verify_model_signature
 from edge_sdk.host.provenance import path_sha256
 
 from . import models
@@ -251,6 +251,53 @@ def test_input_changed_during_packaging_is_refused(
 
 
 # -- a model that is a directory ----------------------------------------------------------------------
+
+
+def test_tampered_model_names_the_changed_file_wherever_the_flip_lands(
+    work: dict[str, Path], tmp_path: Path
+) -> None:
+    """Every flip position gives the same message: the changed file's name, never digest reprs.
+
+    The digest of a changed file is arbitrary bytes; when its repr held both quote characters,
+    the old message fell back to quoting the library's diff. 128 positions spread over the file
+    make (with the literal cases below) a test that cannot pass by luck.
+    """
+    genuine = work["model"].read_bytes()
+    check = ModelSignatureOptions(work["sig"], work["pub"])
+    model = tmp_path / "digits.keras"
+    for position in range(0, len(genuine), max(1, len(genuine) // 128)):
+        data = bytearray(genuine)
+        data[position] ^= 0x01
+        model.write_bytes(bytes(data))
+        with pytest.raises(ModelSignatureError) as caught:
+            verify_model_signature(model, work["sig"], check)
+        message = str(caught.value)
+        assert "digits.keras changed since it was signed" in message, (position, message)
+        assert "\\x" not in message and "Expected" not in message, (position, message)
+
+
+@pytest.mark.parametrize(
+    "digest",
+    ["b'\\x00'", 'b"\'"', "b'\\''", "b'\"'", 'b"\'\\"\'"', "Digest(b'\"\\'')"],
+)
+def test_mismatch_reads_the_library_diff_whatever_its_digests_hold(digest: str) -> None:
+    """The library's message is the str() of a list; quotes inside digests must not matter."""
+    diffs = [
+        "Extra files found in model 'm': a.bin, b'q.bin",
+        "Missing files in model 'm': gone.bin",
+        f"Hash mismatch for 'w.bin': Expected '{digest}', Actual '{digest[::-1]}'",
+        f"Hash mismatch for '.': Expected '{digest}', Actual 'x'",
+    ]
+    text = f"Signature mismatch: {diffs}"
+    assert _mismatch(text, "digits.keras") == (
+        "w.bin, digits.keras changed since it was signed; files not in the signature: "
+        "a.bin, b'q.bin; signed files missing: gone.bin"
+    )
+    # Not the library's shape: a fixed sentence, never the unverified text.
+    assert (
+        _mismatch("Signature mismatch: [1, 2]", "m") == "its files do not match the signed digests"
+    )
+    assert _mismatch("Signature mismatch: ('", "m") == "its files do not match the signed digests"
 
 
 def test_directory_model_extra_and_ignored_files_are_refused(

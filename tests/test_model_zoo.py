@@ -99,34 +99,99 @@ def _raw_per_sample(model_bytes: bytes, x: dict[str, np.ndarray]) -> list[list[n
 def test_zoo_case_batch_1_n_and_0(
     key: str, zoo: dict[str, Path], keyset: KeySet, tmp_path: Path
 ) -> None:
+    """Batch 1, then N, then an empty batch, then 2 more. A stateful model's samples are one
+    stream: the batches are consecutive chunks of it, and the empty one must leave its state
+    alone (it used to run a hidden zero sample, and every later answer was off)."""
     case = model_zoo.BY_KEY[key]
     keras_model = _keras_model(case)
     model_bytes = open_bundle(zoo[key], keyset.trust(), keyset.device).model_bytes
-    x = case.inputs(N)
+    x = case.inputs(N + 2)
     expected = model_zoo.keras_outputs(case, keras_model, x)
     raw = _raw_per_sample(model_bytes, x)
+    # (start, stop) of each batch: from sample 0 each time, or onward through the stream.
+    chunks = (
+        [(0, 1), (1, N), (N, N), (N, N + 2)] if case.stateful else [(0, 1), (0, N), (0, 0), (0, 2)]
+    )
     with _load(zoo[key], keyset, tmp_path) as model:
         assert [t.name for t in model.outputs] == list(expected)  # the author's output names
-        for n in (1, N):
-            got = _named(model, model.predict(_feed({k: v[:n] for k, v in x.items()})))
+        assert model.stateful == case.stateful
+        for start, stop in chunks:
+            got = _named(model, model.predict(_feed({k: v[start:stop] for k, v in x.items()})))
             for name, value in got.items():
-                ref = expected[name][:n]
-                assert value.shape == ref.shape, (name, n)
-                scale = float(np.max(np.abs(ref))) or 1.0
-                assert float(np.max(np.abs(value - ref))) <= FLOAT_TOLERANCE * scale, (name, n)
-            # Identical to the raw interpreter run sample by sample (signature outputs sorted by
-            # name: output_0, output_1, … in the converter's order).
-            by_raw = [np.concatenate([sample[j] for sample in raw[:n]]) for j in range(len(got))]
-            for value, reference in zip(got.values(), by_raw, strict=True):
-                np.testing.assert_array_equal(value, reference)
-        empty = _named(model, model.predict(_feed({k: v[:0] for k, v in x.items()})))
-        for name, value in empty.items():
-            assert value.shape == (0, *expected[name].shape[1:]) and value.dtype == np.float32
-        # The interpreter is still usable after an empty batch.
-        again = _named(model, model.predict(_feed({k: v[:2] for k, v in x.items()})))
-        for name, value in again.items():
-            np.testing.assert_allclose(value, expected[name][:2], atol=FLOAT_TOLERANCE * (
-                float(np.max(np.abs(expected[name]))) or 1.0))  # fmt: skip
+                ref = expected[name][start:stop]
+                assert value.shape == ref.shape and value.dtype == np.float32, (name, start, stop)
+                scale = float(np.max(np.abs(expected[name]))) or 1.0
+                assert float(np.max(np.abs(value - ref), initial=0.0)) <= FLOAT_TOLERANCE * scale, (
+                    name, start, stop)  # fmt: skip
+            if stop > start:
+                # Identical to the raw interpreter run sample by sample (signature outputs sorted
+                # by name: output_0, output_1, … in the converter's order).
+                by_raw = [np.concatenate([sample[j] for sample in raw[start:stop]])
+                          for j in range(len(got))]  # fmt: skip
+                for value, reference in zip(got.values(), by_raw, strict=True):
+                    np.testing.assert_array_equal(value, reference)
+
+
+def _count_invokes(model: Model) -> list[int]:
+    """Count the runs of ``model``'s own interpreter (the one whose state predict advances)."""
+    calls: list[int] = []
+    interp = model._interpreter
+    original = interp.invoke
+    interp.invoke = lambda: calls.append(1) or original()
+    return calls
+
+
+def test_an_empty_batch_never_runs_the_models_interpreter(
+    zoo: dict[str, Path], keyset: KeySet, tmp_path: Path
+) -> None:
+    """Shapes from the output signatures (the wake-word model), or, where the output size follows
+    the input (the 'valid' FCN), from a scratch interpreter: never a run on the model's own."""
+    with _load(zoo["streaming-wake-word"], keyset, tmp_path) as model:
+        calls = _count_invokes(model)
+        assert model.predict(np.zeros((0, 3, 10), np.float32)).shape == (0, 1)
+        assert calls == []
+        model.predict(np.zeros((2, 3, 10), np.float32))
+        assert len(calls) == 2  # the stream's two chunks, one run each
+    with _load(zoo["valid-fcn"], keyset, tmp_path) as model:
+        calls = _count_invokes(model)
+        for size, out in (((30, 40), (0, 11, 16, 2)), ((20, 24), (0, 6, 8, 2))):
+            assert model.predict(np.zeros((0, *size, 3), np.float32)).shape == out
+        assert calls == []
+        assert model.predict(np.ones((1, 30, 40, 3), np.float32)).shape == (1, 11, 16, 2)
+        assert len(calls) == 1
+
+
+def test_stateful_model_state_and_workers(
+    zoo: dict[str, Path], keyset: KeySet, tmp_path: Path
+) -> None:
+    """State lives in the interpreter's resource variables: reset_all_variables (LiteRT's, for
+    variable tensors) leaves it, a clone starts fresh, and a pool of several is refused."""
+    from edge_sdk.device.runtime import ModelPool
+
+    case = model_zoo.BY_KEY["streaming-wake-word"]
+    x = case.inputs(3)["features"]
+    expected = model_zoo.keras_outputs(case, _keras_model(case), {"features": x})["wake"]
+    with _load(zoo["streaming-wake-word"], keyset, tmp_path) as model:
+        first = model.predict(x[:1])
+        np.testing.assert_allclose(first, expected[:1], atol=1e-6)
+        view = model.interpreter
+        view.allocate_tensors()
+        index = view.get_input_details()[0]["index"]
+        out = view.get_output_details()[0]["index"]
+        for sample in x[:2]:
+            view.set_tensor(index, sample[None])
+            view.invoke()
+        np.testing.assert_allclose(view.get_tensor(out), expected[1:2], atol=1e-6)
+        view.reset_all_variables()  # as documented: the GRU's state is not a variable tensor
+        view.set_tensor(index, x[2:3])
+        view.invoke()
+        np.testing.assert_allclose(view.get_tensor(out), expected[2:3], atol=1e-6)
+        with model.clone() as fresh:
+            np.testing.assert_allclose(fresh.predict(x[:1]), expected[:1], atol=1e-6)
+        with pytest.raises(UsageError, match="keeps state between runs cannot be spread") as caught:
+            ModelPool(model, workers=2)
+        assert "model.clone()" in (caught.value.hint or "")
+        np.testing.assert_allclose(model.predict(x[1:3]), expected[1:3], atol=1e-6)
 
 
 def test_fixed_batch_is_never_resized(zoo: dict[str, Path], keyset: KeySet, tmp_path: Path) -> None:

@@ -48,6 +48,8 @@ class Op:
     opcode: int
     inputs: tuple[int, ...] = ()
     outputs: tuple[int, ...] = ()
+    #: A custom op's options, as the runtime's kernel (or delegate) reads them.
+    custom_options: bytes = b""
 
 
 @dataclass
@@ -124,10 +126,13 @@ def _subgraph(b: flatbuffers.Builder, spec: Spec, empty: bool = False) -> int:
     ops = []
     for op in [] if empty else spec.ops:
         ins, outs = _vector(b, "i32", op.inputs), _vector(b, "i32", op.outputs)
-        b.StartObject(5)
+        options = _vector(b, "u8", list(op.custom_options)) if op.custom_options else None
+        b.StartObject(7)
         b.PrependUint32Slot(0, op.opcode, 0)
         b.PrependUOffsetTRelativeSlot(1, ins, 0)
         b.PrependUOffsetTRelativeSlot(2, outs, 0)
+        if options is not None:
+            b.PrependUOffsetTRelativeSlot(5, options, 0)
         ops.append(b.EndObject())
     tensor_vec, op_vec = _vector(b, "off", tensors), _vector(b, "off", ops)
     ins = _vector(b, "i32", [] if empty else spec.inputs)

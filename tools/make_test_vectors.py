@@ -8,6 +8,8 @@ exist yet, and keeps the entries of expected.json it finds.
 
     python tools/make_test_vectors.py            # adds what is missing to tests/vectors/
 
+Key slips for some of those bundles (``<bundle>.slip-<device>.edgeslip``) are made the same way.
+
 The negative (invalid) vectors are made from these by tools/make_invalid_vectors.py.
 """
 
@@ -23,7 +25,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from edge_sdk.format.bundle import save_bundle  # noqa: E402
+from edge_sdk.fleet.key_slips import content_key_of  # noqa: E402
+from edge_sdk.format.bundle import read_bundle, save_bundle  # noqa: E402
+from edge_sdk.format.key_slip import make_key_slip  # noqa: E402
 from edge_sdk.format.manifest import Target  # noqa: E402
 from edge_sdk.host.sealing import seal_bundle  # noqa: E402
 from edge_sdk.keys import generate_key, load_private_key, save_keypair  # noqa: E402
@@ -37,6 +41,7 @@ KEYS = {
     "device-x25519": ("device", "x25519"),
     "device-mlkem": ("device", "mlkem768-x25519"),  # two PEM blocks: written by release 1.0
     "device-xwing": ("device", "mlkem768-x25519"),  # X-Wing seed and SPKI (id-XWing)
+    "device-slip-x25519": ("device", "x25519"),  # a device reached only by key slips
 }
 VECTORS = {
     "v1-ed25519-signed-only": {"signers": ["signer-ed25519"], "recipients": []},
@@ -52,6 +57,18 @@ VECTORS = {
     "v1-ed25519-signed-only-zstd": {"signers": ["signer-ed25519"], "recipients": [], "compression": "zstd"},
     # A device key in the X-Wing seed encoding.
     "v1-ecdsa-xwing-aes256gcm": {"signers": ["signer-ecdsa"], "recipients": ["device-xwing"]},
+}  # fmt: skip
+#: Key slips (docs/FORMAT.md, "Key slips") for committed bundles: the content key comes from the
+#: bundle's entry for ``opener`` and is wrapped for ``device``, which is not an in-bundle recipient.
+SLIPS = {
+    "v1-ed25519-x25519-aes256gcm.slip-x25519": {
+        "bundle": "v1-ed25519-x25519-aes256gcm", "opener": "device-x25519",
+        "device": "device-slip-x25519", "signers": ["signer-ed25519"],
+    },
+    "v1-hybrid-mlkem-aes256gcm-2signers.slip-xwing": {
+        "bundle": "v1-hybrid-mlkem-aes256gcm-2signers", "opener": "device-x25519",
+        "device": "device-xwing", "signers": ["signer-hybrid", "signer-ed25519"],
+    },
 }  # fmt: skip
 
 
@@ -99,6 +116,25 @@ def main() -> None:
             "signers": [keys[s].key_id for s in spec["signers"]],  # type: ignore[attr-defined]
             "recipients": [keys[r].key_id for r in spec["recipients"]],  # type: ignore[attr-defined]
             "file_sha256": hashlib.sha256((OUT / f"{name}.edgepkg").read_bytes()).hexdigest(),
+        }
+    slips = expected.setdefault("slips", {})
+    for name, spec in SLIPS.items():
+        path = OUT / f"{name}.edgeslip"
+        if path.exists():
+            continue  # as for the bundles: never rewritten
+        written.append(name)
+        bundle = read_bundle(OUT / f"{spec['bundle']}.edgepkg")
+        key = content_key_of(bundle, keys[spec["opener"]])
+        path.write_bytes(
+            make_key_slip(
+                bundle, key, keys[spec["device"]].public, [keys[s] for s in spec["signers"]]
+            )
+        )
+        slips[name] = {
+            "bundle": spec["bundle"],
+            "device_key": spec["device"],
+            "signers": [keys[s].key_id for s in spec["signers"]],
+            "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         }
     index.write_text(json.dumps(expected, indent=2) + "\n")
     print(f"wrote {len(written)} new vector(s) to {OUT}: {', '.join(written) or 'none'}")

@@ -4,7 +4,8 @@ Each :class:`ZooCase` is one kind of model edge-sdk must either run right or ref
 fixed-batch CNN, a token-id sequence model, a backbone with open height and width, a model with
 several inputs and outputs, a custom layer class, an unrolled LSTM, detection-style heads (fixed
 batch, and a "dynamic" batch that a hard-coded reshape folds), inputs of several dtypes, and a
-fully convolutional model whose output size follows its input. The tests (``tests/test_model_zoo.py``)
+fully convolutional model whose output size follows its input, and a stateful streaming model (a
+wake-word detector that keeps its recurrent state between runs). The tests (``tests/test_model_zoo.py``)
 and the device fixtures (``tools/make_device_fixtures.py``) both use it, so the corpus runs on
 ai-edge-litert in the main suite and on tflite-runtime 2.14 (and aarch64) in the portability stage.
 
@@ -73,6 +74,9 @@ class ZooCase:
     options: dict[str, Any] = field(default_factory=dict)
     #: Whether the model declares batch 1 (it is run sample by sample).
     fixed_batch: bool = False
+    #: Whether the model keeps state between runs: samples are consecutive steps of one stream,
+    #: so each output depends on every sample before it (compare whole streams, in order).
+    stateful: bool = False
     note: str = ""
 
     def inputs(self, n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -195,6 +199,29 @@ def folding_head() -> Any:
     return keras.Model(x, keras.layers.Identity(name="anchors")(keras.ops.reshape(h, (1, -1, 8))))
 
 
+WAKE_FRAMES, WAKE_FEATURES = 3, 10
+
+
+def streaming_wake_word() -> Any:
+    """microWakeWord-like: one chunk of feature frames per run, batch fixed at 1, and a stateful
+    GRU that carries its state from chunk to chunk (resource variables in the .tflite)."""
+    keras = _keras()
+    keras.utils.set_random_seed(21)
+    x = keras.Input((WAKE_FRAMES, WAKE_FEATURES), batch_size=1, name="features")
+    h = keras.layers.GRU(8, stateful=True, unroll=True)(x)
+    return keras.Model(x, keras.layers.Dense(1, activation="sigmoid", name="wake")(h))
+
+
+def reset_states(model: Any) -> None:
+    """Put a Keras model's stateful layers back to their initial state."""
+    stack = list(getattr(model, "layers", []) or [])
+    while stack:
+        layer = stack.pop()
+        stack.extend(getattr(layer, "layers", []) or [])
+        if getattr(layer, "stateful", False) and hasattr(layer, "reset_state"):
+            layer.reset_state()
+
+
 def mixed_dtypes() -> Any:
     """uint8 pixels, int32 ids and a bool flag in one model."""
     keras = _keras()
@@ -234,6 +261,9 @@ CASES: tuple[ZooCase, ...] = (
         "pixels": r.integers(0, 256, (8, 8, 1)).astype(np.uint8),
         "ids": r.integers(0, 10, 4).astype(np.int32),
         "flag": r.random(1) < 0.5}),
+    ZooCase("streaming-wake-word", streaming_wake_word,
+            lambda r: {"features": r.standard_normal((WAKE_FRAMES, WAKE_FEATURES)).astype(np.float32)},
+            fixed_batch=True, stateful=True, note="stateful GRU: state carried between runs"),
 )  # fmt: skip
 
 BY_KEY = {case.key: case for case in CASES}
@@ -252,7 +282,9 @@ def build(case: ZooCase, directory: Path) -> Path:
 
 def keras_outputs(case: ZooCase, model: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """What the Keras model computes, one sample at a time (batched runs of the fixed-batch and
-    folding models would fold samples together), as arrays by output name."""
+    folding models would fold samples together), as arrays by output name. A stateful model
+    starts from its initial state and takes the samples as one stream, in order."""
+    reset_states(model)
     names = [getattr(t, "name", None) for t in model.inputs]
     n = len(next(iter(feeds.values())))
     outputs: list[list[np.ndarray]] = []

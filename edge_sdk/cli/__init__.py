@@ -27,6 +27,7 @@ from . import (  # noqa: F401
     profiles,
     project,
     repo,
+    slips,
 )
 from ._common import app, print_json, safe
 

@@ -85,6 +85,10 @@ DeviceKeyOpt = Annotated[
         "(for encrypted bundles; docs/KEYS.md)."
     ),
 ]
+SlipOpt = Annotated[
+    Path | None,
+    typer.Option(help="This device's key slip for the bundle (default: the .edgeslip beside it)."),
+]
 ProfileOpt = Annotated[
     str | None, typer.Option(help="This board's profile (threads, delegates, target check).")
 ]
@@ -139,34 +143,54 @@ def print_json(value: Any) -> None:
 
 
 def console(stderr: bool = False) -> Any:
+    """A rich console that never reads markup or emoji codes in what it prints.
+
+    Nearly everything we print holds text we did not write (file names, manifest fields, tensor
+    names, symlink targets, log records): with markup on, ``[/x]`` in such a string crashes the
+    command with a MarkupError and ``[link=…]`` emits an OSC 8 hyperlink. Styles we want are
+    given as ``style=``, never as markup.
+    """
     from rich.console import Console
 
-    out = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    out = Console(stderr=stderr, highlight=False, soft_wrap=True, markup=False, emoji=False)
     if not out.is_terminal:
         # Piped output: never wrap a 64-digit key id or digest in the middle.
         out.width = max(out.width, 160)
     return out
 
 
+def plain(text: str) -> Any:
+    """Untrusted text as a rich ``Text``: control characters escaped, markup never parsed.
+
+    Tables, titles, spinners and progress bars parse a ``str`` as markup whatever the console
+    says, so every string handed to one of them goes through here.
+    """
+    from rich.text import Text
+
+    return Text(safe(text))
+
+
 def table(title: str | None, columns: list[str], rows: list[list[str]]) -> None:
     from rich.table import Table
 
-    table = Table(title=title, show_header=True, header_style="bold")
+    table = Table(
+        title=None if title is None else plain(title), show_header=True, header_style="bold"
+    )
     for col in columns:
-        table.add_column(col, overflow="fold")
+        table.add_column(plain(col), overflow="fold")
     for row in rows:
-        table.add_row(*(safe(cell) for cell in row))
+        table.add_row(*(plain(cell) for cell in row))
     console().print(table)
 
 
 def kv(title: str, pairs: list[tuple[str, str]]) -> None:
     from rich.table import Table
 
-    table = Table(title=title, show_header=False, box=None, title_justify="left")
+    table = Table(title=plain(title), show_header=False, box=None, title_justify="left")
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for key, value in pairs:
-        table.add_row(safe(key), safe(value))
+        table.add_row(plain(key), plain(value))
     console().print(table)
 
 
@@ -191,8 +215,13 @@ def human_size(n: int) -> str:
     return f"{n} B"
 
 
+def say(line: str, *, stderr: bool = False, style: str | None = None) -> None:
+    """Print one line that may hold names from files, literally (escaped, never markup)."""
+    console(stderr=stderr).print(plain(line), style=style)
+
+
 def warn(message: str) -> None:
-    console(stderr=True).print(f"warning: {safe(message)}", style="yellow", markup=False)
+    say(f"warning: {message}", stderr=True, style="yellow")
 
 
 # -- key loading with passphrase prompt -----------------------------------------------------------
@@ -299,8 +328,8 @@ def counter(show: bool, label: str) -> Any:
         if not show or not err.is_terminal:
             yield lambda _n: None
             return
-        with err.status(label) as status:
-            yield lambda n: status.update(f"{label}: {n} done")
+        with err.status(plain(label)) as status:
+            yield lambda n: status.update(plain(f"{label}: {n} done"))
 
     return run()
 

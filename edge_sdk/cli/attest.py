@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import app, console
+from ._common import app, say
 
 TrustListOpt = Annotated[
     list[Path] | None,
@@ -60,8 +60,10 @@ def attest(
     if out is None:
         sys.stdout.write(data.decode("ascii") + "\n")
     else:
+        from edge_sdk.files import atomic_write
+
         try:
-            out.write_bytes(data)
+            atomic_write(out, data)  # a symlink planted at --output is replaced, never followed
         except OSError as exc:
             raise UsageError(f"cannot write {out}: {exc.strerror}") from None
     checked = (
@@ -70,10 +72,10 @@ def attest(
         else "NOT verified here: pass --trust, or verify it with in-toto tooling"
     )
     what = "statement" if statement else "DSSE envelope"
-    console(stderr=True).print(
+    say(
         f"{out or 'stdout'}: {what} for {parsed.manifest.name} v{parsed.manifest.version} "
         f"({len(found.signatures)} signature(s)); {checked}",
-        markup=False,
+        stderr=True,
     )
 
 

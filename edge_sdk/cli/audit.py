@@ -22,10 +22,10 @@ from ._common import (
     ProjectTrustOpt,
     TimeoutOpt,
     app,
-    console,
     counter,
     print_json,
     publisher_trust,
+    say,
     ssh_options,
     table,
     warn,
@@ -170,10 +170,9 @@ def audit_scan(
              r.status.upper(), r.reason]
             for r in rows
         ])  # fmt: skip
-        console().print(
+        say(
             f"{summary['total']} bundle(s): {summary['ok']} ok, {summary['warning']} warning, "
-            f"{summary['error']} error",
-            markup=False,
+            f"{summary['error']} error"
         )
     if bad:
         raise typer.Exit(1)
@@ -213,7 +212,7 @@ def audit_log(
         if as_json:
             print_json({"ok": True, "action": done.action, "detail": done.detail})
         else:
-            console().print(f"{path}: {message}", markup=False)
+            say(f"{path}: {message}")
         return
     report = read_log(files)
     if as_json:
@@ -231,4 +230,4 @@ def audit_log(
     if verify_chain:
         verify_log(path)  # raises AuditLogError naming the first break
         if not as_json:
-            console().print(f"chain intact: {len(report.records)} record(s)", markup=False)
+            say(f"chain intact: {len(report.records)} record(s)")

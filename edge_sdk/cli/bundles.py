@@ -13,13 +13,13 @@ from ._common import (
     NameOpt,
     ProjectTrustOpt,
     app,
-    console,
     human_size,
     kv,
     load_private,
     print_json,
     pruning_line,
     publisher_trust,
+    say,
     warn,
 )
 from .attest import provenance_lines, provenance_summary
@@ -121,6 +121,12 @@ def verify(
             help="Also unwrap, decrypt in memory and check the model hash (file, pkcs11: or tpm2:)."
         ),
     ] = None,
+    slip: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --device-key: open with this key slip instead of the bundle's recipients."
+        ),
+    ] = None,
     threshold: Annotated[
         int | None, typer.Option(help="Override the trust store's threshold.")
     ] = None,
@@ -133,7 +139,13 @@ def verify(
     store = publisher_trust(trust, "verify", threshold)
     key = load_private(device_key, "device") if device_key else None
     # The one check order (verify.check_bundle), with what an auditor can check: no device state.
-    policy = Policy(store, expected_name=expected_name, device_key=key)
+    from edge_sdk.errors import UsageError
+    from edge_sdk.format.key_slip import read_key_slip
+
+    if slip is not None and key is None:
+        raise UsageError("--slip opens the bundle with a device key: pass --device-key too")
+    policy = Policy(store, expected_name=expected_name, device_key=key,
+                    key_slip=read_key_slip(slip) if slip is not None else None)  # fmt: skip
     result = open_verified(bundle, policy, decrypt=key is not None).verification
     out = {
         "ok": True,
@@ -154,10 +166,9 @@ def verify(
     checked = "signature, trust, expiry, payload hash" + (
         ", decryption, model hash" if key is not None else ""
     )
-    console().print(
+    say(
         f"OK {result.manifest.name} v{result.manifest.version} ({result.digest[:16]}): "
-        f"signed by {', '.join(s[:16] for s in result.signers)}; checked {checked}",
-        markup=False,
+        f"signed by {', '.join(s[:16] for s in result.signers)}; checked {checked}"
     )
 
 
@@ -185,7 +196,7 @@ def recipients_add(
     new = [load_public_key(p, kind="device") for p in recipient]
     updated = add_recipients(read_bundle(bundle), opener, new)
     save_bundle(updated, out or bundle)
-    console().print(f"{out or bundle}: {len(updated.recipients)} recipient(s)", markup=False)
+    say(f"{out or bundle}: {len(updated.recipients)} recipient(s)")
 
 
 def _report_line(report: Any, limit: int = 300) -> str:

@@ -16,13 +16,14 @@ from ._common import (
     MismatchOpt,
     NameOpt,
     ProfileOpt,
+    SlipOpt,
     StateOpt,
     StrictOpt,
     TrustOpt,
     app,
-    console,
     load_private,
     print_json,
+    say,
     table,
 )
 
@@ -91,6 +92,7 @@ def run(
         Path | None, typer.Option("--output", "-o", help="Write outputs to this .npz")
     ] = None,
     device_key: DeviceKeyOpt = None,
+    slip: SlipOpt = None,
     profile: ProfileOpt = None,
     state_dir: StateOpt = None,
     threads: Annotated[
@@ -113,9 +115,10 @@ def run(
 
     x = _load_inputs(input)
     with _device_load(
-        bundle, trust, device_key, profile=profile, state_dir=state_dir, threads=threads,
-        strict_delegates=strict_delegates, allow_target_mismatch=allow_target_mismatch,
-        expected_name=expected_name, require_encryption=False if allow_unencrypted else None,
+        bundle, trust, device_key, slip=slip, profile=profile, state_dir=state_dir,
+        threads=threads, strict_delegates=strict_delegates,
+        allow_target_mismatch=allow_target_mismatch, expected_name=expected_name,
+        require_encryption=False if allow_unencrypted else None,
     ) as model:  # fmt: skip
         if (
             isinstance(x, dict)
@@ -127,8 +130,18 @@ def run(
         y = model.predict(x, raw=raw, signature=signature)
         outputs = y if isinstance(y, dict) else {model.tensors(signature)[1][0].name: y}
         if output is not None:
+            import io
+
+            from edge_sdk.files import atomic_write
+
+            # numpy.savez's own naming (it appends .npz), written through atomic_write so a
+            # symlink planted at the name is replaced, never followed.
+            if not output.name.endswith(".npz"):
+                output = output.with_name(output.name + ".npz")
+            buffer = io.BytesIO()
+            np.savez(buffer, **outputs)
             try:
-                np.savez(output, **outputs)
+                atomic_write(output, buffer.getvalue())
             except OSError as exc:
                 from edge_sdk.errors import DataError
 
@@ -157,21 +170,20 @@ def run(
         ", ".join(f"{d['name']}{'' if d['applied'] else ' (fell back)'}" for d in info["delegates"])
         or "none"
     )
-    console().print(
+    say(
         f"{result['name']} v{result['version']} on {info['backend']['package']} "
-        f"{info['backend']['version']}, delegates: {delegates}",
-        markup=False,
+        f"{info['backend']['version']}, delegates: {delegates}"
     )
     for name, value in outputs.items():
-        console().print(f"{name}: shape {list(value.shape)} {value.dtype}", markup=False)
+        say(f"{name}: shape {list(value.shape)} {value.dtype}")
         if _class_probabilities(value):
             classes = np.argmax(value, axis=1).tolist()
             more = (
                 f" … (first 32 of {len(classes)}; --output saves all)" if len(classes) > 32 else ""
             )
-            console().print(f"  argmax: {classes[:32]}{more}", markup=False)
+            say(f"  argmax: {classes[:32]}{more}")
     if output:
-        console().print(f"saved to {output}", markup=False)
+        say(f"saved to {output}")
 
 
 @app.command()
@@ -209,10 +221,9 @@ def bench(
     if as_json:
         print_json(report)
         return
-    console().print(
+    say(
         f"{report['name']} v{report['version']} on {report['backend']}; load "
-        f"{report['load_ms']:.1f} ms; delegates: {', '.join(report['delegates']) or 'none'}",
-        markup=False,
+        f"{report['load_ms']:.1f} ms; delegates: {', '.join(report['delegates']) or 'none'}"
     )
     table(
         None,

@@ -26,6 +26,8 @@ from ._common import (
     exit_code_of,
     print_json,
     publisher_trust,
+    safe,
+    say,
     select_devices,
     select_targets,
     ssh_options,
@@ -47,16 +49,17 @@ def _fleet_progress(show: bool) -> Any:
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
         tasks: dict[str, Any] = {}
-        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                      TextColumn("{task.fields[phase]}"), console=err) as bars:  # fmt: skip
+        # Device names and targets come from an inventory or a command line: shown, never parsed.
+        with Progress(TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(),
+                      TextColumn("{task.fields[phase]}", markup=False), console=err) as bars:  # fmt: skip
 
             def update(event: Any) -> None:
                 key = event.device or event.target
                 if key not in tasks:
-                    tasks[key] = bars.add_task(key, total=None, phase="")
+                    tasks[key] = bars.add_task(safe(key), total=None, phase="")
                 phase = event.phase if event.result is None else event.result.status
                 bars.update(
-                    tasks[key], completed=event.sent, total=event.total or None, phase=phase
+                    tasks[key], completed=event.sent, total=event.total or None, phase=safe(phase)
                 )
 
             yield update
@@ -111,6 +114,13 @@ def deploy(
     max_failures: Annotated[
         int, typer.Option(help="Stop starting new devices after this many failures.")
     ] = 0,
+    slips: Annotated[
+        Path | None,
+        typer.Option(
+            help="Key slips of the bundle (edge-sdk slips issue): each inventory device "
+            "gets its own beside the release."
+        ),
+    ] = None,
     identity: IdentityOpt = None,
     known_hosts: KnownHostsOpt = None,
     accept_new_host_keys: AcceptNewOpt = False,
@@ -142,7 +152,8 @@ def deploy(
     with _fleet_progress(not as_json) as progress:
         for bundle in prepared:
             fleet = deploy_fleet(bundle, devices, options, parallel=parallel, canary=canary,
-                                 max_failures=max_failures, progress=progress)  # fmt: skip
+                                 max_failures=max_failures, progress=progress,
+                                 slips=slips)  # fmt: skip
             results.extend(fleet.results)
             stopped = stopped or fleet.stopped
     failed_count = sum(1 for r in results if r.status not in ("ok", "unchanged"))
@@ -162,9 +173,8 @@ def deploy(
         table(None, ["device", "name", "version", "digest", "status", "uploaded", "time", "reason"],
                _deploy_rows(results))  # fmt: skip
         skipped = sum(1 for r in results if r.status == "skipped")
-        console().print(f"{len(results) - failed_count} of {len(results)} deploy(s) succeeded"
-                         + (f" (rollout stopped: {skipped} skipped)" if stopped and skipped else ""),
-                         markup=False)  # fmt: skip
+        say(f"{len(results) - failed_count} of {len(results)} deploy(s) succeeded"
+                         + (f" (rollout stopped: {skipped} skipped)" if stopped and skipped else ""))  # fmt: skip
     if failed_count or stopped:
         raise typer.Exit(exit_code_of(errors))
 

@@ -17,6 +17,7 @@ from ._common import (
     kv,
     load_private,
     parse_expiry,
+    plain,
     print_json,
     pruning_line,
     warn,
@@ -39,8 +40,8 @@ def _progress_runner(as_json: bool) -> Any:
         if as_json or not err.is_terminal:
             yield lambda step: None
             return
-        with err.status("Starting") as status:
-            yield lambda step: status.update(f"{labels.get(step, step)}…")
+        with err.status(plain("Starting")) as status:
+            yield lambda step: status.update(plain(f"{labels.get(step, step)}…"))
 
     return run()
 

@@ -14,12 +14,12 @@ from ._common import (
     ProfileOpt,
     TrustOpt,
     app,
-    console,
     human_size,
     kv,
     load_private,
     print_json,
     publisher_trust,
+    say,
     table,
     warn,
 )
@@ -98,10 +98,9 @@ def repo_init(
     )
     _repo_status(status, as_json)
     if not as_json:
-        console().print(
+        say(
             f"ship {directory / 'metadata' / '1.root.json'} in the device image; "
-            f"move {root_keys or directory / 'root-keys'} offline",
-            markup=False,
+            f"move {root_keys or directory / 'root-keys'} offline"
         )
 
 
@@ -138,7 +137,7 @@ def repo_publish(
         [t.name, str(t.version), t.digest[:16], " ".join(t.groups) or "(all)", human_size(t.length), t.path]
         for t in result.published
     ])  # fmt: skip
-    console().print(", ".join(f"{role} v{v}" for role, v in result.versions.items()), markup=False)
+    say(", ".join(f"{role} v{v}" for role, v in result.versions.items()))
 
 
 @repo_app.command("refresh")
@@ -155,7 +154,7 @@ def repo_refresh(
         print_json({"resigned": dict(result.resigned), "warnings": list(result.warnings)})
         return
     done = ", ".join(f"{role} v{v}" for role, v in result.resigned.items())
-    console().print(f"re-signed {done}" if done else "nothing due", markup=False)
+    say(f"re-signed {done}" if done else "nothing due")
     for warning in result.warnings:
         warn(warning)
 
@@ -222,10 +221,7 @@ def _agent_result(result: Any, as_json: bool) -> None:
     table(None, ["name", "status", "version", "previous", "reason"], [
         [o.name, o.status, str(o.version or ""), o.previous or "", o.reason or ""] for o in result.outcomes
     ])  # fmt: skip
-    console().print(
-        f"{result.requests} request(s), {human_size(result.bytes)} in {result.elapsed:.2f} s",
-        markup=False,
-    )
+    say(f"{result.requests} request(s), {human_size(result.bytes)} in {result.elapsed:.2f} s")
 
 
 @app.command()

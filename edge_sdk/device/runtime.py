@@ -34,20 +34,22 @@ from edge_sdk.errors import (
     DelegateError,
     EdgeSDKError,
     InferenceInputError,
+    ModelInputError,
     TargetMismatchError,
     UsageError,
     excerpt,
     install_hint,
 )
 from edge_sdk.format.bundle import DEFAULT_LIMITS, Bundle, Limits
-from edge_sdk.format.compat import tflite_release
+from edge_sdk.format.compat import read_tflite, tflite_release
+from edge_sdk.format.key_slip import read_key_slip, slip_path_beside
 from edge_sdk.format.manifest import Manifest
 from edge_sdk.format.verify import Policy, RuntimeRelease, open_verified, require_kind
 from edge_sdk.keys import PrivateKey, TrustStore, load_private_key
 from edge_sdk.profiles import load_profile
 
 from .audit_log import AuditLog
-from .litert_interface import InterpreterView
+from .litert_interface import InterpreterView, backend_message
 from .state import VersionState, default_state_dir
 
 log = logging.getLogger("edge_sdk")
@@ -263,11 +265,6 @@ def _quote(text: str) -> str:
     return excerpt(text)
 
 
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:limit] if text else type(exc).__name__
-
-
 def _build_interpreter(
     backend: Backend,
     model_bytes: bytes,
@@ -295,7 +292,7 @@ def _build_interpreter(
         )
     except (ValueError, RuntimeError) as exc:
         raise BackendError(
-            f"{backend.package} {backend.version} cannot build this model: {_first_line(exc)}"
+            f"{backend.package} {backend.version} cannot build this model: {backend_message(exc)}"
         ) from None
     return interpreter, tuple(reports)
 
@@ -316,6 +313,8 @@ class _Graph:
         outputs: tuple[TensorInfo, ...],
         runner: Any = None,
         allocated: Mapping[int, tuple[int, ...]] | None = None,
+        *,
+        batchable: bool = True,
     ) -> None:
         self.key = key
         self.inputs = inputs
@@ -326,10 +325,11 @@ class _Graph:
         self.current: dict[int, tuple[int, ...]] = {t.index: () for t in inputs}
         self.current.update(allocated or {})
         # Cleared when a batched run returns outputs that do not follow the batch (a reshape
-        # that hard-codes one sample): from then on batches run sample by sample.
-        self.batchable = True
+        # that hard-codes one sample): from then on batches run sample by sample. False from
+        # the start for a model that keeps state between runs (see Model.stateful).
+        self.batchable = batchable
         # Input shapes without the batch axis → output shapes and dtypes without it, for empty
-        # batches (learned from one run on a zero sample).
+        # batches (from the outputs' signatures, or one run of a scratch interpreter).
         self.sample_outputs: dict[tuple[tuple[int, ...], ...], list[tuple[Any, ...]]] = {}
 
 
@@ -344,6 +344,9 @@ class Model:
         threads: the interpreter's thread count.
         threads_reason: why that count (a profile, the caller, or the cores available).
         signatures: the model's signature keys (a model converted from Keras has one).
+        stateful: whether the model keeps state between runs (it assigns resource variables:
+            a Keras stateful RNN, a streaming wake-word model). Each run then advances that
+            state, so a batch runs as consecutive samples, in order, and nothing runs unasked.
     """
 
     threads_reason: str = ""
@@ -371,6 +374,7 @@ class Model:
             self.backend, model_bytes, threads, self._delegate_chain, strict_delegates
         )
         self.inputs, self.outputs = _signature_tensors(self._interpreter, manifest)
+        self.stateful = _keeps_state(model_bytes)
         signatures = _full_signatures(self._interpreter)
         self.signatures: tuple[str, ...] = tuple(signatures)
         allocated: dict[int, tuple[int, ...]] = {}
@@ -383,7 +387,7 @@ class Model:
             except (ValueError, RuntimeError) as exc:
                 raise BackendError(
                     f"{self.backend.package} {self.backend.version} cannot build this model: "
-                    f"{_first_line(exc)}"
+                    f"{backend_message(exc)}"
                 ) from None
             allocated = {
                 int(d["index"]): tuple(int(v) for v in d["shape"])
@@ -391,8 +395,9 @@ class Model:
             }
         primary_key = next(iter(signatures)) if len(signatures) == 1 else None
         self._graphs: dict[str | None, _Graph] = {
-            primary_key: _Graph(primary_key, self.inputs, self.outputs, None, allocated)
-        }
+            primary_key: _Graph(primary_key, self.inputs, self.outputs, None, allocated,
+                                batchable=not self.stateful)
+        }  # fmt: skip
         self._primary = self._graphs[primary_key]
         self._interpreter_view: InterpreterView | None = None
         self._lock = threading.Lock()
@@ -507,7 +512,10 @@ class Model:
                 replace(_tensor_info(d), name=str(n))
                 for n, d in runner.get_output_details().items()
             )
-            graph = self._graphs.setdefault(signature, _Graph(signature, inputs, outputs, runner))
+            graph = self._graphs.setdefault(
+                signature,
+                _Graph(signature, inputs, outputs, runner, batchable=not self.stateful),
+            )
         return graph
 
     def tensors(
@@ -527,8 +535,12 @@ class Model:
         A batch of N samples gives outputs of N rows, also for a model fixed at one sample per
         run (``[1, 128, 128, 3]``), which is then run sample by sample: a dimension the model
         fixed is never resized. An empty batch (0 samples) gives empty outputs of the right
-        shape and dtype, without running the interpreter. Every input of a batch holds the same
-        number of samples (a runtime would otherwise broadcast one input over another's rows).
+        shape and dtype and never runs this model's interpreter (so a stateful model's state
+        stays as it was); the shapes come from the outputs' signatures, or, where those leave a
+        dimension open, from one zero sample run on a scratch interpreter that is then dropped.
+        Every input of a batch holds the same number of samples (a runtime would otherwise
+        broadcast one input over another's rows). A :attr:`stateful` model runs a batch as
+        consecutive samples, in order.
 
         Args:
             x: an array for a single-input model; a dict by input name (or a list in order) for
@@ -616,16 +628,36 @@ class Model:
         key = tuple(a.shape[1:] if s.batched else a.shape for s, a in feeds)
         known = graph.sample_outputs.get(key)
         if known is None:
-            # Zero samples never reach the interpreter (XNNPACK cannot reshape to 0, and some
-            # runtimes crash on the next run after trying): one zero sample tells the shapes.
-            sample = [
-                (s, np.zeros((1, *a.shape[1:]), a.dtype) if s.batched else a) for s, a in feeds
-            ]
-            results = self._invoke(graph, sample)
-            self._check_batch_axis(graph, results, "an empty batch")
-            known = [(r.shape[1:], r.dtype) for r in results]
+            known = _declared_sample_outputs(graph.outputs) or self._learn_sample_outputs(
+                graph, feeds
+            )
             graph.sample_outputs[key] = known
         return [np.empty((0, *shape), dtype) for shape, dtype in known]
+
+    def _learn_sample_outputs(
+        self, graph: _Graph, feeds: list[tuple[TensorInfo, np.ndarray]]
+    ) -> list[tuple[tuple[int, ...], np.dtype[Any]]]:
+        """Output shapes (without the batch axis) for one sample of ``feeds``' size, from one
+        zero sample run on a scratch interpreter.
+
+        Never on this model's interpreter: a run there would advance a stateful model's state
+        (a wake-word model fed an empty chunk answered wrongly from then on), and zero samples
+        never reach any interpreter (XNNPACK cannot reshape to 0, and some runtimes crash on
+        the next run after trying).
+        """
+        sample = [(s, np.zeros((1, *a.shape[1:]), a.dtype) if s.batched else a) for s, a in feeds]
+        with self._lock:
+            self._check_open()
+            bytes_ = self._model_bytes
+        scratch = Model(bytes_, manifest=self.manifest, backend=self.backend, threads=1,
+                        delegate_chain=self._delegate_chain, strict_delegates=self._strict)  # fmt: skip
+        try:
+            scratch_graph = scratch._graph(graph.key)
+            results = scratch._invoke(scratch_graph, sample)
+        finally:
+            scratch.close()
+        self._check_batch_axis(graph, results, "an empty batch")
+        return [(tuple(r.shape[1:]), r.dtype) for r in results]
 
     @staticmethod
     def _check_batch_axis(graph: _Graph, results: Sequence[np.ndarray], what: str) -> None:
@@ -672,11 +704,11 @@ class Model:
                 if resized:
                     shapes = ", ".join(f"{_quote(s.name)}: {list(a.shape)}" for s, a in resized[:8])
                     raise BackendError(
-                        f"the model cannot run on input shape(s) {shapes}: {_first_line(exc)}",
+                        f"the model cannot run on input shape(s) {shapes}: {backend_message(exc)}",
                         hint="give inputs of a size the model accepts (a model with 'valid' "
                         "convolutions or pooling needs a minimum height and width)",
                     ) from None
-                raise BackendError(f"inference failed: {_first_line(exc)}") from None
+                raise BackendError(f"inference failed: {backend_message(exc)}") from None
 
     @property
     def interpreter(self) -> InterpreterView:
@@ -698,7 +730,8 @@ class Model:
             return self._interpreter_view
 
     def clone(self) -> Model:
-        """Another interpreter over the same model bytes (for parallel workers)."""
+        """Another interpreter over the same model bytes (for parallel workers); a
+        :attr:`stateful` model's clone starts from the initial state."""
         return Model(
             self._model_bytes,
             manifest=self.manifest,
@@ -759,6 +792,17 @@ def _cast(name: str, array: np.ndarray, dtype: np.dtype[Any], raw: bool) -> np.n
     """``array`` as ``dtype`` when that loses nothing: same kind, and integers within range."""
     if array.dtype == dtype:
         return array
+    if dtype.kind == "f" and array.dtype.kind in "iub":
+        # Integers into a float input: pixels 0-255 cast as they are, into a model that wants
+        # [-1, 1] or [0, 1], give wrong numbers without a word (raw LiteRT refuses the dtype).
+        # Only the caller knows the model's scaling.
+        raise InferenceInputError(
+            f"input {name} expects {dtype}, got {array.dtype}: integers are not cast into a "
+            "float input, since how the model scales them (0-255, [0, 1], [-1, 1]) is not "
+            "known here",
+            hint=f"scale as the model expects and pass {dtype}: e.g. "
+            f"x.astype(np.{dtype}) / 127.5 - 1 for [-1, 1], / 255 for [0, 1]",
+        )
     integers = array.dtype.kind in "iu" and dtype.kind in "iu"  # range-checked below
     if (
         not (integers or np.can_cast(array.dtype, dtype, "same_kind"))
@@ -789,6 +833,32 @@ def _cast(name: str, array: np.ndarray, dtype: np.dtype[Any], raw: bool) -> np.n
     return array.astype(dtype)
 
 
+def _declared_sample_outputs(
+    outputs: Sequence[TensorInfo],
+) -> list[tuple[tuple[int, ...], np.dtype[Any]]] | None:
+    """Each output's shape without the batch axis and its dtype, when the outputs' signatures
+    fix every dimension but the batch (else None: the size follows the input)."""
+    if not all(t.shape and t.shape[0] in (-1, 1) and min(t.shape[1:], default=0) >= 0
+               for t in outputs):  # fmt: skip
+        return None
+    return [(t.shape[1:], t.dtype) for t in outputs]
+
+
+#: Operators that write state a later run reads (resource variables); LiteRT keeps it per
+#: interpreter, across invocations.
+_STATE_OPS = frozenset({"ASSIGN_VARIABLE"})
+
+
+def _keeps_state(model_bytes: bytes) -> bool:
+    """Whether the model assigns variables that persist between runs (a stateful model)."""
+    try:
+        return any(op.name in _STATE_OPS for op in read_tflite(model_bytes).ops)
+    except ModelInputError:
+        # The interpreter has already built from these bytes; a file the strict reader
+        # refuses is judged stateful, which only costs batching.
+        return True
+
+
 def _full_signatures(interpreter: Any) -> dict[str, Any]:
     get_signatures = getattr(interpreter, "_get_full_signature_list", None)
     signatures = get_signatures() if get_signatures is not None else None
@@ -799,13 +869,29 @@ class ModelPool:
     """Several interpreters over one model, for throughput from several threads.
 
     ``predict`` takes a free interpreter (blocking until one is free), so N threads calling it
-    keep N interpreters busy; LiteRT releases the GIL inside ``invoke``.
+    keep N interpreters busy; LiteRT releases the GIL inside ``invoke``. The model given is
+    the first worker and stays its caller's: :meth:`close` closes only the interpreters the pool
+    made.
+
+    Raises:
+        UsageError: ``workers`` below 1, or several workers for a :attr:`Model.stateful` model
+            (each interpreter would hold its own state, and a stream spread over them would get
+            numbers from none).
     """
 
     def __init__(self, model: Model, workers: int) -> None:
         if workers < 1:
             raise UsageError("workers must be at least 1")
-        self._models = [model] + [model.clone() for _ in range(workers - 1)]
+        if workers > 1 and model.stateful:
+            raise UsageError(
+                f"a model that keeps state between runs cannot be spread over {workers} "
+                "interpreters: each would hold its own state, and consecutive inputs would meet "
+                "different states",
+                hint="use one Model (it is thread-safe), or one Model per independent stream "
+                "(model.clone() starts from the initial state)",
+            )
+        self._clones = [model.clone() for _ in range(workers - 1)]
+        self._models = [model, *self._clones]
         self._free = list(self._models)
         self._cond = threading.Condition()
 
@@ -823,7 +909,8 @@ class ModelPool:
                 self._cond.notify()
 
     def close(self) -> None:
-        for model in self._models:
+        """Close the interpreters the pool made; the model it was given stays open."""
+        for model in self._clones:
             model.close()
 
 
@@ -957,11 +1044,28 @@ def _as_trust(trust: Any) -> TrustStore:
     raise UsageError("trust must be a TrustStore, a path, or a list of paths")
 
 
+def _key_slip_for(
+    source: str | os.PathLike[str] | bytes,
+    slip: bytes | str | os.PathLike[str] | None,
+    key: PrivateKey | None,
+) -> bytes | None:
+    """The slip's bytes: the one given, else the one beside the bundle file if it exists."""
+    if isinstance(slip, (bytes, bytearray, memoryview)):
+        return bytes(slip)
+    if slip is not None:
+        return read_key_slip(slip)
+    if key is None or isinstance(source, (bytes, bytearray, memoryview)):
+        return None
+    beside = slip_path_beside(source)
+    return read_key_slip(beside) if beside.is_file() else None
+
+
 def load(
     source: str | os.PathLike[str] | bytes,
     *,
     trust: TrustStore | str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     device_key: PrivateKey | str | os.PathLike[str] | None = None,
+    slip: bytes | str | os.PathLike[str] | None = None,
     profile: Any = None,
     state_dir: str | os.PathLike[str] | None = None,
     threads: int | None = None,
@@ -979,6 +1083,12 @@ def load(
         source: a bundle path or the bundle's bytes.
         trust: the pinned trust store (or a path / paths to load one from).
         device_key: this device's key (object or path); needed for encrypted bundles.
+        slip: this device's key slip for the bundle (a path, or the slip's bytes): the content
+            key comes from it instead of the bundle's recipient entries. Without it, a slip
+            beside the bundle file (``model.edgepkg`` → ``model.edgeslip``, found through the
+            ``current`` link) is used when there is one. A slip for another bundle or device is
+            refused (:class:`~edge_sdk.errors.KeySlipMismatchError`), as is one the trust store
+            does not sign.
         profile: a DeviceProfile or profile name; threads and delegates come from it, and a
             bundle built for another profile is refused unless ``allow_target_mismatch``.
             Without it, the bundle's target profile applies if this board is one of its hardware
@@ -1013,6 +1123,7 @@ def load(
     parsed: dict[str, Any] = {}  # what is known of the bundle so far, for the audit record
     limits = Limits.for_model_size(prof.max_model_bytes) if prof is not None else DEFAULT_LIMITS
     wanted_name = expected_name if expected_name is not None else expected_name_from_path(source)
+    slip_bytes = _key_slip_for(source, slip, key)
 
     def known(header: Bundle) -> None:
         parsed.update(name=header.manifest.name, version=header.manifest.version,
@@ -1035,6 +1146,7 @@ def load(
             runtime=runtime_release(runtime) if check_device else None,
             state=state,
             device_key=key,
+            key_slip=slip_bytes,
         )
         # Every check of docs/FORMAT.md, in its order, in one place: the header and its
         # signatures before a byte of the payload is read, the device policy (anti-rollback

@@ -539,7 +539,13 @@ class Agent:
     def _single_instance(self) -> Iterator[None]:
         """ngclient supports one updater per cache directory: refuse a second concurrent poll."""
         path = self.state_dir / ".agent.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:  # never through a symlink someone planted in the state directory
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        except OSError as exc:
+            raise StateError(
+                f"cannot open the agent lock {path}: {exc.strerror}",
+                hint="it must be a regular file (not a symlink) in the agent's state directory",
+            ) from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -3,6 +3,7 @@
 Layout on a target root (the only files this module writes)::
 
     <root>/<name>/releases/<version>-<digest[:16]>.edgepkg   one file per release
+    <root>/<name>/releases/<version>-<digest[:16]>.edgeslip  the device's key slip, if it has one
     <root>/<name>/current -> releases/<file>                 relative symlink, switched atomically
 
 ``<digest>`` is the bundle's identity (SHA-256 of its signed manifest). A deploy:
@@ -44,8 +45,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from edge_sdk.errors import DeployError, EdgeSDKError, TransportError, UsageError, excerpt
+from edge_sdk.errors import (
+    DeployError,
+    EdgeSDKError,
+    KeySlipMismatchError,
+    TransportError,
+    UsageError,
+    excerpt,
+)
 from edge_sdk.format.bundle import DEFAULT_LIMITS, MAGIC, header_needs, read_bundle, read_header
+from edge_sdk.format.key_slip import SLIP_SUFFIX, parse_key_slip, read_key_slip
 from edge_sdk.format.manifest import Manifest
 from edge_sdk.format.strict_json import loads_strict
 from edge_sdk.format.verify import Policy, check_bundle, check_payload
@@ -105,6 +114,21 @@ class PreparedBundle:
     def release_file(self) -> str:
         """The file name this release has on every target."""
         return f"{self.version}-{self.digest[:16]}.edgepkg"
+
+    def check_slip(self, slip: bytes) -> None:
+        """Refuse, before any upload, a key slip that does not belong to this release.
+
+        Raises:
+            KeySlipError: not a well-formed slip.
+            KeySlipMismatchError: a slip for another bundle.
+        """
+        parsed = parse_key_slip(slip)
+        if parsed.bundle_digest != self.digest:
+            raise KeySlipMismatchError(
+                f"key slip is for {parsed.describe()}, not for {self.name} v{self.version} "
+                f"({self.digest[:16]}…)",
+                hint="issue this release's slips (edge-sdk slips issue) and deploy those",
+            )
 
 
 def prepare_bundle(
@@ -418,7 +442,33 @@ async def _prune(
     doomed = [f for f in ordered if f not in protected]
     for file in doomed:
         await session.remove(f"{name}/{RELEASES}/{file}")
+        await session.remove(f"{name}/{RELEASES}/{_slip_file(file)}")  # if it had one
     return tuple(doomed)
+
+
+def _slip_file(release_file: str) -> str:
+    """The key slip beside a release: ``<version>-<digest>.edgeslip``, where load() looks."""
+    return release_file.removesuffix(".edgepkg") + SLIP_SUFFIX
+
+
+async def _put_slip(session: Session, rel_dir: str, file: str, slip: bytes) -> None:
+    """Upload the device's slip beside its release (temp name, then rename), unless it is there."""
+    target = f"{rel_dir}/{_slip_file(file)}"
+    digest = hashlib.sha256(slip).hexdigest()
+    existing = await session.stat(target)
+    if (
+        existing is not None
+        and existing.kind == "file"
+        and existing.size == len(slip)
+        and await session.sha256(target) == digest
+    ):
+        return
+    temp_name = f".{_slip_file(file)}.partial-{secrets.token_hex(6)}"
+    temp = await session.upload(memoryview(slip), rel_dir, temp_name, None)
+    if await session.sha256(temp) != digest:
+        raise DeployError(f"{session.target.label}: remote digest mismatch for the key slip")
+    await session.rename(temp, target)
+    session.untrack_temp(temp)
 
 
 # -- deploying to one target ----------------------------------------------------------------------
@@ -441,6 +491,7 @@ async def _install(
     options: DeployOptions,
     state: _Attempt,
     emit: Callable[[Phase, int], None],
+    slip: bytes | None = None,
 ) -> DeployResult:
     label = session.target.label
     name = _check_name(bundle.name)
@@ -488,6 +539,10 @@ async def _install(
     # Same name is not enough: per-device bundles share a manifest (and so a file name) but
     # differ in their recipients, and a stored file may have rotted. Compare the bytes.
     present = sizes.get(file) == bundle.size and await session.sha256(rel_file) == bundle.sha256
+    if slip is not None:
+        # Beside the release before `current` can name it: a board never sees its release
+        # without the slip that opens it.
+        await _put_slip(session, rel_dir, file, slip)
     if present and current == file and not state.switched:
         pruned = await _prune(
             session, name, releases, file, options.keep, state.previous, bundle.trust
@@ -597,6 +652,7 @@ async def _deploy_target(
     options: DeployOptions,
     progress: ProgressCallback | None,
     device: str | None,
+    slip: bytes | None = None,
 ) -> DeployResult:
     """Deploy to one target; failures become a ``failed`` result, never an exception."""
     started = time.monotonic()
@@ -617,7 +673,7 @@ async def _deploy_target(
         emit("retrying", 0, message=f"{failure.error.message}; retrying in {delay:.1f} s")
 
     async def attempt(session: Session) -> DeployResult:
-        return await _install(session, bundle, options, state, emit)
+        return await _install(session, bundle, options, state, emit, slip)
 
     emit("connecting", 0)
     try:
@@ -650,6 +706,14 @@ def _as_bundle(bundle: str | os.PathLike[str] | PreparedBundle) -> PreparedBundl
     return bundle if isinstance(bundle, PreparedBundle) else prepare_bundle(bundle)
 
 
+def _as_slip(bundle: PreparedBundle, slip: bytes | str | os.PathLike[str] | None) -> bytes | None:
+    if slip is None:
+        return None
+    raw = bytes(slip) if isinstance(slip, (bytes, bytearray)) else read_key_slip(slip)
+    bundle.check_slip(raw)
+    return raw
+
+
 async def deploy_async(
     bundle: str | os.PathLike[str] | PreparedBundle,
     target: str | Target,
@@ -657,10 +721,13 @@ async def deploy_async(
     *,
     ssh: SshOptions | None = None,
     progress: ProgressCallback | None = None,
+    slip: bytes | str | os.PathLike[str] | None = None,
 ) -> DeployResult:
     """Async form of :func:`deploy`."""
+    prepared = _as_bundle(bundle)
+    slip_bytes = _as_slip(prepared, slip)
     result = await _deploy_target(
-        _as_target(target, ssh), _as_bundle(bundle), options or DeployOptions(), progress, None
+        _as_target(target, ssh), prepared, options or DeployOptions(), progress, None, slip_bytes
     )
     if result.error is not None:
         raise result.error
@@ -674,6 +741,7 @@ def deploy(
     *,
     ssh: SshOptions | None = None,
     progress: ProgressCallback | None = None,
+    slip: bytes | str | os.PathLike[str] | None = None,
 ) -> DeployResult:
     """Install a bundle on one target and make it ``current`` (see the module docstring).
 
@@ -683,6 +751,9 @@ def deploy(
         options: keep, remote verification, health check, retries.
         ssh: how to connect when ``target`` is an ``ssh://`` URI.
         progress: called with a :class:`ProgressEvent` at each phase and upload chunk.
+        slip: the target device's key slip for this bundle (bytes or a path); it is placed
+            beside the release (``releases/<version>-<digest>.edgeslip``), where ``load`` and
+            the agent find it. A slip for another bundle is refused before anything is sent.
 
     Returns:
         A result with status ``ok`` or ``unchanged``.
@@ -693,7 +764,7 @@ def deploy(
             rolling back), downgrade refused, target root missing.
         UsageError, BundleFormatError: bad arguments or an unreadable bundle.
     """
-    return asyncio.run(deploy_async(bundle, target, options, ssh=ssh, progress=progress))
+    return asyncio.run(deploy_async(bundle, target, options, ssh=ssh, progress=progress, slip=slip))
 
 
 # -- rollback and status --------------------------------------------------------------------------
@@ -924,7 +995,7 @@ def status(
 BundleArg = str | os.PathLike[str] | PreparedBundle
 
 
-def _preflight(device: Device, bundle: PreparedBundle) -> str | None:
+def _preflight(device: Device, bundle: PreparedBundle, slip: bytes | None = None) -> str | None:
     """Why this bundle cannot work on this device, found before connecting; None if fine."""
     if device.profile is not None and device.profile != bundle.profile:
         return (
@@ -932,12 +1003,25 @@ def _preflight(device: Device, bundle: PreparedBundle) -> str | None:
             f"device {device.name} runs {excerpt(device.profile)}"
         )
     key = device.public_key
-    if key is not None and bundle.encrypted and key.key_id not in bundle.recipients:
+    if slip is not None:
+        try:
+            bundle.check_slip(slip)
+        except EdgeSDKError as exc:
+            return f"device {device.name}'s key slip: {exc.message}"
+    elif key is not None and bundle.encrypted and key.key_id not in bundle.recipients:
         return (
             f"{bundle.name} v{bundle.version} is not encrypted for device {device.name}'s "
-            f"key {key.key_id[:16]}"
+            f"key {key.key_id[:16]}, and it has no key slip"
         )
     return None
+
+
+def _fleet_slip(slips: Path | None, device: Device) -> bytes | None:
+    """The device's slip in a slip directory (``<key id>.edgeslip``), if there is one."""
+    if slips is None or device.public_key is None:
+        return None
+    path = slips / f"{device.public_key.key_id}{SLIP_SUFFIX}"
+    return read_key_slip(path) if path.is_file() else None
 
 
 async def deploy_fleet_async(
@@ -949,6 +1033,7 @@ async def deploy_fleet_async(
     canary: int = 0,
     max_failures: int = 0,
     progress: ProgressCallback | None = None,
+    slips: str | os.PathLike[str] | None = None,
 ) -> FleetResult:
     """Async form of :func:`deploy_fleet`."""
     options = options or DeployOptions()
@@ -973,7 +1058,11 @@ async def deploy_fleet_async(
             if stopped:
                 results[device.name] = _skipped(target, bundle, device, failures)
                 return
-            problem = _preflight(device, bundle)
+            try:
+                slip = _fleet_slip(Path(slips) if slips is not None else None, device)
+                problem = _preflight(device, bundle, slip)
+            except EdgeSDKError as exc:
+                slip, problem = None, exc.message
             if problem is not None:
                 error = DeployError(f"{target.label}: {problem}")
                 result = _skipped(target, bundle, device, 0)
@@ -983,7 +1072,7 @@ async def deploy_fleet_async(
                         ProgressEvent(target.label, device.name, "done", 0, bundle.size, result)
                     )
             else:
-                result = await _deploy_target(target, bundle, options, progress, device.name)
+                result = await _deploy_target(target, bundle, options, progress, device.name, slip)
         results[device.name] = result
         if result.status == "failed":
             failures += 1
@@ -1050,6 +1139,7 @@ def deploy_fleet(
     canary: int = 0,
     max_failures: int = 0,
     progress: ProgressCallback | None = None,
+    slips: str | os.PathLike[str] | None = None,
 ) -> FleetResult:
     """Deploy to many devices: bounded parallelism, canaries first, stop on too many failures.
 
@@ -1064,6 +1154,8 @@ def deploy_fleet(
         max_failures: the rollout stops starting new devices once more devices than this have
             failed; devices not reached are reported ``skipped``. Successful deploys stay.
         progress: called with :class:`ProgressEvent` (queued, each phase, upload bytes, done).
+        slips: a directory of key slips for the bundle (``edge-sdk slips issue``): each device
+            with a ``public_key`` gets ``<key id>.edgeslip`` beside its release.
 
     Returns:
         A :class:`FleetResult`. Per-device failures are results, not exceptions.
@@ -1081,6 +1173,7 @@ def deploy_fleet(
         return await deploy_fleet_async(
             bundles, devices, options,
             parallel=parallel, canary=canary, max_failures=max_failures, progress=progress,
+            slips=slips,
         )  # fmt: skip
 
     return asyncio.run(main())

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_sdk.errors import KeyFileError, UsageError
+from edge_sdk.files import read_capped
 from edge_sdk.keys import PublicKey, load_public_key
 
 from .transports import SshOptions, Target, parse_target
@@ -129,7 +130,7 @@ def load_inventory(path: str | os.PathLike[str]) -> Inventory:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_capped(path, 1 << 20).decode("utf-8")
     except FileNotFoundError:
         raise UsageError(f"inventory {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:

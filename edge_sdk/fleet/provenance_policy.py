@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_sdk.errors import KeyFileError, ProvenancePolicyError, UsageError
+from edge_sdk.files import read_capped
 from edge_sdk.format.attestation import ROLES, Provenance, signer_key_id
 
 if sys.version_info >= (3, 11):
@@ -94,7 +95,7 @@ class ProvenancePolicy:
             KeyFileError: a listed model signer key cannot be loaded.
         """
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(read_capped(path, 1 << 20).decode("utf-8"))
         except FileNotFoundError:
             raise UsageError(f"policy file {path} does not exist") from None
         except (OSError, UnicodeDecodeError) as exc:

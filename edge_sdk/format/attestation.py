@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa
 
 from edge_sdk.errors import BundleFormatError, KeyFileError, ProvenanceError
+from edge_sdk.files import read_capped
 from edge_sdk.keys import PrivateKey, PublicKey, TrustStore
 
 from .manifest import Manifest
@@ -187,7 +188,7 @@ def signer_key_id(path: Path) -> str:
             can verify with (P-256, P-384, P-521).
     """
     try:
-        data = path.read_bytes()
+        data = read_capped(path, 1 << 20)
     except FileNotFoundError:
         raise KeyFileError(f"model signer key {path} does not exist") from None
     except OSError as exc:

@@ -600,6 +600,30 @@ def runtime_support(runtime: str, runtime_version: str) -> RuntimeSupport:
     return RuntimeSupport(name, runtime_version, _release_text(release), gaps | UNREGISTERED)
 
 
+#: Custom ops a builtin delegate provides, by delegate, with the first TFLite release whose
+#: delegate has them. LiteRT builds a model whose custom op no kernel resolves, and the delegate
+#: claims the node (XNNPACK: MediaPipe's transposed convolution, pooling with argmax and
+#: unpooling, float32 with constant weights); without the delegate the model fails to prepare.
+DELEGATE_CUSTOM_OPS: dict[str, dict[str, str]] = {
+    "xnnpack": {
+        "Convolution2DTransposeBias": "2.4.0",
+        "MaxPoolingWithArgmax2D": "2.4.0",
+        "MaxUnpooling2D": "2.4.0",
+    },
+}
+
+
+def delegate_custom_ops(delegates: Iterable[str], tflite_release: str) -> frozenset[str]:
+    """The custom ops the builtin ``delegates`` (e.g. ``["xnnpack"]``) provide at ``tflite_release``."""
+    have = _table_release(tflite_release)
+    return frozenset(
+        op
+        for delegate in delegates
+        for op, since in DELEGATE_CUSTOM_OPS.get(delegate, {}).items()
+        if _table_release(since) <= have
+    )
+
+
 def tflite_release(runtime: str, runtime_version: str) -> str:
     """The TensorFlow (Lite) release a runtime package version corresponds to, e.g. ``"2.14.0"``.
 
@@ -641,7 +665,10 @@ class OpProblem:
         if self.kind == FLEX_OP:
             return f"custom op {self.op} needs the TensorFlow select-ops (Flex) delegate"
         if self.kind == CUSTOM_OP:
-            return f"custom op {self.op} is not provided by {runtime}"
+            by = [d for d, ops in DELEGATE_CUSTOM_OPS.items() if self.op in ops]
+            return f"custom op {self.op} is not provided by {runtime}" + (
+                f" without the {by[0]} delegate" if by else ""
+            )
         return f"the model's {MIN_RUNTIME_KEY} asks for TFLite {self.needs}; {runtime} is older"
 
     def to_dict(self) -> dict[str, Any]:
@@ -721,6 +748,7 @@ def check_compatibility(
     runtime_version: str,
     *,
     allow_custom_ops: Iterable[str] = (),
+    delegates: Iterable[str] = (),
 ) -> CompatReport:
     """Decide whether ``runtime`` at ``runtime_version`` can load the model ``info`` describes.
 
@@ -734,6 +762,8 @@ def check_compatibility(
         runtime_version: the package version, e.g. ``"2.14.0"``.
         allow_custom_ops: custom op names the target provides (a delegate or a resolver that
             registers them); any other custom op is a problem.
+        delegates: the builtin delegates the target applies (``"xnnpack"``); the custom ops
+            they provide (:data:`DELEGATE_CUSTOM_OPS`) are allowed too.
 
     Returns:
         A :class:`CompatReport`; call :meth:`CompatReport.raise_for_problems` to enforce it.
@@ -743,7 +773,7 @@ def check_compatibility(
     """
     support = runtime_support(runtime, runtime_version)
     have = _table_release(support.tflite_release)
-    allowed = frozenset(allow_custom_ops)
+    allowed = frozenset(allow_custom_ops) | delegate_custom_ops(delegates, support.tflite_release)
     problems: list[OpProblem] = []
     required: _Release | None = None
     for op in info.ops:

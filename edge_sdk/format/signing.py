@@ -39,15 +39,19 @@ class SignatureEntry:
 
 
 def sign_manifest(
-    manifest_bytes: bytes, signers: Sequence[PrivateKey]
+    manifest_bytes: bytes, signers: Sequence[PrivateKey], *, payload_type: str = PAYLOAD_TYPE
 ) -> tuple[SignatureEntry, ...]:
-    """Sign the manifest bytes with every signer (distinct keys only)."""
+    """Sign the manifest bytes with every signer (distinct keys only).
+
+    ``payload_type`` names the kind of document (a key slip has its own, so a signature over one
+    kind can never stand for the other).
+    """
     if not signers:
         raise SignatureError("at least one signing key is required")
     ids = [s.key_id for s in signers]
     if len(set(ids)) != len(ids):
         raise SignatureError("the same signing key was given twice")
-    message = pae(PAYLOAD_TYPE, manifest_bytes)
+    message = pae(payload_type, manifest_bytes)
     return tuple(SignatureEntry(s.key_id, s.alg, s.sign(message)) for s in signers)
 
 
@@ -61,7 +65,12 @@ class SignatureReport:
 
 
 def verify_signatures(
-    manifest_bytes: bytes, signatures: Sequence[SignatureEntry], trust: TrustStore
+    manifest_bytes: bytes,
+    signatures: Sequence[SignatureEntry],
+    trust: TrustStore,
+    *,
+    payload_type: str = PAYLOAD_TYPE,
+    what: str = "the bundle",
 ) -> SignatureReport:
     """Check the signatures against the trust store and its threshold.
 
@@ -74,8 +83,10 @@ def verify_signatures(
         SignatureError: a signature is invalid, or fewer than ``threshold`` trusted keys signed.
     """
     if not signatures:
-        raise SignatureError("the bundle carries no signature")
-    message = pae(PAYLOAD_TYPE, manifest_bytes)
+        raise SignatureError(f"{what} carries no signature")
+    message = pae(payload_type, manifest_bytes)
+    # The bundle's messages stay as they were; another document names itself in them.
+    on = "" if what == "the bundle" else f" on {what}"
     valid: list[str] = []
     unknown: list[str] = []
     seen: set[str] = set()
@@ -84,7 +95,7 @@ def verify_signatures(
             raise SignatureError(f"key {entry.key_id[:16]} signed twice")
         seen.add(entry.key_id)
         if entry.key_id in trust.revoked:
-            raise RevokedKeyError(f"signed by revoked key {entry.key_id}")
+            raise RevokedKeyError(f"signed by revoked key {entry.key_id}{on}")
         key = trust.keys.get(entry.key_id)
         if key is None:
             unknown.append(entry.key_id)
@@ -95,11 +106,12 @@ def verify_signatures(
                 f"but the trusted key is {key.alg}"
             )
         if not key.verify(message, entry.signature):
-            raise SignatureError(f"invalid signature by key {entry.key_id} ({key.alg})")
+            raise SignatureError(f"invalid signature by key {entry.key_id} ({key.alg}){on}")
         valid.append(entry.key_id)
     if len(valid) < trust.threshold:
         detail = f"; untrusted signer(s): {', '.join(k[:16] for k in unknown)}" if unknown else ""
         raise SignatureError(
-            f"{len(valid)} valid signature(s) from trusted keys, {trust.threshold} required{detail}"
+            f"{len(valid)} valid signature(s) from trusted keys{on}, {trust.threshold} "
+            f"required{detail}"
         )
     return SignatureReport(tuple(valid), tuple(unknown), trust.threshold)

@@ -42,6 +42,7 @@ from edge_sdk.keys import PrivateKey, TrustStore
 from .bundle import DEFAULT_LIMITS, Bundle, Limits, PayloadReader, open_parts
 from .encryption import PayloadDecryptor, unwrap_content_key
 from .hashing import MODEL_WORKER, PAYLOAD_WORKER, PipelinedSHA256
+from .key_slip import verify_key_slip
 from .manifest import Manifest
 from .memory import Buffer, alloc_buffer, freeze, populate, wipe, writable_bytes
 from .signing import verify_signatures
@@ -99,6 +100,9 @@ class Policy:
         device_key: open the payload: unwrap, decrypt, check the model hash.
         check_payload_hash: check the stored payload against the signed SHA-256 (step 6, which
             runs beside decryption and is judged before it).
+        key_slip: this device's key slip (the file's bytes, unparsed): step 7 takes the content
+            key from it, after checking it against ``trust``, this bundle and ``device_key``,
+            instead of from the bundle's recipient entries.
     """
 
     trust: TrustStore
@@ -112,6 +116,7 @@ class Policy:
     state: RollbackState | None = None
     device_key: PrivateKey | None = None
     check_payload_hash: bool = True
+    key_slip: bytes | None = None
 
 
 def check_bundle(bundle: Bundle, policy: Policy) -> Verification:
@@ -295,7 +300,13 @@ def check_digest(
         raise IntegrityError(f"{what} SHA-256 mismatch: signed {sha256[:16]}…, got {actual[:16]}…")
 
 
-def decrypt_model(bundle: Bundle, device_key: PrivateKey | None) -> bytes:
+def decrypt_model(
+    bundle: Bundle,
+    device_key: PrivateKey | None,
+    *,
+    key_slip: bytes | None = None,
+    trust: TrustStore | None = None,
+) -> bytes:
     """Unwrap, decrypt and check the model bytes of a bundle that :func:`verify_bundle` passed.
 
     Steps 7–10 of docs/FORMAT.md over a payload already in memory (step 6 was the caller's).
@@ -311,7 +322,7 @@ def decrypt_model(bundle: Bundle, device_key: PrivateKey | None) -> bytes:
         raise UsageError("this bundle was read for an audit: its payload was hashed, not kept")
     data = memoryview(bundle.payload).cast("B")
     return open_payload(bundle, PayloadReader(len(data), data=data), device_key,
-                        check_payload_hash=False)  # fmt: skip
+                        check_payload_hash=False, key_slip=key_slip, trust=trust)  # fmt: skip
 
 
 #: Plaintext bytes per piece when a payload is read from a file (a piece is whole chunks).
@@ -335,6 +346,8 @@ def open_payload(
     *,
     check_payload_hash: bool = True,
     sink: ModelSink | None = None,
+    key_slip: bytes | None = None,
+    trust: TrustStore | None = None,
 ) -> bytes:
     """Steps 6–10 of docs/FORMAT.md in one pass over the payload; the model only if all pass.
 
@@ -397,7 +410,7 @@ def open_payload(
         elif not payload.encrypted:
             stream = _read_all(source, payload_hash)
         else:
-            decryptor, refusal = _decryptor(header, device_key, stored_size)
+            decryptor, refusal = _decryptor(header, device_key, stored_size, key_slip, trust)
             if compressed:
                 stream = memoryview(alloc_buffer(stored_size))
                 target = stream
@@ -479,9 +492,18 @@ def _check_model(manifest: Manifest, size: int, sha256: str) -> None:
 
 
 def _decryptor(
-    header: Bundle, device_key: PrivateKey | None, stored_size: int
+    header: Bundle,
+    device_key: PrivateKey | None,
+    stored_size: int,
+    key_slip: bytes | None = None,
+    trust: TrustStore | None = None,
 ) -> tuple[PayloadDecryptor | None, EdgeSDKError | None]:
-    """Step 7: the content key, as a decryptor for the payload, or the reason there is none."""
+    """Step 7: the content key, as a decryptor for the payload, or the reason there is none.
+
+    With a key slip the wrapped key comes from the slip, once the slip is checked (its own
+    signatures against ``trust``, then that it names this bundle and this device key); else from
+    the bundle's recipient entries.
+    """
     manifest = header.manifest
     payload = manifest.payload
     if device_key is None:
@@ -490,7 +512,12 @@ def _decryptor(
             hint="pass --device-key",
         )
     try:
-        key = unwrap_content_key(header.recipients, header.manifest_digest, device_key)
+        recipients = header.recipients
+        if key_slip is not None:
+            if trust is None:
+                raise UsageError("a key slip is checked against a trust store; none was given")
+            recipients = (verify_key_slip(key_slip, header, trust, device_key),)
+        key = unwrap_content_key(recipients, header.manifest_digest, device_key)
         decryptor = PayloadDecryptor(
             payload.encryption, key, bytes.fromhex(payload.content_id), payload.chunk_size,
             stored_size,
@@ -620,7 +647,8 @@ def open_verified(
                 check_payload_stream(header, payload)
             return OpenedBundle(verification, b"")
         model = open_payload(header, payload, policy.device_key,
-                             check_payload_hash=policy.check_payload_hash, sink=sink)  # fmt: skip
+                             check_payload_hash=policy.check_payload_hash, sink=sink,
+                             key_slip=policy.key_slip, trust=policy.trust)  # fmt: skip
     return OpenedBundle(verification, model)
 
 

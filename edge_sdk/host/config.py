@@ -30,6 +30,7 @@ else:
     import tomli as tomllib  # type: ignore[import-not-found]
 
 from edge_sdk.errors import UsageError, excerpt
+from edge_sdk.files import atomic_write, read_capped
 
 CONFIG_NAME = "edge-sdk.toml"
 CONFIG_ENV = "EDGE_SDK_CONFIG"
@@ -96,7 +97,7 @@ def load_config(path: Path) -> ProjectConfig:
         UsageError: the file is unreadable, not TOML, or has unknown or mistyped keys.
     """
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_capped(path, 1 << 20).decode("utf-8"))
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -286,13 +287,16 @@ def init_project(
         created = False
         public = key_path.with_suffix(".pub")
         if not public.exists():
-            public.write_bytes(key.public.to_pem())
+            atomic_write(public, key.public.to_pem())
     else:
         key = generate_key("signing", alg)
         key_path, public = save_keypair(key, keys / stem)
         created = True
     project_public = directory / "publisher.pub"
-    project_public.write_bytes(public.read_bytes())
+    try:
+        atomic_write(project_public, public.read_bytes())
+    except OSError as exc:
+        raise UsageError(f"cannot write {project_public}: {exc.strerror}") from None
     home = Path.home()
     shown = f"~/{key_path.relative_to(home)}" if key_path.is_relative_to(home) else str(key_path)
     text = _TEMPLATE.format(
@@ -304,7 +308,7 @@ def init_project(
         target=_line("target", target, '"ssh://pi@pi-0042.local/opt/models"'),
     )
     try:
-        config.write_text(text, encoding="utf-8")
+        atomic_write(config, text.encode("utf-8"))
     except OSError as exc:
         raise UsageError(f"cannot write {config}: {exc.strerror}") from None
     load_config(config)  # what was written must read back

@@ -16,6 +16,7 @@ a malformed signature file.
 
 from __future__ import annotations
 
+import ast
 import base64
 import binascii
 import contextlib
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_sdk.errors import HostDependencyError, ModelSignatureError, UsageError
+from edge_sdk.files import read_capped
 from edge_sdk.format.attestation import signer_key_id
 
 #: model-signing's predicate for signatures made by releases ≥ 1.0.
@@ -128,8 +130,7 @@ def read_signature_file(path: Path) -> bytes:
         ModelSignatureError: missing, unreadable or oversized (a missing signature is refused).
     """
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_SIGNATURE_FILE_BYTES + 1)
+        data = read_capped(path, MAX_SIGNATURE_FILE_BYTES)
     except FileNotFoundError:
         raise ModelSignatureError(
             f"model signature {path} does not exist: refusing to convert an unsigned model",
@@ -236,16 +237,35 @@ def verify_model_signature(
 
 
 def _mismatch(text: str, model_name: str) -> str:
-    """model-signing's diff (Python reprs of digests) as the files that differ, by name."""
-    changed = [model_name if name == "." else name
-               for name in re.findall(r"Hash mismatch for '([^']*)'", text)]  # fmt: skip
-    parts = [f"{', '.join(changed)} changed since it was signed"] if changed else []
-    for kind, label in (("Extra files found", "files not in the signature"),
-                        ("Missing files", "signed files missing")):  # fmt: skip
-        found = re.search(rf"{kind} in model '[^']*': ([^\]\"]*)", text)
+    """model-signing's diff as the files that differ, by name (never the library's reprs).
+
+    The library's message is ``Signature mismatch: `` and the ``str`` of a list of strings that
+    embed digest reprs. Matching quotes in that text failed whenever a digest's bytes held both
+    quote characters (Python then escapes the quotes around the file name too), so the list is
+    read back as the Python literal it is and each entry is matched on its own.
+    """
+    body = text[len("Signature mismatch: ") :]
+    try:
+        entries = ast.literal_eval(body) if len(body) <= 1_000_000 else None
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        entries = None
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        return "its files do not match the signed digests"
+    changed: list[str] = []
+    parts: list[str] = []
+    for entry in entries:
+        found = re.match(r"Hash mismatch for '(.*?)': Expected ", entry, re.DOTALL)
         if found:
-            parts.append(f"{label}: {found.group(1).strip(chr(39))}")
-    return _excerpt("; ".join(parts) or text[len("Signature mismatch: ") :])
+            changed.append(model_name if found.group(1) == "." else found.group(1))
+            continue
+        for kind, label in (("Extra files found", "files not in the signature"),
+                            ("Missing files", "signed files missing")):  # fmt: skip
+            found = re.match(rf"{kind} in model '.*?': (.*)", entry, re.DOTALL)
+            if found:
+                parts.append(f"{label}: {found.group(1)}")
+    if changed:
+        parts.insert(0, f"{', '.join(changed)} changed since it was signed")
+    return _excerpt("; ".join(parts)) if parts else "its files do not match the signed digests"
 
 
 def _explain(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_sdk.errors import CompatibilityError, ModelInputError, UsageError
+from edge_sdk.errors import CompatibilityError, EdgeSDKError, ModelInputError, UsageError
 from edge_sdk.format.bundle import Bundle, save_bundle
 from edge_sdk.format.manifest import Manifest, Target, TensorSpec
 from edge_sdk.keys import PrivateKey, PublicKey
@@ -178,10 +178,42 @@ def package_model(
     from .provenance import prepare_sources
 
     with prepare_sources(model_path, options, signers, progress) as sources:
-        return _package_model(
-            sources.model_path, output, profile, options, signers, recipients, progress,
-            sources.attest,
-        )  # fmt: skip
+        try:
+            return _package_model(
+                sources.model_path, output, profile, options, signers, recipients, progress,
+                sources.attest,
+            )  # fmt: skip
+        except EdgeSDKError as exc:
+            private = str(sources.model_path)
+            if sources.model_path != model_path and private in exc.message:
+                # A message about the private verified copy names the model the user gave.
+                exc.message = exc.message.replace(private, str(model_path))
+                exc.args = (exc.message,)
+            raise
+
+
+def builtin_delegates(profile: DeviceProfile) -> tuple[str, ...]:
+    """The builtin delegates the device runtime applies for ``profile`` (no chain: XNNPACK, the
+    runtime's default, as :mod:`edge_sdk.device.runtime` builds it)."""
+    if not profile.delegates:
+        return ("xnnpack",)
+    return tuple(str(d.name) for d in profile.delegates if d.builtin)
+
+
+def _tflite_compat_hint(compat: Any) -> str:
+    """What to do about a .tflite the profile's runtime cannot run: a custom op needs a runtime
+    or delegate that provides it (re-converting would not remove it); other ops a newer runtime."""
+    from edge_sdk.format.compat import CUSTOM_OP, DELEGATE_CUSTOM_OPS, FLEX_OP
+
+    custom = [p for p in compat.problems if p.kind in (CUSTOM_OP, FLEX_OP)]
+    if custom:
+        provided = ", ".join(f"{d}: {', '.join(ops)}" for d, ops in DELEGATE_CUSTOM_OPS.items())
+        return (
+            "the model's publisher compiled in custom ops this runtime has no kernel for; use a "
+            "profile whose runtime or delegate chain provides them (builtin delegates provide "
+            f"{provided}), or a build of the model without them"
+        )
+    return "re-convert the source model with an older TensorFlow, or target a profile whose runtime is newer"
 
 
 def _package_model(
@@ -227,11 +259,10 @@ def _package_model(
         progress("load")
         model_bytes = model_path.read_bytes()
         info = read_tflite(model_bytes)
-        compat = check_compatibility(info, profile.runtime.package, profile.runtime.version)
+        compat = check_compatibility(info, profile.runtime.package, profile.runtime.version,
+                                     delegates=builtin_delegates(profile))  # fmt: skip
         if not compat.ok:
-            raise CompatibilityError(
-                compat.summary(), hint="re-convert from the Keras model with this profile"
-            )
+            raise CompatibilityError(compat.summary(), hint=_tflite_compat_hint(compat))
         reports: dict[str, Any] = {
             "conversion": {
                 "source_format": "tflite",

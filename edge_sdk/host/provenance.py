@@ -353,8 +353,12 @@ def prepare_sources(
             assert check.signature is not None
             progress("verify")
             private = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edge-sdk-src-")))
-            copy = _snapshot(model_path, private, check.signature)
-            signature = private / "model.sig"
+            # The copy keeps the model's own name (model-signing signs it as modelName) and the
+            # signature gets a fixed one: each in its own folder, so no model name can collide.
+            (private / "model").mkdir(mode=0o700)
+            (private / "signature").mkdir(mode=0o700)
+            copy = _snapshot(model_path, private / "model", check.signature)
+            signature = private / "signature" / "model.sig"
             from .model_signature import read_signature_file
 
             signature.write_bytes(read_signature_file(check.signature))

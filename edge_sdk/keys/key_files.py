@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
 from edge_sdk.errors import KeyFileError
+from edge_sdk.files import read_capped
 
 from .key_types import (
     PASSPHRASE_ENV,
@@ -35,6 +36,8 @@ from .key_types import (
 )
 from .key_uri import is_key_reference
 
+#: A key file is a few PEM blocks (an ML-DSA hybrid private key is ~10 KiB): 1 MiB is plenty.
+MAX_KEY_FILE_BYTES = 1 << 20
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
 
 
@@ -84,7 +87,7 @@ def _pem_blocks(path: Path, data: bytes) -> list[tuple[str, bytes]]:
 
 def _read(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        return read_capped(path, MAX_KEY_FILE_BYTES)
     except FileNotFoundError:
         raise KeyFileError(f"key file {path} does not exist") from None
     except IsADirectoryError:

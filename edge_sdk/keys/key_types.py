@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import hashes, hpke, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa, mlkem, x25519
 
 from edge_sdk.errors import KeyFileError
+from edge_sdk.files import atomic_write
 
 KeyKind = Literal["signing", "device"]
 
@@ -339,18 +340,16 @@ def generate_key(kind: KeyKind, alg: str | None = None) -> PrivateKey:
 
 
 def write_key_file(path: Path, data: bytes, mode: int, *, overwrite: bool) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    """Write a key file with exactly ``mode`` through :func:`edge_sdk.files.atomic_write`: a
+    symlink planted at ``path`` is never followed (with ``overwrite`` it is replaced)."""
     try:
-        fd = os.open(path, flags, mode)
+        atomic_write(path, data, mode, replace=overwrite, exact_mode=True)
     except FileExistsError:
         raise KeyFileError(
             f"{path} already exists", hint="choose another --out or pass --force"
         ) from None
     except OSError as exc:
         raise KeyFileError(f"cannot write {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as handle:
-        os.fchmod(handle.fileno(), mode)  # O_CREAT's mode is masked by umask; fix it explicitly
-        handle.write(data)
 
 
 def save_keypair(

@@ -30,7 +30,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote, unquote_to_bytes
 
 from edge_sdk.errors import KeyFileError, KeyReferenceError, TokenPinError
 
@@ -53,12 +53,30 @@ TPM2_PERSISTENT = range(0x81000000, 0x82000000)
 
 _ATTR_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _PCT = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_PIN_VALUE = re.compile(r"(pin-value=)[^&;#]*", re.IGNORECASE)
+
+
+def _masked(item: str, always: bool) -> str:
+    """``name=value`` with the value masked when it may be secret: every query value, and any
+    attribute whose name, percent-decoded, speaks of a PIN (``pin%2Dvalue`` is ``pin-value``)."""
+    name, eq, _value = item.partition("=")
+    if eq and (always or "pin" in unquote(name).lower()):
+        return f"{name}=***"
+    return item
+
+
+def _without_secrets(text: str) -> str:
+    before, fragment_mark, _fragment = text.partition("#")
+    path, query_mark, query = before.partition("?")
+    cleaned = ";".join(_masked(item, False) for item in path.split(";"))
+    if query_mark:
+        cleaned += "?" + "&".join(_masked(item, True) for item in query.split("&"))
+    return cleaned + (fragment_mark + "***" if fragment_mark else "")
 
 
 def _excerpt(text: str, limit: int = 160) -> str:
-    """A bounded, escaped, PIN-free rendering of a reference for messages."""
-    cleaned = _PIN_VALUE.sub(r"\1***", text)
+    """A bounded, escaped, PIN-free rendering of a reference for messages: no query value (a
+    ``pin-value``, however encoded, is one) and no PIN-named path attribute is ever shown."""
+    cleaned = _without_secrets(text)
     shown = cleaned if len(cleaned) <= limit else cleaned[:limit] + "…"
     return repr(shown)
 
@@ -132,7 +150,10 @@ class PinSource:
 
 def _read_pin_file(path: Path) -> str:
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        # O_NONBLOCK: a FIFO planted at the name must not block the open forever.
+        fd = os.open(
+            path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        )
     except FileNotFoundError:
         raise KeyFileError(f"PIN file {path} does not exist") from None
     except OSError as exc:
@@ -197,8 +218,8 @@ def _split_attrs(part: str, sep: str, where: str, reference: str) -> list[tuple[
     for item in part.split(sep):
         name, eq, raw = item.partition("=")
         if not eq or not _ATTR_NAME.fullmatch(name):
-            raise KeyReferenceError(
-                f"malformed {where} attribute {item[:64]!r} in {_excerpt(reference)}",
+            raise KeyReferenceError(  # the attribute's name only: its value may be a PIN
+                f"malformed {where} attribute {name[:64]!r} in {_excerpt(reference)}",
                 hint="attributes are name=value; percent-encode ';', '?', '&', '%' in values",
             )
         if _PCT.search(raw):

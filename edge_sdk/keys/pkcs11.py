@@ -37,7 +37,6 @@ import hashlib
 import os
 import platform
 import secrets
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +56,7 @@ from edge_sdk.errors import (
     TokenRemovedError,
     install_hint,
 )
+from edge_sdk.files import ForkSafeLock
 
 from .key_types import KeyKind, PrivateKey, PublicKey
 from .key_uri import PKCS11_MODULE_ENV, PKCS11_PIN_ENV, Pkcs11Uri, Secret
@@ -79,7 +79,7 @@ MODULE_DIRS = (
     "/usr/lib",
 )
 
-_LOCK = threading.RLock()
+_LOCK = ForkSafeLock(reentrant=True)
 _LIBRARIES: dict[str, tuple[int, Any]] = {}
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,12 +47,13 @@ from edge_sdk.errors import (
     TokenRemovedError,
     install_hint,
 )
+from edge_sdk.files import ForkSafeLock, read_capped
 
 from .key_types import KeyKind, PrivateKey, PublicKey
 from .key_uri import Secret, Tpm2Reference
 from .native_isolation import load_isolated
 
-_LOCK = threading.Lock()
+_LOCK = ForkSafeLock()
 MAX_KEY_FILE_BYTES = 16 * 1024
 _TCTI_LAYER = 0xA0000
 _LAYER_MASK = 0xFF0000
@@ -180,7 +180,7 @@ class TpmKey:
         assert self._ref.file is not None
         path = Path(self._ref.file)
         try:
-            data = path.read_bytes()[: MAX_KEY_FILE_BYTES + 1]
+            data = read_capped(path, MAX_KEY_FILE_BYTES)
         except FileNotFoundError:
             raise TokenKeyNotFoundError(f"{doing}: TPM key file {path} does not exist") from None
         except OSError as exc:

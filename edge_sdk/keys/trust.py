@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_sdk.errors import TrustStoreError
+from edge_sdk.files import read_capped
 
 from .key_files import holds_private_key, load_public_key
 from .key_types import PublicKey
@@ -92,7 +93,9 @@ class TrustStore:
 
 def _load_trust_config(path: Path) -> tuple[int | None, set[str]]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_capped(path, 1 << 20).decode("utf-8"))
+    except OSError as exc:
+        raise TrustStoreError(f"cannot read {path}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise TrustStoreError(f"{path} is not valid TOML: {exc}") from None
     unknown = set(data) - {"threshold", "revoked"}

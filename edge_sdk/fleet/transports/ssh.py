@@ -20,11 +20,11 @@ import re
 import shlex
 import socket
 import stat
-import threading
 from pathlib import Path
 from typing import Any
 
 from edge_sdk.errors import HostDependencyError, TransportError, install_hint
+from edge_sdk.files import ForkSafeLock
 
 from .base import (
     CommandResult,
@@ -44,7 +44,7 @@ CHUNK = 1024 * 1024
 _NEARLY_FULL = 64 * 1024
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 #: Guards appending to known_hosts when many connections trust new hosts at once.
-_KNOWN_HOSTS_LOCK = threading.Lock()
+_KNOWN_HOSTS_LOCK = ForkSafeLock()
 _ST_RDONLY = 1  # SSH_FXE_STATVFS_ST_RDONLY in OpenSSH's statvfs extension
 _UNREACHABLE = {
     errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT, errno.EHOSTDOWN,

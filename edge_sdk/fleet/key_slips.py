@@ -1,0 +1,172 @@
+"""Key slips at fleet scale: one sealed release, a signed slip for each of N devices.
+
+A bundle sealed for a large fleet lists only a few in-bundle recipients — the publisher's escrow
+key at least, since format 1 requires an encrypted bundle to name one — and every device gets a
+key slip (:mod:`edge_sdk.format.key_slip`) instead. The payload is encrypted once; issuing a slip
+costs one HPKE seal and one signature per device (about 0.2 ms with X25519 and Ed25519), so the
+time grows linearly with the fleet and not with the model.
+
+The content key comes from the bundle's own recipient entry for the escrow key, and is checked
+against the payload's first chunk before any slip is made: the envelope is not signed, so an
+entry someone swapped in could otherwise make every slip wrap a key that opens nothing.
+
+Revoking a device is not issuing its slip for the next release: every seal draws a fresh content
+key, so the slips and the keys a revoked device holds open nothing newer (docs/TUF.md,
+"Revoking a device").
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_sdk.errors import DecryptionError, KeyFileError, UsageError
+from edge_sdk.format.bundle import Bundle
+from edge_sdk.format.encryption import TAG_SIZE, PayloadDecryptor, unwrap_content_key
+from edge_sdk.format.key_slip import SLIP_SUFFIX, make_key_slip
+from edge_sdk.keys import PrivateKey, PublicKey, load_public_key
+
+
+@dataclass(frozen=True)
+class SlipReport:
+    """What :func:`write_key_slips` wrote."""
+
+    directory: Path
+    count: int
+    total_bytes: int
+    largest: int
+    excluded: tuple[str, ...]
+
+
+def slip_name(key_id: str) -> str:
+    """A device's slip file name in a slip directory: its key id, then ``.edgeslip``."""
+    return key_id + SLIP_SUFFIX
+
+
+def content_key_of(bundle: Bundle, opener: PrivateKey) -> bytes:
+    """The bundle's content key, unwrapped with ``opener`` and checked against the payload.
+
+    Raises:
+        UsageError: the bundle is signed-only, or its payload was not kept in memory.
+        DecryptionError: ``opener`` is not a recipient, or the key does not open the payload.
+    """
+    payload = bundle.manifest.payload
+    if not payload.encrypted:
+        raise UsageError("a signed-only bundle has no content key to issue slips for")
+    if bundle.streamed:
+        raise UsageError("the bundle was read for an audit: its payload was not kept")
+    key = unwrap_content_key(bundle.recipients, bundle.manifest_digest, opener)
+    stored = (
+        payload.compressed_size
+        if payload.compression != "none" and payload.compressed_size is not None
+        else bundle.manifest.model.size
+    )
+    decryptor = PayloadDecryptor(
+        payload.encryption, key, bytes.fromhex(payload.content_id), payload.chunk_size, stored
+    )
+    first = min(payload.chunk_size, stored)
+    scratch = memoryview(bytearray(first))
+    try:
+        decryptor.open_into(memoryview(bundle.payload)[: first + TAG_SIZE], scratch)
+    except DecryptionError:
+        raise DecryptionError(
+            f"the content key unwrapped with key {opener.key_id[:16]} does not open this "
+            "bundle's payload: its recipient entry was replaced",
+            hint="re-read the bundle from the publisher's own copy",
+        ) from None
+    finally:
+        scratch[:] = bytes(len(scratch))  # the first chunk of plaintext: not kept
+    return key
+
+
+def issue_key_slips(
+    bundle: Bundle,
+    content_key: bytes,
+    devices: Iterable[PublicKey],
+    signers: Sequence[PrivateKey],
+) -> Iterator[tuple[PublicKey, bytes]]:
+    """One signed slip per device, in order (each device key once; a repeat is an error).
+
+    Raises:
+        UsageError: a key is not a device key, or appears twice.
+    """
+    seen: set[str] = set()
+    for device in devices:
+        if device.key_id in seen:
+            raise UsageError(f"device key {device.key_id[:16]} is listed twice")
+        seen.add(device.key_id)
+        yield device, make_key_slip(bundle, content_key, device, signers)
+
+
+def load_device_keys(paths: Iterable[str | os.PathLike[str]]) -> list[PublicKey]:
+    """Device public keys from ``.pub`` files and directories of them (sorted by file name).
+
+    Raises:
+        KeyFileError: a file is not a device public key, or a path does not exist.
+    """
+    keys: list[PublicKey] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix == ".pub")
+            keys += [load_public_key(p, kind="device") for p in files]
+        elif path.exists():
+            keys.append(load_public_key(path, kind="device"))
+        else:
+            raise KeyFileError(f"device key path {path} does not exist")
+    return keys
+
+
+def write_key_slips(
+    out: str | os.PathLike[str],
+    bundle: Bundle,
+    content_key: bytes,
+    devices: Iterable[PublicKey],
+    signers: Sequence[PrivateKey],
+    *,
+    exclude: Iterable[str] = (),
+) -> SlipReport:
+    """Write ``<key id>.edgeslip`` for every device not in ``exclude`` (key ids) into ``out``.
+
+    ``out`` must not exist yet: the slips are written into a private, randomly named directory
+    beside it, which is renamed to ``out`` once complete. A reader therefore never sees half a
+    release's slips, and nothing another user planted in ``out`` is followed or overwritten.
+
+    Raises:
+        UsageError: ``out`` exists, or a device is listed twice.
+        KeySlipError: a slip would be over the size cap.
+    """
+    target = Path(out)
+    if target.exists() or target.is_symlink():
+        raise UsageError(f"{target} exists; slips are written into a new directory",
+                         hint="choose a new --out for each release")  # fmt: skip
+    revoked = set(exclude)
+    staging = target.with_name(f".{target.name}.tmp-{secrets.token_hex(8)}")
+    os.mkdir(staging, 0o700)
+    count = total = largest = 0
+    skipped: list[PublicKey] = []
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        wanted: list[PublicKey] = []
+        for device in devices:
+            (skipped if device.key_id in revoked else wanted).append(device)
+        for device, raw in issue_key_slips(bundle, content_key, wanted, signers):
+            fd = os.open(staging / slip_name(device.key_id), flags, 0o644)
+            try:
+                os.write(fd, raw)
+            finally:
+                os.close(fd)
+            count += 1
+            total += len(raw)
+            largest = max(largest, len(raw))
+        # Slips are public (each opens only with its device's key); a web server serves them.
+        os.chmod(staging, 0o755)  # noqa: S103
+        os.rename(staging, target)
+    except BaseException:
+        for leftover in staging.iterdir():
+            leftover.unlink()
+        staging.rmdir()
+        raise
+    return SlipReport(target, count, total, largest, tuple(d.key_id for d in skipped))
