@@ -13,7 +13,11 @@ not ids). The lm head's bias keeps the special ids (pad, unk, bos, eos) from eve
 so a run always lasts ``max_tokens`` steps and never emits an unprintable token.
 
 The build runs in a child process (``python -m tests.llm_fixture OUT_DIR SPEC_JSON``) so neither
-torch nor litert-torch is imported into the process that uses the model, and it is cached on disk
+torch nor litert-torch is imported into the process that uses the model. That child runs in its
+own environment: litert-torch's dependencies cannot be installed beside the ``provenance`` extra
+(xdsl pins typing-extensions<4.13, sigstore-models needs >=4.14.1), so tools/test.sh makes
+``.cache/llm-build`` with the ``llm-build`` extra (``EDGE_SDK_LLM_BUILD_PYTHON`` names another
+interpreter; without either, this one is used). The model is cached on disk
 under a key made of this file's source, the spec and the builders' versions: a second test
 session reuses the files (``EDGE_SDK_TEST_CACHE``, default ``.cache/test-models/llm/``).
 """
@@ -84,11 +88,29 @@ class LlmModel:
         return self.spec.kv_cache_max_len
 
 
+def build_python() -> str:
+    """The interpreter that has the build packages (see the module docstring)."""
+    named = os.environ.get("EDGE_SDK_LLM_BUILD_PYTHON")
+    if named:
+        return named
+    venv = REPO / ".cache" / "llm-build" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+def _build_versions(python: str) -> str:
+    """``name==version`` of each build package in ``python``'s environment."""
+    query = (
+        "from importlib import metadata\n"
+        f"for n in {BUILD_PACKAGES!r}: print(f'{{n}}=={{metadata.version(n)}}')"
+    )
+    done = subprocess.run([python, "-c", query], check=True, capture_output=True, text=True)
+    return done.stdout
+
+
 def cache_key(spec: LlmSpec) -> str:
     h = hashlib.sha256(Path(__file__).read_bytes())
     h.update(json.dumps(dataclasses.asdict(spec), sort_keys=True).encode())
-    for name in BUILD_PACKAGES:
-        h.update(f"{name}=={metadata.version(name)}\n".encode())
+    h.update(_build_versions(build_python()).encode())
     return h.hexdigest()[:16]
 
 
@@ -102,7 +124,7 @@ def build_llm(spec: LlmSpec = TINY, cache: Path | None = None) -> LlmModel:
         tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
         try:
             subprocess.run(
-                [sys.executable, "-m", "tests.llm_fixture", str(tmp), _spec_json(spec)],
+                [build_python(), "-m", "tests.llm_fixture", str(tmp), _spec_json(spec)],
                 cwd=REPO,
                 check=True,
                 # The converter's progress lines are noise unless the build fails.
