@@ -134,18 +134,20 @@ class LanguageModel:
         self._check_open()
         if not isinstance(max_tokens, int) or max_tokens < 1:
             raise UsageError(f"max_tokens must be a positive integer, got {max_tokens!r}")
+        return self._engine.create_session(
+            apply_prompt_template=template,
+            sampler_config=self._sampler(temperature, seed),
+            max_output_tokens=max_tokens,
+        )
+
+    def _sampler(self, temperature: float, seed: int) -> Any:
         if temperature < 0:
             raise UsageError(f"temperature must be >= 0, got {temperature!r}")
         lm = self._litert_lm
         # top_k=1 is greedy decoding: the sampler keeps only the arg-max token.
-        sampler = (
-            lm.SamplerConfig(top_k=1, top_p=1.0, temperature=1.0, seed=seed)
-            if temperature == 0
-            else lm.SamplerConfig(top_k=40, top_p=0.95, temperature=temperature, seed=seed)
-        )
-        return self._engine.create_session(
-            apply_prompt_template=template, sampler_config=sampler, max_output_tokens=max_tokens
-        )
+        if temperature == 0:
+            return lm.SamplerConfig(top_k=1, top_p=1.0, temperature=1.0, seed=seed)
+        return lm.SamplerConfig(top_k=40, top_p=0.95, temperature=temperature, seed=seed)
 
     def stream(
         self,
@@ -207,6 +209,21 @@ class LanguageModel:
         self._check_open()
         return self._engine.create_conversation(**options)
 
+    def chat(
+        self, *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0, seed: int = 0
+    ) -> Chat:
+        """A multi-turn chat: each :meth:`Chat.reply` sees the turns before it, wrapped in the
+        model's own chat template (LiteRT-LM's ``Conversation``). Close it before the model."""
+        self._check_open()
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            raise UsageError(f"max_tokens must be a positive integer, got {max_tokens!r}")
+        try:
+            return Chat(self._engine.create_conversation(
+                sampler_config=self._sampler(temperature, seed), max_output_tokens=max_tokens
+            ))  # fmt: skip
+        except RuntimeError as exc:
+            raise BackendError(f"cannot start a conversation: {_first_line(exc)}") from None
+
     # -- lifetime ------------------------------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -243,14 +260,31 @@ class LanguageModel:
         }
 
 
-def _as_trust(trust: Any) -> TrustStore:
-    if isinstance(trust, TrustStore):
-        return trust
-    if isinstance(trust, (str, os.PathLike)):
-        return TrustStore.load([trust])
-    if isinstance(trust, Sequence):
-        return TrustStore.load(list(trust))
-    raise UsageError("trust must be a TrustStore, a path, or a list of paths")
+class Chat:
+    """A conversation with a :class:`LanguageModel` (see :meth:`LanguageModel.chat`)."""
+
+    def __init__(self, conversation: Any) -> None:
+        self._conversation = conversation
+
+    def reply(self, message: str) -> Iterator[str]:
+        """The reply's text as it is decoded; the turn is remembered for the next reply."""
+        try:
+            for chunk in self._conversation.send_message_async(message):
+                for content in getattr(chunk, "contents", ()) or ():
+                    text = getattr(content, "text", None)
+                    if isinstance(text, str):
+                        yield text
+        except RuntimeError as exc:
+            raise BackendError(f"generation failed: {_first_line(exc)}") from None
+
+    def close(self) -> None:
+        self._conversation.close()
+
+    def __enter__(self) -> Chat:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def load_llm(
@@ -258,6 +292,7 @@ def load_llm(
     *,
     trust: TrustStore | str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     device_key: PrivateKey | str | os.PathLike[str] | None = None,
+    slip: bytes | str | os.PathLike[str] | None = None,
     profile: DeviceProfile | str | None = None,
     state_dir: str | os.PathLike[str] | None = None,
     threads: int | None = None,
@@ -270,7 +305,8 @@ def load_llm(
 ) -> LanguageModel:
     """Verify an LLM bundle, decrypt it into sealed memory, and start LiteRT-LM on it.
 
-    The arguments mean what they mean for :func:`edge_sdk.load`; ``max_num_tokens`` is the
+    The arguments mean what they mean for :func:`edge_sdk.load` (a key ``slip`` included);
+    ``max_num_tokens`` is the
     engine's context (prompt plus generated tokens; default: the model's own).
 
     Raises:
@@ -279,10 +315,17 @@ def load_llm(
         BackendError: litert-lm-api is missing or cannot run the model.
         EdgeSDKError: every check of docs/FORMAT.md, typed by cause, as for ``load``.
     """
-    from .runtime import choose_profile, detect_hardware_ids, expected_name_from_path, usable_cores
+    from .runtime import (
+        as_trust,
+        choose_profile,
+        detect_hardware_ids,
+        expected_name_from_path,
+        key_slip_for,
+        usable_cores,
+    )
 
     import_litert_lm()  # a missing extra is said before any work is done
-    store = _as_trust(trust)
+    store = as_trust(trust)
     key = (
         device_key
         if isinstance(device_key, PrivateKey) or device_key is None
@@ -298,6 +341,7 @@ def load_llm(
     cap = min(MAX_LLM_BYTES, prof.memory_mb * 1024 * 1024) if prof is not None else MAX_LLM_BYTES
     limits = Limits.for_model_size(cap) if prof is not None else DEFAULT_LIMITS
     wanted_name = expected_name if expected_name is not None else expected_name_from_path(source)
+    slip_bytes = key_slip_for(source, slip, key)
 
     def header_checks(header: Bundle) -> None:
         parsed.update(name=header.manifest.name, version=header.manifest.version,
@@ -319,6 +363,7 @@ def load_llm(
             hardware_ids=ids if check_device else (),
             state=state,
             device_key=key,
+            key_slip=slip_bytes,
         )
         memory = SealedMemory(limits.max_model_bytes)
         # The same checks, in the same order, as every other open; the model goes to the memfd,
