@@ -107,8 +107,10 @@ def read_litertlm(data: bytes | memoryview, file_size: int | None = None) -> Lit
     """
     size = len(data) if file_size is None else file_size
     head = bytes(data[:HEADER_BEGIN])
-    if len(head) < HEADER_BEGIN or not is_litertlm(head):
+    if not is_litertlm(head):
         raise _bad("it does not start with LITERTLM")
+    if len(head) < HEADER_BEGIN:
+        raise _bad(f"the file ends at byte {len(head)}, inside its {HEADER_BEGIN}-byte preamble")
     major, minor, patch = struct.unpack_from("<III", head, 8)
     if major not in SUPPORTED_MAJOR:
         raise _bad(f"format version {major}.{minor}.{patch} (this release reads major 1)")

@@ -341,9 +341,11 @@ def _package_model(
 def _is_litertlm(path: Path) -> bool:
     from edge_sdk.format.litertlm import is_litertlm
 
+    # By name too: a file called .litertlm that is not one is refused as a bad LiteRT-LM file
+    # (its header reader says what is wrong), not as "an unknown model format".
     try:
         with open(path, "rb") as handle:
-            return path.is_file() and is_litertlm(handle.read(8))
+            return path.is_file() and (path.suffix == ".litertlm" or is_litertlm(handle.read(8)))
     except OSError:
         return False  # detect_model_format says what is wrong with it
 
