@@ -268,3 +268,12 @@ def test_hostile_litertlm_headers_are_refused_when_packaging(
                           PackageOptions(name="bad", version=1), [keyset.signer],
                           [keyset.device.public])  # fmt: skip
         assert not (tmp_path / "bad.edgepkg").exists(), what
+
+
+def test_doctor_says_where_llm_bundles_open(cli: Any) -> None:
+    result = cli("doctor", "--json")
+    checks = {c["name"]: c for c in result.json()["checks"]}
+    assert (
+        checks["sealed memory"]["status"] == "ok" and "memfd" in checks["sealed memory"]["detail"]
+    )
+    assert checks["llm runtime"]["detail"].startswith("litert-lm-api 0.18")
