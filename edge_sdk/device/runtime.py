@@ -44,7 +44,7 @@ from edge_sdk.format.bundle import DEFAULT_LIMITS, Bundle, Limits
 from edge_sdk.format.compat import read_tflite, tflite_release
 from edge_sdk.format.key_slip import read_key_slip, slip_path_beside
 from edge_sdk.format.manifest import Manifest
-from edge_sdk.format.verify import Policy, RuntimeRelease, open_verified
+from edge_sdk.format.verify import Policy, RuntimeRelease, open_verified, require_kind
 from edge_sdk.keys import PrivateKey, TrustStore, load_private_key
 from edge_sdk.profiles import load_profile
 
@@ -1034,7 +1034,7 @@ def expected_name_from_path(source: str | os.PathLike[str] | bytes) -> str | Non
     return None
 
 
-def _as_trust(trust: Any) -> TrustStore:
+def as_trust(trust: Any) -> TrustStore:
     if isinstance(trust, TrustStore):
         return trust
     if isinstance(trust, (str, os.PathLike)):
@@ -1044,7 +1044,7 @@ def _as_trust(trust: Any) -> TrustStore:
     raise UsageError("trust must be a TrustStore, a path, or a list of paths")
 
 
-def _key_slip_for(
+def key_slip_for(
     source: str | os.PathLike[str] | bytes,
     slip: bytes | str | os.PathLike[str] | None,
     key: PrivateKey | None,
@@ -1109,7 +1109,7 @@ def load(
     Raises:
         EdgeSDKError: every failure, typed by cause (see :mod:`edge_sdk.errors`).
     """
-    store = _as_trust(trust)
+    store = as_trust(trust)
     key = (
         device_key
         if isinstance(device_key, PrivateKey) or device_key is None
@@ -1123,11 +1123,12 @@ def load(
     parsed: dict[str, Any] = {}  # what is known of the bundle so far, for the audit record
     limits = Limits.for_model_size(prof.max_model_bytes) if prof is not None else DEFAULT_LIMITS
     wanted_name = expected_name if expected_name is not None else expected_name_from_path(source)
-    slip_bytes = _key_slip_for(source, slip, key)
+    slip_bytes = key_slip_for(source, slip, key)
 
     def known(header: Bundle) -> None:
         parsed.update(name=header.manifest.name, version=header.manifest.version,
                       digest=header.digest)  # fmt: skip
+        require_kind(header, "tflite", "edge_sdk.load")
 
     try:
         runtime = discover_backend(backend)
