@@ -277,3 +277,23 @@ def test_doctor_says_where_llm_bundles_open(cli: Any) -> None:
         checks["sealed memory"]["status"] == "ok" and "memfd" in checks["sealed memory"]["detail"]
     )
     assert checks["llm runtime"]["detail"].startswith("litert-lm-api 0.18")
+
+
+def test_an_llm_bundle_deploys_and_runs_from_the_layout(
+    llm_bundle: Path, cli: Any, key_files: dict[str, Path], tmp_path: Path, keyset: KeySet,
+    tiny_llm: Any, plain_ids: dict[str, list[int]],
+) -> None:  # fmt: skip
+    """deploy checks an LLM bundle like any other (the profile's .tflite runtime does not apply
+    to it) and the board opens ``<root>/tiny/current`` from sealed memory."""
+    board = tmp_path / "board"
+    board.mkdir()
+    result = cli("deploy", llm_bundle, "--target", board, "--trust", key_files["signer.pub"])
+    assert result.code == 0, result.err
+    with _open(board / "tiny" / "current", keyset, tmp_path / "state") as model:
+        assert _ids(model, tiny_llm.prompt) == plain_ids[tiny_llm.prompt]
+    # A device policy of a .tflite profile (as the TUF agent applies) accepts it too.
+    from edge_sdk.format.bundle import read_bundle
+    from edge_sdk.format.verify import Policy, check_bundle
+
+    check_bundle(read_bundle(llm_bundle), Policy(keyset.trust(), profile="x86_64",
+                 runtime_package="ai-edge-litert"))  # fmt: skip

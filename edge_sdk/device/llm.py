@@ -38,6 +38,7 @@ from edge_sdk.errors import (
     install_hint,
 )
 from edge_sdk.format.bundle import DEFAULT_LIMITS, Bundle, Limits
+from edge_sdk.format.litertlm import LLM_RUNTIME
 from edge_sdk.format.manifest import Manifest
 from edge_sdk.format.verify import Policy, open_verified, require_kind
 from edge_sdk.keys import PrivateKey, TrustStore, load_private_key
@@ -49,8 +50,6 @@ from .state import VersionState, default_state_dir
 
 log = logging.getLogger(__name__)
 
-#: What a bundle's ``target.runtime`` says for a LiteRT-LM model (the package that runs it).
-LLM_RUNTIME = "litert-lm-api"
 #: Generated tokens per call unless the caller says otherwise.
 DEFAULT_MAX_TOKENS = 256
 #: The largest LLM a device accepts without a profile (a profile's RAM lowers it).

@@ -18,6 +18,8 @@ from typing import Any
 from edge_sdk.errors import ModelInputError
 
 MAGIC = b"LITERTLM"
+#: The package that runs LiteRT-LM models on a device: a bundle's ``target.runtime`` for one.
+LLM_RUNTIME = "litert-lm-api"
 HEADER_BEGIN = 32
 #: A header is a small table of sections; anything larger is not a LiteRT-LM file we accept.
 MAX_HEADER_BYTES = 1024 * 1024

@@ -43,6 +43,7 @@ from .bundle import DEFAULT_LIMITS, Bundle, Limits, PayloadReader, open_parts
 from .encryption import PayloadDecryptor, unwrap_content_key
 from .hashing import MODEL_WORKER, PAYLOAD_WORKER, PipelinedSHA256
 from .key_slip import verify_key_slip
+from .litertlm import LLM_RUNTIME
 from .manifest import Manifest
 from .memory import Buffer, alloc_buffer, freeze, populate, wipe, writable_bytes
 from .signing import verify_signatures
@@ -146,13 +147,22 @@ def check_bundle(bundle: Bundle, policy: Policy) -> Verification:
             "require_encryption=False (CLI: --allow-unencrypted) if that is intended",
         )
     check_target(manifest, profile=policy.profile, hardware_ids=policy.hardware_ids)
-    if policy.runtime_package is not None and manifest.target.runtime != policy.runtime_package:
-        raise TargetMismatchError(
-            f"{what} was checked for {manifest.target.runtime} {manifest.target.runtime_version}, "
-            f"profile {policy.profile or '?'} runs {policy.runtime_package}"
-        )
-    if policy.runtime is not None:
-        check_runtime(manifest, policy.runtime)
+    if manifest.model.format == "litertlm":
+        # LiteRT-LM's engine runs it, whatever .tflite runtime the profile names; TFLite op
+        # versions (check_runtime) do not apply. Its loader checks that the engine is installed.
+        if policy.runtime_package is not None and manifest.target.runtime != LLM_RUNTIME:
+            raise TargetMismatchError(
+                f"{what} holds a LiteRT-LM model but names runtime "
+                f"{escape_text(manifest.target.runtime[:40])}, not {LLM_RUNTIME}"
+            )
+    else:
+        if policy.runtime_package is not None and manifest.target.runtime != policy.runtime_package:
+            raise TargetMismatchError(
+                f"{what} was checked for {manifest.target.runtime} {manifest.target.runtime_version}, "
+                f"profile {policy.profile or '?'} runs {policy.runtime_package}"
+            )
+        if policy.runtime is not None:
+            check_runtime(manifest, policy.runtime)
     if policy.state is not None:
         policy.state.check(manifest.name, manifest.version, verification.digest)
     if policy.check_payload_hash:

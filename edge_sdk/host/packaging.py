@@ -350,10 +350,6 @@ def _is_litertlm(path: Path) -> bool:
         return False  # detect_model_format says what is wrong with it
 
 
-#: Devices run a LiteRT-LM model with this package (the manifest's ``target.runtime``).
-LLM_RUNTIME = "litert-lm-api"
-
-
 def _package_litertlm(
     model_path: Path,
     output: Path,
@@ -370,7 +366,7 @@ def _package_litertlm(
     and a compressed payload needs a second model-sized buffer on the device (the stream, then
     the model), while an uncompressed one is decrypted straight into sealed memory (peak ≈ 1×).
     """
-    from edge_sdk.format.litertlm import read_litertlm
+    from edge_sdk.format.litertlm import LLM_RUNTIME, read_litertlm
 
     from .sealing import seal_bundle
 
