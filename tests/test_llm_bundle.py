@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import edge_sdk
+from edge_sdk.device.llm import filesystem_of
 from edge_sdk.errors import (
     DecryptionError,
     IntegrityError,
@@ -102,11 +103,13 @@ def test_the_decrypted_model_is_in_sealed_memory_and_never_on_disk(
     # Plain LiteRT-LM writes an XNNPACK weight cache (repacked plaintext weights) beside the
     # model path, as it builds the engine: list what is beside the path the engine was given.
     beside: list[list[str]] = []
+    used: list[str] = []
     real_engine = litert_lm.Engine
 
     def engine_watched(path: str, *args: Any, **kwargs: Any) -> Any:
         built = real_engine(path, *args, **kwargs)
         beside.append(sorted(os.listdir(os.path.dirname(path))))
+        used.append(os.path.dirname(path))
         return built
 
     monkeypatch.setattr(litert_lm, "Engine", engine_watched)
@@ -123,8 +126,13 @@ def test_the_decrypted_model_is_in_sealed_memory_and_never_on_disk(
         assert os.pread(sealed.fd, 64, (weights.begin + weights.end) // 2) == needle
         assert os.readlink(f"/proc/self/fd/{sealed.fd}").startswith("/memfd:")
         model.generate(tiny_llm.prompt, max_tokens=4)
-        # Beside the engine's path was its symlink alone, and that directory is gone now.
-        assert beside == [["model.litertlm"]]
+        # Beside the engine's path were its symlink and (in memory) the weight cache; that
+        # directory was on a memory filesystem (the disk-backed XDG_RUNTIME_DIR was passed
+        # over) and is gone now.
+        assert [n for n in beside[0] if n != "model.litertlm"] == [n for n in beside[0]
+                if n.startswith("model.litertlm") and n.endswith(".xnnpack_cache")]  # fmt: skip
+        assert model.weight_cache == "memory (unlinked)"
+        assert filesystem_of(used[0]) in ("tmpfs", "ramfs") and not os.path.exists(used[0])
         assert not list(runtime_dir.iterdir())
         new = {p for d in watched for p in _files(d)} - before
         holding = [p for p in new if _contains(p, needle)]
@@ -297,3 +305,29 @@ def test_an_llm_bundle_deploys_and_runs_from_the_layout(
 
     check_bundle(read_bundle(llm_bundle), Policy(keyset.trust(), profile="x86_64",
                  runtime_package="ai-edge-litert"))  # fmt: skip
+
+
+def test_without_a_memory_filesystem_no_weight_cache_is_written(
+    llm_bundle: Path, keyset: KeySet, tmp_path: Path, tiny_llm: Any, monkeypatch: pytest.MonkeyPatch,
+    plain_ids: dict[str, list[int]],
+) -> None:  # fmt: skip
+    import litert_lm
+
+    from edge_sdk.device import llm
+
+    calls: list[tuple[str, list[str], Any]] = []
+    real_engine = litert_lm.Engine
+
+    def engine_watched(path: str, *args: Any, **kwargs: Any) -> Any:
+        built = real_engine(path, *args, **kwargs)
+        calls.append((path, sorted(os.listdir(os.path.dirname(path))), kwargs.get("cache_dir")))
+        return built
+
+    monkeypatch.setattr(litert_lm, "Engine", engine_watched)
+    monkeypatch.setattr(llm, "memory_dir", lambda: None)
+    with _open(llm_bundle, keyset, tmp_path / "state") as model:
+        assert model.weight_cache == "none"
+        assert _ids(model, tiny_llm.prompt) == plain_ids[tiny_llm.prompt]
+    [(path, listing, cache)] = calls
+    assert cache == ":nocache" and listing == ["model.litertlm"]
+    assert not os.path.exists(os.path.dirname(path))
