@@ -30,8 +30,7 @@ def _no_follow() -> int:
     return getattr(os, "O_NOFOLLOW", 0)
 
 
-#: Opening the directory a file is written in. Its own path is the caller's choice (it may hold
-#: symlinks, like /tmp on macOS) and is resolved exactly once, here; everything after acts on
+#: Opening the directory a file is written in: resolved once, here; everything after acts on
 #: the descriptor, so no later step can land in another directory.
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -42,8 +41,50 @@ class FileSwapped(OSError):
     place). Nothing of theirs was trusted; ``strerror`` says what happened."""
 
 
+def _trusted_link(link: Path) -> bool:
+    """Whether symlink ``link`` can only have been put there by root or by us: owned by one of
+    them, in a directory owned by one of them that nobody else can write (or sticky, like /tmp,
+    where others cannot replace what is not theirs). /tmp -> /private/tmp on macOS, or a state
+    directory linked to a data partition, are; a link another user could have swapped in is not.
+    """
+    trusted = {0, os.geteuid()}
+    try:
+        info, parent = os.lstat(link), os.stat(link.parent)
+    except OSError:
+        return False
+    others_write = parent.st_mode & 0o022 and not parent.st_mode & stat.S_ISVTX
+    return (
+        stat.S_ISLNK(info.st_mode)
+        and info.st_uid in trusted
+        and parent.st_uid in trusted
+        and not others_write
+    )
+
+
 def open_dir(directory: Path) -> int:
-    """A descriptor of ``directory``, to create, rename and unlink in it with ``dir_fd=``."""
+    """A descriptor of ``directory``, to create, rename and unlink in it with ``dir_fd=``.
+
+    ``directory`` itself is not followed if it is a symlink, unless only root or we could have
+    put that link there (:func:`_trusted_link`): someone who can write in its parent could
+    otherwise swap it for a link to a directory of their choosing just before we open it.
+
+    Raises:
+        OSError: ``directory`` cannot be opened; ``ELOOP`` for a symlink someone else could
+            have planted (``strerror`` says so).
+    """
+    try:
+        return os.open(directory, _DIR_FLAGS | _no_follow())
+    except OSError as exc:
+        # Linux says ENOTDIR for O_DIRECTORY | O_NOFOLLOW on a link to a directory, BSDs ELOOP.
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR) or not os.path.islink(directory):
+            raise
+    if not _trusted_link(directory):
+        raise OSError(
+            errno.ELOOP,
+            "the directory is a symlink another user could have put there (refusing to follow "
+            "it; name the real directory)",
+            str(directory),
+        )
     return os.open(directory, _DIR_FLAGS)
 
 
