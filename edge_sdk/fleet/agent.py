@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import json
@@ -35,6 +36,7 @@ import logging
 import os
 import random
 import re
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -526,6 +528,9 @@ class Agent:
         try:
             for sub in ("tuf", "downloads"):
                 (self.state_dir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+                # ngclient writes by path here (and follows a symlink planted at a target's
+                # name): nobody else may write in these directories, whoever created them.
+                _make_private(self.state_dir / sub)
             self.install_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StateError(f"cannot create agent directories: {exc.strerror}") from None
@@ -757,7 +762,7 @@ class Agent:
             )  # fmt: skip
         previous = current.file if current is not None else None
         try:
-            path = self._download(updater, chosen)
+            path, data = self._download(updater, chosen)
         except PayloadTooLargeError as exc:
             # The signed length said so, before a byte was fetched: a verdict about the metadata.
             return self._reject(chosen, exc, memory, previous, about="metadata")
@@ -775,7 +780,7 @@ class Agent:
                            exc.message, exc)  # fmt: skip
         try:
             try:
-                verified = self._verify(path, chosen)
+                verified = self._verify(data, chosen)
             except (VerificationError, BundleFormatError) as exc:
                 return self._reject(chosen, exc, memory, previous, about="bytes")
             except EdgeSDKError as exc:
@@ -795,12 +800,12 @@ class Agent:
                     f"({verified.digest[:16]})"
                 )
                 return self._reject(chosen, mismatch, memory, previous, about="metadata")
-            return self._install(path, chosen, previous, memory)
+            return self._install(path, data, chosen, previous, memory)
         finally:
             with contextlib.suppress(OSError):
                 path.unlink()
 
-    def _download(self, updater: Updater, candidate: Candidate) -> Path:
+    def _download(self, updater: Updater, candidate: Candidate) -> tuple[Path, bytes]:
         if candidate.length > self.max_target_bytes:
             raise PayloadTooLargeError(
                 f"{candidate.path} is {candidate.length} bytes, over this agent's "
@@ -819,12 +824,13 @@ class Agent:
             )
 
         _, attempts = self._with_retries(f"downloading {candidate.path}", fetch)
+        data = _read_download(path, candidate)
         received = self.traffic.bytes - bytes_before
         self._event("agent-download", candidate, result="ok", bytes=received, attempts=attempts,
                     sha256=candidate.sha256)  # fmt: skip
-        return path
+        return path, data
 
-    def _verify(self, path: Path, candidate: Candidate) -> Verification:
+    def _verify(self, data: bytes, candidate: Candidate) -> Verification:
         """The bundle's own checks, on top of TUF's, through the one check order of
         :func:`edge_sdk.format.verify.check_bundle`: signatures, expiry, the name TUF announced,
         encryption, target, runtime, anti-rollback, payload hash — and, with a device key, the
@@ -849,7 +855,7 @@ class Agent:
             state=VersionState(self.state_dir),
             device_key=self.device_key,
         )
-        opened = open_verified(path, policy, decrypt=self.device_key is not None)
+        opened = open_verified(data, policy, decrypt=self.device_key is not None)
         return opened.verification
 
     def _reject(
@@ -875,14 +881,15 @@ class Agent:
                        error.message, error)  # fmt: skip
 
     def _install(
-        self, path: Path, candidate: Candidate, previous: str | None, memory: _Memory
+        self, path: Path, data: bytes, candidate: Candidate, previous: str | None, memory: _Memory
     ) -> Outcome:
-        from .deploy import deploy, prepare_bundle
+        from .deploy import deploy, prepare_bundle_bytes
 
         name = candidate.name
         try:
-            # With the trust, deploy judges what is current by its verified version only.
-            prepared = prepare_bundle(path, trust=self.trust)
+            # With the trust, deploy judges what is current by its verified version only. The
+            # bytes verified above are the bytes installed: the path is not read again.
+            prepared = prepare_bundle_bytes(data, path, trust=self.trust)
             result = deploy(prepared, str(self.install_dir), self.deploy_options)
         except DeployError as exc:
             now = self._installed().get(name)
@@ -991,3 +998,62 @@ __all__ = [
     "run_agent",
     "translate_tuf_error",
 ]
+
+
+def _read_download(path: Path, candidate: Candidate) -> bytes:
+    """The downloaded target's bytes, read once through one descriptor and bound again to the
+    signed SHA-256 and length.
+
+    ngclient checks the download and then leaves it at ``path``; whoever can write in the
+    downloads directory could swap another file in under that name before the agent reads it.
+    Everything after this (the bundle's own checks, the install) uses these bytes, never the
+    path, so what was checked is what is installed.
+
+    Raises:
+        VerificationError: the file is not the target TUF checked (not remembered: the
+            repository's release is not at fault).
+        StateError: the downloads directory cannot be read.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOENT):
+            raise StateError(f"cannot read the download {path}: {exc.strerror}") from None
+        fd = -1
+    chunks: list[bytes] = []
+    if fd >= 0:
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                left = candidate.length + 1  # one byte more tells a longer file
+                while left > 0 and (piece := os.read(fd, min(left, 1 << 20))):
+                    chunks.append(piece)
+                    left -= len(piece)
+        finally:
+            os.close(fd)
+    data = b"".join(chunks)
+    if len(data) != candidate.length or hashlib.sha256(data).hexdigest() != candidate.sha256:
+        raise VerificationError(
+            f"{candidate.path}: the downloaded file in {path.parent} is no longer the target "
+            "TUF verified (replaced after the download)",
+            hint="someone else can write in the agent's state directory: make it private (0700)",
+        )
+    return data
+
+
+def _make_private(directory: Path) -> None:
+    """Make ``directory`` (a real directory of ours, not a symlink) mode 0700.
+
+    Raises:
+        StateError: it is a symlink, not a directory, or another user's.
+    """
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if os.fstat(fd).st_uid != os.geteuid():
+            raise StateError(
+                f"{directory} belongs to another user",
+                hint="give the agent a state directory of its own",
+            )
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
