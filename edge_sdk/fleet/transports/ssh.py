@@ -234,6 +234,10 @@ class SshSession(Session):
             f"stat -c %d:%i -- {shlex.quote(dst)}", self.options.command_timeout
         )
         if not result.ok or result.stdout.strip() != expected:
+            # Not ours: it must not stay under the release name (best effort; whoever swapped
+            # it can write there anyway, and the next deploy replaces what is left).
+            with contextlib.suppress(Exception):
+                await self.remove(dst_rel)
             raise TransportError(
                 self.target.fail(
                     "file replaced", self,
