@@ -154,3 +154,48 @@ def test_a_swapper_racing_every_upload_never_gets_its_file_installed(
         "ok", "unchanged",
     )  # fmt: skip
     assert current_of(root).read_bytes() == bundles[-1].data
+
+
+class _NoPosixRename(Target):
+    """An SSH target whose SFTP server lacks posix-rename@openssh.com (the mv fallback)."""
+
+    def __init__(self, inner: Target) -> None:
+        super().__init__(inner.uri, inner.root, None)
+        self.inner = inner
+
+    async def connect(self) -> Session:
+        import asyncssh
+
+        session = await self.inner.connect()
+
+        async def unsupported(*_: object) -> None:
+            raise asyncssh.SFTPOpUnsupported("posix-rename not supported")
+
+        session.sftp.posix_rename = unsupported  # type: ignore[attr-defined]
+        return session
+
+    def raw_errors(self) -> tuple[type[BaseException], ...]:
+        return self.inner.raw_errors()
+
+    async def explain(self, exc: BaseException, session: Session | None) -> Any:
+        return await self.inner.explain(exc, session)
+
+
+def test_the_mv_fallback_never_moves_into_a_directory_a_planted_link_names(
+    lab: Any, make_bundle: BundleFactory, board: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Sibling: without posix-rename the switch of `current` ran `mv -f tmp current`; with
+    `current` a symlink to a directory outside the root, mv moved our link *into* it."""
+    root = board("b")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    uri = lab.servers[0].uri(root)
+    target = _NoPosixRename(parse_target(uri, ssh=lab.ssh()))
+    v1 = deploy(make_bundle(1), target)
+    assert current_of(root).name == v1.file  # the fallback works
+    current = root / "demo" / "current"
+    current.unlink()
+    current.symlink_to(outside)  # planted by someone who can write in demo/
+    v2 = deploy(make_bundle(2), target)
+    assert sorted(os.listdir(outside)) == []
+    assert current_of(root).name == v2.file

@@ -259,9 +259,11 @@ class SshSession(Session):
         try:
             await self.sftp.posix_rename(src, dst)
         except asyncssh.SFTPOpUnsupported:
-            # Plain SFTP rename refuses to replace; mv does rename(2), which does.
+            # Plain SFTP rename refuses to replace; mv does rename(2), which does. -T: a plain
+            # `mv` moves *into* a directory dst names — through a symlink planted at dst, out
+            # of the root. An mv without -T fails the rename rather than do that.
             result = await self._exec(
-                f"mv -f -- {shlex.quote(src)} {shlex.quote(dst)}", self.options.command_timeout
+                f"mv -f -T -- {shlex.quote(src)} {shlex.quote(dst)}", self.options.command_timeout
             )
             if not result.ok:
                 raise TransportError(
