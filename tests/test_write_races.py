@@ -130,9 +130,8 @@ def test_a_file_swapped_in_under_the_temp_name_is_never_reported_written(tmp_pat
         if target.read_bytes() != ours[0]:
             wrong.append(target.read_bytes())
 
-    refused = race(attack, write, rounds=2000)
+    race(attack, write, rounds=2000)
     assert wrong == []
-    assert refused >= 0
     for name in os.listdir(shared):
         # Left behind at most: the attacker's own files under names they put there.
         assert name == "state.json" or (shared / name).read_bytes() == b"THEIRS"
