@@ -372,6 +372,21 @@ class DelegateError(BackendError):
     kind = "delegate"
 
 
+class SealedMemoryError(BackendError):
+    """A decrypted model cannot be placed in sealed memory (no memfd, sealing refused, too big)."""
+
+    exit_code = 74
+    kind = "sealed-memory"
+
+
+class ModelKindError(BackendError):
+    """The bundle holds another kind of model than the loader runs (a .tflite given to
+    ``load_llm``, a .litertlm given to ``load``)."""
+
+    exit_code = 75
+    kind = "model-kind"
+
+
 class InferenceInputError(EdgeSDKError):
     """An input given to predict() has the wrong name, shape or dtype."""
 

@@ -163,6 +163,17 @@ def swtpm(tmp_path_factory: pytest.TempPathFactory) -> Any:
         yield tpm
 
 
+# -- a generative model (tests/llm_fixture.py): built once, cached on disk across sessions ------------
+
+
+@pytest.fixture(scope="session")
+def tiny_llm() -> Any:
+    """A tiny random-weight decoder as a ``.litertlm`` (a ``tests.llm_fixture.LlmModel``)."""
+    from .llm_fixture import build_llm
+
+    return build_llm()
+
+
 # -- what users install ------------------------------------------------------------------------------
 
 

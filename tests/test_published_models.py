@@ -7,6 +7,7 @@ hand-built flatbuffer for a custom op no converter writes); nothing downloads.
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -172,3 +173,107 @@ def test_integer_frames_into_a_float_input_are_refused() -> None:
         scaled = frame.astype(np.float32) / 127.5 - 1
         np.testing.assert_array_equal(model.predict(scaled), scaled.reshape(1, 12))
         assert model.predict(scaled.astype(np.float16)).dtype == np.float32  # floats still cast
+
+
+# -- SavedModels from elsewhere ---------------------------------------------------------------------------
+
+
+def test_a_keras2_savedmodel_packages_and_a_signature_tf_cannot_describe_is_refused(
+    tmp_path: Path, keyset: KeySet
+) -> None:
+    """A tf_keras (Keras 2) SavedModel with dict outputs, as basic-pitch ships, packages with
+    parity; a signature input of unknown rank (which ended in TensorFlow's raw ValueError) and a
+    SavedModel TF cannot load are typed refusals with the re-export advice."""
+    import tensorflow as tf
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(5)
+    audio = tf_keras.Input((16, 4), name="audio")
+    h = tf_keras.layers.Conv1D(4, 3, padding="same", activation="relu")(audio)
+    model = tf_keras.Model(audio, {"note": tf_keras.layers.Dense(2, activation="sigmoid", name="note")(h),
+                                   "onset": tf_keras.layers.Dense(1, name="onset")(h)})  # fmt: skip
+    model.save(tmp_path / "keras2")
+    result = _package(tmp_path / "keras2", tmp_path / "k.edgepkg", keyset)
+    parity = result.reports["conversion"]["parity"]
+    assert parity["passed"] and set(parity["outputs"]) == {"note", "onset"}
+
+    class AnyRank(tf.Module):  # type: ignore[misc]
+        @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name="x")])
+        def serve(self, x: Any) -> Any:
+            return {"y": x * 2.0}
+
+    module = AnyRank()
+    tf.saved_model.save(
+        module, str(tmp_path / "anyrank"), signatures={"serving_default": module.serve}
+    )
+    with pytest.raises(ModelInputError, match="input 'x' has no fixed rank") as caught:
+        _package(tmp_path / "anyrank", tmp_path / "a.edgepkg", keyset)
+    assert "model.export" in (caught.value.hint or "")
+    (tmp_path / "anyrank" / "saved_model.pb").write_bytes(b"\x08\x01junk")
+    with pytest.raises(ModelInputError, match="cannot load SavedModel") as caught:
+        _package(tmp_path / "anyrank", tmp_path / "b.edgepkg", keyset)
+    assert "re-export" in (caught.value.hint or "")
+
+
+def test_a_keras_model_the_keras_converter_fails_converts_through_its_export(
+    tmp_path: Path, keyset: KeySet
+) -> None:
+    """A .keras model with dict inputs keyed by their names (as keras-hub backbones take them)
+    fails TFLite's Keras path ("'NoneType' object is not callable"; it was refused): it converts
+    through a SavedModel export, says so, and runs with Keras's numbers."""
+    import keras
+
+    import edge_sdk
+
+    keras.utils.set_random_seed(6)
+    ids = keras.Input((None,), dtype="int32", name="token_ids")
+    mask = keras.Input((None,), dtype="int32", name="padding_mask")
+    h = keras.layers.Embedding(50, 8)(ids) * keras.ops.expand_dims(
+        keras.ops.cast(mask, "float32"), -1
+    )
+    out = keras.layers.Dense(3, name="logits")(h)
+    keras.Model({"token_ids": ids, "padding_mask": mask}, out).save(tmp_path / "backbone.keras")
+    shapes = ("token_ids=4x16", "padding_mask=4x16")
+    result = _package(
+        tmp_path / "backbone.keras", tmp_path / "b.edgepkg", keyset, input_shapes=shapes
+    )
+    # The Keras path's own message varies with what ran before in the process; the route does not.
+    assert any("through a SavedModel export" in n and "Keras conversion failed" in n
+               for n in result.notes), result.notes  # fmt: skip
+    assert result.reports["conversion"]["parity"]["passed"]
+
+    rng = np.random.default_rng(7)
+    feeds = {"token_ids": rng.integers(0, 50, (4, 16)).astype(np.int32),
+             "padding_mask": rng.integers(0, 2, (4, 16)).astype(np.int32)}  # fmt: skip
+    expected = keras.models.load_model(tmp_path / "backbone.keras")(feeds)
+    with edge_sdk.load(tmp_path / "b.edgepkg", trust=keyset.trust(), device_key=keyset.device,
+                       state_dir=tmp_path / "state", profile="x86_64") as model:  # fmt: skip
+        np.testing.assert_allclose(model.predict(feeds), np.asarray(expected), atol=1e-5)
+
+
+def test_backend_messages_keep_litert_s_messages_apart(tmp_path: Path, keyset: KeySet) -> None:
+    """LiteRT's error reporter runs its messages together ("...reshape runtimeNode number 1"):
+    a backend refusal shows them apart, and names what the model could not take."""
+    import keras
+
+    import edge_sdk
+    from edge_sdk.errors import BackendError
+
+    a, b = keras.Input((None, 4), name="a"), keras.Input((None, 4), name="b")
+    keras.Model([a, b], keras.layers.Add()([a, b])).save(tmp_path / "add.keras")
+    _package(
+        tmp_path / "add.keras",
+        tmp_path / "add.edgepkg",
+        keyset,
+        input_shapes=("a=1x3x4", "b=1x3x4"),
+    )
+    feeds = {"a": np.ones((1, 3, 4), np.float32), "b": np.ones((1, 5, 4), np.float32)}
+    with edge_sdk.load(tmp_path / "add.edgepkg", trust=keyset.trust(), device_key=keyset.device,
+                       state_dir=tmp_path / "state", profile="x86_64") as model:  # fmt: skip
+        with pytest.raises(BackendError) as caught:
+            model.predict(feeds)
+        np.testing.assert_array_equal(
+            model.predict({"a": feeds["a"], "b": feeds["a"]}), 2 * feeds["a"]
+        )
+    message = str(caught.value)
+    assert "Node number" in message and not re.search(r"[A-Za-z)]Node number", message), message

@@ -30,7 +30,15 @@ if [ ! -x .venv/bin/python ]; then
   $PY -m venv .venv 2>/dev/null || { $PY -m pip install -q --user virtualenv && $PY -m virtualenv -q .venv; }
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[host,device,deploy,tuf,hsm,tpm,provenance,dev]'
+.venv/bin/python -m pip install -q -e '.[host,device,deploy,tuf,hsm,tpm,provenance,llm,dev]'
+# The generated LLM test model (tests/llm_fixture.py) is built with litert-torch in an environment
+# of its own: its dependencies cannot be installed beside the provenance extra's (xdsl pins
+# typing-extensions<4.13, sigstore-models needs >=4.14.1). Nothing of it reaches the test process.
+if [ ! -x .cache/llm-build/bin/python ]; then
+  $PY -m venv .cache/llm-build 2>/dev/null || $PY -m virtualenv -q .cache/llm-build
+fi
+.cache/llm-build/bin/python -m pip install -q --upgrade pip
+.cache/llm-build/bin/python -m pip install -q -e '.[llm-build]'
 
 .venv/bin/ruff check edge_sdk tests tools
 .venv/bin/ruff format --check edge_sdk tests tools

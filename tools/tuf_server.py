@@ -49,6 +49,12 @@ http {{
     keepalive_timeout 65;
     keepalive_requests 100000;
     server_tokens off;
+    # Metadata is JSON of hex digests and repeated keys: gzip sends a device's snapshot and slip
+    # bin at a quarter of their size or less (clients that do not ask get it plain).
+    gzip on;
+    gzip_types application/json;
+    gzip_min_length 512;
+    gzip_vary on;
     server {{
         listen 127.0.0.1:{port};
         root {work}/www;

@@ -23,6 +23,7 @@ from . import (  # noqa: F401
     device,
     fleet,
     keys,
+    llm,
     package,
     profiles,
     project,

@@ -26,6 +26,7 @@ from ._common import (
     say,
     table,
 )
+from .llm import MaxTokensOpt, TemperatureOpt, load_llm_bundle, stream_reply
 
 
 def _device_load(bundle: Path, trust: list[Path], device_key: str | None, **options: Any) -> Any:
@@ -86,8 +87,13 @@ def run(
     bundle: Annotated[Path, typer.Argument(help="The .edgepkg file.")],
     trust: TrustOpt,
     input: Annotated[
-        Path, typer.Option("--input", "-i", help=".npy (one input) or .npz (by input name)")
-    ],
+        Path | None, typer.Option("--input", "-i", help=".npy (one input) or .npz (by input name)")
+    ] = None,
+    prompt: Annotated[
+        str | None, typer.Option(help="For an LLM bundle: generate a reply to this prompt.")
+    ] = None,
+    max_tokens: MaxTokensOpt = 256,
+    temperature: TemperatureOpt = 0.0,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write outputs to this .npz")
     ] = None,
@@ -110,9 +116,27 @@ def run(
     allow_unencrypted: AllowUnencryptedOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Verify, decrypt in memory and run a bundle on the inputs; print or save the outputs."""
+    """Verify, decrypt in memory and run a bundle on the inputs; print or save the outputs.
+
+    For an LLM bundle, ``--prompt`` generates a reply (streamed; ``--json`` prints it whole)
+    with the model opened from sealed memory.
+    """
     import numpy as np
 
+    if (input is None) == (prompt is None):
+        raise UsageError(
+            "give --input for a model bundle or --prompt for a language-model bundle (one of them)"
+        )
+    if prompt is not None:
+        if output is not None or raw or signature is not None:
+            raise UsageError("--output, --raw and --signature are for --input, not --prompt")
+        _generate(bundle, trust, device_key, prompt, as_json=as_json, slip=slip, profile=profile,
+                  state_dir=state_dir, threads=threads, max_tokens=max_tokens,
+                  temperature=temperature, allow_target_mismatch=allow_target_mismatch,
+                  expected_name=expected_name,
+                  require_encryption=False if allow_unencrypted else None)  # fmt: skip
+        return
+    assert input is not None
     x = _load_inputs(input)
     with _device_load(
         bundle, trust, device_key, slip=slip, profile=profile, state_dir=state_dir,
@@ -184,6 +208,27 @@ def run(
             say(f"  argmax: {classes[:32]}{more}")
     if output:
         say(f"saved to {output}")
+
+
+def _generate(
+    bundle: Path,
+    trust: list[Path],
+    device_key: str | None,
+    prompt: str,
+    *,
+    as_json: bool,
+    max_tokens: int,
+    temperature: float,
+    **options: Any,
+) -> None:
+    with load_llm_bundle(bundle, trust, device_key, **options) as model:
+        if as_json:
+            text = model.generate(prompt, max_tokens=max_tokens, temperature=temperature)
+            print_json({"name": model.manifest.name, "version": model.manifest.version,
+                        **model.describe(), "prompt": prompt, "text": text})  # fmt: skip
+            return
+        say(f"{model!r}", stderr=True)
+        stream_reply(model.stream(prompt, max_tokens=max_tokens, temperature=temperature))
 
 
 @app.command()

@@ -257,21 +257,33 @@ def package(
         warn(note)
     accuracy = result.reports.get("accuracy", {})
     compat = result.reports.get("compatibility", {})
+    llm = result.reports.get("litertlm")
+    model_lines = (
+        [("model", f"LiteRT-LM, {human_size(result.model_size)}, as built: {_sections_line(llm)}")]
+        if llm is not None
+        else [
+            ("model", f"{result.source_format} → tflite {result.quantization}, "
+                      f"{human_size(result.model_size)}"),
+            ("accuracy", _accuracy_line(accuracy) if accuracy else "not evaluated (already TFLite)"),
+        ]
+    )  # fmt: skip
+    runtime = f"{m.target.runtime} {m.target.runtime_version}".strip()
     pairs = [
         ("bundle", f"{result.path} ({human_size(result.size)})"),
-        (
-            "model",
-            f"{result.source_format} → tflite {result.quantization}, {human_size(result.model_size)}",
-        ),
-        ("accuracy", _accuracy_line(accuracy) if accuracy else "not evaluated (already TFLite)"),
+        *model_lines,
         *(
             [("pruning", pruning_line(result.reports["pruning"]))]
             if "pruning" in result.reports
             else []
         ),
         (
-            "compatibility",
-            f"{'OK' if compat.get('ok') else 'FAILED'} for {prof.runtime.package} {prof.runtime.version}",
+            ("runtime", f"{runtime} (LiteRT-LM's engine; its header was read, the model not run)")
+            if llm is not None
+            else (
+                "compatibility",
+                f"{'OK' if compat.get('ok') else 'FAILED'} for {prof.runtime.package} "
+                f"{prof.runtime.version}",
+            )
         ),
         *provenance_lines(m),
         ("payload", f"{m.payload.encryption}, {m.payload.compression}"),
@@ -323,3 +335,10 @@ def _accuracy_line(gate: dict[str, Any]) -> str:
             f"on {gate['samples']} samples ({gate['data']})"
         )
     return str(gate.get("metric", "n/a"))
+
+
+def _sections_line(info: dict[str, Any]) -> str:
+    """``format v1.5.0, 3 sections (TFLiteModel, SP_Tokenizer, LlmMetadataProto)``."""
+    kinds = [str(s.get("kind", "?")) for s in info.get("sections", [])]
+    shown = ", ".join(kinds[:6]) + (", …" if len(kinds) > 6 else "")
+    return f"format v{info.get('version', '?')}, {len(kinds)} sections ({shown})"

@@ -121,16 +121,51 @@ def repo_publish(
             "verify against them before it is published. Default: the project's signing key."
         ),
     ] = None,
+    slips: Annotated[
+        Path | None,
+        typer.Option(
+            "--slips",
+            help="The release's key slips ('edge-sdk slips issue --out DIR'): each device gets "
+            "its own through the repository's hashed bins.",
+        ),
+    ] = None,
+    devices: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--devices",
+            help="Issue a slip for every device key here (.pub file or directory; repeatable) "
+            "and publish them: one command for the whole fleet (needs --opener, --signing-key).",
+        ),
+    ] = None,
+    opener: Annotated[
+        str | None,
+        typer.Option(help="With --devices: a recipient key of the bundle (the escrow key)."),
+    ] = None,
+    signing_key: Annotated[
+        list[str] | None,
+        typer.Option(help="With --devices: publisher key(s) signing the slips; repeatable."),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="With --devices: key id (or .pub) of a revoked device, which gets no slip."
+        ),
+    ] = None,
+    keep_slips: Annotated[
+        int, typer.Option(help="Releases per name whose slips the bins keep.")
+    ] = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """Add bundles as targets; signs new targets, snapshot and timestamp metadata."""
     from edge_sdk.fleet.tuf_repo import publish
 
-    result = publish(bundles, repo, group, keep=keep, trust=publisher_trust(trust, "repo publish"))
+    by_key = _release_slips(bundles, slips, devices, opener, signing_key, exclude)
+    result = publish(bundles, repo, group, keep=keep, trust=publisher_trust(trust, "repo publish"),
+                     slips=by_key, keep_slips=keep_slips)  # fmt: skip
     if as_json:
         print_json({
             "published": [{"path": t.path, "length": t.length, **t.to_custom()} for t in result.published],
-            "versions": dict(result.versions),
+            "versions": dict(result.versions), "slips": result.slips, "bins": result.bins,
         })  # fmt: skip
         return
     table(None, ["name", "version", "digest", "groups", "size", "target"], [
@@ -138,6 +173,45 @@ def repo_publish(
         for t in result.published
     ])  # fmt: skip
     say(", ".join(f"{role} v{v}" for role, v in result.versions.items()))
+    if result.slips:
+        say(f"{result.slips} key slip(s) in {result.bins} hashed bins")
+
+
+def _release_slips(
+    bundles: list[Path],
+    slips: Path | None,
+    devices: list[Path] | None,
+    opener: str | None,
+    signing_key: list[str] | None,
+    exclude: list[str] | None,
+) -> dict[str, bytes] | None:
+    """The slips ``repo publish`` was given or asked to issue, by device key id (None: none)."""
+    if slips is not None and devices:
+        raise UsageError("--slips and --devices exclude each other")
+    if (opener or signing_key or exclude) and not devices:
+        raise UsageError("--opener, --signing-key and --exclude go with --devices")
+    if slips is not None:
+        from edge_sdk.fleet.tuf_repo import read_slip_dir
+
+        return read_slip_dir(slips)
+    if not devices:
+        return None
+    if opener is None or not signing_key:
+        raise UsageError("--devices needs --opener (the escrow key) and --signing-key")
+    if len(bundles) != 1:
+        raise UsageError("key slips are published with one bundle at a time")
+    from edge_sdk.fleet.key_slips import content_key_of, issue_key_slips, load_device_keys
+    from edge_sdk.format.bundle import read_bundle
+    from edge_sdk.keys import load_public_key
+
+    sealed = read_bundle(bundles[0])
+    key = content_key_of(sealed, load_private(opener, "device"))
+    signers = [load_private(p, "signing") for p in signing_key]
+    revoked = {
+        load_public_key(e, kind="device").key_id if e.endswith(".pub") else e for e in exclude or []
+    }
+    fleet = [d for d in load_device_keys(devices) if d.key_id not in revoked]
+    return {device.key_id: raw for device, raw in issue_key_slips(sealed, key, fleet, signers)}
 
 
 @repo_app.command("refresh")

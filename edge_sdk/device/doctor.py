@@ -221,6 +221,39 @@ def _threads_check(prof: Any) -> Check:
     return Check("threads", "ok", detail)
 
 
+def _llm_checks() -> list[Check]:
+    """Where a decrypted LLM would live (sealed memory or nowhere) and whether LiteRT-LM is here.
+
+    LLM bundles open only from sealed memory: a runtime that opens files by path would otherwise
+    need the plaintext on disk, which edge-sdk never writes.
+    """
+    from .sealed_memory import unavailable_reason
+
+    reason = unavailable_reason()
+    checks = [
+        Check("sealed memory", "ok", "memfd with seals (LLM bundles open here, never on disk)")
+        if reason is None
+        else Check(
+            "sealed memory",
+            "warn",
+            f"unavailable: {reason}",
+            "LLM bundles need Linux ≥ 3.17 memfd sealing; .tflite bundles still open "
+            "from process memory",
+        )
+    ]
+    lm = _version("litert-lm-api")
+    checks.append(
+        Check("llm runtime", "ok", f"litert-lm-api {lm}")
+        if lm
+        else Check(
+            "llm runtime",
+            "ok",
+            "litert-lm-api not installed (needed only for LLM bundles: pip install 'edgepkg[llm]')",
+        )
+    )
+    return checks
+
+
 def run_checks(
     *, profile: str | None, device_key: str | Path | None, state_dir: Path | None
 ) -> list[Check]:
@@ -273,6 +306,7 @@ def run_checks(
     except EdgeSDKError as exc:
         backend = None
         checks.append(Check("runtime", "fail", exc.message, exc.hint))
+    checks.extend(_llm_checks())
     numpy_version = _version("numpy") or "missing"
     tflite_rt = _version("tflite-runtime")
     if (

@@ -20,6 +20,7 @@ without this module importing the runtime. Nothing here imports TensorFlow: it i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -46,9 +47,16 @@ class ModelOwner(Protocol):
     def close(self) -> None: ...
 
 
-def _message(exc: BaseException) -> str:
+#: LiteRT's error reporter appends each message to the last with nothing between them
+#: ("...failed to reshape runtimeNode number 1 (TfLiteXNNPackDelegate) failed to prepare.").
+_JOINED = re.compile(r"(?<=\S)(?=Node number \d)")
+
+
+def backend_message(exc: BaseException, limit: int = 300) -> str:
+    """The first line of a LiteRT error, its run-together messages separated."""
     text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    text = _JOINED.sub(lambda m: " " if text[m.start() - 1] in ".;:," else "; ", text)
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
 
 
 def _shape_problem(
@@ -109,7 +117,7 @@ class InterpreterView:
             self._live().allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise BackendError(
-                f"cannot allocate tensors: {_message(exc)}",
+                f"cannot allocate tensors: {backend_message(exc)}",
                 hint="a model whose input has -1 dimensions needs resize_tensor_input to the real "
                 "input shape first",
             ) from None
@@ -119,7 +127,7 @@ class InterpreterView:
         try:
             self._live().invoke()
         except (ValueError, RuntimeError) as exc:
-            raise BackendError(f"inference failed: {_message(exc)}") from None
+            raise BackendError(f"inference failed: {backend_message(exc)}") from None
 
     def get_input_details(self) -> list[dict[str, Any]]:
         """The input tensors' details, exactly as LiteRT reports them."""
@@ -137,7 +145,9 @@ class InterpreterView:
                 return list(raw.get_tensor_details())
             return list(raw.get_tensor_details(subgraph_index))
         except (ValueError, TypeError) as exc:
-            raise InferenceInputError(f"no subgraph {subgraph_index}: {_message(exc)}") from None
+            raise InferenceInputError(
+                f"no subgraph {subgraph_index}: {backend_message(exc)}"
+            ) from None
 
     def set_tensor(self, tensor_index: int, value: Any) -> None:
         """Copy ``value`` into an input tensor; dtype and shape must match the allocated tensor."""
@@ -145,7 +155,7 @@ class InterpreterView:
             self._live().set_tensor(tensor_index, value)
         except (ValueError, TypeError) as exc:
             raise InferenceInputError(
-                f"cannot set tensor {tensor_index}: {_message(exc)}"
+                f"cannot set tensor {tensor_index}: {backend_message(exc)}"
             ) from None
 
     def get_tensor(self, tensor_index: int, subgraph_index: int = 0) -> np.ndarray:
@@ -157,7 +167,7 @@ class InterpreterView:
             return np.asarray(raw.get_tensor(tensor_index, subgraph_index))
         except (ValueError, TypeError) as exc:
             raise InferenceInputError(
-                f"cannot get tensor {tensor_index}: {_message(exc)}"
+                f"cannot get tensor {tensor_index}: {backend_message(exc)}"
             ) from None
 
     def tensor(self, tensor_index: int) -> Callable[[], np.ndarray]:
@@ -185,7 +195,7 @@ class InterpreterView:
             self._live().resize_tensor_input(input_index, size, strict=True)
         except (ValueError, RuntimeError) as exc:
             raise InferenceInputError(
-                f"cannot resize input {input_index}: {_message(exc)}"
+                f"cannot resize input {input_index}: {backend_message(exc)}"
             ) from None
 
     def get_signature_list(self) -> dict[str, dict[str, list[str]]]:
@@ -197,7 +207,7 @@ class InterpreterView:
         try:
             runner = self._live().get_signature_runner(signature_key)
         except (ValueError, KeyError) as exc:
-            raise InferenceInputError(f"no such signature: {_message(exc)}") from None
+            raise InferenceInputError(f"no such signature: {backend_message(exc)}") from None
         return SignatureRunner(runner)
 
     def reset_all_variables(self) -> None:
@@ -250,7 +260,7 @@ class SignatureRunner:
         try:
             return dict(self._runner(**inputs))
         except (ValueError, RuntimeError, TypeError) as exc:
-            raise BackendError(f"signature run failed: {_message(exc)}") from None
+            raise BackendError(f"signature run failed: {backend_message(exc)}") from None
 
     def get_input_details(self) -> dict[str, dict[str, Any]]:
         """Input details by signature name (LiteRT ``SignatureRunner.get_input_details``)."""

@@ -44,12 +44,12 @@ from edge_sdk.format.bundle import DEFAULT_LIMITS, Bundle, Limits
 from edge_sdk.format.compat import read_tflite, tflite_release
 from edge_sdk.format.key_slip import read_key_slip, slip_path_beside
 from edge_sdk.format.manifest import Manifest
-from edge_sdk.format.verify import Policy, RuntimeRelease, open_verified
+from edge_sdk.format.verify import Policy, RuntimeRelease, open_verified, require_kind
 from edge_sdk.keys import PrivateKey, TrustStore, load_private_key
 from edge_sdk.profiles import load_profile
 
 from .audit_log import AuditLog
-from .litert_interface import InterpreterView
+from .litert_interface import InterpreterView, backend_message
 from .state import VersionState, default_state_dir
 
 log = logging.getLogger("edge_sdk")
@@ -265,11 +265,6 @@ def _quote(text: str) -> str:
     return excerpt(text)
 
 
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:limit] if text else type(exc).__name__
-
-
 def _build_interpreter(
     backend: Backend,
     model_bytes: bytes,
@@ -297,7 +292,7 @@ def _build_interpreter(
         )
     except (ValueError, RuntimeError) as exc:
         raise BackendError(
-            f"{backend.package} {backend.version} cannot build this model: {_first_line(exc)}"
+            f"{backend.package} {backend.version} cannot build this model: {backend_message(exc)}"
         ) from None
     return interpreter, tuple(reports)
 
@@ -392,7 +387,7 @@ class Model:
             except (ValueError, RuntimeError) as exc:
                 raise BackendError(
                     f"{self.backend.package} {self.backend.version} cannot build this model: "
-                    f"{_first_line(exc)}"
+                    f"{backend_message(exc)}"
                 ) from None
             allocated = {
                 int(d["index"]): tuple(int(v) for v in d["shape"])
@@ -709,11 +704,11 @@ class Model:
                 if resized:
                     shapes = ", ".join(f"{_quote(s.name)}: {list(a.shape)}" for s, a in resized[:8])
                     raise BackendError(
-                        f"the model cannot run on input shape(s) {shapes}: {_first_line(exc)}",
+                        f"the model cannot run on input shape(s) {shapes}: {backend_message(exc)}",
                         hint="give inputs of a size the model accepts (a model with 'valid' "
                         "convolutions or pooling needs a minimum height and width)",
                     ) from None
-                raise BackendError(f"inference failed: {_first_line(exc)}") from None
+                raise BackendError(f"inference failed: {backend_message(exc)}") from None
 
     @property
     def interpreter(self) -> InterpreterView:
@@ -1039,7 +1034,7 @@ def expected_name_from_path(source: str | os.PathLike[str] | bytes) -> str | Non
     return None
 
 
-def _as_trust(trust: Any) -> TrustStore:
+def as_trust(trust: Any) -> TrustStore:
     if isinstance(trust, TrustStore):
         return trust
     if isinstance(trust, (str, os.PathLike)):
@@ -1049,7 +1044,7 @@ def _as_trust(trust: Any) -> TrustStore:
     raise UsageError("trust must be a TrustStore, a path, or a list of paths")
 
 
-def _key_slip_for(
+def key_slip_for(
     source: str | os.PathLike[str] | bytes,
     slip: bytes | str | os.PathLike[str] | None,
     key: PrivateKey | None,
@@ -1114,7 +1109,7 @@ def load(
     Raises:
         EdgeSDKError: every failure, typed by cause (see :mod:`edge_sdk.errors`).
     """
-    store = _as_trust(trust)
+    store = as_trust(trust)
     key = (
         device_key
         if isinstance(device_key, PrivateKey) or device_key is None
@@ -1128,11 +1123,12 @@ def load(
     parsed: dict[str, Any] = {}  # what is known of the bundle so far, for the audit record
     limits = Limits.for_model_size(prof.max_model_bytes) if prof is not None else DEFAULT_LIMITS
     wanted_name = expected_name if expected_name is not None else expected_name_from_path(source)
-    slip_bytes = _key_slip_for(source, slip, key)
+    slip_bytes = key_slip_for(source, slip, key)
 
     def known(header: Bundle) -> None:
         parsed.update(name=header.manifest.name, version=header.manifest.version,
                       digest=header.digest)  # fmt: skip
+        require_kind(header, "tflite", "edge_sdk.load")
 
     try:
         runtime = discover_backend(backend)

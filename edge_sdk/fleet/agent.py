@@ -7,13 +7,20 @@ One poll:
    the trust anchor is the ``root.json`` shipped with the device image;
 2. per bundle name, pick the newest target this device may take (its group, hardware ids and
    profile; releases it rejected before are skipped);
-3. download it (ngclient checks length and SHA-256 against the signed metadata), then verify it
+3. when the target says the release's devices take their content key from a key slip, look up
+   this device's own slip, ``slips/NAME/VERSION/KEYID.edgeslip``: ngclient walks the succinct
+   delegation to the one hashed bin the path falls in and downloads that bin only. No slip (the
+   device was revoked, or not issued one yet) is a :class:`~edge_sdk.errors.KeySlipError`
+   outcome, before a byte of the payload is fetched;
+4. download it (ngclient checks length and SHA-256 against the signed metadata), then verify it
    *again* as a bundle: its own signatures against the device's pinned trust store, expiry,
    hardware ids, that its manifest is what the TUF metadata announced, and the anti-rollback
    state the runtime keeps — TUF proves the repository published it, the bundle signature
    proves the model's publisher signed it; a device needs both;
-4. install it with :func:`edge_sdk.fleet.deploy.deploy` into the usual ``releases/`` + ``current``
-   layout (atomic switch), optionally run a health check that switches back on failure.
+5. install it with :func:`edge_sdk.fleet.deploy.deploy` into the usual ``releases/`` + ``current``
+   layout (atomic switch), with its slip beside it (``releases/VERSION-DIGEST16.edgeslip``,
+   where :func:`edge_sdk.load` looks), optionally run a health check that switches back on
+   failure.
 
 Every step is a record in the device's hash-chained audit log (``STATE_DIR/audit.log``):
 ``agent-check``, ``agent-download``, ``agent-install``, ``agent-reject``, ``agent-rollback``.
@@ -26,6 +33,7 @@ check, so the previous release stays current through outages and attacks alike. 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import errno
@@ -39,6 +47,7 @@ import re
 import stat
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -52,6 +61,7 @@ from edge_sdk.errors import (
     ExpiredError,
     HostDependencyError,
     IntegrityError,
+    KeySlipError,
     PayloadTooLargeError,
     RollbackError,
     SignatureError,
@@ -107,6 +117,8 @@ class Candidate:
     groups: tuple[str, ...]
     hardware_ids: tuple[str, ...]
     profile: str
+    #: The content key comes from this device's key slip, published beside the release.
+    slips: bool = False
 
     @property
     def release_file(self) -> str:
@@ -116,7 +128,9 @@ class Candidate:
     @property
     def metadata_key(self) -> str:
         """What a verdict about this target's metadata is remembered by: its path and fields."""
-        fields = json.dumps(dataclasses.astuple(self), separators=(",", ":")).encode()
+        values = dataclasses.astuple(self)
+        # Without slips, the key is what it was before releases could have them.
+        fields = json.dumps(values if self.slips else values[:-1], separators=(",", ":")).encode()
         return f"metadata:{self.path}:{hashlib.sha256(fields).hexdigest()}"
 
 
@@ -179,13 +193,21 @@ def _require_tuf() -> None:
         ) from None
 
 
+#: Requests :attr:`_Traffic.log` remembers (the newest).
+TRAFFIC_LOG = 256
+
+
 @dataclass
 class _Traffic:
-    """HTTP requests made and body bytes received, and the last URL asked for."""
+    """HTTP requests made and body bytes received (as sent: compressed, if they were), the last
+    URL asked for, and the newest requests as ``[url, body bytes]`` (a poll's files, one by one)."""
 
     requests: int = 0
     bytes: int = 0
     last_url: str | None = None
+    log: collections.deque[list[Any]] = field(
+        default_factory=lambda: collections.deque(maxlen=TRAFFIC_LOG)
+    )
 
 
 #: Bytes per read: an endless response is cut at most one read past its size limit.
@@ -207,7 +229,9 @@ def _make_fetcher(timeout: float, user_agent: str, traffic: _Traffic) -> Any:
     from tuf.api import exceptions as tx
     from tuf.ngclient import FetcherInterface  # type: ignore[attr-defined]
 
-    headers = {"User-Agent": user_agent}
+    # Metadata may come gzip-compressed (a snapshot listing 1,024 slip bins shrinks about 4×);
+    # urllib3 decodes it in bounded steps, and ngclient's size caps apply to the decoded bytes.
+    headers = {"User-Agent": user_agent, "Accept-Encoding": "gzip"}
     retries = urllib3.Retry(total=5, connect=0, read=0, status=0, other=0, redirect=5)
     limits = urllib3.Timeout(connect=timeout, read=timeout)
 
@@ -232,6 +256,8 @@ def _make_fetcher(timeout: float, user_agent: str, traffic: _Traffic) -> Any:
         def _fetch(self, url: str) -> Iterator[bytes]:
             traffic.requests += 1
             traffic.last_url = url
+            record: list[Any] = [url, 0]
+            traffic.log.append(record)
             try:
                 response = self._pool(url).request(
                     "GET", url, preload_content=False, retries=retries, timeout=limits
@@ -249,16 +275,39 @@ def _make_fetcher(timeout: float, user_agent: str, traffic: _Traffic) -> Any:
                 response.drain_conn()
                 response.release_conn()
                 raise tx.DownloadHTTPError(f"HTTP {response.status} for {url}", response.status)
-            return self._chunks(url, response)
+            return self._chunks(url, response, record)
 
         @staticmethod
-        def _chunks(url: str, response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
+        def _chunks(
+            url: str, response: urllib3.BaseHTTPResponse, record: list[Any]
+        ) -> Iterator[bytes]:
             complete = False
+            # Decoded here, not by urllib3 (which leaves chunked gzip responses encoded): in
+            # steps of at most _READ output bytes, so a small "gzip bomb" never becomes a large
+            # buffer, and ngclient's size cap, counted on what is yielded, stops it.
+            encoding = response.headers.get("Content-Encoding", "").strip().lower()
+            if encoding not in ("", "identity", "gzip"):
+                response.close()
+                raise tx.DownloadError(f"{url}: unsupported Content-Encoding {encoding[:40]!r}")
+            inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding == "gzip" else None
             try:
-                for chunk in response.stream(_READ):
-                    traffic.bytes += len(chunk)
-                    yield chunk
+                for raw in response.stream(_READ, decode_content=False):
+                    traffic.bytes += len(raw)  # as sent: what the download cost
+                    record[1] += len(raw)
+                    if inflate is None:
+                        yield raw
+                        continue
+                    data = raw
+                    while data:
+                        out = inflate.decompress(data, _READ)
+                        data = inflate.unconsumed_tail
+                        if out:
+                            yield out
+                if inflate is not None and not inflate.eof:
+                    raise tx.DownloadError(f"{url}: the gzip stream is cut short")
                 complete = True
+            except zlib.error as exc:
+                raise tx.DownloadError(f"{url}: the gzip stream is damaged: {exc}") from None
             except urllib3.exceptions.TimeoutError as exc:
                 raise tx.SlowRetrievalError(f"{url}: {exc}") from exc
             except urllib3.exceptions.HTTPError as exc:
@@ -356,8 +405,9 @@ def candidate_of(target: TargetFile) -> Candidate | None:
     ):
         return None
     return Candidate(
-        target.path, name, version, digest, sha256, target.length, groups, hardware, profile
-    )
+        target.path, name, version, digest, sha256, target.length, groups, hardware, profile,
+        custom.get("slips") is True,
+    )  # fmt: skip
 
 
 # -- the agent ------------------------------------------------------------------------------------
@@ -761,6 +811,22 @@ class Agent:
                 reason=f"rejected earlier: {(memory.verdict(newest) or {}).get('reason')}",
             )  # fmt: skip
         previous = current.file if current is not None else None
+        slip: bytes | None = None
+        if chosen.slips and self.device_key is not None:
+            try:
+                slip = self._fetch_slip(updater, chosen)
+            except (KeySlipError, VerificationError) as exc:
+                # No slip for this device (revoked), or a bad one: nothing of the release is
+                # fetched. Not remembered, so a slip published later is found at the next poll.
+                self._event("agent-reject", chosen, stage="slip", error=exc.kind,
+                            reason=exc.message)  # fmt: skip
+                return Outcome(name, "rejected", chosen.version, chosen.digest, previous,
+                               exc.message, exc)  # fmt: skip
+            except EdgeSDKError as exc:
+                self._event("agent-download", chosen, result="failed", stage="slip",
+                            error=exc.kind, reason=exc.message)  # fmt: skip
+                return Outcome(name, "failed", chosen.version, chosen.digest, previous,
+                               exc.message, exc)  # fmt: skip
         try:
             path, data = self._download(updater, chosen)
         except PayloadTooLargeError as exc:
@@ -780,7 +846,13 @@ class Agent:
                            exc.message, exc)  # fmt: skip
         try:
             try:
-                verified = self._verify(data, chosen)
+                verified = self._verify(data, chosen, slip)
+            except KeySlipError as exc:
+                # The slip is at fault, not the release: judged again with the next slip.
+                self._event("agent-reject", chosen, stage="slip", error=exc.kind,
+                            reason=exc.message)  # fmt: skip
+                return Outcome(name, "rejected", chosen.version, chosen.digest, previous,
+                               exc.message, exc)  # fmt: skip
             except (VerificationError, BundleFormatError) as exc:
                 return self._reject(chosen, exc, memory, previous, about="bytes")
             except EdgeSDKError as exc:
@@ -800,7 +872,7 @@ class Agent:
                     f"({verified.digest[:16]})"
                 )
                 return self._reject(chosen, mismatch, memory, previous, about="metadata")
-            return self._install(path, data, chosen, previous, memory)
+            return self._install(path, data, chosen, previous, memory, slip)
         finally:
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -830,7 +902,61 @@ class Agent:
                     sha256=candidate.sha256)  # fmt: skip
         return path, data
 
-    def _verify(self, data: bytes, candidate: Candidate) -> Verification:
+    def _fetch_slip(self, updater: Updater, candidate: Candidate) -> bytes:
+        """This device's key slip for ``candidate``, through the hashed bins (one bin fetched).
+
+        Raises:
+            KeySlipError: the repository has no slip for this device key, or announces one
+                larger than a slip can be.
+            VerificationError: the bin's metadata is hostile (signature, rollback, expiry).
+            TransportError: the network, through the retries.
+        """
+        from edge_sdk.format.key_slip import MAX_SLIP_BYTES, read_key_slip
+
+        from .tuf_repo import slip_target_path
+
+        assert self.device_key is not None
+        key_id = self.device_key.key_id
+        target = slip_target_path(candidate.name, candidate.version, key_id)
+        info, _ = self._with_retries(
+            f"looking up the key slip {target}", lambda: updater.get_targetinfo(target)
+        )
+        if info is None:
+            raise KeySlipError(
+                f"{candidate.name} v{candidate.version} has no key slip for this device (key "
+                f"{key_id[:16]}): the device was revoked, or its slip is not published yet",
+                hint="the installed release stays current; a slip published for this device "
+                "is picked up at the next poll",
+            )
+        if info.length > MAX_SLIP_BYTES:
+            raise KeySlipError(
+                f"{target} is announced as {info.length} bytes, over the {MAX_SLIP_BYTES}-byte "
+                "slip cap"
+            )
+        sha256 = str(info.hashes.get("sha256", "x"))
+        path = (
+            self.state_dir
+            / "downloads"
+            / (f"{sha256}.edgeslip" if _HEX64.fullmatch(sha256) else "slip.edgeslip")
+        )
+        self._with_retries(f"downloading {target}",
+                           lambda: updater.download_target(info, str(path)))  # fmt: skip
+        try:
+            raw = read_key_slip(path)
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        # Bound again to the signed hash: read by name after ngclient checked it, the file
+        # could have been swapped by whoever writes in the downloads directory.
+        if len(raw) != info.length or hashlib.sha256(raw).hexdigest() != sha256:
+            raise VerificationError(
+                f"{target}: the downloaded slip is no longer the one TUF verified (replaced "
+                "after the download)",
+                hint="someone else can write in the agent's state directory: make it private",
+            )
+        return raw
+
+    def _verify(self, data: bytes, candidate: Candidate, slip: bytes | None = None) -> Verification:
         """The bundle's own checks, on top of TUF's, through the one check order of
         :func:`edge_sdk.format.verify.check_bundle`: signatures, expiry, the name TUF announced,
         encryption, target, runtime, anti-rollback, payload hash — and, with a device key, the
@@ -854,8 +980,28 @@ class Agent:
             runtime=runtime,
             state=VersionState(self.state_dir),
             device_key=self.device_key,
+            key_slip=slip,
         )
-        opened = open_verified(data, policy, decrypt=self.device_key is not None)
+
+        def check_slip(header: Any) -> None:
+            # The slip first, on its own, once the header's signatures passed: whatever is wrong
+            # with it (a forged signature too) is a KeySlipError, which is not held against the
+            # release's bytes — the same bundle opens with a genuine slip.
+            from edge_sdk.format.key_slip import verify_key_slip
+
+            assert slip is not None and self.device_key is not None
+            try:
+                verify_key_slip(slip, header, self.trust, self.device_key)
+            except KeySlipError:
+                raise
+            except EdgeSDKError as exc:
+                raise KeySlipError(f"the key slip is refused: {exc.message}",
+                                   hint=exc.hint) from None  # fmt: skip
+
+        on_header = check_slip if slip is not None and self.device_key is not None else None
+        opened = open_verified(
+            data, policy, decrypt=self.device_key is not None, on_header=on_header
+        )
         return opened.verification
 
     def _reject(
@@ -881,7 +1027,13 @@ class Agent:
                        error.message, error)  # fmt: skip
 
     def _install(
-        self, path: Path, data: bytes, candidate: Candidate, previous: str | None, memory: _Memory
+        self,
+        path: Path,
+        data: bytes,
+        candidate: Candidate,
+        previous: str | None,
+        memory: _Memory,
+        slip: bytes | None = None,
     ) -> Outcome:
         from .deploy import deploy, prepare_bundle_bytes
 
@@ -890,7 +1042,7 @@ class Agent:
             # With the trust, deploy judges what is current by its verified version only. The
             # bytes verified above are the bytes installed: the path is not read again.
             prepared = prepare_bundle_bytes(data, path, trust=self.trust)
-            result = deploy(prepared, str(self.install_dir), self.deploy_options)
+            result = deploy(prepared, str(self.install_dir), self.deploy_options, slip=slip)
         except DeployError as exc:
             now = self._installed().get(name)
             if (

@@ -20,7 +20,19 @@ Layout of a repository directory ``DIR`` (only ``metadata/`` and ``targets/`` ar
 
 Each bundle becomes the target ``NAME/VERSION-DIGEST16.edgepkg`` whose ``custom`` field carries
 ``name``, ``version``, ``digest`` (SHA-256 of the signed manifest), ``hardware_ids``, ``profile``
-and ``groups`` (empty: every device; else only agents in one of those groups).
+and ``groups`` (empty: every device; else only agents in one of those groups); ``slips: true``
+when its devices take the content key from a key slip.
+
+Key slips (one per device, :mod:`edge_sdk.format.key_slip`) are targets too, at
+``slips/NAME/VERSION/DEVICE_KEY_ID.edgeslip``, but not in the top-level targets metadata, which
+every device downloads: targets delegates them to hashed bins (TAP 15 succinct delegation,
+``bin-000`` … ``bin-3ff``), and a device looking up its own slip downloads the one bin its path
+hashes to. The number of bins follows the number of slips (:func:`bin_bits`); the bins are signed
+by an online key of their own (``DIR/keys/bins-KEYID16.key``), created at the first publish
+with slips::
+
+    DIR/metadata/N.bin-XYZ.json     one bin: the slips whose path hashes to XYZ (compact JSON)
+    DIR/targets/slips/NAME/VERSION/SHA256.KEYID.edgeslip
 
 Keys are edge-sdk signing keys (Ed25519, PKCS#8 PEM, written 0600 by :mod:`edge_sdk.keys`; an
 encrypted root key is opened with the passphrase given or ``EDGE_SDK_KEY_PASSPHRASE``) wrapped in
@@ -31,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -43,6 +56,8 @@ from edge_sdk.errors import (
     EdgeSDKError,
     HostDependencyError,
     KeyFileError,
+    KeySlipError,
+    KeySlipMismatchError,
     SignatureError,
     StateError,
     UsageError,
@@ -53,9 +68,11 @@ from edge_sdk.errors import (
 if TYPE_CHECKING:
     # securesystemslib and tuf build __all__ dynamically, which mypy cannot read: hence the ignores.
     from securesystemslib.signer import Signer  # type: ignore[attr-defined]
-    from tuf.api.metadata import Metadata, MetaFile  # type: ignore[attr-defined]
+    from tuf.api.metadata import Metadata, MetaFile, TargetFile, Targets  # type: ignore[attr-defined]
 
     from edge_sdk.keys import TrustStore
+
+    from .deploy import PreparedBundle
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 ONLINE_ROLES = ("targets", "snapshot", "timestamp")
@@ -72,8 +89,19 @@ KEEP_METADATA_VERSIONS = 10
 ROOT_EXPIRY_WARNING = timedelta(days=30)
 
 _GROUP = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_VERSIONED = re.compile(r"([1-9][0-9]{0,9})\.(root|snapshot|targets)\.json")
+_VERSIONED = re.compile(r"([1-9][0-9]{0,9})\.(root|snapshot|targets|bin-[0-9a-f]{1,4})\.json")
 _POLICY_FORMAT = 1
+
+#: Where key slips live among the targets, and the prefix of their bins' role names.
+SLIPS_DIR = "slips"
+BIN_PREFIX = "bin"
+#: Versions of each bin kept (the newest, and the one a client mid-update may still fetch).
+KEEP_BIN_VERSIONS = 2
+#: Compact JSON bytes of one bin in snapshot metadata (``"bin-3ff.json":{"version":12},``) and
+#: of one slip in its bin (path, length, SHA-256): what :func:`bin_bits` balances.
+_SNAPSHOT_ENTRY_BYTES = 30
+_BIN_ENTRY_BYTES = 190
+_KEY_ID = re.compile(r"[0-9a-f]{64}")
 
 
 def _tuf() -> None:
@@ -127,10 +155,12 @@ class PublishedTarget:
     profile: str
     hardware_ids: tuple[str, ...]
     groups: tuple[str, ...]
+    #: Devices take the content key from their key slip (``slips/NAME/VERSION/KEYID.edgeslip``).
+    slips: bool = False
 
     def to_custom(self) -> dict[str, Any]:
         """The ``custom`` field of the TUF target."""
-        return {
+        custom: dict[str, Any] = {
             "name": self.name,
             "version": self.version,
             "digest": self.digest,
@@ -138,6 +168,9 @@ class PublishedTarget:
             "hardware_ids": list(self.hardware_ids),
             "groups": list(self.groups),
         }
+        if self.slips:
+            custom["slips"] = True
+        return custom
 
 
 @dataclass(frozen=True)
@@ -183,6 +216,9 @@ class PublishResult:
 
     published: tuple[PublishedTarget, ...]
     versions: Mapping[str, int]
+    #: Key slips published with this release, and the bins all the repository's slips are in.
+    slips: int = 0
+    bins: int = 0
 
 
 @dataclass(frozen=True)
@@ -243,6 +279,16 @@ class _Layout:
                 if match and match.group(2) == role:
                     found.append(int(match.group(1)))
         return sorted(found)
+
+    def all_versions(self) -> dict[str, list[int]]:
+        """Every role present as ``N.role.json`` → its versions, ascending (one directory scan)."""
+        found: dict[str, list[int]] = {}
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.metadata):
+                match = _VERSIONED.fullmatch(entry.name)
+                if match:
+                    found.setdefault(match.group(2), []).append(int(match.group(1)))
+        return {role: sorted(v) for role, v in found.items()}
 
     def current(self, role: str) -> Path | None:
         """The file holding the newest version of ``role``, if any."""
@@ -398,7 +444,9 @@ def _make_repository(layout: _Layout, expiry: Mapping[str, timedelta]) -> Any:
             for signer in signers:
                 md.sign(signer, append=True)
             self._check_signed(role, md)
-            data = md.to_bytes()
+            # Compact JSON for what devices download on every update (the snapshot lists every
+            # slip bin); root stays indented, for the people who ship and review it.
+            data = md.to_bytes() if role == "root" else _compact(md)
             version = md.signed.version
             if role == "timestamp":
                 _write(layout.metadata / "timestamp.json", data)
@@ -440,8 +488,39 @@ def _make_repository(layout: _Layout, expiry: Mapping[str, timedelta]) -> Any:
 
         @property
         def targets_infos(self) -> dict[str, MetaFile]:
-            versions = layout.versions("targets")
-            return {"targets.json": MetaFile(versions[-1] if versions else 1)}
+            """targets.json and every slip bin the newest targets delegates to, as on disk."""
+            versions = layout.all_versions()
+            infos = {"targets.json": MetaFile(versions.get("targets", [1])[-1])}
+            if "targets" in versions:
+                for role in _bin_names(self.open("targets").signed):
+                    if role in versions:
+                        infos[f"{role}.json"] = MetaFile(versions[role][-1])
+            return infos
+
+        def do_snapshot(self, force: bool = False) -> tuple[bool, dict[str, MetaFile]]:
+            """As python-tuf's, and bins no longer delegated to leave the snapshot too (its
+            version is bumped when they do): after the bin count changes, the old bins' names
+            must not stay in the metadata every device downloads."""
+            from tuf.api.exceptions import UnsignedMetadataError
+
+            infos = self.targets_infos
+            current = self.open("snapshot")
+            try:
+                self.root().verify_delegate("snapshot", current.signed_bytes, current.signatures)
+            except UnsignedMetadataError:
+                force = True
+            old = current.signed.meta
+            for name, meta in infos.items():
+                if name in old and meta.version < old[name].version:
+                    raise StateError(f"{name} v{meta.version} is older than the snapshot's "
+                                     f"v{old[name].version}: the metadata directory was edited")  # fmt: skip
+            if not force and {k: v.version for k, v in old.items()} == {
+                k: v.version for k, v in infos.items()
+            }:
+                return False, {}
+            with self.edit_snapshot() as snapshot:
+                snapshot.meta = dict(infos)
+            return True, {}
 
         @property
         def snapshot_info(self) -> MetaFile:
@@ -471,10 +550,191 @@ def _open(
 
 
 def _prune_metadata(layout: _Layout) -> None:
-    for role in ("snapshot", "targets"):
-        for version in layout.versions(role)[:-KEEP_METADATA_VERSIONS]:
+    for role, versions in layout.all_versions().items():
+        if role == "root":
+            continue
+        keep = KEEP_BIN_VERSIONS if role.startswith(f"{BIN_PREFIX}-") else KEEP_METADATA_VERSIONS
+        for version in versions[:-keep]:
             with contextlib.suppress(FileNotFoundError):
                 (layout.metadata / f"{version}.{role}.json").unlink()
+
+
+def _compact(md: Metadata[Any]) -> bytes:
+    from tuf.api.serialization.json import JSONSerializer
+
+    data: bytes = md.to_bytes(JSONSerializer(compact=True))
+    return data
+
+
+# -- key slips in hashed bins ---------------------------------------------------------------------
+
+
+def slip_target_path(name: str, version: int, key_id: str) -> str:
+    """The TUF target path of a device's key slip for one release (what its agent looks up)."""
+    from edge_sdk.format.key_slip import SLIP_SUFFIX
+
+    return f"{SLIPS_DIR}/{name}/{version}/{key_id}{SLIP_SUFFIX}"
+
+
+def bin_bits(slips: int) -> int:
+    """How many hash bits name a slip's bin (``2**bits`` bins) for ``slips`` slips.
+
+    Per release a device downloads the snapshot, which lists every bin, and its own bin, which
+    holds its share of the slips: ``S·bins + E·slips/bins`` bytes, smallest at
+    ``bins = sqrt(slips·E/S)`` (about 800 bins for 100,000 slips, so 1,024). Rounded to a power
+    of two, 2 … 65,536 bins.
+    """
+    best = math.sqrt(max(slips, 1) * _BIN_ENTRY_BYTES / _SNAPSHOT_ENTRY_BYTES)
+    return min(16, max(1, round(math.log2(best))))
+
+
+def _bin_names(targets: Targets) -> list[str]:
+    delegations = targets.delegations
+    if delegations is None or delegations.succinct_roles is None:
+        return []
+    return list(delegations.succinct_roles.get_roles())
+
+
+def _read_bins(layout: _Layout, targets: Targets) -> dict[str, TargetFile]:
+    """Every slip target listed in the bins the current targets metadata delegates to."""
+    from tuf.api.metadata import Metadata, Targets  # type: ignore[attr-defined]
+
+    versions = layout.all_versions()
+    found: dict[str, TargetFile] = {}
+    for role in _bin_names(targets):
+        if role in versions:
+            path = layout.metadata / f"{versions[role][-1]}.{role}.json"
+            found.update(Metadata[Targets].from_bytes(path.read_bytes()).signed.targets)
+    return found
+
+
+def _bins_signer(layout: _Layout, targets: Targets) -> Signer:
+    """The online key that signs the bins: the one delegated to, or a new one on first use."""
+    delegations = targets.delegations
+    if delegations is not None and delegations.succinct_roles is not None:
+        keyids = delegations.succinct_roles.keyids
+        found = _find_signers(layout.keys, keyids, None)
+        if not found:
+            raise KeyFileError(
+                f"no key for the slip bins (key {', '.join(k[:16] for k in keyids)}) in {layout.keys}",
+                hint="the bins' key is an online key, kept with the targets key",
+            )
+        return next(iter(found.values()))
+    return _new_signer(layout.keys, "bins", None)
+
+
+def _write_bins(
+    layout: _Layout,
+    targets: Targets,
+    entries: Mapping[str, TargetFile],
+    signer: Signer,
+    expires: datetime,
+) -> int:
+    """Delegate ``entries`` to ``2**bin_bits`` bins and write every bin, signed; returns the count.
+
+    Each bin's version is the version the targets metadata being edited will get: it grows with
+    every write, even across a change of the bin count that reuses a name.
+    """
+    from tuf.api.metadata import (  # type: ignore[attr-defined]
+        Delegations,
+        Metadata,
+        SuccinctRoles,
+        Targets,
+    )
+
+    key = signer.public_key
+    succinct = SuccinctRoles([key.keyid], 1, bin_bits(len(entries)), BIN_PREFIX)
+    targets.delegations = Delegations({key.keyid: key}, roles=None, succinct_roles=succinct)
+    bins: dict[str, dict[str, TargetFile]] = {role: {} for role in succinct.get_roles()}
+    for path, target in entries.items():
+        bins[succinct.get_role_for_target(path)][path] = target
+    version = targets.version + 1
+    for role, files in bins.items():
+        md = Metadata(Targets(version=version, expires=expires, targets=files))
+        md.sign(signer)
+        _write(layout.metadata / f"{version}.{role}.json", _compact(md))
+    return len(bins)
+
+
+def read_slip_dir(directory: str | os.PathLike[str]) -> dict[str, bytes]:
+    """The slips of a directory written by ``edge-sdk slips issue`` (``KEYID.edgeslip``), by key id.
+
+    Raises:
+        UsageError: not a directory.
+        KeySlipError: a slip file is unreadable, or named after another key than it is for.
+    """
+    from edge_sdk.format.key_slip import SLIP_SUFFIX, read_key_slip
+
+    path = Path(directory)
+    if not path.is_dir():
+        raise UsageError(f"slip directory {path} does not exist",
+                         hint="write one with 'edge-sdk slips issue --out DIR'")  # fmt: skip
+    return {
+        entry.name.removesuffix(SLIP_SUFFIX): read_key_slip(entry)
+        for entry in sorted(path.iterdir())
+        if entry.name.endswith(SLIP_SUFFIX)
+    }
+
+
+def _check_slips(bundle: PreparedBundle, slips: Mapping[str, bytes]) -> None:
+    """Each slip is well formed, for this bundle, and filed under the key id it wraps for."""
+    from edge_sdk.format.key_slip import parse_key_slip
+
+    for key_id, raw in slips.items():
+        if not _KEY_ID.fullmatch(key_id):
+            raise KeySlipError(f"key slip name {excerpt(key_id)} is not a device key id",
+                               hint="slips are named KEYID.edgeslip (64 hex digits)")  # fmt: skip
+        bundle.check_slip(raw)
+        parsed = parse_key_slip(raw)
+        if parsed.entry.key_id != key_id:
+            raise KeySlipMismatchError(
+                f"the slip filed as {key_id[:16]} is for device key {parsed.entry.key_id[:16]}",
+                hint="publish the directory 'edge-sdk slips issue' wrote, unchanged",
+            )
+
+
+def _store_slips(
+    layout: _Layout, bundle: PreparedBundle, slips: Mapping[str, bytes]
+) -> dict[str, TargetFile]:
+    """Write each slip under ``targets/`` (hash-prefixed, as consistent snapshots need) and
+    return its target entry.
+
+    One file per device, so no fsync each (100,000 of them would take minutes): the names are
+    content hashes, a file of the wrong size from a crash is rewritten on the next publish, and
+    the bins naming them are written (and fsynced) only after every slip.
+    """
+    import hashlib
+
+    from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
+
+    directory = layout.targets / SLIPS_DIR / bundle.name / str(bundle.version)
+    directory.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    entries: dict[str, TargetFile] = {}
+    for key_id, raw in slips.items():
+        sha256 = hashlib.sha256(raw).hexdigest()
+        path = slip_target_path(bundle.name, bundle.version, key_id)
+        stored = directory / f"{sha256}.{path.rsplit('/', 1)[1]}"
+        with contextlib.suppress(FileNotFoundError):
+            if stored.lstat().st_size == len(raw) and stored.is_file():
+                entries[path] = TargetFile(len(raw), {"sha256": sha256}, path)
+                continue
+            stored.unlink()
+        fd = os.open(stored, flags, 0o644)
+        try:
+            os.write(fd, raw)
+        finally:
+            os.close(fd)
+        entries[path] = TargetFile(len(raw), {"sha256": sha256}, path)
+    return entries
+
+
+def _slip_release(path: str) -> tuple[str, int] | None:
+    """``(name, version)`` of a slip target path, or None for anything else."""
+    parts = path.split("/")
+    if len(parts) != 4 or parts[0] != SLIPS_DIR or not parts[2].isdigit():
+        return None
+    return parts[1], int(parts[2])
 
 
 def _guard(action: str) -> Any:
@@ -588,6 +848,8 @@ def publish(
     *,
     trust: TrustStore | None = None,
     keep: int | None = None,
+    slips: Mapping[str, bytes] | None = None,
+    keep_slips: int = 1,
 ) -> PublishResult:
     """Add bundles as targets and sign new targets, snapshot and timestamp metadata.
 
@@ -603,10 +865,18 @@ def publish(
         keep: list only the newest ``keep`` versions of each bundle name in the targets
             metadata, which every device downloads on each update (older files stay under
             ``targets/`` for clients in the middle of an update).
+        slips: key slips for the (single) bundle, by device key id: each becomes the target
+            ``slips/NAME/VERSION/KEYID.edgeslip`` in the hashed bins, and the bundle's target
+            says ``slips: true``, so agents fetch their own slip and no other. A device without
+            a slip gets nothing it can open (revocation: leave it out of the next release).
+        keep_slips: the bins keep the slips of the newest ``keep_slips`` versions of the name
+            (older releases' slips leave the bins; a device keeps the slip it installed).
 
     Raises:
         UsageError: bad group name, or another bundle with the same name and version is
-            already published (bump the version).
+            already published (bump the version); slips with more than one bundle.
+        KeySlipError, KeySlipMismatchError: a slip is malformed, for another bundle, or filed
+            under another device's key id.
         BundleFormatError, SignatureError…: unreadable bundle, or it fails ``trust``.
         KeyFileError, SignatureError: the online keys are missing.
     """
@@ -618,9 +888,20 @@ def publish(
         raise UsageError(f"keep must be at least 1, got {keep}")
     if group is not None and not _GROUP.fullmatch(group):
         raise UsageError(f"group {excerpt(group)} must be 1-64 letters, digits, '.', '_' or '-'")
+    if keep_slips < 1:
+        raise UsageError(f"keep_slips must be at least 1, got {keep_slips}")
     layout = _Layout(repo, None)
     prepared = [prepare_bundle(b, trust=trust) for b in bundles]
+    if slips is not None:
+        if len(prepared) != 1:
+            raise UsageError("key slips are published with one bundle at a time")
+        if not prepared[0].encrypted:
+            raise UsageError(f"{prepared[0].path} is signed only: it has no content key for slips")
+        if not slips:
+            raise UsageError("no key slips to publish", hint="check the slip directory")
+        _check_slips(prepared[0], slips)
     published: list[PublishedTarget] = []
+    bins = 0
     with layout.locked():
         repository = _open(layout, ONLINE_ROLES)
         from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
@@ -654,6 +935,7 @@ def publish(
                     profile=bundle.profile,
                     hardware_ids=_hardware_ids(bundle.data),
                     groups=tuple(sorted(set(groups))),
+                    slips=slips is not None or (before is not None and before.slips),
                 )
                 stored = layout.targets / bundle.name / f"{bundle.sha256}.{bundle.release_file}"
                 if not (stored.is_file() and stored.stat().st_size == bundle.size):
@@ -672,11 +954,51 @@ def publish(
                     for path, entry in list(listed.items()):
                         if entry.name == name and entry.version < versions[-keep:][0]:
                             del targets.targets[path]
+            if slips is not None:
+                bins = _publish_slips(layout, targets, prepared[0], slips, keep_slips)
         with _guard("publish"):
             repository.do_snapshot()
             repository.do_timestamp()
         _prune_metadata(layout)
-    return PublishResult(tuple(published), dict(repository.written))
+    return PublishResult(
+        tuple(published), dict(repository.written), len(slips) if slips else 0, bins
+    )
+
+
+def _publish_slips(
+    layout: _Layout,
+    targets: Targets,
+    bundle: PreparedBundle,
+    slips: Mapping[str, bytes],
+    keep_slips: int,
+) -> int:
+    """Store the slips and rewrite every bin: the slips already there for releases still listed
+    (the newest ``keep_slips`` versions of this name), plus this release's."""
+    signer = _bins_signer(layout, targets)
+    live = {(p.name, p.version) for p in map(_published, targets.targets.values())}
+    before = _read_bins(layout, targets)
+    entries = {path: target for path, target in before.items() if _slip_release(path) in live}
+    entries.update(_store_slips(layout, bundle, slips))
+    versions = sorted(
+        {r[1] for r in map(_slip_release, entries) if r is not None and r[0] == bundle.name}
+    )
+    dropped = {(bundle.name, v) for v in versions[:-keep_slips]}
+    entries = {p: t for p, t in entries.items() if _slip_release(p) not in dropped}
+    count = _write_bins(layout, targets, entries, signer, _now() + _read_policy(layout)["targets"])
+    # Slip files no bin names any more go, except those the previous bins name: a device that
+    # read the previous timestamp a moment ago may still be fetching one.
+    _prune_slip_files(layout, {r for r in map(_slip_release, [*before, *entries]) if r})
+    return count
+
+
+def _prune_slip_files(layout: _Layout, wanted: set[tuple[str, int]]) -> None:
+    import shutil
+
+    root = layout.targets / SLIPS_DIR
+    for name_dir in root.iterdir() if root.is_dir() else ():
+        for version_dir in name_dir.iterdir() if name_dir.is_dir() else ():
+            if version_dir.name.isdigit() and (name_dir.name, int(version_dir.name)) not in wanted:
+                shutil.rmtree(version_dir, ignore_errors=True)
 
 
 def _hardware_ids(data: bytes) -> tuple[str, ...]:
@@ -698,6 +1020,7 @@ def _published(target: Any) -> PublishedTarget:
         profile=str(custom.get("profile", "")),
         hardware_ids=tuple(str(h) for h in custom.get("hardware_ids", ())),
         groups=tuple(str(g) for g in custom.get("groups", ())),
+        slips=custom.get("slips") is True,
     )
 
 
@@ -726,10 +1049,17 @@ def refresh(
             expires = repository.open(role).signed.expires
             if force or expires - now < left:
                 due.add(role)
+        bins_expire = _bins_expiry(layout, repository.open("targets").signed)
+        if bins_expire is not None and bins_expire - now < (margin or {}).get(
+            "targets", policy["targets"] / 2
+        ):
+            due.add("targets")  # the bins are re-signed with the targets that delegates to them
         with _guard("refresh"):
             if "targets" in due:
-                with repository.edit_targets():
-                    pass
+                with repository.edit_targets() as targets:
+                    if _bin_names(targets):
+                        _write_bins(layout, targets, _read_bins(layout, targets),
+                                    _bins_signer(layout, targets), now + policy["targets"])  # fmt: skip
             repository.do_snapshot(force="snapshot" in due)
             repository.do_timestamp(force="timestamp" in due)
         _prune_metadata(layout)
@@ -741,6 +1071,19 @@ def refresh(
             "root keys (edge-sdk repo rotate-key root, or a threshold change)"
         )
     return RefreshResult(dict(repository.written), tuple(warnings))
+
+
+def _bins_expiry(layout: _Layout, targets: Targets) -> datetime | None:
+    """When the slip bins expire (all are written together: the first one says), if any."""
+    from tuf.api.metadata import Metadata, Targets  # type: ignore[attr-defined]
+
+    names = _bin_names(targets)
+    versions = layout.versions(names[0]) if names else []
+    if not versions:
+        return None
+    path = layout.metadata / f"{versions[-1]}.{names[0]}.json"
+    expires: datetime = Metadata[Targets].from_bytes(path.read_bytes()).signed.expires
+    return expires
 
 
 def _resign_chain(repository: Any, role: str) -> None:
@@ -924,17 +1267,21 @@ __all__ = [
     "DEFAULT_EXPIRY",
     "ONLINE_ROLES",
     "ROLES",
+    "SLIPS_DIR",
     "KeyChange",
     "PublishResult",
     "PublishedTarget",
     "RefreshResult",
     "RepoStatus",
     "RoleStatus",
+    "bin_bits",
     "init_repo",
     "publish",
+    "read_slip_dir",
     "refresh",
     "root_metadata",
     "rotate_key",
     "set_threshold",
+    "slip_target_path",
     "status",
 ]

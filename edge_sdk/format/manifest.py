@@ -19,7 +19,9 @@ from edge_sdk.errors import ManifestError, excerpt
 from .strict_json import canonical_bytes
 
 SCHEMA = 1
-MODEL_FORMATS = ("tflite",)
+#: ``litertlm`` (a LiteRT-LM generative model) since 0.3; readers before it refuse such bundles
+#: with a ManifestError naming the field, and every ``tflite`` bundle is unchanged.
+MODEL_FORMATS = ("tflite", "litertlm")
 ENCRYPTIONS = ("aes-256-gcm", "chacha20-poly1305", "none")
 COMPRESSIONS = ("none", "zstd")
 QUANT_DTYPES = (

@@ -30,6 +30,7 @@ from edge_sdk.errors import (
     EdgeSDKError,
     ExpiredError,
     IntegrityError,
+    ModelKindError,
     TargetMismatchError,
     UsageError,
     VerificationError,
@@ -42,6 +43,7 @@ from .bundle import DEFAULT_LIMITS, Bundle, Limits, PayloadReader, open_parts
 from .encryption import PayloadDecryptor, unwrap_content_key
 from .hashing import MODEL_WORKER, PAYLOAD_WORKER, PipelinedSHA256
 from .key_slip import verify_key_slip
+from .litertlm import LLM_RUNTIME
 from .manifest import Manifest
 from .memory import Buffer, alloc_buffer, freeze, populate, wipe, writable_bytes
 from .signing import verify_signatures
@@ -145,13 +147,22 @@ def check_bundle(bundle: Bundle, policy: Policy) -> Verification:
             "require_encryption=False (CLI: --allow-unencrypted) if that is intended",
         )
     check_target(manifest, profile=policy.profile, hardware_ids=policy.hardware_ids)
-    if policy.runtime_package is not None and manifest.target.runtime != policy.runtime_package:
-        raise TargetMismatchError(
-            f"{what} was checked for {manifest.target.runtime} {manifest.target.runtime_version}, "
-            f"profile {policy.profile or '?'} runs {policy.runtime_package}"
-        )
-    if policy.runtime is not None:
-        check_runtime(manifest, policy.runtime)
+    if manifest.model.format == "litertlm":
+        # LiteRT-LM's engine runs it, whatever .tflite runtime the profile names; TFLite op
+        # versions (check_runtime) do not apply. Its loader checks that the engine is installed.
+        if policy.runtime_package is not None and manifest.target.runtime != LLM_RUNTIME:
+            raise TargetMismatchError(
+                f"{what} holds a LiteRT-LM model but names runtime "
+                f"{escape_text(manifest.target.runtime[:40])}, not {LLM_RUNTIME}"
+            )
+    else:
+        if policy.runtime_package is not None and manifest.target.runtime != policy.runtime_package:
+            raise TargetMismatchError(
+                f"{what} was checked for {manifest.target.runtime} {manifest.target.runtime_version}, "
+                f"profile {policy.profile or '?'} runs {policy.runtime_package}"
+            )
+        if policy.runtime is not None:
+            check_runtime(manifest, policy.runtime)
     if policy.state is not None:
         policy.state.check(manifest.name, manifest.version, verification.digest)
     if policy.check_payload_hash:
@@ -330,12 +341,21 @@ READ_PIECE = 1024 * 1024
 RING_PIECES = 2
 
 
+class ModelSink(Protocol):
+    """Where :func:`open_payload` writes a model instead of a new ``bytes`` (sealed memory)."""
+
+    def allocate(self, size: int) -> memoryview:
+        """A writable buffer of exactly ``size`` bytes; called at most once."""
+        ...
+
+
 def open_payload(
     header: Bundle,
     source: PayloadReader,
     device_key: PrivateKey | None,
     *,
     check_payload_hash: bool = True,
+    sink: ModelSink | None = None,
     key_slip: bytes | None = None,
     trust: TrustStore | None = None,
 ) -> bytes:
@@ -353,6 +373,11 @@ def open_payload(
     stops decryption, and the rest of the payload is still read and hashed so that step 6 can be
     judged first. Nothing is returned before every step has passed, and buffers decrypted into
     are wiped when the bundle is refused.
+
+    With a ``sink``, the model is written into the buffer ``sink.allocate`` gives (sealed memory
+    for runtimes that open a path, :mod:`edge_sdk.device.sealed_memory`) instead of a new
+    ``bytes``, and ``b""`` is returned once every step has passed; on a refusal that buffer is
+    wiped like the others. No view of it is kept after return.
 
     Raises:
         IntegrityError: step 6 or step 10 (and a corrupt or short zstd stream, step 9).
@@ -381,11 +406,15 @@ def open_payload(
     model_obj, model_view = b"", memoryview(b"")
     stream: memoryview | None = None  # the stored plaintext: a zstd stream
     decrypted: list[memoryview] = []  # buffers holding decrypted bytes: wiped on a refusal
+
+    def allocate(size: int) -> tuple[bytes, memoryview]:
+        return (b"", sink.allocate(size)) if sink is not None else writable_bytes(size)
+
     try:
         if not payload.encrypted and not compressed:
             # The payload is the model (the consistency rules make their digests equal): read it
             # straight into the model's bytes, and hash it once.
-            model_obj, model_view = writable_bytes(payload.size)
+            model_obj, model_view = allocate(payload.size)
             _read_all(source, model_hash, into=model_view)
             payload_hash = model_hash if check_payload_hash else None
         elif not payload.encrypted:
@@ -396,9 +425,9 @@ def open_payload(
                 stream = memoryview(alloc_buffer(stored_size))
                 target = stream
             else:
-                model_obj, model_view = writable_bytes(stored_size)
+                model_obj, model_view = allocate(stored_size)
                 target = model_view
-                if payload_hash is not None:
+                if payload_hash is not None and sink is None:
                     # This thread reads and hashes the payload, the longer of the two paths; the
                     # model hash's worker is idle until the first chunk is decrypted, so it
                     # faults the model's pages in meanwhile, ahead of the decryption.
@@ -435,10 +464,15 @@ def open_payload(
         if stream is not None:  # step 9, on the signed stream only
             from .compression import decompress_into
 
-            model_obj, model_view = writable_bytes(manifest.model.size)
+            model_obj, model_view = allocate(manifest.model.size)
             decrypted.append(model_view)
             decompress_into(stream, payload.compression, model_view, model_hash.update)
         _check_model(manifest, len(model_view), model_hash.hexdigest())  # step 10
+        if sink is not None:
+            # The sink's owner seals its buffer next, which needs every view of it released.
+            model_view.release()
+            decrypted.clear()
+            return b""
         return freeze(model_obj, model_view)
     except BaseException:
         for hasher in (payload_hash, model_hash):
@@ -593,6 +627,7 @@ def open_verified(
     *,
     decrypt: bool = True,
     on_header: Callable[[Bundle], None] | None = None,
+    sink: ModelSink | None = None,
 ) -> OpenedBundle:
     """Read, check (:func:`check_bundle`) and, with ``decrypt``, open a bundle in memory.
 
@@ -605,6 +640,9 @@ def open_verified(
 
     ``on_header`` sees the parsed header once its signatures are checked (a device's audit
     record names the bundle even when a later step refuses it).
+
+    With a ``sink`` the model goes into the sink's buffer (see :func:`open_payload`) and
+    ``model_bytes`` is empty.
 
     Raises:
         EdgeSDKError: the first check that fails, typed by its kind.
@@ -619,7 +657,7 @@ def open_verified(
                 check_payload_stream(header, payload)
             return OpenedBundle(verification, b"")
         model = open_payload(header, payload, policy.device_key,
-                             check_payload_hash=policy.check_payload_hash,
+                             check_payload_hash=policy.check_payload_hash, sink=sink,
                              key_slip=policy.key_slip, trust=policy.trust)  # fmt: skip
     return OpenedBundle(verification, model)
 
@@ -638,3 +676,19 @@ def open_bundle(
     policy = Policy(trust, now=now, profile=profile, hardware_ids=tuple(hardware_ids),
                     device_key=device_key)  # fmt: skip
     return open_verified(source, policy, limits)
+
+
+def require_kind(header: Bundle, kind: str, loader: str) -> None:
+    """Refuse a bundle holding another kind of model, before any key is unwrapped."""
+    found = header.manifest.model.format
+    if found != kind:
+        other = (
+            "edge_sdk.load (CLI: edge-sdk run)"
+            if found == "tflite"
+            else "edge_sdk.load_llm (CLI: edge-sdk chat)"
+        )
+        raise ModelKindError(
+            f"bundle {header.manifest.name} v{header.manifest.version} holds a {found} model; "
+            f"{loader} runs {kind} models",
+            hint=f"open it with {other}",
+        )

@@ -20,6 +20,7 @@ from typing import Any
 from edge_sdk.errors import (
     AccuracyGateError,
     CompatibilityError,
+    ConversionError,
     DataError,
     ModelInputError,
     UsageError,
@@ -43,7 +44,7 @@ from .quality_gate import (
     accuracy_gate,
     check_parity,
 )
-from .source_model import custom_objects, load_source_model
+from .source_model import custom_objects, exported_source, load_source_model
 from .tensorflow_import import import_tensorflow
 from .tflite_converter import NEEDS_CALIBRATION, make_converter, run_converter
 
@@ -169,7 +170,25 @@ def convert_model(
         )
         source, reference, pruning = pruned.source, pruned.reference_float, pruned.report.to_dict()
     progress("convert")
-    float_bytes = run_converter(source.make_converter(), "float32", source)
+    routed_note: str | None = None
+    try:
+        float_bytes = run_converter(source.make_converter(), "float32", source)
+    except ConversionError as keras_failure:
+        # TFLite's Keras path fails on models its SavedModel path converts (keras-hub): retry
+        # through an export; when that fails too, the Keras path's own error is the one to read.
+        routed = exported_source(source)
+        if routed is None:
+            raise
+        try:
+            float_bytes = run_converter(routed.make_converter(), "float32", routed)
+        except ConversionError:
+            raise keras_failure from None
+        source = routed
+        routed_note = (
+            "converted through a SavedModel export of the Keras model: the direct Keras "
+            f"conversion failed ({excerpt(keras_failure.message, 160)}); parity is checked "
+            "against the Keras model"
+        )
     # Real inputs when there are any (a model fed 0-255 pixels is judged on pixels); otherwise
     # inputs made up in each input's own dtype and range, at the --input-shape or default size.
     real = calib or evald
@@ -179,7 +198,7 @@ def convert_model(
     feeds = real.head(head) if real is not None else synthetic_inputs(source, shapes=shapes)
     parity = check_parity(source, float_bytes, feeds, synthetic)
     parity["inputs"] = real.source if real is not None else synthetic
-    notes: list[str] = []
+    notes: list[str] = [routed_note] if routed_note else []
     if quantize == "none":
         model_bytes = float_bytes
     else:

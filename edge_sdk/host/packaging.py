@@ -237,6 +237,9 @@ def _package_model(
     from .sealing import seal_bundle
     from .source_model import detect_model_format
 
+    if _is_litertlm(model_path):
+        return _package_litertlm(model_path, output, profile, options, signers, recipients,
+                                 progress, attest)  # fmt: skip
     fmt = detect_model_format(model_path)
     quantize = options.quantize or profile.quantization
     notes: list[str] = []
@@ -332,4 +335,83 @@ def _package_model(
     size = save_bundle(bundle, output)
     return PackageResult(
         output, bundle, size, len(model_bytes), quantization, fmt, reports, tuple(notes)
+    )
+
+
+def _is_litertlm(path: Path) -> bool:
+    from edge_sdk.format.litertlm import is_litertlm
+
+    # By name too: a file called .litertlm that is not one is refused as a bad LiteRT-LM file
+    # (its header reader says what is wrong), not as "an unknown model format".
+    try:
+        with open(path, "rb") as handle:
+            return path.is_file() and (path.suffix == ".litertlm" or is_litertlm(handle.read(8)))
+    except OSError:
+        return False  # detect_model_format says what is wrong with it
+
+
+def _package_litertlm(
+    model_path: Path,
+    output: Path,
+    profile: DeviceProfile,
+    options: PackageOptions,
+    signers: Sequence[PrivateKey],
+    recipients: Sequence[PublicKey],
+    progress: Progress,
+    attest: Callable[[Manifest], Mapping[str, Any]],
+) -> PackageResult:
+    """Seal a LiteRT-LM ``.litertlm`` as it is: header read strictly, sections in the manifest.
+
+    Stored uncompressed whatever the profile says: quantized LLM weights save little under zstd,
+    and a compressed payload needs a second model-sized buffer on the device (the stream, then
+    the model), while an uncompressed one is decrypted straight into sealed memory (peak ≈ 1×).
+    """
+    from edge_sdk.format.litertlm import LLM_RUNTIME, read_litertlm
+
+    from .sealing import seal_bundle
+
+    _refuse_conversion_options(model_path, options)
+    if options.prune is not None:
+        raise UsageError(f"{model_path} is a LiteRT-LM model: --prune needs a Keras model")
+    progress("load")
+    model_bytes = model_path.read_bytes()
+    info = read_litertlm(model_bytes)
+    limit = profile.memory_mb * 1024 * 1024
+    if len(model_bytes) > limit:
+        raise CompatibilityError(
+            f"model is {len(model_bytes)} bytes, more than {profile.name}'s {profile.memory_mb} MiB of RAM"
+        )
+    try:
+        from importlib.metadata import version
+
+        runtime_version = version(LLM_RUNTIME)
+    except ImportError:  # PackageNotFoundError is an ImportError
+        runtime_version = ""
+    reports: dict[str, Any] = {
+        "conversion": {"source_format": "litertlm", "quantization": "as built",
+                       "size": len(model_bytes)},
+        "litertlm": info.to_dict(),
+    }  # fmt: skip
+    progress("seal")
+    bundle = seal_bundle(
+        model_bytes,
+        name=options.name,
+        version=options.version,
+        target=Target(profile.name, LLM_RUNTIME, runtime_version, profile.hardware_ids),
+        signers=signers,
+        recipients=recipients,
+        aead=options.aead or profile.aead,
+        expires=options.expires,
+        reports=reports,
+        chunk_size=options.chunk_size,
+        compression="none",
+        attest=attest,
+        model_format="litertlm",
+    )
+    if not output.parent.exists():
+        raise ModelInputError(f"output directory {output.parent} does not exist")
+    _readable_by_devices(bundle)
+    size = save_bundle(bundle, output)
+    return PackageResult(
+        output, bundle, size, len(model_bytes), "as built", "litertlm", reports, ()
     )

@@ -68,6 +68,7 @@ def seal_bundle(
     compression_level: int | None = None,
     min_compression_saving: float = MIN_COMPRESSION_SAVING,
     attest: Callable[[Manifest], Mapping[str, Any]] | None = None,
+    model_format: str = "tflite",
 ) -> Bundle:
     """Build a signed bundle; encrypted for ``recipients`` when any are given, else signed-only.
 
@@ -75,6 +76,8 @@ def seal_bundle(
     ``min_compression_saving`` of the model's bytes (0 keeps it whatever it saves, even nothing).
     ``attest`` builds the signed build attestation from the finished manifest; it is stored as
     ``reports["provenance"]`` (docs/FORMAT.md), so the bundle signature covers it too.
+    ``model_format`` is the manifest's ``model.format``: ``tflite``, or ``litertlm`` for a
+    LiteRT-LM generative model.
 
     Raises:
         UsageError: inconsistent options (e.g. an unknown AEAD).
@@ -91,6 +94,7 @@ def seal_bundle(
         size=len(model_bytes),
         inputs=tuple(inputs),
         outputs=tuple(outputs),
+        format=model_format,
     )
     stored: bytes | bytearray = model_bytes
     compressed_size = None

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
+import tempfile
+import weakref
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -238,18 +241,7 @@ def load_source_model(
             raise _keras_load_error(path, fmt, exc) from None
         return keras_source(model, fmt)
     if fmt == "savedmodel":
-        try:
-            loaded = tf.saved_model.load(str(path))
-            fn = loaded.signatures["serving_default"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelInputError(
-                f"cannot load SavedModel {path}: {excerpt(str(exc).splitlines()[0], 300)}"
-            ) from None
-        _, kwargs = fn.structured_input_signature
-        input_names = tuple(sorted(kwargs))
-        input_shapes = tuple(tuple(kwargs[n].shape) for n in input_names)
-        output_names = tuple(sorted(fn.structured_outputs))
-        dtypes = tuple(input_dtype(n, kwargs[n].dtype).name for n in input_names)
+        input_names, input_shapes, output_names, dtypes, fn = _saved_model_signature(tf, path)
 
         def run_saved(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             result = fn(**{k: tf.constant(v) for k, v in feeds.items()})
@@ -297,6 +289,59 @@ def input_dtype(name: str, dtype: Any) -> np.dtype[Any]:
         hint="take float32 (or an integer type) at the input and cast inside the model "
         "(keras.ops.cast)",
     )
+
+
+_REEXPORT = (
+    "re-export it with one serving signature of fixed-rank tensors: from Keras 3, "
+    "model.export('dir'); from tf_keras (Keras 2), tf.saved_model.save(model, 'dir') after "
+    "loading it there; or save the Keras model as .keras (or .h5) and package that"
+)
+
+
+def _saved_model_signature(
+    tf: Any, path: Path
+) -> tuple[
+    tuple[str, ...], tuple[tuple[int | None, ...], ...], tuple[str, ...], tuple[str, ...], Any
+]:
+    """Input names, shapes, output names, input dtypes and the function of a SavedModel's
+    ``serving_default`` signature.
+
+    Raises:
+        ModelInputError: TensorFlow cannot load it (truncated, missing variables, objects this
+            TensorFlow or Keras cannot revive, as Keras 2 exports can be), it has no serving
+            signature, or an input of unknown rank or a non-numeric type.
+    """
+    try:
+        with native_output_captured():
+            loaded = tf.saved_model.load(str(path))
+        fn = loaded.signatures["serving_default"]
+        _, kwargs = fn.structured_input_signature
+        outputs = fn.structured_outputs
+    except KeyError:
+        raise ModelInputError(
+            f"cannot load SavedModel {path}: it has no 'serving_default' signature",
+            hint=_REEXPORT,
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - TF's loader raises OSError, OpError, AttributeError …
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelInputError(
+            f"cannot load SavedModel {path}: {type(exc).__name__}: {excerpt(first, 300)}",
+            hint=_REEXPORT,
+        ) from None
+    input_names = tuple(sorted(kwargs))
+    shapes = []
+    for name in input_names:
+        shape = getattr(kwargs[name], "shape", None)
+        if shape is None or shape.rank is None:
+            raise ModelInputError(
+                f"SavedModel {path}: input {excerpt(name)} has no fixed rank (shape unknown), so "
+                "no conversion or parity input can be built for it",
+                hint=_REEXPORT,
+            )
+        shapes.append(tuple(shape.as_list()))
+    dtypes = tuple(input_dtype(n, kwargs[n].dtype).name for n in input_names)
+    output_names = tuple(sorted(outputs)) if isinstance(outputs, Mapping) else ("output_0",)
+    return input_names, tuple(shapes), output_names, dtypes, fn
 
 
 def default_range(dtype: np.dtype[Any], vocabulary: int | None) -> tuple[int, int] | None:
@@ -365,8 +410,21 @@ def keras_source(model: Any, fmt: str = "keras") -> SourceModel:
     # Only a first dimension that is a batch (open, or one sample) may be split into samples.
     batched = all(shape and shape[0] in (None, -1, 1) for shape in input_shapes)
 
+    # A model whose inputs are a dict (keras-hub backbones) is called with a dict: Keras refuses
+    # a list for it. Keys may differ from the tensors' names, so map through the tensors.
+    structure = getattr(model, "input", None)
+    keyed = (
+        {key: input_names.index(t.name) for key, t in structure.items()}
+        if isinstance(structure, Mapping)
+        and all(getattr(t, "name", None) in input_names for t in structure.values())
+        else None
+    )
+
     def run_once(args: list[np.ndarray]) -> list[np.ndarray]:
-        result = model(args[0] if len(args) == 1 else args, training=False)
+        if keyed is not None:
+            result = model({key: args[i] for key, i in keyed.items()}, training=False)
+        else:
+            result = model(args[0] if len(args) == 1 else args, training=False)
         if isinstance(result, Mapping):  # outputs by key, in the order output_names has them
             return [np.asarray(result[name]) for name in output_names]
         values = result if isinstance(result, (list, tuple)) else [result]
@@ -400,6 +458,34 @@ def keras_source(model: Any, fmt: str = "keras") -> SourceModel:
             for d, t in zip(input_dtypes, model.inputs, strict=True)
         ),
     )
+
+
+def exported_source(source: SourceModel) -> SourceModel | None:
+    """The same Keras model, converted through a SavedModel it exports, or None where there is
+    no Keras model to export or it cannot be exported.
+
+    TFLite's Keras path fails on some models that its SavedModel path converts (keras-hub
+    backbones: "'NoneType' object is not callable"), so a failed Keras conversion is retried
+    this way. The reference predictions stay the Keras model's own, so parity still judges the
+    result against Keras. The export lives in a private temporary directory (the source model,
+    never a decrypted one) removed when the returned source is garbage-collected or at exit.
+    """
+    model = source.keras_model
+    export = getattr(model, "export", None)
+    if model is None or export is None:
+        return None
+    tf = import_tensorflow()
+    directory = tempfile.mkdtemp(prefix="edge-sdk-export-")
+    try:
+        with native_output_captured():
+            export(os.path.join(directory, "saved_model"), format="tf_saved_model", verbose=False)
+    except Exception:  # noqa: BLE001 - Keras' exporter raises many types; the caller's error stands
+        shutil.rmtree(directory, ignore_errors=True)
+        return None
+    saved = os.path.join(directory, "saved_model")
+    routed = replace(source, make_converter=lambda: tf.lite.TFLiteConverter.from_saved_model(saved))
+    weakref.finalize(routed, shutil.rmtree, directory, True)
+    return routed
 
 
 def _keras_output_names(model: Any) -> tuple[str, ...]:

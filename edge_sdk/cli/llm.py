@@ -1,0 +1,113 @@
+"""Language-model commands: ``chat``, and the generation behind ``run --prompt``."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ._common import (
+    AllowUnencryptedOpt,
+    DeviceKeyOpt,
+    MismatchOpt,
+    NameOpt,
+    ProfileOpt,
+    SlipOpt,
+    StateOpt,
+    TrustOpt,
+    app,
+    load_private,
+    safe,
+    say,
+)
+
+MaxTokensOpt = Annotated[int, typer.Option(help="Most tokens to generate per reply.")]
+TemperatureOpt = Annotated[
+    float, typer.Option(help="Sampling temperature; 0 is greedy (the same text every run).")
+]
+
+
+def load_llm_bundle(bundle: Path, trust: list[Path], device_key: str | None, **options: Any) -> Any:
+    """``edge_sdk.load_llm`` with a key file (prompting for its passphrase when needed)."""
+    from edge_sdk.device.llm import import_litert_lm, load_llm
+    from edge_sdk.native_output import quiet_runtime_info
+
+    key = load_private(device_key, "device") if device_key else None
+    # LiteRT-LM logs every section it does not use, and more, on stderr (from its own threads,
+    # while generating too): a terminal shows only its errors.
+    lm = import_litert_lm()
+    lm.set_min_log_severity(lm.LogSeverity.ERROR)
+    with quiet_runtime_info():
+        return load_llm(bundle, trust=trust, device_key=key, **options)
+
+
+def stream_reply(pieces: Iterable[str]) -> int:
+    """Write generated text to stdout as it is decoded; the number of pieces written.
+
+    The text comes from a model, so every control character is escaped (a model can emit ESC
+    sequences that would drive the terminal); newlines and tabs are kept.
+    """
+    count = 0
+    for piece in pieces:
+        sys.stdout.write(safe(piece, keep_newlines=True))
+        sys.stdout.flush()
+        count += 1
+    sys.stdout.write("\n")
+    return count
+
+
+@app.command()
+def chat(
+    bundle: Annotated[Path, typer.Argument(help="The .edgepkg holding a LiteRT-LM model.")],
+    trust: TrustOpt,
+    device_key: DeviceKeyOpt = None,
+    slip: SlipOpt = None,
+    profile: ProfileOpt = None,
+    state_dir: StateOpt = None,
+    threads: Annotated[int | None, typer.Option(help="Engine threads (default: profile).")] = None,
+    max_tokens: MaxTokensOpt = 256,
+    temperature: TemperatureOpt = 0.0,
+    template: Annotated[
+        bool, typer.Option(help="Wrap each prompt in the model's own chat template.")
+    ] = True,
+    allow_target_mismatch: MismatchOpt = False,
+    expected_name: NameOpt = None,
+    allow_unencrypted: AllowUnencryptedOpt = False,
+) -> None:
+    """Verify an LLM bundle, open it from sealed memory, and chat: one prompt per line of stdin.
+
+    Each reply is streamed as it is generated and sees the turns before it (the model's own
+    chat template; ``--no-template`` sends each line as a bare prompt, without memory). An empty
+    line, ``exit`` or end of input stops.
+    """
+    with load_llm_bundle(
+        bundle, trust, device_key, slip=slip, profile=profile, state_dir=state_dir,
+        threads=threads, allow_target_mismatch=allow_target_mismatch,
+        expected_name=expected_name, require_encryption=False if allow_unencrypted else None,
+    ) as model, contextlib.ExitStack() as turns:  # fmt: skip
+        conversation = (
+            turns.enter_context(model.chat(max_tokens=max_tokens, temperature=temperature))
+            if template
+            else None
+        )
+        interactive = sys.stdin.isatty()
+        say(f"{model!r}", stderr=True)
+        if interactive:
+            say("type a prompt and press Enter; an empty line or 'exit' ends", stderr=True)
+        while True:
+            if interactive:
+                sys.stderr.write("> ")
+                sys.stderr.flush()
+            line = sys.stdin.readline()
+            prompt = line.strip()
+            if not line or not prompt or prompt == "exit":
+                return
+            stream_reply(
+                conversation.reply(prompt)
+                if conversation is not None
+                else model.stream(prompt, max_tokens=max_tokens, temperature=temperature)
+            )

@@ -1,0 +1,403 @@
+"""DEVICE: generative models (LiteRT-LM ``.litertlm``) from signed, encrypted bundles.
+
+:func:`load_llm` runs every check of docs/FORMAT.md in its order, exactly as :func:`edge_sdk.load`
+does (the same policy, audit log and anti-rollback state), but decrypts into sealed memory
+(:mod:`edge_sdk.device.sealed_memory`) instead of a ``bytes``: LiteRT-LM opens models by path
+only, and a ``bytes`` would be a second copy of a model of gigabytes.
+
+Two facts about litert-lm-api 0.18 shape how the engine is opened (measured, not guessed):
+
+- It picks the file format from the path's *extension*, so ``/proc/self/fd/N`` is refused as
+  "Unsupported or unknown file format". The engine is given ``model.litertlm``, a symlink to
+  ``/proc/self/fd/N`` in a fresh private (0700, random name) directory on a memory filesystem,
+  removed as soon as the engine is built. The link holds no model byte; opened by any other
+  process it would name that process's own descriptor.
+- By default it writes an XNNPACK weight cache (the model's weights, repacked) beside the model
+  path. That is plaintext on disk, so the engine is always built with ``cache_dir=":nocache"``;
+  the test suite checks that nothing is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from edge_sdk.errors import (
+    AuditLogError,
+    BackendError,
+    EdgeSDKError,
+    UsageError,
+    install_hint,
+)
+from edge_sdk.format.bundle import DEFAULT_LIMITS, Bundle, Limits
+from edge_sdk.format.litertlm import LLM_RUNTIME
+from edge_sdk.format.manifest import Manifest
+from edge_sdk.format.verify import Policy, open_verified, require_kind
+from edge_sdk.keys import PrivateKey, TrustStore, load_private_key
+from edge_sdk.profiles import DeviceProfile, load_profile
+
+from .audit_log import AuditLog
+from .sealed_memory import SealedMemory
+from .state import VersionState, default_state_dir
+
+log = logging.getLogger(__name__)
+
+#: Generated tokens per call unless the caller says otherwise.
+DEFAULT_MAX_TOKENS = 256
+#: The largest LLM a device accepts without a profile (a profile's RAM lowers it).
+MAX_LLM_BYTES = 16 * 1024**3
+#: Tell LiteRT-LM not to write its XNNPACK weight cache (repacked plaintext weights) to disk.
+NO_CACHE = ":nocache"
+
+
+def import_litert_lm() -> Any:
+    """The ``litert_lm`` module, or a typed error saying how to install it."""
+    try:
+        litert_lm = importlib.import_module("litert_lm")
+    except ImportError:
+        raise BackendError(
+            "running LLM bundles needs litert-lm-api, which is not installed",
+            hint=install_hint("llm"),
+        ) from None
+    return litert_lm
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:limit]
+
+
+def _memory_dir() -> str:
+    """A memory-backed directory for the engine's symlink (never the model's bytes)."""
+    # mkdtemp makes a fresh 0700 directory with a random name there, never a predictable path.
+    for candidate in (os.environ.get("XDG_RUNTIME_DIR"), "/dev/shm"):  # noqa: S108
+        if candidate and os.path.isdir(candidate) and os.access(candidate, os.W_OK | os.X_OK):
+            return candidate
+    return tempfile.gettempdir()
+
+
+class LanguageModel:
+    """A verified LLM in sealed memory, run by LiteRT-LM's own engine. Build it with :func:`load_llm`.
+
+    Attributes:
+        manifest: the verified manifest.
+        threads: the engine's CPU threads (profile, caller or usable cores).
+        memory: ``"memfd (sealed)"``: where the decrypted model lives.
+    """
+
+    def __init__(
+        self, memory: SealedMemory, manifest: Manifest, threads: int, max_num_tokens: int | None
+    ) -> None:
+        litert_lm = import_litert_lm()
+        self.manifest = manifest
+        self.threads = threads
+        self.memory = "memfd (sealed)"
+        self._sealed = memory
+        self._litert_lm = litert_lm
+        private = tempfile.mkdtemp(prefix="edge-sdk-llm-", dir=_memory_dir())
+        link = os.path.join(private, "model.litertlm")
+        try:
+            os.symlink(memory.path, link)
+            self._engine = litert_lm.Engine(
+                link,
+                backend=litert_lm.Backend.CPU(thread_count=threads),
+                max_num_tokens=max_num_tokens,
+                cache_dir=NO_CACHE,
+            )
+        except RuntimeError as exc:
+            raise BackendError(
+                f"litert-lm-api cannot build an engine for {manifest.name} v{manifest.version}: "
+                f"{_first_line(exc)}"
+            ) from None
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<edge_sdk.LanguageModel {self.manifest.name} v{self.manifest.version} on "
+            f"{LLM_RUNTIME}, {self.threads} threads, {self.memory}>"
+        )
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def _session(self, max_tokens: int, temperature: float, seed: int, template: bool) -> Any:
+        self._check_open()
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            raise UsageError(f"max_tokens must be a positive integer, got {max_tokens!r}")
+        return self._engine.create_session(
+            apply_prompt_template=template,
+            sampler_config=self._sampler(temperature, seed),
+            max_output_tokens=max_tokens,
+        )
+
+    def _sampler(self, temperature: float, seed: int) -> Any:
+        if temperature < 0:
+            raise UsageError(f"temperature must be >= 0, got {temperature!r}")
+        lm = self._litert_lm
+        # top_k=1 is greedy decoding: the sampler keeps only the arg-max token.
+        if temperature == 0:
+            return lm.SamplerConfig(top_k=1, top_p=1.0, temperature=1.0, seed=seed)
+        return lm.SamplerConfig(top_k=40, top_p=0.95, temperature=temperature, seed=seed)
+
+    def stream(
+        self,
+        prompt: str,
+        *,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        temperature: float = 0.0,
+        seed: int = 0,
+        template: bool = False,
+    ) -> Iterator[str]:
+        """The text of the generated tokens as they are decoded (greedy unless ``temperature``).
+
+        ``template`` applies the model's own prompt template (chat models carry one).
+        """
+        session = self._session(max_tokens, temperature, seed, template)
+        try:
+            session.run_prefill([prompt])
+            for response in session.run_decode_async():
+                yield from response.texts
+        except RuntimeError as exc:
+            raise BackendError(f"generation failed: {_first_line(exc)}") from None
+        finally:
+            session.close()
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        temperature: float = 0.0,
+        seed: int = 0,
+        template: bool = False,
+    ) -> str:
+        """The whole generated text for ``prompt`` (greedy unless ``temperature`` > 0)."""
+        session = self._session(max_tokens, temperature, seed, template)
+        try:
+            session.run_prefill([prompt])
+            texts: list[str] = session.run_decode().texts
+        except RuntimeError as exc:
+            raise BackendError(f"generation failed: {_first_line(exc)}") from None
+        finally:
+            session.close()
+        return texts[0] if texts else ""
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` by the model's own tokenizer."""
+        self._check_open()
+        ids: list[int] = self._engine.tokenize(text)
+        return ids
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        self._check_open()
+        text: str = self._engine.detokenize(list(ids))
+        return text
+
+    def conversation(self, **options: Any) -> Any:
+        """A LiteRT-LM ``Conversation`` (multi-turn chat with the model's template); options as
+        ``litert_lm.Engine.create_conversation``."""
+        self._check_open()
+        return self._engine.create_conversation(**options)
+
+    def chat(
+        self, *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0, seed: int = 0
+    ) -> Chat:
+        """A multi-turn chat: each :meth:`Chat.reply` sees the turns before it, wrapped in the
+        model's own chat template (LiteRT-LM's ``Conversation``). Close it before the model."""
+        self._check_open()
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            raise UsageError(f"max_tokens must be a positive integer, got {max_tokens!r}")
+        try:
+            return Chat(self._engine.create_conversation(
+                sampler_config=self._sampler(temperature, seed), max_output_tokens=max_tokens
+            ))  # fmt: skip
+        except RuntimeError as exc:
+            raise BackendError(f"cannot start a conversation: {_first_line(exc)}") from None
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UsageError("this model is closed")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Stop the engine and release the sealed memory (its pages go back to the kernel)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._engine.close()
+        self._sealed.close()
+
+    def __enter__(self) -> LanguageModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.manifest.name,
+            "version": self.manifest.version,
+            "format": self.manifest.model.format,
+            "size": self.manifest.model.size,
+            "runtime": LLM_RUNTIME,
+            "threads": self.threads,
+            "memory": self.memory,
+        }
+
+
+class Chat:
+    """A conversation with a :class:`LanguageModel` (see :meth:`LanguageModel.chat`)."""
+
+    def __init__(self, conversation: Any) -> None:
+        self._conversation = conversation
+
+    def reply(self, message: str) -> Iterator[str]:
+        """The reply's text as it is decoded; the turn is remembered for the next reply."""
+        try:
+            for chunk in self._conversation.send_message_async(message):
+                for content in getattr(chunk, "contents", ()) or ():
+                    text = getattr(content, "text", None)
+                    if isinstance(text, str):
+                        yield text
+        except RuntimeError as exc:
+            raise BackendError(f"generation failed: {_first_line(exc)}") from None
+
+    def close(self) -> None:
+        self._conversation.close()
+
+    def __enter__(self) -> Chat:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load_llm(
+    source: str | os.PathLike[str] | bytes,
+    *,
+    trust: TrustStore | str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    device_key: PrivateKey | str | os.PathLike[str] | None = None,
+    slip: bytes | str | os.PathLike[str] | None = None,
+    profile: DeviceProfile | str | None = None,
+    state_dir: str | os.PathLike[str] | None = None,
+    threads: int | None = None,
+    max_num_tokens: int | None = None,
+    expected_name: str | None = None,
+    require_encryption: bool | None = None,
+    allow_target_mismatch: bool = False,
+    hardware_ids: Sequence[str] | None = None,
+    now: datetime | None = None,
+) -> LanguageModel:
+    """Verify an LLM bundle, decrypt it into sealed memory, and start LiteRT-LM on it.
+
+    The arguments mean what they mean for :func:`edge_sdk.load` (a key ``slip`` included);
+    ``max_num_tokens`` is the
+    engine's context (prompt plus generated tokens; default: the model's own).
+
+    Raises:
+        ModelKindError: the bundle holds a .tflite model (before any key is unwrapped).
+        SealedMemoryError: no memfd on this system, or the kernel refused the memory.
+        BackendError: litert-lm-api is missing or cannot run the model.
+        EdgeSDKError: every check of docs/FORMAT.md, typed by cause, as for ``load``.
+    """
+    from .runtime import (
+        as_trust,
+        choose_profile,
+        detect_hardware_ids,
+        expected_name_from_path,
+        key_slip_for,
+        usable_cores,
+    )
+
+    import_litert_lm()  # a missing extra is said before any work is done
+    store = as_trust(trust)
+    key = (
+        device_key
+        if isinstance(device_key, PrivateKey) or device_key is None
+        else load_private_key(device_key, kind="device")
+    )
+    prof = load_profile(profile) if isinstance(profile, str) else profile
+    state = VersionState(Path(state_dir) if state_dir else default_state_dir())
+    audit = AuditLog(state.directory / "audit.log")
+    ids = tuple(hardware_ids) if hardware_ids is not None else detect_hardware_ids()
+    where = source if isinstance(source, (str, os.PathLike)) else "<bytes>"
+    parsed: dict[str, Any] = {}
+    # A profile's max_model_bytes is a .tflite's FlatBuffer cap; an LLM is bounded by the RAM.
+    cap = min(MAX_LLM_BYTES, prof.memory_mb * 1024 * 1024) if prof is not None else MAX_LLM_BYTES
+    limits = Limits.for_model_size(cap) if prof is not None else DEFAULT_LIMITS
+    wanted_name = expected_name if expected_name is not None else expected_name_from_path(source)
+    slip_bytes = key_slip_for(source, slip, key)
+
+    def header_checks(header: Bundle) -> None:
+        parsed.update(name=header.manifest.name, version=header.manifest.version,
+                      digest=header.digest)  # fmt: skip
+        require_kind(header, "litertlm", "load_llm")
+
+    memory: SealedMemory | None = None
+    try:
+        check_device = not allow_target_mismatch
+        policy = Policy(
+            store,
+            now=now,
+            expected_name=wanted_name,
+            require_encryption=key is not None
+            if require_encryption is None
+            else require_encryption,
+            profile=prof.name if prof is not None and check_device else None,
+            runtime_package=LLM_RUNTIME if check_device else None,
+            hardware_ids=ids if check_device else (),
+            state=state,
+            device_key=key,
+            key_slip=slip_bytes,
+        )
+        memory = SealedMemory(limits.max_model_bytes)
+        # The same checks, in the same order, as every other open; the model goes to the memfd,
+        # which is sealed only once all of them have passed.
+        opened = open_verified(source, policy, limits, on_header=header_checks, sink=memory)
+        manifest, verification = opened.verification.manifest, opened.verification
+        memory.seal()
+        chosen, _reason = choose_profile(prof, manifest.target.profile, ids)
+        if threads is not None:
+            count = threads
+        elif chosen is not None:
+            count = min(chosen.threads, usable_cores())
+        else:
+            count = usable_cores()
+        model = LanguageModel(memory, manifest, count, max_num_tokens)
+    except EdgeSDKError as exc:
+        if memory is not None:
+            memory.close()  # wipes it when it was never sealed
+        try:
+            audit.append("reject", source=str(where), **parsed, result="rejected", reason=exc.message,
+                         error=exc.kind)  # fmt: skip
+        except AuditLogError as log_error:
+            log.error("could not record the rejection in the audit log: %s", log_error.message)
+        raise
+    try:
+        accepted = state.is_recorded(manifest.name, manifest.version, verification.digest)
+        audit.append("load", durable=not accepted, source=str(where), **parsed,
+                     signers=list(verification.signers), result="ok",
+                     backend=LLM_RUNTIME, memory=model.memory)  # fmt: skip
+        if not accepted:
+            state.record(manifest.name, manifest.version, verification.digest)
+    except EdgeSDKError as exc:
+        model.close()
+        with contextlib.suppress(EdgeSDKError):
+            audit.append("reject", source=str(where), **parsed, result="rejected", reason=exc.message,
+                         error=exc.kind, stage="recording the accepted version")  # fmt: skip
+        raise
+    return model

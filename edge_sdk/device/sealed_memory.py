@@ -1,0 +1,201 @@
+"""Decrypted models in sealed anonymous memory, for runtimes that only open files by path.
+
+LiteRT-LM (and LiteRT's ``model_path=``) open a model by path and map it. Writing plaintext to
+a file for them would break the first rule of edge-sdk (decrypted models never touch disk); a
+Python ``bytes`` cannot be handed to them at all. A Linux memory file (``memfd_create``) can: it
+lives in RAM only, has no name in any filesystem, and ``/proc/self/fd/N`` opens it like a file.
+
+:class:`SealedMemory` is written once, through one shared mapping, by the open pipeline
+(:func:`edge_sdk.format.verify.open_payload` takes it as its ``sink``). Only after every check of
+docs/FORMAT.md has passed does :meth:`SealedMemory.seal` drop that mapping and add the seals
+``F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL``: from then on nobody — not this
+process, not the runtime, not a library holding the descriptor — can change a byte or the size,
+and the seals themselves cannot be removed. The runtime then maps the same pages read-only: one
+copy of the model in RAM.
+
+Memory is reserved up front with ``posix_fallocate``: a memory file that cannot get its pages
+later (a memory cgroup or tmpfs limit) would kill the process with SIGBUS in the middle of
+decryption, while a refused reservation is a typed error before a byte is decrypted.
+
+Wiping: a refused model is zeroed through the writable mapping before the file is closed. A
+sealed one cannot be written by design (that is what the write seal means); closing its last
+descriptor and mapping returns its pages to the kernel, which zero-fills every page before it
+hands it to anyone again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import mmap
+import os
+import sys
+
+from edge_sdk.errors import SealedMemoryError
+from edge_sdk.format.memory import wipe
+
+#: The largest model a memory file is made for (the bundle reader's own caps are lower by default).
+MAX_SEALED_BYTES = 64 * 1024**3
+#: The seals added once every check has passed (see the module docstring).
+SEALS = ("F_SEAL_SHRINK", "F_SEAL_GROW", "F_SEAL_WRITE", "F_SEAL_SEAL")
+_NAME = "edge-sdk-model"
+
+
+def _seal_bits() -> int:
+    bits = 0
+    for name in SEALS:
+        bits |= getattr(fcntl, name)
+    return bits
+
+
+def unavailable_reason() -> str | None:
+    """Why sealed memory cannot be used here, or ``None`` when it can (for ``doctor``)."""
+    if not sys.platform.startswith("linux"):
+        return f"memfd_create is Linux-only (this is {sys.platform})"
+    if not hasattr(os, "memfd_create") or not hasattr(os, "MFD_ALLOW_SEALING"):
+        return "this Python has no os.memfd_create with sealing"
+    if not all(hasattr(fcntl, name) for name in (*SEALS, "F_ADD_SEALS", "F_GET_SEALS")):
+        return "this Python's fcntl module has no file-sealing constants"
+    if not os.path.isdir("/proc/self/fd"):
+        return "/proc is not mounted, so a memory file cannot be opened by path"
+    return None
+
+
+class SealedMemory:
+    """One model's bytes in a Linux memory file: written once, sealed, then opened by path.
+
+    Use it as the ``sink`` of :func:`edge_sdk.format.verify.open_payload`, then :meth:`seal`, then
+    hand :attr:`path` to the runtime; :meth:`close` (or ``with``) releases it.
+
+    Raises:
+        SealedMemoryError: memfd is unavailable here, the size is out of bounds, the kernel
+            refuses the memory or the seals.
+    """
+
+    def __init__(self, max_bytes: int = MAX_SEALED_BYTES) -> None:
+        reason = unavailable_reason()
+        if reason is not None:
+            raise SealedMemoryError(
+                f"sealed memory is unavailable: {reason}",
+                hint="large and LLM models need Linux with /proc (kernel 3.17+); small .tflite "
+                "models load from memory with edge_sdk.load",
+            )
+        self.max_bytes = min(max_bytes, MAX_SEALED_BYTES)
+        self.size = 0
+        self._fd = -1
+        self._map: mmap.mmap | None = None
+        self._view: memoryview | None = None
+        self._sealed = False
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def allocate(self, size: int) -> memoryview:
+        """A writable view of a new memory file of ``size`` bytes (called once, by the pipeline)."""
+        if self._fd >= 0:
+            raise SealedMemoryError("this sealed memory already holds a model")
+        if not 0 < size <= self.max_bytes:
+            raise SealedMemoryError(
+                f"a {size}-byte model does not fit sealed memory (1 to {self.max_bytes} bytes)"
+            )
+        flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+        try:
+            self._fd = os.memfd_create(_NAME, flags)
+        except OSError as exc:
+            raise SealedMemoryError(f"memfd_create failed: {os.strerror(exc.errno or 0)}") from None
+        try:
+            os.ftruncate(self._fd, size)
+            os.posix_fallocate(self._fd, 0, size)
+            self._map = mmap.mmap(self._fd, size, flags=mmap.MAP_SHARED,
+                                  prot=mmap.PROT_READ | mmap.PROT_WRITE)  # fmt: skip
+        except OSError as exc:
+            self.close()
+            hint = (
+                "free memory, raise the memory limit, or use a board with more RAM"
+                if exc.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG)
+                else None
+            )
+            raise SealedMemoryError(
+                f"cannot reserve {size} bytes of sealed memory: {os.strerror(exc.errno or 0)}",
+                hint=hint,
+            ) from None
+        self.size = size
+        self._view = memoryview(self._map)
+        return self._view
+
+    def seal(self) -> str:
+        """Drop the writable mapping and seal the file against writes and resizing; its path.
+
+        Call only once every check has passed. ``F_SEAL_WRITE`` needs that no writable shared
+        mapping is left, so every view handed out by :meth:`allocate` must have been released.
+        """
+        if self._fd < 0 or self._map is None:
+            raise SealedMemoryError("nothing to seal: no model was written to sealed memory")
+        if self._view is not None:
+            self._view.release()
+            self._view = None
+        try:
+            self._map.close()
+        except BufferError:
+            raise SealedMemoryError(
+                "a view of the decrypted model is still in use; it cannot be sealed"
+            ) from None
+        self._map = None
+        try:
+            fcntl.fcntl(self._fd, fcntl.F_ADD_SEALS, _seal_bits())
+            seals = fcntl.fcntl(self._fd, fcntl.F_GET_SEALS)
+        except OSError as exc:
+            self.close()
+            reason = os.strerror(exc.errno or 0)
+            raise SealedMemoryError(f"the kernel refused to seal the model: {reason}") from None
+        if seals & _seal_bits() != _seal_bits():
+            self.close()
+            raise SealedMemoryError("the model's memory file is not sealed after F_ADD_SEALS")
+        self._sealed = True
+        return self.path
+
+    # -- using ---------------------------------------------------------------------------------
+
+    @property
+    def sealed(self) -> bool:
+        return self._sealed
+
+    @property
+    def fd(self) -> int:
+        return self._fd
+
+    @property
+    def path(self) -> str:
+        """``/proc/self/fd/N``: the sealed model, for a runtime that opens files by path."""
+        if not self._sealed:
+            raise SealedMemoryError("the model is not sealed yet; it must not reach the runtime")
+        return f"/proc/self/fd/{self._fd}"
+
+    def close(self) -> None:
+        """Wipe (if still writable) and release the memory file. Idempotent."""
+        if self._view is not None:
+            wipe(self._view)  # never sealed: a refused (or abandoned) model
+            self._view.release()
+            self._view = None
+        if self._map is not None:
+            with contextlib.suppress(BufferError):  # a view still exists; it keeps the mapping
+                self._map.close()
+            self._map = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._sealed = False
+
+    def __enter__(self) -> SealedMemory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", -1) >= 0:
+            self.close()
+
+    def __repr__(self) -> str:
+        state = "sealed" if self._sealed else "open" if self._fd >= 0 else "closed"
+        return f"<SealedMemory {self.size} bytes, memfd {state}>"

@@ -1,0 +1,299 @@
+"""LLM bundles end to end: a .litertlm packaged by the CLI, opened by ``load_llm`` from sealed
+memory, generating exactly what plain LiteRT-LM generates from the plain file.
+
+The model is the generated one of tests/llm_fixture.py (a litert-torch decoder, a SentencePiece
+tokenizer, packed by litert-lm-builder); litert-lm-api is the real engine throughout.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import edge_sdk
+from edge_sdk.errors import (
+    DecryptionError,
+    IntegrityError,
+    ModelInputError,
+    ModelKindError,
+    RollbackError,
+    SignatureError,
+)
+from edge_sdk.format.litertlm import read_litertlm
+
+from .conftest import CliResult, KeySet, make_bundle_bytes
+from .llm_fixture import engine, greedy_ids
+
+TOKENS = 16
+PROMPT_2 = "simple is better than complex"
+
+
+@pytest.fixture(scope="module")
+def plain_ids(tiny_llm: Any) -> dict[str, list[int]]:
+    """What plain LiteRT-LM generates greedily from the plain file, per prompt."""
+    eng = engine(tiny_llm.path, tiny_llm.max_num_tokens)
+    try:
+        return {p: greedy_ids(eng, p, TOKENS) for p in (tiny_llm.prompt, PROMPT_2)}
+    finally:
+        eng.close()
+
+
+@pytest.fixture
+def llm_bundle(tmp_path: Path, tiny_llm: Any, cli: Any, key_files: dict[str, Path]) -> Path:
+    """The fixture model packaged the way the README says, for this machine's profile."""
+    out = tmp_path / "tiny.edgepkg"
+    result: CliResult = cli("package", tiny_llm.path, "--profile", "x86_64", "--name", "tiny",
+                            "--version", "3", "--sign-key", key_files["signer"],
+                            "--recipient", key_files["device.pub"], "-o", out)  # fmt: skip
+    assert result.code == 0, result.err
+    assert "LiteRT-LM" in result.out and "→ tflite" not in result.out
+    assert "FAILED" not in result.out and "accuracy" not in result.out
+    return out
+
+
+def _open(bundle: Path, keyset: KeySet, state: Path, **options: Any) -> Any:
+    options.setdefault("profile", "x86_64")
+    return edge_sdk.load_llm(bundle, trust=keyset.trust(), device_key=keyset.device,
+                             state_dir=state, **options)  # fmt: skip
+
+
+def _ids(model: Any, prompt: str) -> list[int]:
+    ids: list[int] = model.tokenize(model.generate(prompt, max_tokens=TOKENS))
+    return ids
+
+
+def test_sealed_bundle_generates_what_plain_litert_lm_generates(
+    llm_bundle: Path, keyset: KeySet, tmp_path: Path, tiny_llm: Any, plain_ids: dict[str, list[int]]
+) -> None:
+    with _open(llm_bundle, keyset, tmp_path / "state") as model:
+        assert "memfd (sealed)" in repr(model) and model.describe()["memory"] == "memfd (sealed)"
+        for prompt, expected in plain_ids.items():
+            assert len(expected) == TOKENS and len(set(expected)) > 3  # a run that can differ
+            assert _ids(model, prompt) == expected
+        # Streaming yields the same tokens, one piece per token.
+        pieces = list(model.stream(tiny_llm.prompt, max_tokens=TOKENS))
+        assert [model.tokenize(p) for p in pieces] == [[i] for i in plain_ids[tiny_llm.prompt]]
+    assert model.closed
+    with pytest.raises(edge_sdk.errors.UsageError, match="closed"):
+        model.generate("x")
+
+
+def test_the_decrypted_model_is_in_sealed_memory_and_never_on_disk(
+    llm_bundle: Path, keyset: KeySet, tmp_path: Path, tiny_llm: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = tiny_llm.path.read_bytes()
+    info = read_litertlm(plain)
+    weights = next(s for s in info.sections if s.kind == "tflite_model")
+    # 64 bytes from the middle of the weights: a copy of the model anywhere would contain them.
+    needle = plain[(weights.begin + weights.end) // 2 :][:64]
+    assert plain.count(needle) == 1
+    runtime_dir = tmp_path / "runtime"
+    runtime_dir.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime_dir))
+    import litert_lm
+
+    # Plain LiteRT-LM writes an XNNPACK weight cache (repacked plaintext weights) beside the
+    # model path, as it builds the engine: list what is beside the path the engine was given.
+    beside: list[list[str]] = []
+    real_engine = litert_lm.Engine
+
+    def engine_watched(path: str, *args: Any, **kwargs: Any) -> Any:
+        built = real_engine(path, *args, **kwargs)
+        beside.append(sorted(os.listdir(os.path.dirname(path))))
+        return built
+
+    monkeypatch.setattr(litert_lm, "Engine", engine_watched)
+    watched = [tmp_path, Path(tempfile.gettempdir()), Path("/dev/shm"), Path.cwd()]
+    before = {p for d in watched for p in _files(d)}
+    with _open(llm_bundle, keyset, tmp_path / "state") as model:
+        sealed = model._sealed
+        seals = fcntl.fcntl(sealed.fd, fcntl.F_GET_SEALS)
+        wanted = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+        assert seals & wanted == wanted
+        with pytest.raises(OSError) as refused:  # the kernel itself refuses a write now
+            os.pwrite(sealed.fd, b"x", 0)
+        assert refused.value.errno == errno.EPERM
+        assert os.pread(sealed.fd, 64, (weights.begin + weights.end) // 2) == needle
+        assert os.readlink(f"/proc/self/fd/{sealed.fd}").startswith("/memfd:")
+        model.generate(tiny_llm.prompt, max_tokens=4)
+        # Beside the engine's path was its symlink alone, and that directory is gone now.
+        assert beside == [["model.litertlm"]]
+        assert not list(runtime_dir.iterdir())
+        new = {p for d in watched for p in _files(d)} - before
+        holding = [p for p in new if _contains(p, needle)]
+        assert not holding, f"plaintext model bytes on disk: {holding}"
+        # No weight cache (plaintext, repacked) beside any path LiteRT-LM saw.
+        assert not [p for p in new if "cache" in p.name.lower() or p.suffix == ".xnnpack_cache"]
+    assert sealed.fd < 0  # released on close
+
+
+def _files(directory: Path) -> Iterator[Path]:
+    if not directory.is_dir():
+        return
+    for root, dirs, files in os.walk(directory, onerror=lambda e: None):
+        dirs[:] = [d for d in dirs if d not in (".venv", ".git", "test-models", "llm-build")]
+        for name in files:
+            yield Path(root, name)
+
+
+def _contains(path: Path, needle: bytes) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return needle in handle.read(64 << 20)
+    except OSError:
+        return False
+
+
+def test_every_refusal_comes_before_the_engine_and_a_genuine_load_follows(
+    llm_bundle: Path, keyset: KeySet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    plain_ids: dict[str, list[int]], tiny_llm: Any,
+) -> None:  # fmt: skip
+    """Tampered payload, another device's key, an untrusted signer, a .tflite bundle, an older
+    release: each is its typed error, the engine is never built, and the same state dir then
+    opens the genuine bundle."""
+    import litert_lm
+
+    built: list[str] = []
+    real_engine = litert_lm.Engine
+
+    def recording(path: str, *args: Any, **kwargs: Any) -> Any:
+        built.append(path)
+        return real_engine(path, *args, **kwargs)
+
+    monkeypatch.setattr(litert_lm, "Engine", recording)
+    state = tmp_path / "state"
+    data = llm_bundle.read_bytes()
+    tampered = tmp_path / "tampered.edgepkg"
+    tampered.write_bytes(data[:-100] + bytes([data[-100] ^ 1]) + data[-99:])
+    cases: list[tuple[Any, type[Exception], dict[str, Any]]] = [
+        (tampered, IntegrityError, {}),
+        (llm_bundle, DecryptionError, {"device_key": keyset.device2}),
+        (llm_bundle, SignatureError, {"trust": keyset.trust(keyset.signer2)}),
+        (make_bundle_bytes(keyset, name="tiny"), ModelKindError, {}),
+    ]
+    for source, error, options in cases:
+        kwargs = {"trust": keyset.trust(), "device_key": keyset.device, "state_dir": state,
+                  "profile": "x86_64", **options}  # fmt: skip
+        with pytest.raises(error):
+            edge_sdk.load_llm(source, **kwargs)
+        assert built == [], f"{error.__name__}: the engine was built before the refusal"
+    # A .litertlm bundle given to the .tflite loader says which loader runs it.
+    with pytest.raises(ModelKindError) as caught:
+        edge_sdk.load(llm_bundle, trust=keyset.trust(), device_key=keyset.device, state_dir=state,
+                      profile="x86_64")  # fmt: skip
+    assert "load_llm" in (caught.value.hint or "")
+    with _open(llm_bundle, keyset, state) as model:
+        assert _ids(model, tiny_llm.prompt) == plain_ids[tiny_llm.prompt]
+    assert len(built) == 1
+    # Anti-rollback applies: v3 was accepted, so a v2 of the same name is refused.
+    older = tmp_path / "older.edgepkg"
+    from edge_sdk.host.packaging import PackageOptions, package_model
+    from edge_sdk.profiles import load_profile
+
+    package_model(tiny_llm.path, older, load_profile("x86_64"), PackageOptions(name="tiny", version=2),
+                  [keyset.signer], [keyset.device.public])  # fmt: skip
+    with pytest.raises(RollbackError):
+        _open(older, keyset, state)
+    assert len(built) == 1
+    import json
+
+    records = [json.loads(line) for line in (state / "audit.log").read_text().splitlines()]
+    assert [r["event"] for r in records].count("reject") == 6
+    assert [r.get("memory") for r in records if r["event"] == "load"] == ["memfd (sealed)"]
+
+
+def test_the_cli_generates_and_chats(
+    llm_bundle: Path, cli: Any, key_files: dict[str, Path], tmp_path: Path, tiny_llm: Any,
+    plain_ids: dict[str, list[int]], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    common = ("--trust", key_files["signer.pub"], "--device-key", key_files["device"],
+              "--state-dir", tmp_path / "state", "--profile", "x86_64")  # fmt: skip
+    eng = engine(tiny_llm.path, tiny_llm.max_num_tokens)
+    try:
+        expected = eng.detokenize(plain_ids[tiny_llm.prompt])
+    finally:
+        eng.close()
+    result = cli("run", llm_bundle, "--prompt", tiny_llm.prompt, "--max-tokens", TOKENS, *common)
+    assert result.code == 0, result.err
+    assert result.out.strip() == expected.strip()
+    result = cli("run", llm_bundle, "--prompt", tiny_llm.prompt, "--max-tokens", TOKENS, "--json",
+                 *common)  # fmt: skip
+    assert result.code == 0 and result.json()["text"].strip() == expected.strip()
+    assert result.json()["memory"] == "memfd (sealed)"
+    # Neither or both of --input and --prompt is a usage error.
+    assert cli("run", llm_bundle, *common).code == 2  # UsageError
+    # chat: one prompt per line of stdin, replies streamed, ends at end of input.
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{tiny_llm.prompt}\n{PROMPT_2}\n"))
+    result = cli("chat", llm_bundle, "--max-tokens", 8, *common)
+    assert result.code == 0, result.err
+    replies = [line for line in result.out.splitlines() if line.strip()]
+    assert len(replies) == 2 and all(replies)
+
+
+def test_hostile_litertlm_headers_are_refused_when_packaging(
+    tiny_llm: Any, tmp_path: Path, keyset: KeySet
+) -> None:
+    from edge_sdk.host.packaging import PackageOptions, package_model
+    from edge_sdk.profiles import load_profile
+
+    plain = tiny_llm.path.read_bytes()
+    header_end = int.from_bytes(plain[24:32], "little")
+    import struct
+
+    cases = {
+        "cut in the header": plain[: header_end - 8],
+        "magic only": plain[:8],
+        "not LiteRT-LM": b"LITERTLX" + plain[8:],
+        "major version 2": plain[:8] + struct.pack("<I", 2) + plain[12:],
+        "header end past the file": plain[:24] + struct.pack("<Q", len(plain) + 1) + plain[32:],
+        "header end inside the preamble": plain[:24] + struct.pack("<Q", 8) + plain[32:],
+        "garbled header": plain[:32] + bytes(b ^ 0x5A for b in plain[32:header_end]) + plain[header_end:],
+        "sections past the end": plain[: len(plain) // 2],
+    }  # fmt: skip
+    for what, data in cases.items():
+        path = tmp_path / "bad.litertlm"
+        path.write_bytes(data)
+        with pytest.raises(ModelInputError, match="LiteRT-LM"):
+            package_model(path, tmp_path / "bad.edgepkg", load_profile("x86_64"),
+                          PackageOptions(name="bad", version=1), [keyset.signer],
+                          [keyset.device.public])  # fmt: skip
+        assert not (tmp_path / "bad.edgepkg").exists(), what
+
+
+def test_doctor_says_where_llm_bundles_open(cli: Any) -> None:
+    result = cli("doctor", "--json")
+    checks = {c["name"]: c for c in result.json()["checks"]}
+    assert (
+        checks["sealed memory"]["status"] == "ok" and "memfd" in checks["sealed memory"]["detail"]
+    )
+    assert checks["llm runtime"]["detail"].startswith("litert-lm-api 0.18")
+
+
+def test_an_llm_bundle_deploys_and_runs_from_the_layout(
+    llm_bundle: Path, cli: Any, key_files: dict[str, Path], tmp_path: Path, keyset: KeySet,
+    tiny_llm: Any, plain_ids: dict[str, list[int]],
+) -> None:  # fmt: skip
+    """deploy checks an LLM bundle like any other (the profile's .tflite runtime does not apply
+    to it) and the board opens ``<root>/tiny/current`` from sealed memory."""
+    board = tmp_path / "board"
+    board.mkdir()
+    result = cli("deploy", llm_bundle, "--target", board, "--trust", key_files["signer.pub"])
+    assert result.code == 0, result.err
+    with _open(board / "tiny" / "current", keyset, tmp_path / "state") as model:
+        assert _ids(model, tiny_llm.prompt) == plain_ids[tiny_llm.prompt]
+    # A device policy of a .tflite profile (as the TUF agent applies) accepts it too.
+    from edge_sdk.format.bundle import read_bundle
+    from edge_sdk.format.verify import Policy, check_bundle
+
+    check_bundle(read_bundle(llm_bundle), Policy(keyset.trust(), profile="x86_64",
+                 runtime_package="ai-edge-litert"))  # fmt: skip
