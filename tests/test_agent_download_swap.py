@@ -20,12 +20,14 @@ import pytest
 from edge_sdk.errors import StateError, VerificationError
 from edge_sdk.fleet.agent import Agent
 
-from .test_tuf import Lab, lab, release, server  # noqa: F401  (fixtures)
+from .test_key_slip_tuf import Fleet
+from .test_tuf import Lab, lab, make_lab, release, server  # noqa: F401  (fixtures)
 
 
-def swap_each_download(agent: Agent, replacement: bytes) -> list[str]:
-    """Make ``agent``'s downloads be swapped for ``replacement`` the moment ngclient has
-    written and checked them (the attacker's best moment); returns the names swapped."""
+def swap_each_download(agent: Agent, replacement: bytes, suffix: str = ".edgepkg") -> list[str]:
+    """Make ``agent``'s downloads ending in ``suffix`` be swapped for ``replacement`` the moment
+    ngclient has written and checked them (the attacker's best moment); returns the names
+    swapped."""
     swapped: list[str] = []
     make_updater = agent._updater
 
@@ -35,6 +37,8 @@ def swap_each_download(agent: Agent, replacement: bytes) -> list[str]:
 
         def download_then_swap(info: Any, path: str | None = None, *a: Any, **kw: Any) -> str:
             done: str = download(info, path, *a, **kw)
+            if not done.endswith(suffix):
+                return done
             planted = Path(done).with_name("planted")
             planted.write_bytes(replacement)
             os.replace(planted, done)
@@ -81,3 +85,22 @@ def test_the_agent_makes_its_download_directories_private(lab: Lab) -> None:  # 
     (state / "downloads").symlink_to(lab.tmp)  # a link someone planted is refused, not used
     with pytest.raises(StateError, match="agent directories"):
         lab.agent()
+
+
+def test_a_key_slip_swapped_after_tuf_checked_it_is_refused_before_it_is_parsed(
+    tmp_path: Path,
+    server: Any,  # noqa: F811
+) -> None:
+    """The slip download is read by name too: bound again to its signed hash, a swapped-in
+    slip (here another device's genuine one) is refused as not the file TUF checked."""
+    fleet = Fleet(make_lab(tmp_path, server), 2)
+    _, slips = fleet.release(1)
+    agent = fleet.agent(0)
+    swapped = swap_each_download(agent, slips[fleet.devices[1].key_id], suffix=".edgeslip")
+    (outcome,) = agent.poll().outcomes
+    assert swapped, "the slip download was not swapped"
+    assert outcome.status == "rejected" and isinstance(outcome.error, VerificationError)
+    assert "no longer the one TUF verified" in outcome.error.message
+    assert fleet.lab.current("dev0") is None
+    agent._updater = Agent._updater.__get__(agent)  # type: ignore[method-assign]
+    assert [o.status for o in agent.poll().outcomes] == ["installed"]  # nothing remembered
