@@ -11,11 +11,14 @@ tokens/s, least peak RSS: the least noisy estimate on a shared machine). Sides:
   file and handed to the engine as a ``.litertlm``-named symlink to ``/proc/self/fd/N`` (LiteRT-LM
   picks the format from the name's extension): the mechanism of the sealed path without
   verification and decryption, so its ratio is the floor the secure side can reach.
-- ``sealed``: ``edge_sdk.load_llm`` on a signed, encrypted bundle — runs only where edge_sdk has
-  ``load_llm``; otherwise the table says so.
+- ``plain-nocache``: the same with ``cache_dir=":nocache"``: LiteRT-LM without the weight cache
+  it writes beside the model by default (repacked plaintext weights, which the sealed path must
+  never write), so TTFT includes repacking the weights, as it does for the sealed path.
+- ``sealed``: ``edge_sdk.load_llm`` on a signed bundle encrypted for one device key: verify,
+  decrypt into sealed memory, then the engine (with ``:nocache``).
 
-TTFT is from just before the engine is created (the runtime is imported before the clock, on both
-sides) to the first streamed token; decode tokens/s counts the tokens after the first. Peak RSS is
+TTFT is from just before the engine is created (the runtimes, and edge_sdk, are imported before
+the clock) to the first streamed token; decode tokens/s counts the tokens after the first. Peak RSS is
 the child's VmHWM, which counts the memfd's pages once they are mapped (RssShmem). Both sides must
 generate the same tokens, or the run fails.
 """
@@ -24,8 +27,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,13 +46,15 @@ from pathlib import Path
 import litert_lm  # imported before the clock on every side
 litert_lm.set_min_log_severity(litert_lm.LogSeverity.ERROR)
 side, path, prompt, tokens, ctx = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+if side == 'sealed':
+    import edge_sdk, edge_sdk.device.llm  # the library, like litert_lm, before the clock
 def hwm():
     for line in Path('/proc/self/status').read_text().splitlines():
         if line.startswith('VmHWM:'):
             return int(line.split()[1]) * 1024
 before = hwm()
 start = time.perf_counter()
-if side == 'plain':
+if side in ('plain', 'plain-nocache'):
     model_path = path
 elif side == 'memfd':
     fd = os.memfd_create('model', os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
@@ -61,27 +69,57 @@ elif side == 'memfd':
     link = os.path.join(tempfile.mkdtemp(), 'model.litertlm')
     os.symlink(f'/proc/self/fd/{fd}', link)
     model_path = link
-else:
+elif side == 'sealed':
+    bundle, trust, key, state = path.split(os.pathsep)
+    model = edge_sdk.load_llm(bundle, trust=trust, device_key=key, state_dir=state,
+                              allow_target_mismatch=True, threads=1, max_num_tokens=ctx)
+elif side != 'plain-nocache':
     raise SystemExit(f'unknown side {side}')
-eng = litert_lm.Engine(model_path, backend=litert_lm.Backend.CPU(thread_count=1), max_num_tokens=ctx)
-session = eng.create_session(apply_prompt_template=False,
-    sampler_config=litert_lm.SamplerConfig(top_k=1, top_p=1.0, temperature=1.0, seed=0),
-    max_output_tokens=tokens)
-session.run_prefill([prompt])
 stamps, pieces = [], []
-for r in session.run_decode_async():
-    stamps.append(time.perf_counter())
-    pieces.extend(r.texts)
-ids = eng.tokenize(''.join(pieces))
-session.close()
-eng.close()
+if side == 'sealed':
+    for piece in model.stream(prompt, max_tokens=tokens):
+        stamps.append(time.perf_counter())
+        pieces.append(piece)
+    ids = model.tokenize(''.join(pieces))
+    model.close()
+else:
+    cache = {'cache_dir': ':nocache'} if side != 'plain' else {}
+    eng = litert_lm.Engine(path if side == 'plain-nocache' else model_path,
+                           backend=litert_lm.Backend.CPU(thread_count=1), max_num_tokens=ctx, **cache)
+    session = eng.create_session(apply_prompt_template=False,
+        sampler_config=litert_lm.SamplerConfig(top_k=1, top_p=1.0, temperature=1.0, seed=0),
+        max_output_tokens=tokens)
+    session.run_prefill([prompt])
+    for r in session.run_decode_async():
+        stamps.append(time.perf_counter())
+        pieces.extend(r.texts)
+    ids = eng.tokenize(''.join(pieces))
+    session.close()
+    eng.close()
 print(json.dumps({"ttft": stamps[0] - start,
                   "tps": (len(stamps) - 1) / (stamps[-1] - stamps[0]),
                   "peak": hwm(), "before": before, "ids": ids}))
 """
 
 
-def run_side(side: str, path: Path, prompt: str, tokens: int, ctx: int) -> dict[str, object]:
+def _sealed_bundle(model: Path, work: Path) -> str:
+    """The model packaged as the README says (signed, encrypted for one device key); the child's
+    ``path`` argument: bundle, trust, device key and state dir joined by ``os.pathsep``."""
+    from edge_sdk.host.packaging import PackageOptions, package_model
+    from edge_sdk.keys import generate_key, save_keypair
+    from edge_sdk.profiles import load_profile
+
+    signer, device = generate_key("signing", "ed25519"), generate_key("device", "x25519")
+    _, trust = save_keypair(signer, work / "publisher")
+    key, _ = save_keypair(device, work / "device")
+    bundle = work / "model.edgepkg"
+    package_model(model, bundle, load_profile("x86_64"), PackageOptions(name="bench", version=1),
+                  [signer], [device.public])  # fmt: skip
+    (work / "state").mkdir()
+    return os.pathsep.join(str(p) for p in (bundle, trust, key, work / "state"))
+
+
+def run_side(side: str, path: Path | str, prompt: str, tokens: int, ctx: int) -> dict[str, object]:
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, side, str(path), prompt, str(tokens), str(ctx)],
         capture_output=True,
@@ -118,17 +156,18 @@ def main() -> None:
         f"vocab {model.vocab_size}; build {model.build_seconds:.1f} s ({built})"
     )
 
-    import edge_sdk
-
-    sides = ["plain", "memfd"]
-    if hasattr(edge_sdk, "load_llm"):
-        sides.append("sealed")  # pragma: no cover - added by the runtime side of issue 22
+    work = Path(tempfile.mkdtemp(prefix="bench-llm-"))
+    sealed = _sealed_bundle(model.path, work)
+    sides = ["plain", "plain-nocache", "memfd", "sealed"]
     runs: dict[str, list[dict[str, object]]] = {s: [] for s in sides}
+    # A first plain run writes LiteRT-LM's weight cache beside the file; the timed plain runs
+    # then load it, as a user of LiteRT-LM alone gets from the second start on.
+    run_side("plain", model.path, model.prompt, 2, args.context)
     for _ in range(args.repeat):
         for side in sides:
-            if side == "sealed":
-                continue  # measured once load_llm's interface lands (see the report)
-            runs[side].append(run_side(side, model.path, model.prompt, args.tokens, args.context))
+            source = sealed if side == "sealed" else str(model.path)
+            runs[side].append(run_side(side, source, model.prompt, args.tokens, args.context))
+    shutil.rmtree(work, ignore_errors=True)
 
     def best(side: str) -> dict[str, float]:
         rs = runs[side]
@@ -145,9 +184,6 @@ def main() -> None:
     base = best("plain")
     rows = []
     for side in sides:
-        if not runs[side]:
-            rows.append([side, "not run: edge_sdk.load_llm not measured here", "", "", "", "", ""])
-            continue
         b = best(side)
         rows.append(
             [
