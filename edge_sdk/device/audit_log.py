@@ -36,6 +36,7 @@ prove: whoever controls the device can rewrite the whole tail consistently, and 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import json
 import logging
@@ -49,7 +50,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from edge_sdk.errors import AuditLogError
-from edge_sdk.files import locked
+from edge_sdk.files import locked, open_dir
 
 log = logging.getLogger(__name__)
 
@@ -331,11 +332,19 @@ class AuditLog:
         return resumed["seq"], _line_hash(_encode(resumed)), Repair("resumed", detail)
 
     def _rotate(self) -> None:
-        for i in range(KEEP_ROTATED - 1, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{i}")
-            if older.exists():
-                os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
-        os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+        # Renames through one descriptor of the log's directory: each one acts on the directory
+        # the lock was taken in, whatever happens to the path's components meanwhile.
+        name = self.path.name
+        dir_fd = open_dir(self.path.parent)
+        try:
+            for i in range(KEEP_ROTATED - 1, 0, -1):
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(
+                        f"{name}.{i}", f"{name}.{i + 1}", src_dir_fd=dir_fd, dst_dir_fd=dir_fd
+                    )
+            os.rename(name, f"{name}.1", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def _locked(self) -> Any:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import json
@@ -43,6 +44,7 @@ import logging
 import os
 import random
 import re
+import stat
 import threading
 import time
 import zlib
@@ -576,6 +578,9 @@ class Agent:
         try:
             for sub in ("tuf", "downloads"):
                 (self.state_dir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+                # ngclient writes by path here (and follows a symlink planted at a target's
+                # name): nobody else may write in these directories, whoever created them.
+                _make_private(self.state_dir / sub)
             self.install_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StateError(f"cannot create agent directories: {exc.strerror}") from None
@@ -823,7 +828,7 @@ class Agent:
                 return Outcome(name, "failed", chosen.version, chosen.digest, previous,
                                exc.message, exc)  # fmt: skip
         try:
-            path = self._download(updater, chosen)
+            path, data = self._download(updater, chosen)
         except PayloadTooLargeError as exc:
             # The signed length said so, before a byte was fetched: a verdict about the metadata.
             return self._reject(chosen, exc, memory, previous, about="metadata")
@@ -841,7 +846,7 @@ class Agent:
                            exc.message, exc)  # fmt: skip
         try:
             try:
-                verified = self._verify(path, chosen, slip)
+                verified = self._verify(data, chosen, slip)
             except KeySlipError as exc:
                 # The slip is at fault, not the release: judged again with the next slip.
                 self._event("agent-reject", chosen, stage="slip", error=exc.kind,
@@ -867,12 +872,12 @@ class Agent:
                     f"({verified.digest[:16]})"
                 )
                 return self._reject(chosen, mismatch, memory, previous, about="metadata")
-            return self._install(path, chosen, previous, memory, slip)
+            return self._install(path, data, chosen, previous, memory, slip)
         finally:
             with contextlib.suppress(OSError):
                 path.unlink()
 
-    def _download(self, updater: Updater, candidate: Candidate) -> Path:
+    def _download(self, updater: Updater, candidate: Candidate) -> tuple[Path, bytes]:
         if candidate.length > self.max_target_bytes:
             raise PayloadTooLargeError(
                 f"{candidate.path} is {candidate.length} bytes, over this agent's "
@@ -891,10 +896,11 @@ class Agent:
             )
 
         _, attempts = self._with_retries(f"downloading {candidate.path}", fetch)
+        data = _read_download(path, candidate)
         received = self.traffic.bytes - bytes_before
         self._event("agent-download", candidate, result="ok", bytes=received, attempts=attempts,
                     sha256=candidate.sha256)  # fmt: skip
-        return path
+        return path, data
 
     def _fetch_slip(self, updater: Updater, candidate: Candidate) -> bytes:
         """This device's key slip for ``candidate``, through the hashed bins (one bin fetched).
@@ -936,12 +942,21 @@ class Agent:
         self._with_retries(f"downloading {target}",
                            lambda: updater.download_target(info, str(path)))  # fmt: skip
         try:
-            return read_key_slip(path)
+            raw = read_key_slip(path)
         finally:
             with contextlib.suppress(OSError):
                 path.unlink()
+        # Bound again to the signed hash: read by name after ngclient checked it, the file
+        # could have been swapped by whoever writes in the downloads directory.
+        if len(raw) != info.length or hashlib.sha256(raw).hexdigest() != sha256:
+            raise VerificationError(
+                f"{target}: the downloaded slip is no longer the one TUF verified (replaced "
+                "after the download)",
+                hint="someone else can write in the agent's state directory: make it private",
+            )
+        return raw
 
-    def _verify(self, path: Path, candidate: Candidate, slip: bytes | None = None) -> Verification:
+    def _verify(self, data: bytes, candidate: Candidate, slip: bytes | None = None) -> Verification:
         """The bundle's own checks, on top of TUF's, through the one check order of
         :func:`edge_sdk.format.verify.check_bundle`: signatures, expiry, the name TUF announced,
         encryption, target, runtime, anti-rollback, payload hash — and, with a device key, the
@@ -985,7 +1000,7 @@ class Agent:
 
         on_header = check_slip if slip is not None and self.device_key is not None else None
         opened = open_verified(
-            path, policy, decrypt=self.device_key is not None, on_header=on_header
+            data, policy, decrypt=self.device_key is not None, on_header=on_header
         )
         return opened.verification
 
@@ -1014,17 +1029,19 @@ class Agent:
     def _install(
         self,
         path: Path,
+        data: bytes,
         candidate: Candidate,
         previous: str | None,
         memory: _Memory,
         slip: bytes | None = None,
     ) -> Outcome:
-        from .deploy import deploy, prepare_bundle
+        from .deploy import deploy, prepare_bundle_bytes
 
         name = candidate.name
         try:
-            # With the trust, deploy judges what is current by its verified version only.
-            prepared = prepare_bundle(path, trust=self.trust)
+            # With the trust, deploy judges what is current by its verified version only. The
+            # bytes verified above are the bytes installed: the path is not read again.
+            prepared = prepare_bundle_bytes(data, path, trust=self.trust)
             result = deploy(prepared, str(self.install_dir), self.deploy_options, slip=slip)
         except DeployError as exc:
             now = self._installed().get(name)
@@ -1133,3 +1150,62 @@ __all__ = [
     "run_agent",
     "translate_tuf_error",
 ]
+
+
+def _read_download(path: Path, candidate: Candidate) -> bytes:
+    """The downloaded target's bytes, read once through one descriptor and bound again to the
+    signed SHA-256 and length.
+
+    ngclient checks the download and then leaves it at ``path``; whoever can write in the
+    downloads directory could swap another file in under that name before the agent reads it.
+    Everything after this (the bundle's own checks, the install) uses these bytes, never the
+    path, so what was checked is what is installed.
+
+    Raises:
+        VerificationError: the file is not the target TUF checked (not remembered: the
+            repository's release is not at fault).
+        StateError: the downloads directory cannot be read.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOENT):
+            raise StateError(f"cannot read the download {path}: {exc.strerror}") from None
+        fd = -1
+    chunks: list[bytes] = []
+    if fd >= 0:
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                left = candidate.length + 1  # one byte more tells a longer file
+                while left > 0 and (piece := os.read(fd, min(left, 1 << 20))):
+                    chunks.append(piece)
+                    left -= len(piece)
+        finally:
+            os.close(fd)
+    data = b"".join(chunks)
+    if len(data) != candidate.length or hashlib.sha256(data).hexdigest() != candidate.sha256:
+        raise VerificationError(
+            f"{candidate.path}: the downloaded file in {path.parent} is no longer the target "
+            "TUF verified (replaced after the download)",
+            hint="someone else can write in the agent's state directory: make it private (0700)",
+        )
+    return data
+
+
+def _make_private(directory: Path) -> None:
+    """Make ``directory`` (a real directory of ours, not a symlink) mode 0700.
+
+    Raises:
+        StateError: it is a symlink, not a directory, or another user's.
+    """
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if os.fstat(fd).st_uid != os.geteuid():
+            raise StateError(
+                f"{directory} belongs to another user",
+                hint="give the agent a state directory of its own",
+            )
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)

@@ -149,6 +149,19 @@ def prepare_bundle(
         raise UsageError(f"bundle {path} does not exist") from None
     except OSError as exc:
         raise UsageError(f"cannot read bundle {path}: {exc.strerror}") from None
+    return prepare_bundle_bytes(data, path, trust=trust)
+
+
+def prepare_bundle_bytes(
+    data: bytes, path: str | os.PathLike[str], *, trust: TrustStore | None = None
+) -> PreparedBundle:
+    """:func:`prepare_bundle` for bytes already read (``path`` only names them): a caller that
+    checked these bytes deploys exactly them, never what its file holds by then.
+
+    Raises:
+        As :func:`prepare_bundle`.
+    """
+    path = Path(path)
     bundle = read_bundle(data)
     if trust is not None:
         check_bundle(bundle, Policy(trust))

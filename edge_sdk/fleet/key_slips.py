@@ -17,6 +17,8 @@ key, so the slips and the keys a revoked device holds open nothing newer (docs/T
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_sdk.errors import DecryptionError, KeyFileError, UsageError
+from edge_sdk.files import FileSwapped, commit_temp, identity, is_same_file, open_dir
 from edge_sdk.format.bundle import Bundle
 from edge_sdk.format.encryption import TAG_SIZE, PayloadDecryptor, unwrap_content_key
 from edge_sdk.format.key_slip import SLIP_SUFFIX, make_key_slip
@@ -143,30 +146,67 @@ def write_key_slips(
         raise UsageError(f"{target} exists; slips are written into a new directory",
                          hint="choose a new --out for each release")  # fmt: skip
     revoked = set(exclude)
-    staging = target.with_name(f".{target.name}.tmp-{secrets.token_hex(8)}")
-    os.mkdir(staging, 0o700)
-    count = total = largest = 0
+    wanted: list[PublicKey] = []
     skipped: list[PublicKey] = []
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    for device in devices:
+        (skipped if device.key_id in revoked else wanted).append(device)
+    slips = issue_key_slips(bundle, content_key, wanted, signers)
     try:
-        wanted: list[PublicKey] = []
-        for device in devices:
-            (skipped if device.key_id in revoked else wanted).append(device)
-        for device, raw in issue_key_slips(bundle, content_key, wanted, signers):
-            fd = os.open(staging / slip_name(device.key_id), flags, 0o644)
-            try:
-                os.write(fd, raw)
-            finally:
-                os.close(fd)
-            count += 1
-            total += len(raw)
-            largest = max(largest, len(raw))
-        # Slips are public (each opens only with its device's key); a web server serves them.
-        os.chmod(staging, 0o755)  # noqa: S103
-        os.rename(staging, target)
-    except BaseException:
-        for leftover in staging.iterdir():
-            leftover.unlink()
-        staging.rmdir()
-        raise
+        count, total, largest = _write_staged(target, slips)
+    except FileSwapped as exc:
+        raise UsageError(f"cannot write slips to {target}: {exc.strerror}",
+                         hint="someone else can write in its directory: use a private one") from None  # fmt: skip
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
+            raise UsageError(f"{target} exists; slips are written into a new directory",
+                             hint="choose a new --out for each release") from None  # fmt: skip
+        raise UsageError(f"cannot write slips to {target}: {exc.strerror or exc}") from None
     return SlipReport(target, count, total, largest, tuple(d.key_id for d in skipped))
+
+
+#: The staging directory, reopened by name right after mkdir: never through a symlink.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _write_staged(target: Path, slips: Iterator[tuple[PublicKey, bytes]]) -> tuple[int, int, int]:
+    """Write the slips into a private staging directory beside ``target``, then rename it.
+
+    The parent is opened once; the staging directory is created, filled, made readable and
+    renamed through descriptors (``dir_fd=``), so another user who can write in the parent
+    cannot redirect any of it by swapping a path component, and the renamed directory is
+    checked to be ours (:func:`edge_sdk.files.is_same_file`).
+    """
+    parent_fd = open_dir(target.parent)
+    try:
+        staging = f".{target.name}.tmp-{secrets.token_hex(8)}"
+        os.mkdir(staging, 0o700, dir_fd=parent_fd)
+        staging_fd = os.open(staging, _DIR_FLAGS, dir_fd=parent_fd)
+        ours = identity(os.fstat(staging_fd))
+        count = total = largest = 0
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            for device, raw in slips:
+                fd = os.open(slip_name(device.key_id), flags, 0o644, dir_fd=staging_fd)
+                try:
+                    os.write(fd, raw)
+                finally:
+                    os.close(fd)
+                count += 1
+                total += len(raw)
+                largest = max(largest, len(raw))
+            # Slips are public (each opens only with its device's key); a web server serves them.
+            os.fchmod(staging_fd, 0o755)
+            commit_temp(parent_fd, staging, target.name, ours)
+        except BaseException:
+            for leftover in os.listdir(staging_fd):
+                with contextlib.suppress(OSError):
+                    os.unlink(leftover, dir_fd=staging_fd)
+            if is_same_file(parent_fd, staging, ours):
+                with contextlib.suppress(OSError):
+                    os.rmdir(staging, dir_fd=parent_fd)
+            raise
+        finally:
+            os.close(staging_fd)
+        return count, total, largest
+    finally:
+        os.close(parent_fd)

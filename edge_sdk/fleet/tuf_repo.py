@@ -371,11 +371,24 @@ def _retire(directory: Path, keyid: str) -> None:
     """Move a replaced key out of use (into ``retired/``), for its owner to destroy or archive."""
     for path in _key_files(directory):
         if path.name.endswith(f"-{keyid[:16]}.key"):
-            retired = directory / "retired"
-            retired.mkdir(exist_ok=True, mode=0o700)
-            for part in (path, path.with_suffix(".pub")):
-                if part.exists():
-                    os.replace(part, retired / part.name)
+            from edge_sdk.files import open_dir
+
+            # One descriptor each for the keys directory and retired/ (never a symlink): the
+            # renames land in the directories checked, whatever their paths turn into.
+            dir_fd = open_dir(directory)
+            try:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir("retired", 0o700, dir_fd=dir_fd)
+                flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+                retired_fd = os.open("retired", flags, dir_fd=dir_fd)
+                try:
+                    for part in (path.name, path.with_suffix(".pub").name):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.rename(part, part, src_dir_fd=dir_fd, dst_dir_fd=retired_fd)
+                finally:
+                    os.close(retired_fd)
+            finally:
+                os.close(dir_fd)
 
 
 # -- the python-tuf Repository over the directory ------------------------------------------------

@@ -43,7 +43,7 @@ from edge_sdk.errors import (
     UsageError,
     excerpt,
 )
-from edge_sdk.files import temp_beside
+from edge_sdk.files import replacing
 from edge_sdk.keys import TrustStore
 
 from .encryption import RecipientEntry
@@ -167,21 +167,14 @@ def write_bundle(bundle: Bundle, out: BinaryIO) -> int:
 
 
 def save_bundle(bundle: Bundle, path: str | os.PathLike[str]) -> int:
-    """Write atomically: a temp file beside ``path``, fsynced, then renamed over it."""
+    """Write atomically: a temp file beside ``path``, fsynced, then renamed over it (see
+    :func:`edge_sdk.files.replacing`: one directory descriptor, an identity-checked rename)."""
     target = Path(path)
     try:
-        fd, tmp = temp_beside(target, 0o644)
-    except OSError as exc:
-        raise BundleFormatError(f"cannot write bundle {target}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
+        with replacing(target, 0o644) as handle:
             size = write_bundle(bundle, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise BundleFormatError(f"cannot write bundle {target}: {exc.strerror}") from None
+        raise BundleFormatError(f"cannot write bundle {target}: {exc.strerror or exc}") from None
     return size
 
 

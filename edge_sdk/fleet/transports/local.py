@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from edge_sdk.errors import TransportError
+from edge_sdk.files import FileSwapped, identity, is_same_file
 
 from .base import (
     CommandResult,
@@ -29,6 +30,9 @@ from .base import (
     UploadProgress,
     check_relpath,
 )
+
+#: What a refused rename of a swapped upload says.
+_SWAPPED = "our upload was replaced under its name by another file (refusing to install it)"
 
 #: Bytes written per worker-thread call; progress is reported after each.
 CHUNK = 1024 * 1024
@@ -67,6 +71,10 @@ class LocalSession(Session):
         # Directories (relative to the root) whose entries changed since the last sync();
         # fsyncing just these is far cheaper than os.sync(), which flushes every filesystem.
         self._dirty: set[str] = set()
+        # Files this session uploaded, by their temp name, with the descriptor they were
+        # written through: hashed through it and renamed only while the name is still that
+        # file (see _rename), so a file swapped in under the temp name is never installed.
+        self._held: dict[str, int] = {}
 
     # -- walking below the root ------------------------------------------------------------
 
@@ -160,22 +168,26 @@ class LocalSession(Session):
         self._step(f"writing {path}", os.path.dirname(path))
         self.track_temp(rel)
         fd = await asyncio.to_thread(self._create, rel)
-        try:
-            for offset in range(0, len(data), CHUNK):
-                chunk = data[offset : offset + CHUNK]
-                await asyncio.to_thread(_write_all, fd, chunk)
-                if progress:
-                    progress(offset + len(chunk))
-            self._step(f"syncing {path}", os.path.dirname(path))
-            await asyncio.to_thread(os.fsync, fd)
-        finally:
-            os.close(fd)
+        self._held[rel] = fd  # closed when renamed, removed, or with the session
+        for offset in range(0, len(data), CHUNK):
+            chunk = data[offset : offset + CHUNK]
+            await asyncio.to_thread(_write_all, fd, chunk)
+            if progress:
+                progress(offset + len(chunk))
+        self._step(f"syncing {path}", os.path.dirname(path))
+        await asyncio.to_thread(os.fsync, fd)
         return rel
 
     def _create(self, rel: str) -> int:
         with self._parent(rel) as (dir_fd, name):
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE_FLAGS
+            # O_RDWR: the digest is read back through this same descriptor.
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | _FILE_FLAGS
             return os.open(name, flags, 0o644, dir_fd=dir_fd)
+
+    def _release(self, rel: str) -> None:
+        fd = self._held.pop(rel, None)
+        if fd is not None:
+            os.close(fd)
 
     async def sha256(self, rel: str) -> str:
         self._step(f"hashing {self.abspath(rel)}")
@@ -187,6 +199,14 @@ class LocalSession(Session):
 
     def _hash_file(self, rel: str) -> str:
         digest = hashlib.sha256()
+        held = self._held.get(rel)
+        if held is not None:
+            # Our upload: hashed through the descriptor it was written with, not by its name.
+            offset = 0
+            while block := os.pread(held, 1024 * 1024, offset):
+                digest.update(block)
+                offset += len(block)
+            return digest.hexdigest()
         with open(self._open_file(rel), "rb") as handle:
             for block in iter(lambda: handle.read(1024 * 1024), b""):
                 digest.update(block)
@@ -198,8 +218,22 @@ class LocalSession(Session):
         await asyncio.to_thread(self._rename, src_rel, dst_rel)
 
     def _rename(self, src_rel: str, dst_rel: str) -> None:
+        held = self._held.get(src_rel)
         with self._parent(src_rel) as (src_fd, src), self._parent(dst_rel) as (dst_fd, dst):
+            if held is None:
+                os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+                return
+            # rename(2) takes names: someone who can write in releases/ may have swapped
+            # another file in under our temp name after it was hashed. Only our own file is
+            # renamed, and the name is checked to hold it afterwards (a swap in between is
+            # refused, not reported as installed).
+            ours = identity(os.fstat(held))
+            if not is_same_file(src_fd, src, ours):
+                raise FileSwapped(errno.EAGAIN, _SWAPPED, self.abspath(src_rel))
             os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+            if not is_same_file(dst_fd, dst, ours):
+                raise FileSwapped(errno.EAGAIN, _SWAPPED, self.abspath(dst_rel))
+        self._release(src_rel)
 
     async def symlink(self, link_text: str, rel: str) -> None:
         path = self._touch(rel)
@@ -233,7 +267,14 @@ class LocalSession(Session):
             await asyncio.to_thread(self._unlink, rel)
 
     def _unlink(self, rel: str) -> None:
+        held = self._held.get(rel)
         with self._parent(rel) as (fd, name):
+            if held is not None:
+                # Cleaning up our upload: never delete a file someone swapped in for it.
+                ours = identity(os.fstat(held))
+                self._release(rel)
+                if not is_same_file(fd, name, ours):
+                    return
             os.unlink(name, dir_fd=fd)
 
     async def read(self, rel: str, offset: int, length: int) -> bytes:
@@ -290,6 +331,8 @@ class LocalSession(Session):
         )
 
     async def _close(self) -> None:
+        for rel in list(self._held):
+            self._release(rel)
         if self._root_fd is not None:
             os.close(self._root_fd)
             self._root_fd = None
@@ -329,6 +372,15 @@ class LocalTarget(Target):
         return (OSError,)
 
     async def explain(self, exc: BaseException, session: Session | None) -> Failure:
+        if isinstance(exc, FileSwapped):
+            return Failure(
+                TransportError(
+                    self.fail("file replaced", session, f"{exc.strerror}: {exc.filename}"),
+                    hint="someone else writes inside the target root: check who can, and deploy "
+                    "again",
+                ),
+                transient=False,
+            )
         if isinstance(exc, OSError):
             what = _ERRNO_WHAT.get(exc.errno or 0, "filesystem error")
             detail = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")

@@ -43,6 +43,7 @@ CHUNK = 1024 * 1024
 #: Below this many free bytes a failed write is reported as a full disk.
 _NEARLY_FULL = 64 * 1024
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_IDENTITY = re.compile(r"[0-9]+:[0-9]+")
 #: Guards appending to known_hosts when many connections trust new hosts at once.
 _KNOWN_HOSTS_LOCK = ForkSafeLock()
 _ST_RDONLY = 1  # SSH_FXE_STATVFS_ST_RDONLY in OpenSSH's statvfs extension
@@ -79,6 +80,9 @@ class SshSession(Session):
         # Directories whose entries changed: `sync DIR...` flushes just these. A bare `sync`
         # flushes every filesystem on the board and can take seconds behind unrelated writes.
         self._dirty: set[str] = set()
+        # Our uploads, by temp name: the file identity ("dev:ino") their digest was computed
+        # on, once hashed. A rename of one is checked to have put that file in place.
+        self._uploads: dict[str, str | None] = {}
 
     def _touch(self, rel: str) -> str:
         path = self.abspath(rel)
@@ -164,6 +168,7 @@ class SshSession(Session):
         await self._guard(rel)
         self._step(f"writing {path}", posixpath.dirname(path))
         self.track_temp(rel)
+        self._uploads[rel] = None
         flags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL
         handle = await self.sftp.open(
             path, flags, asyncssh.SFTPAttrs(permissions=0o644), encoding=None
@@ -186,19 +191,61 @@ class SshSession(Session):
     async def sha256(self, rel: str) -> str:
         path = shlex.quote(self.abspath(rel))
         self._step(f"hashing {self.abspath(rel)}")
+        upload = rel in self._uploads
+        if upload:
+            # Our upload: opened once (fd 3), and both its identity and its digest are taken
+            # from that descriptor (/dev/fd/3 reopens the same file, not the name), so the
+            # digest belongs to the file rename() later checks it put in place.
+            source, ident = "/dev/fd/3", "stat -L -c %d:%i /dev/fd/3 && "
+            prefix = f"exec 3< {path} && "
+        else:
+            source, ident, prefix = path, "", ""
         # openssl uses the CPU's SHA instructions (several times faster than coreutils'
         # sha256sum on boards that have them); sha256sum (coreutils, busybox) is the fallback.
         result = await self._exec(
-            f"openssl dgst -sha256 -r {path} 2>/dev/null || sha256sum -- {path}",
+            f"{prefix}{ident}{{ openssl dgst -sha256 -r {source} 2>/dev/null || "
+            f"sha256sum -- {source}; }}",
             self.options.command_timeout,
         )
         words = result.stdout.split()
+        if upload and words and _IDENTITY.fullmatch(words[0]):
+            self._uploads[rel] = words.pop(0)
+        elif upload:
+            words = []  # no identity, no digest to trust
         if not result.ok or not words or not _HEX64.fullmatch(words[0].lower()):
             raise TransportError(
                 self.target.fail("cannot compute SHA-256 on the target", self, result.summary()),
-                hint="the board needs openssl or sha256sum (coreutils/busybox)",
+                hint="the board needs openssl or sha256sum (coreutils/busybox) and stat",
             )
         return words[0].lower()
+
+    async def _check_renamed(self, src_rel: str, dst_rel: str) -> None:
+        """After renaming our hashed upload: ``dst_rel`` must be the very file hashed.
+
+        SFTP renames by name, so a file swapped in under the temp name after the digest was
+        taken would be renamed instead; one ``stat`` says whether that happened, and it is
+        refused rather than reported as installed.
+        """
+        expected = self._uploads.pop(src_rel, None)
+        if expected is None:
+            return
+        dst = self.abspath(dst_rel)
+        result = await self._exec(
+            f"stat -c %d:%i -- {shlex.quote(dst)}", self.options.command_timeout
+        )
+        if not result.ok or result.stdout.strip() != expected:
+            # Not ours: it must not stay under the release name (best effort; whoever swapped
+            # it can write there anyway, and the next deploy replaces what is left).
+            with contextlib.suppress(Exception):
+                await self.remove(dst_rel)
+            raise TransportError(
+                self.target.fail(
+                    "file replaced", self,
+                    f"{dst} is not the file uploaded and hashed (someone swapped another file "
+                    "in under its temp name); refusing to install it",
+                ),
+                hint="someone else writes inside the target root: check who can, and deploy again",
+            )  # fmt: skip
 
     async def rename(self, src_rel: str, dst_rel: str) -> None:
         import asyncssh
@@ -212,14 +259,17 @@ class SshSession(Session):
         try:
             await self.sftp.posix_rename(src, dst)
         except asyncssh.SFTPOpUnsupported:
-            # Plain SFTP rename refuses to replace; mv does rename(2), which does.
+            # Plain SFTP rename refuses to replace; mv does rename(2), which does. -T: a plain
+            # `mv` moves *into* a directory dst names — through a symlink planted at dst, out
+            # of the root. An mv without -T fails the rename rather than do that.
             result = await self._exec(
-                f"mv -f -- {shlex.quote(src)} {shlex.quote(dst)}", self.options.command_timeout
+                f"mv -f -T -- {shlex.quote(src)} {shlex.quote(dst)}", self.options.command_timeout
             )
             if not result.ok:
                 raise TransportError(
                     self.target.fail("rename failed", self, result.summary())
                 ) from None
+        await self._check_renamed(src_rel, dst_rel)
 
     async def symlink(self, link_text: str, rel: str) -> None:
         path = self._touch(rel)
@@ -245,6 +295,7 @@ class SshSession(Session):
         import asyncssh
 
         path = self._touch(rel)
+        self._uploads.pop(rel, None)
         await self._guard(rel)
         self._step(f"removing {path}", posixpath.dirname(path))
         with contextlib.suppress(asyncssh.SFTPNoSuchFile):
