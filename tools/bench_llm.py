@@ -66,7 +66,7 @@ elif side == 'memfd':
             done += os.sendfile(fd, f.fileno(), done, size - done)
     fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
                 fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
-    link = os.path.join(tempfile.mkdtemp(), 'model.litertlm')
+    link = os.path.join(tempfile.mkdtemp(dir='/dev/shm'), 'model.litertlm')  # as load_llm: cache in memory
     os.symlink(f'/proc/self/fd/{fd}', link)
     model_path = link
 elif side == 'sealed':
