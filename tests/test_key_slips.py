@@ -346,6 +346,12 @@ def test_write_key_slips_refuses_an_existing_directory_and_repeated_devices(
                         [keyset.signer])  # fmt: skip
     assert not (tmp_path / "new").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging directory left behind
+    # A signer that did not sign the bundle: every device would refuse its slips after the
+    # release was published, so none is written.
+    with pytest.raises(UsageError, match="did not sign bundle") as caught:
+        write_key_slips(tmp_path / "other", release, key, [keyset.device.public], [keyset.signer2])
+    assert "signed by " + keyset.signer.key_id[:16] in caught.value.message
+    assert not (tmp_path / "other").exists()
 
 
 def test_load_with_a_slip_runs_the_model_on_real_litert(

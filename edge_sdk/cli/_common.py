@@ -355,6 +355,22 @@ def publisher_trust(paths: list[Path] | None, command: str, threshold: int | Non
     )
 
 
+def publisher_signers(paths: list[str] | None, command: str) -> list[Any]:
+    """The signing keys a host-side command signs with: ``--signing-key`` when given, else the
+    project's (``edge-sdk init``, from edge-sdk.toml), as ``package`` does."""
+    if not paths:
+        from edge_sdk.host.config import find_config
+
+        config = find_config()
+        if config is None or config.signing_key is None:
+            raise UsageError(
+                f"{command} signs with the publisher's key: give --signing-key PUBLISHER.key",
+                hint="or run 'edge-sdk init' so the project's signing key is the default",
+            )
+        paths = [str(config.signing_key)]
+    return [load_private(p, "signing") for p in paths]
+
+
 def exit_code_of(errors: list[EdgeSDKError]) -> int:
     """A fleet command's exit code: the documented code of its failures when they agree (e.g.
     80 when every failure was the network), else 1."""

@@ -18,6 +18,7 @@ from ._common import (
     kv,
     load_private,
     print_json,
+    publisher_signers,
     publisher_trust,
     say,
     table,
@@ -143,7 +144,10 @@ def repo_publish(
     ] = None,
     signing_key: Annotated[
         list[str] | None,
-        typer.Option(help="With --devices: publisher key(s) signing the slips; repeatable."),
+        typer.Option(
+            help="With --devices: publisher key(s) signing the slips, ones that signed the "
+            "bundle (default: the project's, from edge-sdk init); repeatable."
+        ),
     ] = None,
     exclude: Annotated[
         list[str] | None,
@@ -196,8 +200,12 @@ def _release_slips(
         return read_slip_dir(slips)
     if not devices:
         return None
-    if opener is None or not signing_key:
-        raise UsageError("--devices needs --opener (the escrow key) and --signing-key")
+    if opener is None:
+        raise UsageError(
+            "--devices needs --opener: a device key the bundle is encrypted for (the escrow key)",
+            hint="make one with 'edge-sdk keys generate --kind device --out escrow' and package "
+            "with --recipient escrow.pub (it opens the release once, to issue the slips)",
+        )
     if len(bundles) != 1:
         raise UsageError("key slips are published with one bundle at a time")
     from edge_sdk.fleet.key_slips import content_key_of, issue_key_slips, load_device_keys
@@ -206,7 +214,7 @@ def _release_slips(
 
     sealed = read_bundle(bundles[0])
     key = content_key_of(sealed, load_private(opener, "device"))
-    signers = [load_private(p, "signing") for p in signing_key]
+    signers = publisher_signers(signing_key, "repo publish --devices")
     revoked = {
         load_public_key(e, kind="device").key_id if e.endswith(".pub") else e for e in exclude or []
     }

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import JsonOpt, app, human_size, load_private, print_json, say
+from ._common import JsonOpt, app, human_size, load_private, print_json, publisher_signers, say
 
 slips_app = typer.Typer(
     help="Key slips: the content key of a release, one small signed file per device.",
@@ -27,14 +27,18 @@ def slips_issue(
             "escrow key (file, pkcs11: or tpm2:)."
         ),
     ],
-    signing_key: Annotated[
-        list[str], typer.Option(help="Publisher signing key (the bundle's trust); repeatable.")
-    ],
     devices: Annotated[
         list[Path],
         typer.Option("--devices", help="A device .pub file, or a directory of them; repeatable."),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="New directory for the slips.")],
+    signing_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Publisher signing key, one that signed the bundle (default: the project's, "
+            "from edge-sdk init); repeatable."
+        ),
+    ] = None,
     exclude: Annotated[
         list[str] | None,
         typer.Option(help="Key id (or .pub file) of a revoked device: no slip; repeatable."),
@@ -49,7 +53,7 @@ def slips_issue(
     started = time.perf_counter()
     sealed = read_bundle(bundle)
     key = content_key_of(sealed, load_private(opener, "device"))
-    signers = [load_private(p, "signing") for p in signing_key]
+    signers = publisher_signers(signing_key, "slips issue")
     fleet = load_device_keys(devices)
     revoked = [
         load_public_key(e, kind="device").key_id if e.endswith(".pub") else e for e in exclude or []

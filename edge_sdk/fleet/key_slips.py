@@ -61,7 +61,14 @@ def content_key_of(bundle: Bundle, opener: PrivateKey) -> bytes:
         raise UsageError("a signed-only bundle has no content key to issue slips for")
     if bundle.streamed:
         raise UsageError("the bundle was read for an audit: its payload was not kept")
-    key = unwrap_content_key(bundle.recipients, bundle.manifest_digest, opener)
+    try:
+        key = unwrap_content_key(bundle.recipients, bundle.manifest_digest, opener)
+    except DecryptionError as exc:
+        raise DecryptionError(
+            exc.message,
+            hint=exc.hint or "the opener must be a recipient: package the release with "
+            f"--recipient for that key's .pub (key {opener.key_id[:16]}), then issue the slips",
+        ) from None
     stored = (
         payload.compressed_size
         if payload.compression != "none" and payload.compressed_size is not None
@@ -93,9 +100,32 @@ def issue_key_slips(
 ) -> Iterator[tuple[PublicKey, bytes]]:
     """One signed slip per device, in order (each device key once; a repeat is an error).
 
+    Every signer must be one of the bundle's own signers: a device checks a slip against the
+    same trust that accepts the bundle, so a slip signed by any other key would be refused on
+    every board after the release was published (and its payload downloaded).
+
     Raises:
-        UsageError: a key is not a device key, or appears twice.
+        UsageError: a key is not a device key, or appears twice; a signer did not sign the bundle.
     """
+    signed_by = {s.key_id for s in bundle.signatures}
+    strangers = [k.key_id[:16] for k in signers if k.key_id not in signed_by]
+    if strangers:
+        raise UsageError(
+            f"signing key {', '.join(strangers)} did not sign bundle {bundle.manifest.name} "
+            f"v{bundle.manifest.version} (signed by {', '.join(k[:16] for k in sorted(signed_by))}): "
+            "devices would refuse slips it signs",
+            hint="sign the slips with the key that signed the bundle (edge-sdk inspect lists it; "
+            "after edge-sdk init it is ~/.config/edge-sdk/keys/*-publisher.key)",
+        )
+    return _issue(bundle, content_key, devices, signers)  # checked above, before any slip
+
+
+def _issue(
+    bundle: Bundle,
+    content_key: bytes,
+    devices: Iterable[PublicKey],
+    signers: Sequence[PrivateKey],
+) -> Iterator[tuple[PublicKey, bytes]]:
     seen: set[str] = set()
     for device in devices:
         if device.key_id in seen:
