@@ -331,3 +331,35 @@ def test_without_a_memory_filesystem_no_weight_cache_is_written(
     [(path, listing, cache)] = calls
     assert cache == ":nocache" and listing == ["model.litertlm"]
     assert not os.path.exists(os.path.dirname(path))
+
+
+def test_a_chat_that_fills_the_context_says_so(
+    llm_bundle: Path, keyset: KeySet, tmp_path: Path, tiny_llm: Any, cli: Any,
+    key_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """LiteRT-LM answers nothing (or refuses the prefill) once a conversation fills the context:
+    a typed error that says so, never a silent empty reply."""
+    from edge_sdk.errors import BackendError
+
+    replies: list[str] = []
+
+    def talk(chat: Any) -> None:
+        for _ in range(tiny_llm.max_num_tokens):  # far more turns than the context holds
+            replies.append("".join(chat.reply(tiny_llm.prompt)))
+
+    with (
+        _open(llm_bundle, keyset, tmp_path / "state") as model,
+        model.chat(max_tokens=40) as chat,
+        pytest.raises(BackendError, match="filled the model's context") as caught,
+    ):
+        talk(chat)
+    assert replies and all(replies)  # every reply before the error had text
+    assert "new chat" in (caught.value.hint or "")
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{tiny_llm.prompt}\n" * 20))
+    result = cli("chat", llm_bundle, "--max-tokens", 40, "--trust", key_files["signer.pub"],
+                 "--device-key", key_files["device"], "--state-dir", tmp_path / "state",
+                 "--profile", "x86_64")  # fmt: skip
+    assert result.code == 70 and "filled the model's context" in result.err

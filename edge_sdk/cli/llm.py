@@ -33,14 +33,10 @@ TemperatureOpt = Annotated[
 
 def load_llm_bundle(bundle: Path, trust: list[Path], device_key: str | None, **options: Any) -> Any:
     """``edge_sdk.load_llm`` with a key file (prompting for its passphrase when needed)."""
-    from edge_sdk.device.llm import import_litert_lm, load_llm
+    from edge_sdk.device.llm import load_llm
     from edge_sdk.native_output import quiet_runtime_info
 
     key = load_private(device_key, "device") if device_key else None
-    # LiteRT-LM logs every section it does not use, and more, on stderr (from its own threads,
-    # while generating too): a terminal shows only its errors.
-    lm = import_litert_lm()
-    lm.set_min_log_severity(lm.LogSeverity.ERROR)
     with quiet_runtime_info():
         return load_llm(bundle, trust=trust, device_key=key, **options)
 

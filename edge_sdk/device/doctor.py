@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_sdk.errors import EdgeSDKError
+from edge_sdk.errors import EdgeSDKError, install_hint
 
 
 @dataclass(frozen=True)
@@ -253,7 +253,7 @@ def _llm_checks() -> list[Check]:
         else Check(
             "llm runtime",
             "ok",
-            "litert-lm-api not installed (needed only for LLM bundles: pip install 'edgepkg[llm]')",
+            f"litert-lm-api not installed (needed only for LLM bundles: {install_hint('llm')})",
         )
     )
     return checks

@@ -128,6 +128,10 @@ class LanguageModel:
         self, memory: SealedMemory, manifest: Manifest, threads: int, max_num_tokens: int | None
     ) -> None:
         litert_lm = import_litert_lm()
+        # LiteRT-LM logs every section it does not use, and more, on stderr (from its own
+        # threads, while generating too): only its errors are kept. A caller who wants the rest
+        # calls litert_lm.set_min_log_severity after load_llm.
+        litert_lm.set_min_log_severity(litert_lm.LogSeverity.ERROR)
         self.manifest = manifest
         self.threads = threads
         self.memory = "memfd (sealed)"
@@ -306,15 +310,36 @@ class Chat:
         self._conversation = conversation
 
     def reply(self, message: str) -> Iterator[str]:
-        """The reply's text as it is decoded; the turn is remembered for the next reply."""
+        """The reply's text as it is decoded; the turn is remembered for the next reply.
+
+        Raises:
+            BackendError: the conversation has filled the model's context (LiteRT-LM then
+                answers nothing, or refuses the prefill): a new chat starts empty.
+        """
+        produced = 0
         try:
             for chunk in self._conversation.send_message_async(message):
                 for content in getattr(chunk, "contents", ()) or ():
                     text = getattr(content, "text", None)
                     if isinstance(text, str):
+                        produced += 1
                         yield text
         except RuntimeError as exc:
-            raise BackendError(f"generation failed: {_first_line(exc)}") from None
+            text = _first_line(exc)
+            if "exceeds available state entries" in text or "context" in text.lower():
+                raise self._full(text) from None
+            raise BackendError(f"generation failed: {text}") from None
+        if produced == 0:
+            raise self._full("the model answered nothing")
+
+    def _full(self, detail: str) -> BackendError:
+        used = getattr(self._conversation, "token_count", None)
+        tokens = f" ({used} tokens)" if isinstance(used, int) else ""
+        return BackendError(
+            f"this conversation has filled the model's context{tokens}: {detail}",
+            hint="start a new chat, or leave room for replies with a smaller --max-tokens "
+            "(or a larger max_num_tokens, up to what the model supports)",
+        )
 
     def close(self) -> None:
         self._conversation.close()

@@ -66,7 +66,8 @@ def content_key_of(bundle: Bundle, opener: PrivateKey) -> bytes:
     except DecryptionError as exc:
         raise DecryptionError(
             exc.message,
-            hint=exc.hint or "the opener must be a recipient: package the release with "
+            hint=exc.hint
+            or "the opener must be a recipient: package the release with "
             f"--recipient for that key's .pub (key {opener.key_id[:16]}), then issue the slips",
         ) from None
     stored = (
