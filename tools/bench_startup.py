@@ -168,7 +168,7 @@ def timed(owner, name, label):
             spent[label] = spent.get(label, 0.0) + (time.perf_counter() - start) * 1000
     setattr(owner, name, wrapper)
 for owner, name, label in [
-    (runtime, "_as_trust", "keys, profile"), (runtime, "load_private_key", "keys, profile"),
+    (runtime, "as_trust", "keys, profile"), (runtime, "load_private_key", "keys, profile"),
     (runtime, "load_profile", "keys, profile"), (runtime, "open_verified", "open"),
     (verify, "open_payload", "payload pass"), (runtime, "Model", "interpreter"),
     (audit_log.AuditLog, "append", "audit record"),
