@@ -28,11 +28,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import functools
 import mmap
 import os
 import sys
-from collections.abc import Iterator
 
 from edge_sdk.errors import SealedMemoryError
 from edge_sdk.format.memory import wipe
@@ -51,14 +49,8 @@ def _seal_bits() -> int:
     return bits
 
 
-@functools.cache
 def unavailable_reason() -> str | None:
-    """Why sealed memory cannot be used here, or ``None`` when it can (for ``doctor``).
-
-    Beyond the Python and the platform, the kernel is asked once, on a one-byte memory file:
-    a seccomp filter, an emulator (qemu-user) or an old kernel can refuse memfd or its seals,
-    and that must be known before a model is decrypted, not after.
-    """
+    """Why sealed memory cannot be used here, or ``None`` when it can (for ``doctor``)."""
     if not sys.platform.startswith("linux"):
         return f"memfd_create is Linux-only (this is {sys.platform})"
     if not hasattr(os, "memfd_create") or not hasattr(os, "MFD_ALLOW_SEALING"):
@@ -67,22 +59,6 @@ def unavailable_reason() -> str | None:
         return "this Python's fcntl module has no file-sealing constants"
     if not os.path.isdir("/proc/self/fd"):
         return "/proc is not mounted, so a memory file cannot be opened by path"
-    try:
-        fd = os.memfd_create(_NAME + "-probe", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    except OSError as exc:
-        return f"the kernel refuses memfd_create ({os.strerror(exc.errno or 0)})"
-    try:
-        os.write(fd, b"\0")
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _seal_bits())
-        if fcntl.fcntl(fd, fcntl.F_GET_SEALS) & _seal_bits() != _seal_bits():
-            return "the kernel does not keep a memory file's seals"
-        with open(f"/proc/self/fd/{fd}", "rb") as reopened:
-            if reopened.read(2) != b"\0":
-                return "a memory file does not read back through /proc/self/fd"
-    except OSError as exc:
-        return f"the kernel refuses to seal a memory file ({os.strerror(exc.errno or 0)})"
-    finally:
-        os.close(fd)
     return None
 
 
@@ -195,21 +171,6 @@ class SealedMemory:
             raise SealedMemoryError("the model is not sealed yet; it must not reach the runtime")
         return f"/proc/self/fd/{self._fd}"
 
-    @contextlib.contextmanager
-    def readonly(self) -> Iterator[memoryview]:
-        """A read-only view of the sealed model, for parsing it in place (no copy)."""
-        if not self._sealed:
-            raise SealedMemoryError("the model is not sealed yet; it must not be read")
-        mapping = mmap.mmap(self._fd, self.size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
-        view = memoryview(mapping)
-        try:
-            yield view
-        finally:
-            # A parser may still hold a slice of it; the mapping then goes with the last one.
-            with contextlib.suppress(BufferError):
-                view.release()
-                mapping.close()
-
     def close(self) -> None:
         """Wipe (if still writable) and release the memory file. Idempotent."""
         if self._view is not None:
@@ -224,9 +185,6 @@ class SealedMemory:
             os.close(self._fd)
             self._fd = -1
         self._sealed = False
-
-    def __len__(self) -> int:
-        return self.size
 
     def __enter__(self) -> SealedMemory:
         return self
