@@ -63,7 +63,7 @@ def header_for(
             size=size,
             chunk_size=PIECE,
             content_id=os.urandom(16).hex(),
-        ),  # fmt: skip
+        ),
         reports={},
     )
     raw = manifest.to_bytes()
