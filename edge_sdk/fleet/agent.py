@@ -919,9 +919,20 @@ class Agent:
             cached = updater.find_cached_target(info, str(path))
             if cached:
                 return cached
+            from tuf.api import exceptions as tx
+
             fetcher = self._fetcher_now()
-            fetcher.resume = partial
+            resumed = partial.exists()
             try:
+                fetcher.resume = partial
+                try:
+                    return updater.download_target(info, str(path))
+                except tx.LengthOrHashMismatchError:
+                    if not resumed:
+                        raise
+                # The kept bytes were not the target's (the partial is gone now): once more
+                # from the first byte, so a corrupted partial costs a download, not the release.
+                fetcher.resume = partial
                 return updater.download_target(info, str(path))
             finally:
                 fetcher.resume = None
