@@ -100,7 +100,7 @@ class _Hostile(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         wanted = self.headers.get("Range", "")
         start = int(wanted.removeprefix("bytes=").rstrip("-")) if wanted else 0
         if self.mode == "genuine":
