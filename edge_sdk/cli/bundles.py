@@ -51,9 +51,12 @@ def inspect(
     bundle: Annotated[Path, typer.Argument(help="The .edgepkg file.")], as_json: JsonOpt = False
 ) -> None:
     """Show a bundle's manifest, signers, recipients and sizes. Needs no key, verifies nothing."""
-    from edge_sdk.format.bundle import read_bundle
+    from edge_sdk.format.bundle import open_parts
 
-    parsed = read_bundle(bundle)
+    # The header alone (the lengths still checked against the file): a multi-GB bundle is
+    # inspected without reading its payload.
+    with open_parts(bundle, trust=None) as (parsed, _):
+        pass
     summary = _bundle_summary(parsed)
     if as_json:
         print_json(summary)

@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar
 
 from edge_sdk.errors import (
     BundleFormatError,
@@ -210,6 +210,8 @@ class _Traffic:
     )
 
 
+#: A resumable target download in ``downloads/``: named by the target's signed SHA-256.
+_PARTIAL = re.compile(r"[0-9a-f]{64}\.edgepkg\.partial")
 #: Bytes per read: an endless response is cut at most one read past its size limit.
 _READ = 64 * 1024
 
@@ -254,14 +256,21 @@ def _make_fetcher(timeout: float, user_agent: str, traffic: _Traffic) -> Any:
             return self._pools[proxy]
 
         def _fetch(self, url: str) -> Iterator[bytes]:
+            response, record = self._open(url)
+            return self._chunks(url, response, record)
+
+        def _open(
+            self, url: str, extra: dict[str, str] | None = None
+        ) -> tuple[urllib3.BaseHTTPResponse, list[Any]]:
             traffic.requests += 1
             traffic.last_url = url
             record: list[Any] = [url, 0]
             traffic.log.append(record)
             try:
                 response = self._pool(url).request(
-                    "GET", url, preload_content=False, retries=retries, timeout=limits
-                )
+                    "GET", url, preload_content=False, retries=retries, timeout=limits,
+                    headers={**headers, **(extra or {})},
+                )  # fmt: skip
             except urllib3.exceptions.MaxRetryError as exc:
                 reason = exc.reason
                 if isinstance(reason, urllib3.exceptions.TimeoutError) and not isinstance(
@@ -275,7 +284,75 @@ def _make_fetcher(timeout: float, user_agent: str, traffic: _Traffic) -> Any:
                 response.drain_conn()
                 response.release_conn()
                 raise tx.DownloadHTTPError(f"HTTP {response.status} for {url}", response.status)
-            return self._chunks(url, response, record)
+            return response, record
+
+        #: Set by the agent just before a target download: the ``.partial`` file to resume into.
+        resume: Path | None = None
+
+        @contextlib.contextmanager
+        def download_file(self, url: str, max_length: int) -> Iterator[IO[bytes]]:
+            """ngclient's download, resumable: with :attr:`resume` set, the body goes to that
+            file, and a file left there by an interrupted download is continued with an HTTP
+            Range request. ngclient verifies the whole file's length and hashes on what this
+            yields, always; the partial is removed when that fails, and kept only when the
+            transfer itself failed (a network error)."""
+            partial, self.resume = self.resume, None
+            if partial is None:
+                with super().download_file(url, max_length) as plain:
+                    yield plain
+                return
+            with _open_partial(partial) as handle:
+                try:
+                    self._resume_into(handle, url, max_length)
+                except tx.DownloadError as exc:
+                    if isinstance(exc, (tx.DownloadLengthMismatchError, tx.DownloadHTTPError)):
+                        partial.unlink(missing_ok=True)  # refused: never resumed from again
+                    raise
+                handle.seek(0)
+                try:
+                    yield handle
+                finally:
+                    # Verified and copied into place, or refused by ngclient: either way done.
+                    partial.unlink(missing_ok=True)
+
+        def _resume_into(self, handle: IO[bytes], url: str, max_length: int) -> None:
+            have = handle.seek(0, os.SEEK_END)
+            if have > max_length:
+                handle.truncate(0)
+                have = 0
+            if have == max_length:
+                return  # complete already: ngclient's hash check decides
+            # identity: a Range of a gzip-encoded body would count the encoded bytes.
+            extra = {"Range": f"bytes={have}-", "Accept-Encoding": "identity"} if have else {}
+            response, record = self._open(url, extra)
+            if have and response.status == 206:
+                wanted = f"bytes {have}-{max_length - 1}/{max_length}"
+                got = response.headers.get("Content-Range", "")
+                if got != wanted:
+                    response.close()
+                    raise tx.DownloadLengthMismatchError(
+                        f"{url}: wrong Range reply: asked for bytes {have}- of {max_length}, "
+                        f"the server sent Content-Range {got[:80]!r}"
+                    )
+            elif response.status != 200:
+                response.close()
+                raise tx.DownloadHTTPError(
+                    f"HTTP {response.status} for {url} (asked for bytes {have}-)", response.status
+                )
+            elif have:
+                handle.truncate(0)  # the server ignores Range: the whole body follows
+                handle.seek(0)
+                have = 0
+            received = have
+            for chunk in self._chunks(url, response, record):
+                received += len(chunk)
+                if received > max_length:
+                    raise tx.DownloadLengthMismatchError(
+                        f"Downloaded {received} bytes exceeding the maximum allowed length of "
+                        f"{max_length}"
+                    )
+                handle.write(chunk)
+            handle.flush()
 
         @staticmethod
         def _chunks(
@@ -319,6 +396,23 @@ def _make_fetcher(timeout: float, user_agent: str, traffic: _Traffic) -> Any:
                     response.close()  # never pool a connection with part of a body pending
 
     return CountingFetcher()
+
+
+@contextlib.contextmanager
+def _open_partial(path: Path) -> Iterator[IO[bytes]]:
+    """A target's ``.partial`` download, created or reopened, never through a symlink."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError:
+        # A symlink (ELOOP) or worse planted under its name: removed, never followed.
+        with contextlib.suppress(IsADirectoryError):
+            path.unlink(missing_ok=True)
+        fd = os.open(path, flags | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "r+b") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StateError(f"{path} is not a regular file")
+        yield handle
 
 
 def translate_tuf_error(exc: BaseException, doing: str, url: str | None = None) -> EdgeSDKError:
@@ -702,8 +796,13 @@ class Agent:
         # version here, so it cannot make every genuine release look old (it is replaced).
         return {s.name: s for s in status(str(self.install_dir), trust=self.trust)}
 
-    def _clean_downloads(self) -> None:
+    def _clean_downloads(self, keep: str | None = None) -> None:
+        """Remove what earlier polls left in ``downloads/``, except resumable partials (named
+        by a target's hash; ``keep`` given, all but that one's)."""
         for leftover in (self.state_dir / "downloads").iterdir():
+            name = leftover.name
+            if _PARTIAL.fullmatch(name) and (keep is None or name == keep):
+                continue
             with contextlib.suppress(OSError):
                 leftover.unlink()
 
@@ -890,10 +989,32 @@ class Agent:
         path = self.state_dir / "downloads" / f"{candidate.sha256}.edgepkg"
         bytes_before = self.traffic.bytes
 
+        # An interrupted download of this exact target is continued (HTTP Range); a partial of
+        # any other target is removed, never used.
+        partial = path.with_name(f"{candidate.sha256}.edgepkg.partial")
+        self._clean_downloads(keep=partial.name)
+
         def fetch() -> str:
-            return updater.find_cached_target(info, str(path)) or updater.download_target(
-                info, str(path)
-            )
+            cached = updater.find_cached_target(info, str(path))
+            if cached:
+                return cached
+            from tuf.api import exceptions as tx
+
+            fetcher = self._fetcher_now()
+            resumed = partial.exists()
+            try:
+                fetcher.resume = partial
+                try:
+                    return updater.download_target(info, str(path))
+                except tx.LengthOrHashMismatchError:
+                    if not resumed:
+                        raise
+                # The kept bytes were not the target's (the partial is gone now): once more
+                # from the first byte, so a corrupted partial costs a download, not the release.
+                fetcher.resume = partial
+                return updater.download_target(info, str(path))
+            finally:
+                fetcher.resume = None
 
         _, attempts = self._with_retries(f"downloading {candidate.path}", fetch)
         data = _read_download(path, candidate)

@@ -11,8 +11,14 @@ Layout on a target root (the only files this module writes)::
 1. reads the local bundle (:func:`prepare_bundle`); its name must be a plain file name;
 2. removes stale temp files a previous interrupted deploy left behind;
 3. skips the upload when the release file is already there with the same SHA-256 (computed on
-   the target), else uploads to ``releases/.<file>.partial-<random>``, fsyncs it, and compares
-   the target's SHA-256 of it with the local file's;
+   the target), else streams the local file (never held whole in memory) to
+   ``releases/.<file>.partial-<sha256 of the file>``, fsyncs it, and compares the target's
+   SHA-256 of it with the local file's. An interrupted upload leaves that partial behind, named
+   by the hash of what it is part of: the next deploy of the same file checks that the partial's
+   SHA-256 equals that of the file's first bytes of its length and sends only the rest (a
+   partial that differs, is longer, or is not a regular file is removed and the upload starts
+   over; partials of other files are stale temps). The whole file's hash is compared before it
+   is renamed into place, always;
 4. optionally runs a verification command on the target (``edge-sdk verify``) on that file;
 5. renames it into place, then switches ``current``: a new symlink under a temp name renamed
    over the old one (rename(2) is atomic, so readers see the old or the new release, never
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import os
 import re
@@ -53,11 +60,18 @@ from edge_sdk.errors import (
     UsageError,
     excerpt,
 )
-from edge_sdk.format.bundle import DEFAULT_LIMITS, MAGIC, header_needs, read_bundle, read_header
+from edge_sdk.format.bundle import (
+    DEFAULT_LIMITS,
+    MAGIC,
+    header_needs,
+    open_parts,
+    read_bundle,
+    read_header,
+)
 from edge_sdk.format.key_slip import SLIP_SUFFIX, parse_key_slip, read_key_slip
 from edge_sdk.format.manifest import Manifest
 from edge_sdk.format.strict_json import loads_strict
-from edge_sdk.format.verify import Policy, check_bundle, check_payload
+from edge_sdk.format.verify import Policy, check_bundle, check_payload, check_payload_stream
 from edge_sdk.keys import TrustStore
 
 from .inventory import Device
@@ -105,7 +119,6 @@ class PreparedBundle:
     profile: str
     encrypted: bool
     recipients: frozenset[str]
-    data: bytes = field(repr=False)
     #: The publisher trust this bundle was verified against; what is current on a target is
     #: checked against it too before its version may refuse this one (None: nothing is).
     trust: TrustStore | None = field(default=None, repr=False, compare=False)
@@ -114,6 +127,14 @@ class PreparedBundle:
     def release_file(self) -> str:
         """The file name this release has on every target."""
         return f"{self.version}-{self.digest[:16]}.edgepkg"
+
+    @property
+    def data(self) -> bytes:
+        """The whole file, read now (deploys stream it instead; this is for small consumers)."""
+        try:
+            return self.path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read bundle {self.path}: {exc.strerror}") from None
 
     def check_slip(self, slip: bytes) -> None:
         """Refuse, before any upload, a key slip that does not belong to this release.
@@ -143,20 +164,38 @@ def prepare_bundle(
         DeployError: the bundle's name is not safe to use as a file name on a target.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"bundle {path} does not exist") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read bundle {path}: {exc.strerror}") from None
-    return prepare_bundle_bytes(data, path, trust=trust)
+    # Streamed, in bounded memory: a multi-GB bundle is never read whole (the header is parsed
+    # alone, then the payload and the file are hashed piece by piece).
+    with open_parts(path, trust=trust) as (bundle, payload):
+        if trust is not None:
+            check_bundle(bundle, Policy(trust, check_payload_hash=False))
+        # Without a trust store nothing says who signed it, but a damaged or altered payload is
+        # still caught here rather than at the board's next load.
+        check_payload_stream(bundle, payload)
+    file_sha256, size = _hash_file(path)
+    manifest = bundle.manifest
+    _check_name(manifest.name)
+    return PreparedBundle(
+        path=path,
+        name=manifest.name,
+        version=manifest.version,
+        digest=bundle.digest,
+        sha256=file_sha256,
+        size=size,
+        profile=manifest.target.profile,
+        encrypted=manifest.payload.encrypted,
+        recipients=frozenset(r.key_id for r in bundle.recipients),
+        trust=trust,
+    )
 
 
 def prepare_bundle_bytes(
     data: bytes, path: str | os.PathLike[str], *, trust: TrustStore | None = None
 ) -> PreparedBundle:
-    """:func:`prepare_bundle` for bytes already read (``path`` only names them): a caller that
-    checked these bytes deploys exactly them, never what its file holds by then.
+    """:func:`prepare_bundle` for bytes already read and checked (the agent's download): the
+    release is bound to *these* bytes by their SHA-256. Deploy streams ``path``, and the target
+    hashes what it received before the rename, so a file swapped in at ``path`` after the check
+    is refused (remote digest mismatch), never installed.
 
     Raises:
         As :func:`prepare_bundle`.
@@ -166,8 +205,6 @@ def prepare_bundle_bytes(
     if trust is not None:
         check_bundle(bundle, Policy(trust))
     else:
-        # Without a trust store nothing says who signed it, but a damaged or altered payload is
-        # still caught here rather than at the board's next load.
         check_payload(bundle)
     manifest = bundle.manifest
     _check_name(manifest.name)
@@ -181,9 +218,37 @@ def prepare_bundle_bytes(
         profile=manifest.target.profile,
         encrypted=manifest.payload.encrypted,
         recipients=frozenset(r.key_id for r in bundle.recipients),
-        data=data,
         trust=trust,
     )
+
+
+#: Bytes read from the local bundle per piece when it is hashed or sent.
+_PIECE = 1024 * 1024
+
+
+def _hash_file(path: Path, length: int | None = None) -> tuple[str, int]:
+    """SHA-256 and size of ``path`` (of its first ``length`` bytes), read piece by piece."""
+    digest = hashlib.sha256()
+    done = 0
+    try:
+        with path.open("rb") as handle:
+            while length is None or done < length:
+                want = _PIECE if length is None else min(_PIECE, length - done)
+                piece = handle.read(want)
+                if not piece:
+                    break
+                digest.update(piece)
+                done += len(piece)
+    except OSError as exc:
+        raise UsageError(f"cannot read bundle {path}: {exc.strerror}") from None
+    if length is not None and done != length:
+        raise DeployError(f"bundle {path} changed while it was deployed (it is shorter now)")
+    return digest.hexdigest(), done
+
+
+def resume_name(bundle: PreparedBundle) -> str:
+    """The partial upload's name in ``releases/``: tied to the exact bytes it is part of."""
+    return f".{bundle.release_file}.partial-{bundle.sha256}"
 
 
 def _check_name(name: str) -> str:
@@ -275,6 +340,10 @@ class DeployResult:
     error: EdgeSDKError | None = None
     elapsed: float = 0.0
     attempts: int = 0
+    #: Bundle bytes sent in this deploy (all attempts); less than the size when it resumed.
+    bytes_sent: int = 0
+    #: Where the last upload started: the length of a partial a previous transfer left (0: none).
+    resumed_from: int = 0
 
 
 @dataclass(frozen=True)
@@ -496,6 +565,27 @@ class _Attempt:
     switched: bool = False
     rolled_back: bool = False
     uploaded: bool = False
+    sent: int = 0
+    resumed_from: int = 0
+
+
+async def _resume_point(
+    session: Session, bundle: PreparedBundle, temp: str, entry: Entry | None
+) -> int:
+    """How many leading bytes of an earlier partial upload can be kept (0: start over).
+
+    The partial is kept only if it is a regular file no longer than the bundle whose SHA-256
+    equals that of the local file's first bytes of the same length; anything else (a corrupted
+    or truncated-and-rewritten partial, a symlink planted under its name) is removed, never used.
+    """
+    if entry is None:
+        return 0
+    if entry.kind == "file" and 0 < entry.size <= bundle.size:
+        local, _ = await asyncio.to_thread(_hash_file, bundle.path, entry.size)
+        if await session.sha256(temp) == local:
+            return entry.size
+    await session.remove(temp)
+    return 0
 
 
 async def _install(
@@ -521,8 +611,12 @@ async def _install(
         await session.makedirs(rel_dir)
     sizes: dict[str, int] = {}
     releases: dict[str, float] = {}
+    partial_name = resume_name(bundle)
+    partial: Entry | None = None
     for entry in entries:
-        if _is_stale_temp(entry.name):
+        if entry.name == partial_name:
+            partial = entry  # what an interrupted upload of these exact bytes left: resume it
+        elif _is_stale_temp(entry.name):
             await session.remove(f"{rel_dir}/{entry.name}")
         elif entry.kind == "file" and _RELEASE.fullmatch(entry.name):
             releases[entry.name], sizes[entry.name] = entry.mtime, entry.size
@@ -570,19 +664,41 @@ async def _install(
                 f"{label}: disk full: {bundle.size} bytes needed for {file}, "
                 f"{free} free on {session.abspath(rel_dir)}"
             )
-        emit("uploading", 0)
-        temp = await session.upload(
-            memoryview(bundle.data),
-            rel_dir,
-            f".{file}.partial-{secrets.token_hex(6)}",
-            lambda sent: emit("uploading", sent),
-        )
+        temp = f"{rel_dir}/{partial_name}"
+        start = await _resume_point(session, bundle, temp, partial)
+        state.resumed_from = start
+        emit("uploading", start)
+
+        at = [start]
+
+        def sent_to(position: int) -> None:
+            state.sent += position - at[0]
+            at[0] = position
+            emit("uploading", position)
+
+        try:
+            await session.upload_from(bundle.path, temp, start, bundle.size, sent_to)
+        except session.target.raw_errors() as exc:
+            # Kept for a resume only when the link failed; a full disk or a refused write must
+            # not leave a partial taking the board's space (explained before the removal, which
+            # would otherwise be the step the error names).
+            failure = await session.target.explain(exc, session)
+            if failure.transient:
+                raise
+            with contextlib.suppress(*session.target.raw_errors(), EdgeSDKError):
+                await session.remove(temp)
+            raise failure.error from None
         remote = await session.sha256(temp)
         if remote != bundle.sha256:
+            # Never resumed from again: the next deploy starts over.
+            await session.remove(temp)
             raise DeployError(
                 f"{label}: remote digest mismatch for {file}: sent {bundle.sha256[:16]}…, "
                 f"the target holds {remote[:16]}… (upload removed, current unchanged)"
             )
+        # Complete and checked: from here a failure (remote verification, the rename) removes
+        # it like any temp; only an unfinished transfer is kept to be resumed.
+        session.track_temp(temp)
         candidate = temp
 
     if options.verify_remote is not None:
@@ -691,7 +807,8 @@ async def _deploy_target(
     emit("connecting", 0)
     try:
         result = await with_session(target, attempt, options.retry, on_retry=retrying)
-        result = replace(result, uploaded=state.uploaded)
+        result = replace(result, uploaded=state.uploaded, bytes_sent=state.sent,
+                         resumed_from=state.resumed_from)  # fmt: skip
     except EdgeSDKError as exc:
         result = DeployResult(
             target=target.label,
@@ -703,6 +820,8 @@ async def _deploy_target(
             uploaded=state.uploaded,
             previous=state.previous,
             rolled_back=state.rolled_back,
+            bytes_sent=state.sent,
+            resumed_from=state.resumed_from,
             reason=exc.message,
             error=exc,
         )

@@ -549,9 +549,12 @@ def open_parts(
     source: str | os.PathLike[str] | bytes | bytearray | memoryview,
     limits: Limits = DEFAULT_LIMITS,
     *,
-    trust: TrustStore,
+    trust: TrustStore | None,
 ) -> Iterator[tuple[Bundle, PayloadReader]]:
     """Steps 1–3 of docs/FORMAT.md from the header alone; the payload is left for the caller.
+
+    ``trust=None`` parses the header without judging its signatures (a deploy without a trust
+    store still checks the payload against the manifest).
 
     Yields the parsed header — a ``streamed`` :class:`Bundle` with no payload and no payload
     digest, whose signatures satisfied ``trust`` — and a :class:`PayloadReader` at the payload.

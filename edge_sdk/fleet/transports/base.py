@@ -11,7 +11,7 @@ import logging
 import posixpath
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -208,6 +208,19 @@ class Session(ABC):
         The temp file is tracked (see :meth:`track_temp`) before the first byte is written.
         """
 
+    async def upload_from(
+        self, source: Path, rel: str, start: int, size: int, progress: UploadProgress | None
+    ) -> None:
+        """Write bytes ``[start, size)`` of the local file ``source`` into ``rel`` at the same
+        offsets, streaming (never the whole file in memory), and fsync it.
+
+        ``start`` 0 creates ``rel`` (it must not exist); otherwise ``rel`` is an earlier partial
+        of ``start`` bytes that the caller checked, and is extended. ``rel`` is not tracked as a
+        temp: an interrupted transfer leaves it for the next one to resume. ``progress`` gets the
+        absolute position after each piece.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot stream a file")
+
     @abstractmethod
     async def sha256(self, rel: str) -> str:
         """SHA-256 (hex) of a file, computed on the target itself."""
@@ -247,6 +260,33 @@ class Session(ABC):
     @abstractmethod
     async def _close(self) -> None:
         """Close the underlying connection."""
+
+
+#: Bytes read from a local file per piece when a file is streamed to a target.
+SOURCE_PIECE = 1024 * 1024
+
+
+def source_pieces(source: Path, start: int, size: int) -> Iterator[tuple[int, bytes]]:
+    """Bytes ``[start, size)`` of a local file as ``(offset, piece)``, one piece in memory.
+
+    Raises:
+        UsageError: the file cannot be read, or ends before ``size`` (it changed meanwhile).
+    """
+    try:
+        with source.open("rb") as handle:
+            handle.seek(start)
+            at = start
+            while at < size:
+                piece = handle.read(min(SOURCE_PIECE, size - at))
+                if not piece:
+                    raise UsageError(
+                        f"bundle {source} ended after {at} of {size} bytes "
+                        "(it changed while it was deployed)"
+                    )
+                yield at, piece
+                at += len(piece)
+    except OSError as exc:
+        raise UsageError(f"cannot read bundle {source}: {exc.strerror}") from None
 
 
 class Target(ABC):

@@ -29,6 +29,7 @@ from .base import (
     Target,
     UploadProgress,
     check_relpath,
+    source_pieces,
 )
 
 #: What a refused rename of a swapped upload says.
@@ -178,7 +179,38 @@ class LocalSession(Session):
         await asyncio.to_thread(os.fsync, fd)
         return rel
 
-    def _create(self, rel: str) -> int:
+    async def upload_from(
+        self, source: Path, rel: str, start: int, size: int, progress: UploadProgress | None
+    ) -> None:
+        path = self._touch(rel)
+        self._step(f"writing {path}", os.path.dirname(path))
+        fd = await asyncio.to_thread(self._create if start == 0 else self._reopen, rel, start)
+        try:
+            for offset, piece in source_pieces(source, start, size):
+                await asyncio.to_thread(_write_all, fd, memoryview(piece))
+                if progress:
+                    progress(offset + len(piece))
+            self._step(f"syncing {path}", os.path.dirname(path))
+            await asyncio.to_thread(os.fsync, fd)
+        finally:
+            os.close(fd)
+
+    def _reopen(self, rel: str, start: int) -> int:
+        """An earlier partial, positioned at its end: a regular file of ``start`` bytes, never
+        followed through a symlink (O_NOFOLLOW) and cut back if it grew since it was checked."""
+        with self._parent(rel) as (dir_fd, name):
+            fd = os.open(name, os.O_WRONLY | _FILE_FLAGS, dir_fd=dir_fd)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise TransportError(f"{self.abspath(rel)} is not a regular file")
+            os.ftruncate(fd, start)
+            os.lseek(fd, start, os.SEEK_SET)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _create(self, rel: str, start: int = 0) -> int:
         with self._parent(rel) as (dir_fd, name):
             # O_RDWR: the digest is read back through this same descriptor.
             flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | _FILE_FLAGS

@@ -36,6 +36,7 @@ from .base import (
     Target,
     UploadProgress,
     check_relpath,
+    source_pieces,
 )
 
 #: Bytes handed to one SFTP write call; asyncssh splits it into parallel requests.
@@ -187,6 +188,35 @@ class SshSession(Session):
         finally:
             await handle.close()
         return rel
+
+    async def upload_from(
+        self, source: Path, rel: str, start: int, size: int, progress: UploadProgress | None
+    ) -> None:
+        import asyncssh
+
+        path = self._touch(rel)
+        await self._guard(rel)
+        self._step(f"writing {path}", posixpath.dirname(path))
+        # A resumed partial was checked by the caller (a regular file, by lstat, of ``start``
+        # bytes with the right hash); the whole file's hash is compared before it is renamed.
+        fresh = asyncssh.FXF_CREAT | asyncssh.FXF_EXCL if start == 0 else 0
+        flags = asyncssh.FXF_WRITE | fresh
+        handle = await self.sftp.open(
+            path, flags, asyncssh.SFTPAttrs(permissions=0o644), encoding=None
+        )
+        try:
+            if start:
+                # Cut back anything written after the partial was checked.
+                await handle.truncate(start)
+            for offset, piece in source_pieces(source, start, size):
+                await handle.write(piece, offset)
+                if progress:
+                    progress(offset + len(piece))
+            self._step(f"syncing {path}", posixpath.dirname(path))
+            with contextlib.suppress(asyncssh.SFTPOpUnsupported):
+                await handle.fsync()
+        finally:
+            await handle.close()
 
     async def sha256(self, rel: str) -> str:
         path = shlex.quote(self.abspath(rel))
