@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import edge_sdk
-from edge_sdk.errors import DecryptionError, KeySlipMismatchError
+from edge_sdk.errors import DecryptionError, KeySlipMismatchError, TokenRemovedError
 from edge_sdk.fleet import tuf_repo
 from edge_sdk.format.bundle import read_bundle, save_bundle
 from edge_sdk.format.key_slip import parse_key_slip
@@ -114,9 +114,17 @@ def test_token_devices_in_a_mixed_fleet_pull_their_own_slip_and_run_the_release(
     # without a slip the token key is not a recipient of the bundle.
     other = next((lab.tmp / "tok1" / "install" / "digits" / "releases").glob("*.edgeslip"))
     key0 = load_private_key(uris[0], kind="device")
-    with pytest.raises(KeySlipMismatchError, match="each device needs its own slip"):
+    with pytest.raises(KeySlipMismatchError, match="key slip is for device key"):
         edge_sdk.load(bundle, trust=lab.trust, device_key=key0, slip=other.read_bytes(),
                       state_dir=lab.tmp / "tok0" / "s2", allow_target_mismatch=True)  # fmt: skip
     with pytest.raises(DecryptionError, match="not a recipient"):
         edge_sdk.load(bundle, trust=lab.trust, device_key=key0,
                       state_dir=lab.tmp / "tok0" / "s3", allow_target_mismatch=True)  # fmt: skip
+
+    # The unwrap needs the token: the key object holds no private key, and with the token
+    # pulled the genuine slip cannot be opened (the ECDH is the token's), a typed error.
+    assert key0.hardware is not None
+    with softhsm.pulled("edge"), pytest.raises(TokenRemovedError):
+        edge_sdk.load(lab.tmp / "tok0" / "install" / "digits" / "current", trust=lab.trust,
+                      device_key=key0, state_dir=lab.tmp / "tok0" / "s4",
+                      allow_target_mismatch=True)  # fmt: skip
