@@ -192,14 +192,19 @@ class LocalSession(Session):
                     progress(offset + len(piece))
             self._step(f"syncing {path}", os.path.dirname(path))
             await asyncio.to_thread(os.fsync, fd)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        # Held, as upload()'s: hashed through this descriptor and renamed only while the name
+        # still holds this same file (a file swapped in under it after the digest is refused).
+        self._release(rel)
+        self._held[rel] = fd
 
     def _reopen(self, rel: str, start: int) -> int:
         """An earlier partial, positioned at its end: a regular file of ``start`` bytes, never
         followed through a symlink (O_NOFOLLOW) and cut back if it grew since it was checked."""
         with self._parent(rel) as (dir_fd, name):
-            fd = os.open(name, os.O_WRONLY | _FILE_FLAGS, dir_fd=dir_fd)
+            fd = os.open(name, os.O_RDWR | _FILE_FLAGS, dir_fd=dir_fd)  # read back: the digest
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise TransportError(f"{self.abspath(rel)} is not a regular file")

@@ -217,6 +217,9 @@ class SshSession(Session):
                 await handle.fsync()
         finally:
             await handle.close()
+        # Ours, as upload()'s: its digest and identity come from one descriptor, and rename()
+        # puts it in place only as that same file.
+        self._uploads[rel] = None
 
     async def sha256(self, rel: str) -> str:
         path = shlex.quote(self.abspath(rel))
