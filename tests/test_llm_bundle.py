@@ -109,7 +109,7 @@ def test_the_decrypted_model_is_in_sealed_memory_and_never_on_disk(
     def engine_watched(path: str, *args: Any, **kwargs: Any) -> Any:
         built = real_engine(path, *args, **kwargs)
         beside.append(sorted(os.listdir(os.path.dirname(path))))
-        used.append(os.path.dirname(path))
+        used.append(os.path.realpath(os.path.dirname(path)))  # the held directory, by name
         return built
 
     monkeypatch.setattr(litert_lm, "Engine", engine_watched)
@@ -138,7 +138,7 @@ def test_the_decrypted_model_is_in_sealed_memory_and_never_on_disk(
         holding = [p for p in new if _contains(p, needle)]
         assert not holding, f"plaintext model bytes on disk: {holding}"
         # No weight cache (plaintext, repacked) beside any path LiteRT-LM saw.
-        assert not [p for p in new if "cache" in p.name.lower() or p.suffix == ".xnnpack_cache"]
+        assert not [p for p in new if p.name.endswith(".xnnpack_cache")]
     assert sealed.fd < 0  # released on close
 
 
@@ -363,3 +363,38 @@ def test_a_chat_that_fills_the_context_says_so(
                  "--device-key", key_files["device"], "--state-dir", tmp_path / "state",
                  "--profile", "x86_64")  # fmt: skip
     assert result.code == 70 and "filled the model's context" in result.err
+
+
+def test_a_signed_but_truncated_litertlm_is_refused_on_the_device(
+    tiny_llm: Any, keyset: KeySet, tmp_path: Path
+) -> None:
+    """The packager refuses a cut .litertlm, but a publisher's tool might not: the device reads
+    the header again before the engine (LiteRT-LM aborts the whole process on a cut section)."""
+    from edge_sdk.format.bundle import save_bundle
+    from edge_sdk.format.manifest import Target
+    from edge_sdk.host.sealing import seal_bundle
+
+    cut = tiny_llm.path.read_bytes()[:16384]
+    bundle = seal_bundle(cut, name="cut", version=1, target=Target("x86_64", "litert-lm-api"),
+                         signers=[keyset.signer], recipients=[keyset.device.public],
+                         model_format="litertlm", compression="none")  # fmt: skip
+    save_bundle(bundle, tmp_path / "cut.edgepkg")
+    with pytest.raises(ModelInputError, match="LiteRT-LM"):
+        _open(tmp_path / "cut.edgepkg", keyset, tmp_path / "state")
+
+
+def test_a_runtime_dir_another_user_could_rename_in_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_sdk.device import llm
+
+    shared = Path("/dev/shm") / f"edge-sdk-test-{os.getpid()}"
+    shared.mkdir()
+    try:
+        shared.chmod(0o777)  # writable by all, not sticky: anyone may rename in it
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(shared))
+        assert llm.memory_dir() == "/dev/shm"  # passed over for the sticky /dev/shm
+        shared.chmod(0o700)
+        assert llm.memory_dir() == str(shared)
+    finally:
+        shared.rmdir()

@@ -27,6 +27,7 @@ import importlib
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -109,10 +110,21 @@ def memory_dir() -> str | None:
             candidate
             and os.path.isdir(candidate)
             and os.access(candidate, os.W_OK | os.X_OK)
+            and _private_enough(candidate)
             and filesystem_of(candidate) in _MEMORY_FILESYSTEMS
         ):
             return candidate
     return None
+
+
+def _private_enough(directory: str) -> bool:
+    """Whether no other user can rename what this process creates in ``directory``: owned by
+    this user or root, and writable by others only when sticky (as /dev/shm). An inherited
+    $XDG_RUNTIME_DIR of another user (sudo -E) would let its owner swap the engine's link."""
+    st = os.stat(directory)
+    owner_ok = st.st_uid in (os.geteuid(), 0)
+    shared = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    return owner_ok and (not shared or bool(st.st_mode & stat.S_ISVTX))
 
 
 class LanguageModel:
@@ -145,22 +157,33 @@ class LanguageModel:
         # the process's own memory, a second model-sized copy (measured: 2.6x the RSS).
         shm = memory_dir()
         private = tempfile.mkdtemp(prefix="edge-sdk-llm-", dir=shm)
-        link = os.path.join(private, "model.litertlm")
         self.weight_cache = "memory (unlinked)" if shm is not None else "none"
+        dir_fd = -1
         try:
-            os.symlink(memory.path, link)
+            # The engine is given the directory through a descriptor held here
+            # (/proc/self/fd/N/...), never by its name: a rename of the directory by anyone
+            # cannot redirect it to another model.
+            dir_fd = os.open(private, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            os.symlink(memory.path, "model.litertlm", dir_fd=dir_fd)
+            held = f"/proc/self/fd/{dir_fd}"
             self._engine = litert_lm.Engine(
-                link,
+                f"{held}/model.litertlm",
                 backend=litert_lm.Backend.CPU(thread_count=threads),
                 max_num_tokens=max_num_tokens,
-                cache_dir=private if shm is not None else NO_CACHE,
+                cache_dir=held if shm is not None else NO_CACHE,
             )
-        except RuntimeError as exc:
+        except OSError as exc:
+            raise BackendError(
+                f"cannot prepare the engine's private directory: {exc.strerror}"
+            ) from None
+        except (RuntimeError, TypeError, ValueError) as exc:
             raise BackendError(
                 f"litert-lm-api cannot build an engine for {manifest.name} v{manifest.version}: "
                 f"{_first_line(exc)}"
             ) from None
         finally:
+            if dir_fd >= 0:
+                os.close(dir_fd)
             shutil.rmtree(private, ignore_errors=True)
         self._closed = False
 
@@ -176,11 +199,13 @@ class LanguageModel:
         self._check_open()
         if not isinstance(max_tokens, int) or max_tokens < 1:
             raise UsageError(f"max_tokens must be a positive integer, got {max_tokens!r}")
-        return self._engine.create_session(
-            apply_prompt_template=template,
-            sampler_config=self._sampler(temperature, seed),
-            max_output_tokens=max_tokens,
-        )
+        sampler = self._sampler(temperature, seed)
+        try:
+            return self._engine.create_session(
+                apply_prompt_template=template, sampler_config=sampler, max_output_tokens=max_tokens
+            )
+        except RuntimeError as exc:
+            raise BackendError(f"cannot start generating: {_first_line(exc)}") from None
 
     def _sampler(self, temperature: float, seed: int) -> Any:
         if temperature < 0:
@@ -351,6 +376,18 @@ class Chat:
         self.close()
 
 
+def _check_header(memory: SealedMemory) -> None:
+    """The decrypted model's LiteRT-LM header, read strictly (it names sections inside the file).
+
+    Raises:
+        ModelInputError: not a LiteRT-LM file this engine can map.
+    """
+    from edge_sdk.format.litertlm import HEADER_BEGIN, MAX_HEADER_BYTES, read_litertlm
+
+    head = os.pread(memory.fd, min(memory.size, HEADER_BEGIN + MAX_HEADER_BYTES), 0)
+    read_litertlm(head, file_size=memory.size)
+
+
 def load_llm(
     source: str | os.PathLike[str] | bytes,
     *,
@@ -389,6 +426,10 @@ def load_llm(
     )
 
     import_litert_lm()  # a missing extra is said before any work is done
+    for option, value in (("threads", threads), ("max_num_tokens", max_num_tokens)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or not 0 < value <= 1 << 20):  # fmt: skip
+            raise UsageError(f"{option} must be a positive integer, got {value!r}")
     store = as_trust(trust)
     key = (
         device_key
@@ -435,6 +476,9 @@ def load_llm(
         opened = open_verified(source, policy, limits, on_header=header_checks, sink=memory)
         manifest, verification = opened.verification.manifest, opened.verification
         memory.seal()
+        # Signed is not well formed: LiteRT-LM aborts the whole process on a file its loader
+        # cannot map (a cut section), so the header the packager read is read again here.
+        _check_header(memory)
         chosen, _reason = choose_profile(prof, manifest.target.profile, ids)
         if threads is not None:
             count = threads
