@@ -162,8 +162,10 @@ def test_a_connection_cut_midway_resumes_on_the_retry_and_on_the_next_deploy(
 
     kept, resumed_from, sent = asyncio.run(scenario())
     assert 0 < kept < bundle.size
-    assert resumed_from == kept
-    assert sent == bundle.size - kept
+    # sshd may still be writing what reached it when the client gave up, so the partial can
+    # grow after it was measured: the resume starts from what it holds by then, never less.
+    assert kept <= resumed_from < bundle.size
+    assert sent == bundle.size - resumed_from
     _assert_genuine(root, bundle, signer)
 
 
