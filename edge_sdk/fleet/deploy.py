@@ -63,6 +63,7 @@ from edge_sdk.errors import (
 from edge_sdk.format.bundle import (
     DEFAULT_LIMITS,
     MAGIC,
+    Bundle,
     header_needs,
     open_parts,
     read_bundle,
@@ -173,20 +174,7 @@ def prepare_bundle(
         # still caught here rather than at the board's next load.
         check_payload_stream(bundle, payload)
     file_sha256, size = _hash_file(path)
-    manifest = bundle.manifest
-    _check_name(manifest.name)
-    return PreparedBundle(
-        path=path,
-        name=manifest.name,
-        version=manifest.version,
-        digest=bundle.digest,
-        sha256=file_sha256,
-        size=size,
-        profile=manifest.target.profile,
-        encrypted=manifest.payload.encrypted,
-        recipients=frozenset(r.key_id for r in bundle.recipients),
-        trust=trust,
-    )
+    return _prepared(path, bundle, file_sha256, size, trust)
 
 
 def prepare_bundle_bytes(
@@ -206,6 +194,12 @@ def prepare_bundle_bytes(
         check_bundle(bundle, Policy(trust))
     else:
         check_payload(bundle)
+    return _prepared(path, bundle, hashlib.sha256(data).hexdigest(), len(data), trust)
+
+
+def _prepared(
+    path: Path, bundle: Bundle, sha256: str, size: int, trust: TrustStore | None
+) -> PreparedBundle:
     manifest = bundle.manifest
     _check_name(manifest.name)
     return PreparedBundle(
@@ -213,8 +207,8 @@ def prepare_bundle_bytes(
         name=manifest.name,
         version=manifest.version,
         digest=bundle.digest,
-        sha256=hashlib.sha256(data).hexdigest(),
-        size=len(data),
+        sha256=sha256,
+        size=size,
         profile=manifest.target.profile,
         encrypted=manifest.payload.encrypted,
         recipients=frozenset(r.key_id for r in bundle.recipients),
