@@ -345,13 +345,16 @@ def test_populating_a_buffer_never_changes_it() -> None:
 # -- found by an adversarial review of the one-pass open --------------------------------------------
 
 
+@pytest.mark.parametrize("memory", ["memfd (sealed)", "bytes"])
 def test_a_refused_decompressed_model_is_wiped_and_its_digest_not_quoted(
     constant: np.ndarray, keyset: KeySet, tmp_path: Path, built: list[int],
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, memory: str,
 ) -> None:  # fmt: skip
     """A signed zstd payload that decompresses to other bytes than the signed model (a publisher
     mistake, or a stolen signing key): refused at step 10, its plaintext overwritten, and nothing
-    derived from it — not even a digest prefix — in the error or the audit log."""
+    derived from it — not even a digest prefix — in the error or the audit log. In sealed memory
+    and, where there is none, in a bytes."""
+    from edge_sdk.device import sealed_memory
     from edge_sdk.format import verify
 
     sparse = add_model(_sparse(constant))
@@ -372,6 +375,16 @@ def test_a_refused_decompressed_model_is_wiped_and_its_digest_not_quoted(
         return obj, view
 
     monkeypatch.setattr(verify, "writable_bytes", kept)
+    wiped: list[bool] = []
+    real_wipe = sealed_memory.wipe
+
+    def checked_wipe(view: memoryview) -> None:
+        real_wipe(view)
+        wiped.append(len(view) == len(sparse) and not any(view))
+
+    monkeypatch.setattr(sealed_memory, "wipe", checked_wipe)
+    if memory == "bytes":
+        monkeypatch.setattr(runtime, "unavailable_reason", lambda: "not here (test)")
     path = tmp_path / "lie.edgepkg"
     save_bundle(forged, path)
     actual = hashlib.sha256(sparse).hexdigest()
@@ -380,7 +393,11 @@ def test_a_refused_decompressed_model_is_wiped_and_its_digest_not_quoted(
     assert built == []
     assert actual[:8] not in str(caught.value)
     assert actual[:8] not in (tmp_path / "state" / "audit.log").read_text()
-    assert buffers and all(not any(view) for view in buffers), "refused plaintext left in memory"
+    if memory == "bytes":
+        assert buffers and all(not any(view) for view in buffers), "refused plaintext left"
+        assert wiped == []
+    else:
+        assert wiped == [True], "refused plaintext left in sealed memory"
 
 
 def test_a_forked_child_loads_after_its_parent(
@@ -486,3 +503,113 @@ def test_loading_leaves_ctypes_pythonapi_as_it_was(model: bytes, keyset: KeySet,
         assert as_string(ctypes.py_object(b"hello")) == b"hello"
     finally:
         as_string.restype, as_string.argtypes = saved
+
+
+# -- where the decrypted model lives ---------------------------------------------------------------
+
+
+def test_a_tflite_model_runs_from_sealed_memory_and_from_bytes_where_there_is_none(
+    model: bytes, constant: np.ndarray, keyset: KeySet, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """With memfd sealing, load() decrypts into a sealed memory file that LiteRT maps by path
+    (read-only, shared: no second copy), and clones share it; without, the bytes path gives the
+    same answers. Each says which it is, in repr and describe()."""
+    import fcntl
+    import os
+
+    from edge_sdk.device.sealed_memory import SealedMemory
+
+    path = tmp_path / "add.edgepkg"
+    save_bundle(_seal(model, keyset), path)
+    with _load(path, keyset, tmp_path / "state") as opened:
+        assert opened.memory == "memfd (sealed)" and "memfd (sealed)" in repr(opened)
+        assert opened.describe()["memory"] == "memfd (sealed)"
+        memory = opened._model_bytes
+        assert isinstance(memory, SealedMemory) and len(memory) == len(model)
+        wanted = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+        assert fcntl.fcntl(memory.fd, fcntl.F_GET_SEALS) & wanted == wanted
+        with pytest.raises(OSError):
+            os.pwrite(memory.fd, b"x", 0)
+        maps = Path("/proc/self/maps").read_text()
+        # LiteRT mapped the memory file itself, read-only and shared (no private copy of it).
+        assert any(
+            "/memfd:edge-sdk-model" in line and " r--s " in line for line in maps.splitlines()
+        )
+        _answer(opened, constant)
+        with opened.clone() as twin:
+            assert twin._model_bytes is memory
+            _answer(twin, constant)
+        _answer(opened, constant)  # the clone's close left the shared memory alone
+    monkeypatch.setattr(runtime, "unavailable_reason", lambda: "no memfd here (test)")
+    with _load(path, keyset, tmp_path / "state") as opened:
+        assert opened.memory == "bytes" and isinstance(opened._model_bytes, bytes)
+        _answer(opened, constant)
+
+
+def _written_memory(payload: bytes) -> Any:
+    from edge_sdk.device.sealed_memory import SealedMemory
+
+    memory = SealedMemory()
+    memory.allocate(len(payload))[:] = payload
+    return memory
+
+
+def test_a_page_still_referenced_is_sealed_against_future_writes_instead() -> None:
+    """F_SEAL_WRITE is EBUSY while a pipe still holds one of the file's pages (here after a
+    splice; compaction or another core's LRU batch can do the same for a moment). With no
+    writable mapping left, the model is sealed with F_SEAL_FUTURE_WRITE: still no write, no
+    writable mapping, no resize."""
+    import errno
+    import fcntl
+    import mmap
+
+    payload = os.urandom(3 * 4096)
+    memory = _written_memory(payload)
+    with memory:
+        reader, writer = os.pipe()
+        try:
+            assert os.splice(memory.fd, writer, 4096, offset_src=0) == 4096
+            memory.seal()
+            assert memory.write_seal == "F_SEAL_FUTURE_WRITE"
+            with pytest.raises(OSError) as refused:
+                os.pwrite(memory.fd, b"x", 0)
+            assert refused.value.errno == errno.EPERM
+            with pytest.raises(OSError):
+                mmap.mmap(memory.fd, len(payload), flags=mmap.MAP_SHARED,
+                          prot=mmap.PROT_READ | mmap.PROT_WRITE)  # fmt: skip
+            with pytest.raises(OSError):
+                os.ftruncate(memory.fd, 1)
+            assert fcntl.fcntl(memory.fd, fcntl.F_GET_SEALS) & fcntl.F_SEAL_SEAL
+            with open(memory.path, "rb") as reopened:
+                assert reopened.read() == payload
+        finally:
+            os.close(reader)
+            os.close(writer)
+    fresh = _written_memory(payload)
+    with fresh:
+        fresh.seal()
+        assert fresh.write_seal == "F_SEAL_WRITE"  # the usual case
+
+
+def test_a_model_left_mapped_writable_is_not_sealed_and_is_wiped() -> None:
+    """A writable mapping that is not ours (here a second one of the same file) is what
+    F_SEAL_FUTURE_WRITE would leave writable: sealing is refused, and the plaintext is zeroed."""
+    import mmap
+
+    from edge_sdk.errors import SealedMemoryError
+
+    payload = os.urandom(2 * 4096)
+    memory = _written_memory(payload)
+    stray = mmap.mmap(memory.fd, len(payload), flags=mmap.MAP_SHARED,
+                      prot=mmap.PROT_READ | mmap.PROT_WRITE)  # fmt: skip
+    try:
+        fd = os.dup(memory.fd)
+        with pytest.raises(SealedMemoryError, match="mapped writable"):
+            memory.seal()
+        assert memory.fd == -1 and not memory.sealed
+        assert os.pread(fd, len(payload), 0) == bytes(len(payload))
+        assert stray[:] == bytes(len(payload))
+        os.close(fd)
+    finally:
+        stray.close()

@@ -231,14 +231,19 @@ def _llm_checks() -> list[Check]:
 
     reason = unavailable_reason()
     checks = [
-        Check("sealed memory", "ok", "memfd with seals (LLM bundles open here, never on disk)")
+        Check(
+            "sealed memory",
+            "ok",
+            "memfd with seals: bundles decrypt into it, LiteRT and "
+            "LiteRT-LM map it (never on disk)",
+        )
         if reason is None
         else Check(
             "sealed memory",
             "warn",
             f"unavailable: {reason}",
-            "LLM bundles need Linux ≥ 3.17 memfd sealing; .tflite bundles still open "
-            "from process memory",
+            "LLM bundles need Linux ≥ 3.17 memfd sealing; .tflite bundles open from a "
+            "bytes in process memory instead",
         )
     ]
     lm = _version("litert-lm-api")

@@ -50,6 +50,7 @@ from edge_sdk.profiles import load_profile
 
 from .audit_log import AuditLog
 from .litert_interface import InterpreterView, backend_message
+from .sealed_memory import SealedMemory, unavailable_reason
 from .state import VersionState, default_state_dir
 
 log = logging.getLogger("edge_sdk")
@@ -267,14 +268,19 @@ def _quote(text: str) -> str:
 
 def _build_interpreter(
     backend: Backend,
-    model_bytes: bytes,
+    model_bytes: bytes | SealedMemory,
     threads: int | None,
     delegate_chain: Sequence[Any],
     strict_delegates: bool,
 ) -> tuple[Any, tuple[DelegateReport, ...]]:
-    """A raw LiteRT interpreter over ``model_bytes`` with the profile's threads and delegates
-    (tensors not allocated yet), and what the delegate chain did."""
-    if not isinstance(model_bytes, bytes):
+    """A raw LiteRT interpreter over ``model_bytes`` (or the sealed memory holding the model,
+    which LiteRT maps by path: no copy) with the profile's threads and delegates (tensors not
+    allocated yet), and what the delegate chain did."""
+    if isinstance(model_bytes, SealedMemory):
+        source: dict[str, Any] = {"model_path": model_bytes.path}
+    elif isinstance(model_bytes, bytes):
+        source = {"model_content": model_bytes}
+    else:
         # Interpreter(model_content=bytearray) raises a TypeError whose text dumps the model.
         raise UsageError("model bytes must be bytes")
     delegates, reports, xnnpack = _build_delegates(backend, delegate_chain, strict_delegates)
@@ -283,7 +289,7 @@ def _build_interpreter(
     resolver = backend.op_resolver
     try:
         interpreter = backend.interpreter_cls(
-            model_content=model_bytes,
+            **source,
             num_threads=threads,
             experimental_delegates=delegates or None,
             experimental_op_resolver_type=(
@@ -353,7 +359,7 @@ class Model:
 
     def __init__(
         self,
-        model_bytes: bytes,
+        model_bytes: bytes | SealedMemory,
         *,
         manifest: Manifest | None = None,
         backend: Backend | None = None,
@@ -361,13 +367,18 @@ class Model:
         delegate_chain: Sequence[Any] = (),
         strict_delegates: bool = False,
     ) -> None:
-        if not isinstance(model_bytes, bytes):
+        if not isinstance(model_bytes, (bytes, SealedMemory)):
             # Interpreter(model_content=bytearray) raises a TypeError whose text dumps the model.
             raise UsageError("model bytes must be bytes")
         self.backend = backend or discover_backend()
         self.manifest = manifest
         self.threads = threads
-        self._model_bytes = model_bytes
+        #: Where the model's bytes live: ``memfd (sealed)`` (mapped by LiteRT, one copy) or
+        #: ``bytes`` (a Python object LiteRT reads, where sealed memory does not exist).
+        self.memory = "memfd (sealed)" if isinstance(model_bytes, SealedMemory) else "bytes"
+        # Clones and scratch interpreters share it; the memory file is released when the last
+        # of them lets go of it (SealedMemory closes itself when collected).
+        self._model_bytes: bytes | SealedMemory = model_bytes
         self._delegate_chain = tuple(delegate_chain)
         self._strict = strict_delegates
         self._interpreter, self.delegates = _build_interpreter(
@@ -407,7 +418,7 @@ class Model:
         name = f"{self.manifest.name} v{self.manifest.version}" if self.manifest else "model"
         return (
             f"<edge_sdk.Model {name} on {self.backend.package} {self.backend.version}, "
-            f"{self.threads} threads, inputs {[t.name for t in self.inputs]}>"
+            f"{self.threads} threads, {self.memory}, inputs {[t.name for t in self.inputs]}>"
         )
 
     # -- inference -----------------------------------------------------------------------------
@@ -779,6 +790,7 @@ class Model:
                 "version": self.backend.version,
             },
             "threads": self.threads,
+            "memory": self.memory,
             "delegates": [
                 {"name": d.name, "applied": d.applied, "reason": d.reason} for d in self.delegates
             ],
@@ -849,7 +861,14 @@ def _declared_sample_outputs(
 _STATE_OPS = frozenset({"ASSIGN_VARIABLE"})
 
 
-def _keeps_state(model_bytes: bytes) -> bool:
+def _keeps_state(model_bytes: bytes | SealedMemory) -> bool:
+    if isinstance(model_bytes, SealedMemory):
+        with model_bytes.readonly() as view:
+            return _keeps_state_in(view)
+    return _keeps_state_in(model_bytes)
+
+
+def _keeps_state_in(model_bytes: bytes | memoryview) -> bool:
     """Whether the model assigns variables that persist between runs (a stateful model)."""
     try:
         return any(op.name in _STATE_OPS for op in read_tflite(model_bytes).ops)
@@ -1130,6 +1149,7 @@ def load(
                       digest=header.digest)  # fmt: skip
         require_kind(header, "tflite", "edge_sdk.load")
 
+    memory: SealedMemory | None = None
     try:
         runtime = discover_backend(backend)
         check_device = not allow_target_mismatch
@@ -1151,7 +1171,13 @@ def load(
         # Every check of docs/FORMAT.md, in its order, in one place: the header and its
         # signatures before a byte of the payload is read, the device policy (anti-rollback
         # included) before any key is unwrapped, the payload and model hashes beside the AEAD.
-        opened = open_verified(source, policy, limits, on_header=known)
+        # Into sealed memory where the kernel has it: LiteRT then maps the model by path (one
+        # copy in RAM, its pages shared by every interpreter of it, never writable once the
+        # checks passed); into a bytes elsewhere. The checks and their order are the same.
+        memory = SealedMemory(limits.max_model_bytes) if unavailable_reason() is None else None
+        opened = open_verified(source, policy, limits, on_header=known, sink=memory)
+        if memory is not None:
+            memory.seal()
         manifest, verification = opened.verification.manifest, opened.verification
         chosen, reason = choose_profile(prof, manifest.target.profile, ids)
         if threads is not None:
@@ -1167,7 +1193,7 @@ def load(
         else:
             count, reason = usable_cores(), f"{usable_cores()} usable cores ({reason})"
         model = Model(
-            opened.model_bytes,
+            memory if memory is not None else opened.model_bytes,
             manifest=manifest,
             backend=runtime,
             threads=count,
@@ -1177,6 +1203,8 @@ def load(
         del opened
         model.threads_reason = reason
     except EdgeSDKError as exc:
+        if memory is not None:
+            memory.close()  # wipes a model that was refused (no model of it is returned)
         try:
             audit.append("reject", source=str(where), **parsed, result="rejected", reason=exc.message,
                          error=exc.kind)  # fmt: skip

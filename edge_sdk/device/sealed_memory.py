@@ -28,9 +28,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import mmap
 import os
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 from edge_sdk.errors import SealedMemoryError
 from edge_sdk.format.memory import wipe
@@ -42,6 +45,25 @@ SEALS = ("F_SEAL_SHRINK", "F_SEAL_GROW", "F_SEAL_WRITE", "F_SEAL_SEAL")
 _NAME = "edge-sdk-model"
 
 
+#: Linux's F_SEAL_FUTURE_WRITE (uapi/linux/fcntl.h, 5.1+); Python's fcntl names it from 3.12 on.
+F_SEAL_FUTURE_WRITE = getattr(fcntl, "F_SEAL_FUTURE_WRITE", 0x0010)
+
+
+def _writably_mapped(fd: int) -> bool:
+    """Whether this process maps the memory file behind ``fd`` shared and writable."""
+    inode = str(os.fstat(fd).st_ino)
+    try:
+        lines = Path("/proc/self/maps").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return True  # cannot tell: assume the worst
+    for line in lines:
+        fields = line.split(None, 5)
+        mine = len(fields) == 6 and fields[4] == inode and "memfd:" in fields[5]
+        if mine and fields[1][1] == "w" and fields[1][3] == "s":
+            return True
+    return False
+
+
 def _seal_bits() -> int:
     bits = 0
     for name in SEALS:
@@ -49,8 +71,14 @@ def _seal_bits() -> int:
     return bits
 
 
+@functools.cache
 def unavailable_reason() -> str | None:
-    """Why sealed memory cannot be used here, or ``None`` when it can (for ``doctor``)."""
+    """Why sealed memory cannot be used here, or ``None`` when it can (for ``doctor``).
+
+    Beyond the Python and the platform, the kernel is asked once, on a one-byte memory file:
+    a seccomp filter, an emulator (qemu-user) or an old kernel can refuse memfd or its seals,
+    and that must be known before a model is decrypted, not after.
+    """
     if not sys.platform.startswith("linux"):
         return f"memfd_create is Linux-only (this is {sys.platform})"
     if not hasattr(os, "memfd_create") or not hasattr(os, "MFD_ALLOW_SEALING"):
@@ -59,6 +87,22 @@ def unavailable_reason() -> str | None:
         return "this Python's fcntl module has no file-sealing constants"
     if not os.path.isdir("/proc/self/fd"):
         return "/proc is not mounted, so a memory file cannot be opened by path"
+    try:
+        fd = os.memfd_create(_NAME + "-probe", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    except OSError as exc:
+        return f"the kernel refuses memfd_create ({os.strerror(exc.errno or 0)})"
+    try:
+        os.write(fd, b"\0")
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _seal_bits())
+        if fcntl.fcntl(fd, fcntl.F_GET_SEALS) & _seal_bits() != _seal_bits():
+            return "the kernel does not keep a memory file's seals"
+        with open(f"/proc/self/fd/{fd}", "rb") as reopened:
+            if reopened.read(2) != b"\0":
+                return "a memory file does not read back through /proc/self/fd"
+    except OSError as exc:
+        return f"the kernel refuses to seal a memory file ({os.strerror(exc.errno or 0)})"
+    finally:
+        os.close(fd)
     return None
 
 
@@ -87,6 +131,9 @@ class SealedMemory:
         self._map: mmap.mmap | None = None
         self._view: memoryview | None = None
         self._sealed = False
+        #: The write seal the kernel took: ``F_SEAL_WRITE``, or ``F_SEAL_FUTURE_WRITE`` when a
+        #: page was still referenced (see :meth:`_add_seals`); empty until sealed.
+        self.write_seal = ""
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -142,17 +189,61 @@ class SealedMemory:
             ) from None
         self._map = None
         try:
-            fcntl.fcntl(self._fd, fcntl.F_ADD_SEALS, _seal_bits())
-            seals = fcntl.fcntl(self._fd, fcntl.F_GET_SEALS)
-        except OSError as exc:
+            self.write_seal = self._add_seals()
+        except SealedMemoryError:
+            self._wipe_unsealed()
             self.close()
-            reason = os.strerror(exc.errno or 0)
-            raise SealedMemoryError(f"the kernel refused to seal the model: {reason}") from None
-        if seals & _seal_bits() != _seal_bits():
-            self.close()
-            raise SealedMemoryError("the model's memory file is not sealed after F_ADD_SEALS")
+            raise
         self._sealed = True
         return self.path
+
+    def _add_seals(self) -> str:
+        """Add the seals; the name of the write seal the kernel took.
+
+        ``F_SEAL_WRITE`` is refused with EBUSY while the kernel counts a reference to one of the
+        file's pages beyond its mappings: a writable mapping, a page a pipe still holds after
+        ``splice``, or one that compaction or a per-CPU LRU batch holds for a moment (seen once
+        here in a start-up benchmark, not reproducible at will). Our one writable mapping is
+        closed by now, so when /proc/self/maps shows no writable mapping of the file the
+        references are read-only ones, and ``F_SEAL_FUTURE_WRITE`` (Linux 5.1+) gives the same
+        guarantee: no write, no new writable mapping, no resize, from here on.
+        """
+        rest = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+        try:
+            fcntl.fcntl(self._fd, fcntl.F_ADD_SEALS, _seal_bits())
+            write_seal = "F_SEAL_WRITE"
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise SealedMemoryError(
+                    f"the kernel refused to seal the model: {os.strerror(exc.errno or 0)}"
+                ) from None
+            if _writably_mapped(self._fd):
+                raise SealedMemoryError(
+                    "the model's memory file is still mapped writable; it cannot be sealed",
+                    hint="release every view of the decrypted model before it is sealed",
+                ) from None
+            try:
+                fcntl.fcntl(self._fd, fcntl.F_ADD_SEALS, rest | F_SEAL_FUTURE_WRITE)
+            except OSError as again:
+                reason = os.strerror(again.errno or 0)
+                raise SealedMemoryError(
+                    f"the kernel refused to seal the model: {reason} (a page of it is still "
+                    "referenced, and this kernel has no F_SEAL_FUTURE_WRITE)",
+                    hint="Linux 5.1 or newer seals a memory file whose pages are still referenced",
+                ) from None
+            write_seal = "F_SEAL_FUTURE_WRITE"
+        seals = fcntl.fcntl(self._fd, fcntl.F_GET_SEALS)
+        wanted = rest | getattr(fcntl, write_seal, F_SEAL_FUTURE_WRITE)
+        if seals & wanted != wanted:
+            raise SealedMemoryError("the model's memory file is not sealed after F_ADD_SEALS")
+        return write_seal
+
+    def _wipe_unsealed(self) -> None:
+        """Zero a model that could not be sealed (it is still writable through its descriptor)."""
+        zeros = bytes(1024 * 1024)
+        with contextlib.suppress(OSError):
+            for offset in range(0, self.size, len(zeros)):
+                os.pwrite(self._fd, zeros[: self.size - offset], offset)
 
     # -- using ---------------------------------------------------------------------------------
 
@@ -171,6 +262,21 @@ class SealedMemory:
             raise SealedMemoryError("the model is not sealed yet; it must not reach the runtime")
         return f"/proc/self/fd/{self._fd}"
 
+    @contextlib.contextmanager
+    def readonly(self) -> Iterator[memoryview]:
+        """A read-only view of the sealed model, for parsing it in place (no copy)."""
+        if not self._sealed:
+            raise SealedMemoryError("the model is not sealed yet; it must not be read")
+        mapping = mmap.mmap(self._fd, self.size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+        view = memoryview(mapping)
+        try:
+            yield view
+        finally:
+            # A parser may still hold a slice of it; the mapping then goes with the last one.
+            with contextlib.suppress(BufferError):
+                view.release()
+                mapping.close()
+
     def close(self) -> None:
         """Wipe (if still writable) and release the memory file. Idempotent."""
         if self._view is not None:
@@ -185,6 +291,9 @@ class SealedMemory:
             os.close(self._fd)
             self._fd = -1
         self._sealed = False
+
+    def __len__(self) -> int:
+        return self.size
 
     def __enter__(self) -> SealedMemory:
         return self
