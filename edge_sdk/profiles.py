@@ -51,8 +51,10 @@ AEADS = ("aes-256-gcm", "chacha20-poly1305")
 #: Delegates compiled into the runtime itself rather than loaded from a shared library.
 BUILTIN_DELEGATES = ("xnnpack",)
 
-#: A .tflite model is one FlatBuffer, whose 32-bit offsets cap it just below 2 GiB.
-MAX_MODEL_BYTES_LIMIT = 2**31 - 1
+#: The largest model a profile may accept. A .tflite is not capped at the FlatBuffer's 2 GiB: past
+#: it the converter stores the weights after the FlatBuffer (``Buffer.offset``/``size``, u64), so a
+#: board's memory is the real bound; this matches what sealed memory is made for.
+MAX_MODEL_BYTES_LIMIT = 64 * 1024**3
 #: zstd's highest level; 0 means "store uncompressed".
 MAX_COMPRESSION_LEVEL = 22
 #: A profile is a small hand-written file; anything bigger is a mistake, not a profile.

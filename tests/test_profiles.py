@@ -177,7 +177,7 @@ def test_x86_64_facts() -> None:
     assert p.hardware_ids == ("x86_64",)
     assert p.aead == "aes-256-gcm"
     assert p.quantization == "none"
-    assert p.max_model_bytes == 2**31 - 1  # the FlatBuffer limit
+    assert p.max_model_bytes == 4 * 1024**3  # past the FlatBuffer's 2 GiB: weights stored after it
 
 
 # -- user profiles -------------------------------------------------------------------------------

@@ -442,7 +442,7 @@ def load_llm(
     ids = tuple(hardware_ids) if hardware_ids is not None else detect_hardware_ids()
     where = source if isinstance(source, (str, os.PathLike)) else "<bytes>"
     parsed: dict[str, Any] = {}
-    # A profile's max_model_bytes is a .tflite's FlatBuffer cap; an LLM is bounded by the RAM.
+    # A profile's max_model_bytes is set for its .tflite models; an LLM is bounded by the RAM.
     cap = min(MAX_LLM_BYTES, prof.memory_mb * 1024 * 1024) if prof is not None else MAX_LLM_BYTES
     limits = Limits.for_model_size(cap) if prof is not None else DEFAULT_LIMITS
     wanted_name = expected_name if expected_name is not None else expected_name_from_path(source)

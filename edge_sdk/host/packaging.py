@@ -200,6 +200,15 @@ def builtin_delegates(profile: DeviceProfile) -> tuple[str, ...]:
     return tuple(str(d.name) for d in profile.delegates if d.builtin)
 
 
+def _refuse_oversized(size: int, profile: DeviceProfile) -> None:
+    if size > profile.max_model_bytes:
+        raise CompatibilityError(
+            f"model is {size} bytes, over {profile.name}'s limit of {profile.max_model_bytes}",
+            hint="use a profile for a board with more memory, or a user profile with a higher "
+            "max_model_bytes (--profile path/to/board.toml; see 'edge-sdk profiles show NAME')",
+        )
+
+
 def _tflite_compat_hint(compat: Any) -> str:
     """What to do about a .tflite the profile's runtime cannot run: a custom op needs a runtime
     or delegate that provides it (re-converting would not remove it); other ops a newer runtime."""
@@ -257,6 +266,7 @@ def _package_model(
     if fmt == "tflite":
         _refuse_conversion_options(model_path, options)
         progress("load")
+        _refuse_oversized(model_path.stat().st_size, profile)  # before reading it into memory
         model_bytes = model_path.read_bytes()
         info = read_tflite(model_bytes)
         compat = check_compatibility(info, profile.runtime.package, profile.runtime.version,
@@ -304,10 +314,7 @@ def _package_model(
             )
         else:
             model_bytes = _edgetpu_step(model_bytes, profile, notes)
-    if len(model_bytes) > profile.max_model_bytes:
-        raise CompatibilityError(
-            f"model is {len(model_bytes)} bytes, over {profile.name}'s limit of {profile.max_model_bytes}"
-        )
+    _refuse_oversized(len(model_bytes), profile)
     level = profile.compression_level if options.compress is None else options.compress
     progress("seal")
     bundle = seal_bundle(
