@@ -288,13 +288,22 @@ def test_a_slip_signed_by_a_key_that_is_not_a_publisher_is_exit_21_everywhere(
     with pytest.raises(SignatureError, match="the key slip"):
         edge_sdk.load(bundle, trust=lab.trust, device_key=key, slip=forged,
                       state_dir=lab.tmp / "load-state", allow_target_mismatch=True)  # fmt: skip
-    # deploy refuses it before anything is sent (the board would refuse it the same way).
-    from edge_sdk.fleet.deploy import deploy, prepare_bundle
+    # deploy refuses it before anything is sent (the board would refuse it the same way), to one
+    # target and in a fleet deploy, where it is that device's result.
+    from edge_sdk.fleet.deploy import deploy, deploy_fleet, prepare_bundle
+    from edge_sdk.fleet.inventory import Device
 
     board = lab.tmp / "board"
     board.mkdir()
+    prepared = prepare_bundle(bundle, trust=lab.trust)
     with pytest.raises(SignatureError, match="the key slip"):
-        deploy(prepare_bundle(bundle, trust=lab.trust), str(board), slip=forged)
+        deploy(prepared, str(board), slip=forged)
+    slips = lab.tmp / "slips"
+    slips.mkdir()
+    (slips / f"{device.key_id}.edgeslip").write_bytes(forged)
+    (result,) = deploy_fleet(prepared, [Device("dev0", str(board), public_key=device.public)],
+                             slips=slips).results  # fmt: skip
+    assert result.status == "failed" and type(result.error) is SignatureError, result
     assert not list(board.rglob("*.edgepkg"))
 
 
