@@ -210,7 +210,7 @@ class DecryptionError(VerificationError):
 
 
 class KeySlipError(DecryptionError):
-    """A device's key slip is malformed, oversized, unsigned or cannot be read."""
+    """A device's key slip is malformed, oversized, missing, unreadable or contradicts its bundle."""
 
     exit_code = 31
     kind = "key-slip"

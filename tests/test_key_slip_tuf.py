@@ -231,7 +231,7 @@ HOSTILE: dict[str, Callable[[Fleet, Path], bytes]] = {
     [
         ("another-device", KeySlipMismatchError),
         ("garbage", KeySlipError),
-        ("foreign-signer", KeySlipError),
+        ("foreign-signer", SignatureError),
     ],
 )
 def test_a_hostile_slip_in_a_bin_is_refused_and_the_genuine_one_installs(
@@ -251,6 +251,60 @@ def test_a_hostile_slip_in_a_bin_is_refused_and_the_genuine_one_installs(
     plant(lab, mine, 1, slips[mine])
     assert agent.poll().outcomes[0].status == "installed"
     assert fleet.run(0).shape == (1, 3)
+
+
+def test_a_slip_signed_by_a_key_that_is_not_a_publisher_is_exit_21_everywhere(
+    lab: Lab, cli: Callable[..., CliResult]
+) -> None:
+    """One fault, one error: the agent, `edge-sdk run`, `edge-sdk verify`, load() and deploy all
+    refuse a slip signed by an untrusted key as a SignatureError (exit 21). The agent used to
+    re-type it as a KeySlipError (exit 31) while `run` said 21."""
+    fleet = Fleet(lab, 2)
+    bundle, _ = fleet.release(1)
+    device = fleet.devices[0]
+    forged = HOSTILE["foreign-signer"](fleet, bundle)
+    plant(lab, device.key_id, 1, forged)
+    key, _ = save_keypair(device, lab.tmp / "dev0-key")
+    _, trust = save_keypair(lab.publisher, lab.tmp / "publisher")
+
+    agent = cli("agent", "--repo", lab.url, "--root", lab.metadata / "1.root.json",
+                "--state-dir", lab.tmp / "dev0" / "state", "--install-dir",
+                lab.tmp / "dev0" / "install", "--trust", trust, "--device-key", key,
+                "--hardware-id", "x86_64", "--once")  # fmt: skip
+    assert agent.code == SignatureError.exit_code == 21, agent.err
+    assert "key slip" in agent.err
+    assert lab.current("dev0") is None
+
+    slip = lab.tmp / "forged.edgeslip"
+    slip.write_bytes(forged)
+    np.save(lab.tmp / "x.npy", X)
+    ran = cli("run", bundle, "--trust", trust, "--device-key", key, "--slip", slip,
+              "-i", lab.tmp / "x.npy", "--state-dir", lab.tmp / "run-state",
+              "--allow-target-mismatch")  # fmt: skip
+    assert ran.code == agent.code, ran.err
+    checked = cli("verify", bundle, "--trust", trust, "--device-key", key, "--slip", slip)
+    assert checked.code == agent.code, checked.err
+
+    with pytest.raises(SignatureError, match="the key slip"):
+        edge_sdk.load(bundle, trust=lab.trust, device_key=key, slip=forged,
+                      state_dir=lab.tmp / "load-state", allow_target_mismatch=True)  # fmt: skip
+    # deploy refuses it before anything is sent (the board would refuse it the same way), to one
+    # target and in a fleet deploy, where it is that device's result.
+    from edge_sdk.fleet.deploy import deploy, deploy_fleet, prepare_bundle
+    from edge_sdk.fleet.inventory import Device
+
+    board = lab.tmp / "board"
+    board.mkdir()
+    prepared = prepare_bundle(bundle, trust=lab.trust)
+    with pytest.raises(SignatureError, match="the key slip"):
+        deploy(prepared, str(board), slip=forged)
+    slips = lab.tmp / "slips"
+    slips.mkdir()
+    (slips / f"{device.key_id}.edgeslip").write_bytes(forged)
+    (result,) = deploy_fleet(prepared, [Device("dev0", str(board), public_key=device.public)],
+                             slips=slips).results  # fmt: skip
+    assert result.status == "failed" and type(result.error) is SignatureError, result
+    assert not list(board.rglob("*.edgepkg"))
 
 
 def test_publish_refuses_slips_that_do_not_belong(lab: Lab) -> None:

@@ -16,9 +16,15 @@ agent asks for it: the metadata columns are bytes as sent (nginx's ``$body_bytes
 the same files' plain size.
 
 Device keys (X25519) are generated once and cached (``--cache``): raw private keys in
-``seeds.bin`` and one ``.pub`` file per device and fleet size.
+``seeds.bin`` and one ``.pub`` file per device and fleet size. With ``--token-devices N`` the
+largest fleet also has N devices whose P-256 keys are generated inside a real SoftHSM2 token
+(never extractable; only their ``.pub`` reaches the publisher, as a second ``--devices``
+directory of the same one command); N of the ``--agents`` processes are those devices, with the
+``pkcs11:`` URI as ``--device-key``, and each loads and runs what it installed through the token
+(the HPKE unwrap's Diffie-Hellman happens in the token).
 
     .venv/bin/python tools/sim_fleet.py [--devices 1000 10000 100000] [--agents 50]
+        [--token-devices 5]
 """
 
 from __future__ import annotations
@@ -129,9 +135,29 @@ def categorize(repo: Path, files: list[tuple[str, int]]) -> dict[str, int]:
     return out
 
 
+def token_devices(work: Path, count: int) -> tuple[Any, Path, list[str]]:
+    """A SoftHSM2 token holding ``count`` P-256 device keys: (the token, their .pub directory,
+    their ``pkcs11:`` URIs)."""
+    from edge_sdk.keys.key_uri import Pkcs11Uri
+    from edge_sdk.keys.pkcs11 import generate_pkcs11_key
+    from tests.hardware import SoftHsm, hardware_missing
+
+    missing = hardware_missing()
+    if missing is not None:
+        raise SystemExit(f"--token-devices needs SoftHSM2: {missing}")
+    hsm = SoftHsm.start(work / "softhsm", tokens=("edge",))
+    pubs = work / "token-devices"
+    pubs.mkdir()
+    uris = [hsm.uri(f"sim-device-{i}") for i in range(count)]
+    for i, uri in enumerate(uris):
+        generate_pkcs11_key(Pkcs11Uri.parse(uri), kind="device", alg="p256", out=pubs / f"tok-{i}")
+    return hsm, pubs, uris
+
+
 def simulate(
-    work: Path, server: RepoServer, seeds: list[bytes], cache: Path, agents: int
-) -> dict[str, Any]:
+    work: Path, server: RepoServer, seeds: list[bytes], cache: Path, agents: int,
+    tokens: tuple[Path, list[str]] | None = None,
+) -> dict[str, Any]:  # fmt: skip
     n = len(seeds)
     here = work / f"n{n}"
     here.mkdir()
@@ -147,11 +173,14 @@ def simulate(
     url = server.add(f"n{n}", repo)
     devices = pub_dir(cache, seeds)
     # The in-process probe, the agent processes, and (last) the revoked device, spread evenly.
-    sample = sorted({round(i * (n - 1) / (agents + 1)) for i in range(agents + 2)})
+    # With token devices, they are some of the ``agents`` processes.
+    file_agents = max(agents - len(tokens[1]), 0) if tokens else agents
+    sample = sorted({round(i * (n - 1) / (file_agents + 1)) for i in range(file_agents + 2)})
     revoked = sample[-1]
+    extra: list[str | Path] = ["--devices", tokens[0]] if tokens else []
     started = time.perf_counter()
     done = cli("repo", "publish", bundle, "--repo", repo, "--trust", trust, "--devices", devices,
-               "--opener", opener, "--signing-key", signer,
+               *extra, "--opener", opener, "--signing-key", signer,
                "--exclude", devices / f"dev-{revoked:06d}.pub", "--json")  # fmt: skip
     publish_s = time.perf_counter() - started
     if done.returncode != 0:
@@ -187,54 +216,68 @@ def simulate(
     assert [o.status for o in idle.outcomes] == ["up-to-date"], idle.outcomes
     idle_files = [(r.uri, r.body_bytes) for r in server.requests(mark)]
     row: dict[str, Any] = {
-        "devices": n, "slips": published["slips"], "bins": published["bins"],
+        "devices": n, "token_devices": len(tokens[1]) if tokens else 0,
+        "slips": published["slips"], "bins": published["bins"],
         "publish_s": publish_s, "repo": apparent, "repo_disk": disk, "metadata": meta_apparent,
         "slips_bytes": slips_apparent, "slips_disk": slips_disk, **cost,
         "idle_s": idle_s, "idle_requests": len(idle_files),
         "idle_bytes": sum(b for _, b in idle_files),
     }  # fmt: skip
     if agents:
-        row.update(run_agents(here, url, repo, trust, seeds, sample[1:], revoked))
+        # Each agent: (directory name, its --device-key: a key file or a token URI).
+        sampled: list[tuple[str, str]] = []
+        for index in sample[1:]:
+            (here / f"p{index}").mkdir()
+            key, _ = save_keypair(_device(seeds[index]), here / f"p{index}" / "device")
+            sampled.append((f"p{index}", str(key)))
+        sampled += [(f"t{i}", uri) for i, uri in enumerate(tokens[1] if tokens else [])]
+        row.update(run_agents(here, url, repo, trust, sampled, f"p{revoked}"))
     return row
 
 
 def run_agents(
-    here: Path, url: str, repo: Path, trust: Path, seeds: list[bytes], sample: list[int],
-    revoked: int,
-) -> dict[str, Any]:  # fmt: skip
+    here: Path, url: str, repo: Path, trust: Path, sampled: list[tuple[str, str]], revoked: str
+) -> dict[str, Any]:
     """``edge-sdk agent --once`` processes, two at a time (this machine has two cores)."""
 
-    def one(index: int) -> tuple[int, int, dict[str, Any]]:
-        (here / f"p{index}").mkdir()
-        key, _ = save_keypair(_device(seeds[index]), here / f"p{index}" / "device")
+    def one(device: tuple[str, str]) -> tuple[str, int, dict[str, Any]]:
+        name, key = device
         done = cli("agent", "--repo", url, "--root", repo / "metadata" / "1.root.json",
-                   "--state-dir", here / f"p{index}" / "state",
-                   "--install-dir", here / f"p{index}" / "install", "--trust", trust,
+                   "--state-dir", here / name / "state",
+                   "--install-dir", here / name / "install", "--trust", trust,
                    "--device-key", key, "--hardware-id", "x86_64", "--json")  # fmt: skip
-        return index, done.returncode, json.loads(done.stdout) if done.stdout.strip() else {}
+        return name, done.returncode, json.loads(done.stdout) if done.stdout.strip() else {}
 
     started = time.perf_counter()
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(one, sample))
+        results = list(pool.map(one, sampled))
     wall = time.perf_counter() - started
-    ran = refused = 0
-    for index, code, out in results:
+    keys = dict(sampled)
+    ran = refused = token_ran = token_slip = 0
+    for name, code, out in results:
         outcome = (out.get("outcomes") or [{}])[0]
-        if index == revoked:
-            current = here / f"p{index}" / "install" / "digits" / "current"
+        current = here / name / "install" / "digits" / "current"
+        if name == revoked:
             if code == 31 and outcome.get("error") == "key-slip" and not current.exists():
                 refused += 1
             continue
         if code != 0 or outcome.get("status") != "installed":
-            print(f"agent {index}: exit {code}, {outcome}", file=sys.stderr)
+            print(f"agent {name}: exit {code}, {outcome}", file=sys.stderr)
             continue
-        key = here / f"p{index}" / "device.key"
-        with edge_sdk.load(here / f"p{index}" / "install" / "digits" / "current", trust=trust,
-                           device_key=key, state_dir=here / f"p{index}" / "load",
+        # The installed release, opened as the board would: its slip beside `current`, the
+        # device key a file or the token's pkcs11: URI.
+        with edge_sdk.load(current, trust=trust, device_key=keys[name],
+                           state_dir=here / name / "load",
                            allow_target_mismatch=True) as model:  # fmt: skip
             if model.predict(__import__("numpy").asarray(X, "float32")).shape == (1, 3):
                 ran += 1
-    return {"agents": len(sample), "agents_ran": ran, "revoked_refused": refused,
+                if keys[name].startswith("pkcs11:"):
+                    token_ran += 1
+                    (slip,) = (current.parent / "releases").glob("*.edgeslip")
+                    token_slip = max(token_slip, slip.stat().st_size)
+    return {"agents": len(sampled), "agents_ran": ran, "revoked_refused": refused,
+            "token_agents": sum(k.startswith("pkcs11:") for _, k in sampled),
+            "token_agents_ran": token_ran, "token_slip": token_slip,
             "agents_wall_s": wall}  # fmt: skip
 
 
@@ -247,6 +290,10 @@ def main() -> None:
     parser.add_argument(
         "--cache", type=Path, default=Path(tempfile.gettempdir()) / "edge-sdk-sim-fleet"
     )
+    parser.add_argument(
+        "--token-devices", type=int, default=0,
+        help="at the largest size, also N devices with P-256 keys in SoftHSM2 (N of the agents)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     seeds, generating = fleet_keys(args.cache, max(args.devices))
@@ -254,21 +301,32 @@ def main() -> None:
         print(f"generated and cached {len(seeds):,} device keys in {generating:.1f} s")
     work = Path(tempfile.mkdtemp(prefix="sim-fleet-"))
     server = RepoServer.start(work / "server")
+    hsm = None
     rows = []
     try:
+        tokens = None
+        if args.token_devices:
+            hsm, token_pubs, uris = token_devices(work, args.token_devices)
+            tokens = (token_pubs, uris)
         for n in sorted(args.devices):
-            agents = args.agents if n == max(args.devices) else 0
-            rows.append(simulate(work, server, seeds[:n], args.cache, agents))
+            largest = n == max(args.devices)
+            agents = args.agents if largest else 0
+            rows.append(simulate(work, server, seeds[:n], args.cache, agents,
+                                 tokens if largest else None))  # fmt: skip
             print(f"{n:,} devices done", file=sys.stderr)
     finally:
         server.stop()
+        if hsm is not None:
+            hsm.stop()
         shutil.rmtree(work, ignore_errors=True)
     print(f"server: {server.kind}")
     table(
         "One release for the fleet, through TUF hashed bins (nginx on 127.0.0.1)",
-        ["devices", "bins", "publish (one command)", "repository (on disk)", "slips (on disk)",
+        ["devices", "bins", "publish (one command)", "per 1,000 devices", "repository (on disk)", "slips (on disk)",
          "device metadata / release (plain)", "of it: its bin", "its slip", "idle poll"],
-        [[f"{r['devices']:,}", f"{r['bins']:,}", f"{r['publish_s']:.1f} s",
+        [[f"{r['devices']:,}" + (f" + {r['token_devices']} P-256 in a token" if r["token_devices"] else ""),
+          f"{r['bins']:,}", f"{r['publish_s']:.1f} s",
+          f"{r['publish_s'] * 1000 / (r['devices'] + r['token_devices']):.2f} s",
           f"{kib(r['repo'])} ({kib(r['repo_disk'])})", f"{kib(r['slips_bytes'])} ({kib(r['slips_disk'])})",
           f"{kib(r['top'] + r['bin'])} ({kib(r['plain'])})", kib(r["bin"]), f"{r['slip']} B",
           f"{r['idle_requests']} req, {r['idle_bytes']} B, {r['idle_s'] * 1000:.0f} ms"]
@@ -279,6 +337,10 @@ def main() -> None:
         print(f"{last['agents']} agent processes at {last['devices']:,} devices in "
               f"{last['agents_wall_s']:.0f} s: {last['agents_ran']} installed and ran the release "
               f"(LiteRT), revoked device refused with exit 31: {bool(last['revoked_refused'])}")  # fmt: skip
+        if last["token_agents"]:
+            print(f"of them {last['token_agents']} with a P-256 key in SoftHSM2 (pkcs11: URI): "
+                  f"{last['token_agents_ran']} installed and ran it through the token "
+                  f"(P-256 slip: {last['token_slip']} B)")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

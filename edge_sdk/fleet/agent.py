@@ -101,6 +101,16 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
+class _SlipRefused(Exception):
+    """Carries the error that refused a release's key slip (of whatever type: a bad signature
+    stays a SignatureError) out of the bundle check, so the agent knows the slip, not the
+    release, is at fault."""
+
+    def __init__(self, error: EdgeSDKError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 # -- results --------------------------------------------------------------------------------------
 
 
@@ -946,12 +956,15 @@ class Agent:
         try:
             try:
                 verified = self._verify(data, chosen, slip)
-            except KeySlipError as exc:
-                # The slip is at fault, not the release: judged again with the next slip.
-                self._event("agent-reject", chosen, stage="slip", error=exc.kind,
-                            reason=exc.message)  # fmt: skip
+            except _SlipRefused as refused:
+                # The slip is at fault, not the release: judged again with the next slip. Its
+                # error keeps its own type (a slip signed by an untrusted key is a
+                # SignatureError, exit 21, as for `edge-sdk run`), only the verdict differs.
+                bad = refused.error
+                self._event("agent-reject", chosen, stage="slip", error=bad.kind,
+                            reason=bad.message)  # fmt: skip
                 return Outcome(name, "rejected", chosen.version, chosen.digest, previous,
-                               exc.message, exc)  # fmt: skip
+                               bad.message, bad)  # fmt: skip
             except (VerificationError, BundleFormatError) as exc:
                 return self._reject(chosen, exc, memory, previous, about="bytes")
             except EdgeSDKError as exc:
@@ -1106,18 +1119,16 @@ class Agent:
 
         def check_slip(header: Any) -> None:
             # The slip first, on its own, once the header's signatures passed: whatever is wrong
-            # with it (a forged signature too) is a KeySlipError, which is not held against the
-            # release's bytes — the same bundle opens with a genuine slip.
+            # with it (a forged signature too) is not held against the release's bytes — the
+            # same bundle opens with a genuine slip. The error is carried out unchanged, so a
+            # fault has the same type and exit code here as in load, run and verify.
             from edge_sdk.format.key_slip import verify_key_slip
 
             assert slip is not None and self.device_key is not None
             try:
                 verify_key_slip(slip, header, self.trust, self.device_key)
-            except KeySlipError:
-                raise
             except EdgeSDKError as exc:
-                raise KeySlipError(f"the key slip is refused: {exc.message}",
-                                   hint=exc.hint) from None  # fmt: skip
+                raise _SlipRefused(exc) from None
 
         on_header = check_slip if slip is not None and self.device_key is not None else None
         opened = open_verified(

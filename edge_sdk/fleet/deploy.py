@@ -58,6 +58,7 @@ from edge_sdk.errors import (
     KeySlipMismatchError,
     TransportError,
     UsageError,
+    VerificationError,
     excerpt,
 )
 from edge_sdk.format.bundle import (
@@ -69,7 +70,12 @@ from edge_sdk.format.bundle import (
     read_bundle,
     read_header,
 )
-from edge_sdk.format.key_slip import SLIP_SUFFIX, parse_key_slip, read_key_slip
+from edge_sdk.format.key_slip import (
+    SLIP_SUFFIX,
+    check_slip_signatures,
+    parse_key_slip,
+    read_key_slip,
+)
 from edge_sdk.format.manifest import Manifest
 from edge_sdk.format.strict_json import loads_strict
 from edge_sdk.format.verify import Policy, check_bundle, check_payload, check_payload_stream
@@ -142,9 +148,13 @@ class PreparedBundle:
 
         Raises:
             KeySlipError: not a well-formed slip.
+            SignatureError, RevokedKeyError: with a publisher trust store, the slip's signatures
+                do not satisfy it (the board would refuse it the same way).
             KeySlipMismatchError: a slip for another bundle.
         """
         parsed = parse_key_slip(slip)
+        if self.trust is not None:
+            check_slip_signatures(parsed, self.trust)
         if parsed.bundle_digest != self.digest:
             raise KeySlipMismatchError(
                 f"key slip is for {parsed.describe()}, not for {self.name} v{self.version} "
@@ -1130,10 +1140,7 @@ def _preflight(device: Device, bundle: PreparedBundle, slip: bytes | None = None
         )
     key = device.public_key
     if slip is not None:
-        try:
-            bundle.check_slip(slip)
-        except EdgeSDKError as exc:
-            return f"device {device.name}'s key slip: {exc.message}"
+        bundle.check_slip(slip)  # its typed error (a bad signature: 21) is the device's result
     elif key is not None and bundle.encrypted and key.key_id not in bundle.recipients:
         return (
             f"{bundle.name} v{bundle.version} is not encrypted for device {device.name}'s "
@@ -1184,13 +1191,23 @@ async def deploy_fleet_async(
             if stopped:
                 results[device.name] = _skipped(target, bundle, device, failures)
                 return
+            refused: EdgeSDKError | None = None
             try:
                 slip = _fleet_slip(Path(slips) if slips is not None else None, device)
                 problem = _preflight(device, bundle, slip)
             except EdgeSDKError as exc:
-                slip, problem = None, exc.message
+                slip, problem, refused = (
+                    None,
+                    f"device {device.name}'s key slip: {exc.message}",
+                    exc,
+                )
             if problem is not None:
-                error = DeployError(f"{target.label}: {problem}")
+                # A slip the board would refuse keeps the board's error type and exit code.
+                error = (
+                    type(refused)(f"{target.label}: {problem}", hint=refused.hint)
+                    if isinstance(refused, VerificationError)
+                    else DeployError(f"{target.label}: {problem}")
+                )
                 result = _skipped(target, bundle, device, 0)
                 result = replace(result, status="failed", reason=error.message, error=error)
                 if progress is not None:

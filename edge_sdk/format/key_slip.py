@@ -231,6 +231,19 @@ def parse_key_slip(raw: bytes | bytearray | memoryview) -> KeySlip:
     return slip
 
 
+def check_slip_signatures(slip: KeySlip, trust: TrustStore) -> None:
+    """Step 3 of a slip's checks: its signatures against the pinned trust store (the same one as
+    the bundle's). A slip signed by a key that is not a trusted publisher is refused here, as a
+    :class:`~edge_sdk.errors.SignatureError` (exit 21) wherever it is checked — load, run,
+    verify, deploy, the agent.
+
+    Raises:
+        SignatureError, RevokedKeyError: the signatures do not satisfy the trust store.
+    """
+    verify_signatures(slip.body, slip.signatures, trust, payload_type=SLIP_PAYLOAD_TYPE,
+                      what="the key slip")  # fmt: skip
+
+
 def verify_key_slip(
     raw: bytes | bytearray | memoryview, bundle: Bundle, trust: TrustStore, device_key: PrivateKey
 ) -> RecipientEntry:
@@ -246,8 +259,7 @@ def verify_key_slip(
         KeySlipMismatchError: a genuine slip for another bundle (an older release) or device.
     """
     slip = parse_key_slip(raw)
-    verify_signatures(slip.body, slip.signatures, trust, payload_type=SLIP_PAYLOAD_TYPE,
-                      what="the key slip")  # fmt: skip
+    check_slip_signatures(slip, trust)
     manifest = bundle.manifest
     if slip.bundle_digest != bundle.digest:
         older = (
