@@ -278,6 +278,70 @@ def test_hostile_litertlm_headers_are_refused_when_packaging(
         assert not (tmp_path / "bad.edgepkg").exists(), what
 
 
+def _with_sections(plain: bytes, spans: dict[int, tuple[int, int]]) -> bytes:
+    """``plain`` with section ``i``'s begin/end offsets rewritten in its header."""
+    info = read_litertlm(plain)
+    data = bytearray(plain)
+    header_end = int.from_bytes(plain[24:32], "little")
+    for i, (begin, end) in spans.items():
+        old = info.sections[i]
+        # Each offset is a little-endian uint64 in the header; the fixture's are distinct.
+        for was, now in ((old.begin, begin), (old.end, end)):
+            at = bytes(data[:header_end]).index(was.to_bytes(8, "little"), 32)
+            data[at : at + 8] = now.to_bytes(8, "little")
+    return bytes(data)
+
+
+def test_litertlm_sections_that_overlap_or_are_empty_are_refused_when_packaging(
+    tiny_llm: Any, tmp_path: Path, keyset: KeySet
+) -> None:
+    """The engine refuses such a file only when it opens it, on the board, with a generic error:
+    the packager names the sections."""
+    from edge_sdk.host.packaging import PackageOptions, package_model
+    from edge_sdk.profiles import load_profile
+
+    plain = tiny_llm.path.read_bytes()
+    header_end = int.from_bytes(plain[24:32], "little")
+    [meta, tokenizer, weights] = read_litertlm(plain).sections
+    cases = {
+        "overlap a": ("sections overlap", {1: (tokenizer.begin, weights.begin + 10)}),
+        "overlap b": ("sections overlap", {0: (meta.begin, tokenizer.begin + 1)}),
+        "empty": ("is empty", {0: (meta.begin, meta.begin)}),
+        "past the end": ("outside the file", {2: (weights.begin, len(plain) + 1)}),
+        "in the header": ("outside the file", {0: (header_end - 8, meta.end)}),
+    }
+    for what, (message, spans) in cases.items():
+        path = tmp_path / "bad.litertlm"
+        path.write_bytes(_with_sections(plain, spans))
+        with pytest.raises(ModelInputError, match=message) as caught:
+            package_model(path, tmp_path / "bad.edgepkg", load_profile("x86_64"),
+                          PackageOptions(name="bad", version=1), [keyset.signer],
+                          [keyset.device.public])  # fmt: skip
+        assert caught.value.exit_code == 60 and "litert-lm-builder" in (caught.value.hint or "")
+        assert not (tmp_path / "bad.edgepkg").exists(), what
+
+
+def test_a_litertlm_too_large_for_the_board_is_refused_before_it_is_read(
+    tiny_llm: Any, tmp_path: Path, keyset: KeySet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The size is checked from the open file first: a model larger than the profile's RAM is
+    refused without reading it into the packager's memory."""
+    from edge_sdk.device import llm
+    from edge_sdk.errors import CompatibilityError
+    from edge_sdk.host.packaging import PackageOptions, package_model
+    from edge_sdk.profiles import load_profile
+
+    # The fixture is small and profiles have at least 64 MiB: the device's LLM cap stands in.
+    monkeypatch.setattr(llm, "MAX_LLM_BYTES", tiny_llm.size - 1)
+    # Reading the whole file, or parsing it, before the size check fails the test.
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail(f"read_bytes({self})"))
+    monkeypatch.setattr("edge_sdk.format.litertlm.read_litertlm", lambda *a: pytest.fail("read"))
+    with pytest.raises(CompatibilityError, match="more than x86_64 can open"):
+        package_model(tiny_llm.path, tmp_path / "big.edgepkg", load_profile("x86_64"),
+                      PackageOptions(name="big", version=1), [keyset.signer],
+                      [keyset.device.public])  # fmt: skip
+
+
 def test_doctor_says_where_llm_bundles_open(cli: Any) -> None:
     result = cli("doctor", "--json")
     checks = {c["name"]: c for c in result.json()["checks"]}
