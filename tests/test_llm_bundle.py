@@ -462,3 +462,110 @@ def test_a_runtime_dir_another_user_could_rename_in_is_not_used(
         assert llm.memory_dir() == str(shared)
     finally:
         shared.rmdir()
+
+
+def test_hostile_generation_inputs_are_typed_errors(
+    llm_bundle: Path, keyset: KeySet, tmp_path: Path, tiny_llm: Any
+) -> None:
+    """What a caller can pass that LiteRT-LM misreads or raises on: each is a typed error with
+    the value named, and the model generates as before afterwards."""
+    import litert_lm
+
+    from edge_sdk.errors import InferenceInputError, UsageError
+
+    with _open(llm_bundle, keyset, tmp_path / "state") as model:
+        assert model.context == tiny_llm.max_num_tokens == model.describe()["context"]
+        # Prompts: a lone surrogate (undecodable argv bytes) raised UnicodeEncodeError; a NUL
+        # ended the text the tokenizer saw (tokenize("beautiful\0better") was [37]).
+        for call in (model.generate, model.stream, model.tokenize):
+            with pytest.raises(InferenceInputError, match="lone surrogate"):
+                list(call("beautiful \udcff"))  # type: ignore[operator]
+            with pytest.raises(InferenceInputError, match="NUL"):
+                list(call("beautiful\0better"))  # type: ignore[operator]
+        with pytest.raises(InferenceInputError, match="must be a str"):
+            model.generate(b"beautiful")  # type: ignore[arg-type]
+        # A prompt longer than the context is refused up front, naming both lengths (the
+        # engine's own refusal was a generic "run_prefill failed").
+        with pytest.raises(InferenceInputError, match=r"is 201 tokens, .* context holds 128"):
+            model.generate("beautiful " * 200)
+        with model.chat(max_tokens=4) as chat, pytest.raises(InferenceInputError, match="128"):
+            list(chat.reply("beautiful " * 200))
+        # Token ids: out of the vocabulary raised RuntimeError; 2**40 silently became "<pad>".
+        for ids in ([-1], [tiny_llm.vocab_size], [2**40], [1.5], [True], "abc", 5):
+            with pytest.raises(InferenceInputError, match="token id"):
+                model.detokenize(ids)  # type: ignore[arg-type]
+        assert model.detokenize(model.tokenize(tiny_llm.prompt)).strip() == tiny_llm.prompt
+        # Sampling options: NaN generated nothing, max_tokens=10**12 wrapped to one token.
+        bad: list[dict[str, Any]] = [
+            {"max_tokens": 0}, {"max_tokens": 10**12}, {"max_tokens": True}, {"max_tokens": 2.0},
+            {"temperature": float("nan")}, {"temperature": float("inf")}, {"temperature": -1},
+            {"temperature": 1e9}, {"seed": -1}, {"seed": 2**40}, {"top_k": 0},
+            {"top_p": 0.0}, {"top_p": 1.5}, {"top_p": float("nan")}, {"temperature": "hot"},
+        ]  # fmt: skip
+        for options in bad:
+            [(option, _)] = options.items()
+            for call in (model.generate, model.stream):
+                with pytest.raises(UsageError, match=option):
+                    list(call(tiny_llm.prompt, **options))
+            with pytest.raises(UsageError, match=option):
+                model.chat(**options)
+        # conversation(): an unknown option was a TypeError, a bad sampler reached C.
+        with pytest.raises(UsageError, match="no option 'bogus'") as caught:
+            model.conversation(bogus=1)
+        assert "sampler_config" in (caught.value.hint or "")
+        for field, value in (("temperature", float("nan")), ("seed", 2**40)):
+            sampler = litert_lm.SamplerConfig(top_k=5, top_p=0.9, temperature=1.0, seed=0)
+            setattr(sampler, field, value)  # (its own __post_init__ checks top_k and top_p)
+            with pytest.raises(UsageError, match=field):
+                model.conversation(sampler_config=sampler)
+        with pytest.raises(UsageError, match="SamplerConfig"):
+            model.conversation(sampler_config={"top_k": 1})
+        with pytest.raises(UsageError, match="max_output_tokens"):
+            model.conversation(max_output_tokens=-5)
+        model.conversation(max_output_tokens=4).close()
+        # Still the same model: a sampled run with chosen top_k/top_p generates text.
+        assert model.generate(tiny_llm.prompt, max_tokens=4, temperature=0.7, top_k=5, top_p=0.9)
+
+
+def test_hostile_prompts_on_the_command_line_are_refused_before_loading(
+    cli: Any, key_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """``run --prompt $'\\xff'`` (bytes that are not UTF-8 reach Python as lone surrogates) was
+    a UnicodeEncodeError traceback; out-of-range options reached the engine. Refused before the
+    bundle is read (it does not even exist here)."""
+    import subprocess
+    import sys
+
+    absent = tmp_path / "absent.edgepkg"
+    common = ("--trust", key_files["signer.pub"], "--state-dir", tmp_path / "state")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_sdk", "run", os.fsencode(absent), "--prompt", b"\xff",
+         *(os.fsencode(a) for a in common)],
+        capture_output=True, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 72, done.stderr
+    assert b"lone surrogate" in done.stderr and b"Traceback" not in done.stderr
+    for options in (("--temperature", "nan"), ("--max-tokens", "0"), ("--top-p", "2"),
+                    ("--seed", "-1"), ("--max-tokens", str(10**12))):  # fmt: skip
+        result = cli("run", absent, "--prompt", "hi", *options, *common)
+        assert result.code == 2 and options[0].strip("-").replace("-", "_") in result.err
+    assert cli("run", absent, "--prompt", "a\0b", *common).code == 72
+    assert not (tmp_path / "state").exists()
+
+
+def test_chat_input_that_is_not_text_is_a_typed_error(
+    llm_bundle: Path, cli: Any, key_files: dict[str, Path], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    import io
+    import sys
+
+    common = ("--trust", key_files["signer.pub"], "--device-key", key_files["device"],
+              "--state-dir", tmp_path / "state", "--profile", "x86_64")  # fmt: skip
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"beautiful \xff\n")))
+    result = cli("chat", llm_bundle, *common)
+    assert result.code == 72 and "not text" in result.err and "Traceback" not in result.err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("beautiful " * 200 + "\n"))
+    result = cli("chat", llm_bundle, *common)
+    assert result.code == 72 and "context holds 128" in result.err
