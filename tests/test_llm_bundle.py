@@ -523,8 +523,29 @@ def test_hostile_generation_inputs_are_typed_errors(
         with pytest.raises(UsageError, match="max_output_tokens"):
             model.conversation(max_output_tokens=-5)
         model.conversation(max_output_tokens=4).close()
+        # Checked where the call is made, not at the first next() of the iterator.
+        with pytest.raises(UsageError, match="max_tokens"):
+            model.stream(tiny_llm.prompt, max_tokens=0)
+        with model.chat(max_tokens=4) as chat, pytest.raises(InferenceInputError, match="NUL"):
+            chat.reply("a\0b")
+        # A closed chat said "generation failed: Conversation is closed." (a BackendError).
+        chat = model.chat(max_tokens=4)
+        chat.close()
+        with pytest.raises(UsageError, match="chat is closed"):
+            chat.reply(tiny_llm.prompt)
         # Still the same model: a sampled run with chosen top_k/top_p generates text.
         assert model.generate(tiny_llm.prompt, max_tokens=4, temperature=0.7, top_k=5, top_p=0.9)
+
+
+def test_an_absurd_thread_count_is_refused(
+    llm_bundle: Path, keyset: KeySet, tmp_path: Path
+) -> None:
+    """Each engine thread is an OS thread: threads=10**6 was accepted (the cap was 2**20)."""
+    from edge_sdk.errors import UsageError
+
+    for threads in (0, 5000, 10**6, True):
+        with pytest.raises(UsageError, match="threads must be an integer from 1 to 1024"):
+            _open(llm_bundle, keyset, tmp_path / "state", threads=threads)
 
 
 def test_hostile_prompts_on_the_command_line_are_refused_before_loading(
