@@ -389,7 +389,8 @@ class ModelKindError(BackendError):
 
 
 class InferenceInputError(EdgeSDKError):
-    """An input given to predict() has the wrong name, shape or dtype; a prompt that is not text or does not fit the context; token ids outside the vocabulary."""
+    """An input given to predict() has the wrong name, shape or dtype; a prompt that is not
+    text or does not fit the context; token ids outside the vocabulary."""
 
     exit_code = 72
     kind = "input"
