@@ -570,7 +570,7 @@ def test_hostile_prompts_on_the_command_line_are_refused_before_loading(
     for options in (("--temperature", "nan"), ("--max-tokens", "0"), ("--top-p", "2"),
                     ("--seed", "-1"), ("--max-tokens", str(10**12))):  # fmt: skip
         result = cli("run", absent, "--prompt", "hi", *options, *common)
-        assert result.code == 2 and options[0].strip("-").replace("-", "_") in result.err
+        assert result.code == 2 and f"{options[0]} must be" in result.err, result.err
     assert cli("run", absent, "--prompt", "a\0b", *common).code == 72
     assert not (tmp_path / "state").exists()
 

@@ -42,8 +42,17 @@ def check_generation_options(prompt: str | None = None, **sampling: Any) -> None
     """The library's own checks of a prompt and the sampling options, before the bundle is
     opened (verifying and decrypting a model of gigabytes, for a typo, would waste minutes)."""
     from edge_sdk.device.llm import check_prompt, check_sampling
+    from edge_sdk.errors import UsageError
 
-    check_sampling(**sampling)
+    try:
+        check_sampling(**sampling)
+    except UsageError as exc:
+        # The library names its parameter (max_tokens); here the user typed --max-tokens.
+        option = exc.message.split(" ", 1)[0]
+        flag = "--" + option.replace("_", "-")
+        raise UsageError(
+            exc.message.replace(option, flag), hint=(exc.hint or "").replace(option, flag)
+        ) from None
     if prompt is not None:
         check_prompt(prompt)
 
