@@ -590,3 +590,13 @@ def test_chat_input_that_is_not_text_is_a_typed_error(
     monkeypatch.setattr(sys, "stdin", io.StringIO("beautiful " * 200 + "\n"))
     result = cli("chat", llm_bundle, *common)
     assert result.code == 72 and "context holds 128" in result.err
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    # At a terminal, a prompt that does not fit is said, and the chat goes on.
+    monkeypatch.setattr(sys, "stdin", Terminal("beautiful " * 200 + "\nbeautiful is\n"))
+    result = cli("chat", llm_bundle, "--max-tokens", 4, *common)
+    assert result.code == 0, result.err
+    assert "context holds 128" in result.err and len(result.out.split()) == 4

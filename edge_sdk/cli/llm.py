@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
+from edge_sdk.errors import InferenceInputError
+
 from ._common import (
     AllowUnencryptedOpt,
     DeviceKeyOpt,
@@ -23,6 +25,7 @@ from ._common import (
     load_private,
     safe,
     say,
+    warn,
 )
 
 MaxTokensOpt = Annotated[int, typer.Option(help="Most tokens to generate per reply.")]
@@ -150,8 +153,16 @@ def chat(
             prompt = line.strip()
             if not line or not prompt or prompt == "exit":
                 return
-            stream_reply(
-                conversation.reply(prompt)
-                if conversation is not None
-                else model.stream(prompt, **sampling)
-            )
+            try:
+                pieces = (
+                    conversation.reply(prompt)
+                    if conversation is not None
+                    else model.stream(prompt, **sampling)
+                )
+            except InferenceInputError as exc:
+                if not interactive:
+                    raise  # a script gets the exit code
+                # At a terminal, a prompt too long (or not text) does not end the conversation.
+                warn(exc.diagnostics())
+                continue
+            stream_reply(pieces)
