@@ -495,6 +495,10 @@ def test_hostile_generation_inputs_are_typed_errors(
             with pytest.raises(InferenceInputError, match="token id"):
                 model.detokenize(ids)  # type: ignore[arg-type]
         assert model.detokenize(model.tokenize(tiny_llm.prompt)).strip() == tiny_llm.prompt
+        import numpy as np
+
+        ids = model.tokenize(tiny_llm.prompt)
+        assert model.detokenize(np.array(ids)) == model.detokenize(tuple(ids))  # numpy ints are ids
         # Sampling options: NaN generated nothing, max_tokens=10**12 wrapped to one token.
         bad: list[dict[str, Any]] = [
             {"max_tokens": 0}, {"max_tokens": 10**12}, {"max_tokens": True}, {"max_tokens": 2.0},

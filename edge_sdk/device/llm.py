@@ -25,13 +25,15 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import itertools
 import logging
 import math
+import operator
 import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -485,7 +487,7 @@ class LanguageModel:
             raise BackendError(f"cannot tokenize: {_first_line(exc)}") from None
         return ids
 
-    def detokenize(self, ids: Sequence[int]) -> str:
+    def detokenize(self, ids: Iterable[int]) -> str:
         """The text of token ids by the model's own tokenizer.
 
         Raises:
@@ -493,24 +495,26 @@ class LanguageModel:
                 or ids whose bytes are not UTF-8 text (a character cut between ids).
         """
         self._check_open()
-        if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
+        if isinstance(ids, (str, bytes, bytearray)) or not isinstance(ids, Iterable):
             raise InferenceInputError(f"token ids must be a sequence of ints, got {excerpt(ids)}")
-        if len(ids) > MAX_OUTPUT_TOKENS:
-            raise InferenceInputError(
-                f"{len(ids):,} token ids, more than the {MAX_OUTPUT_TOKENS:,} accepted"
-            )
-        for i, token in enumerate(ids):
-            # LiteRT-LM passes ids as 32-bit ints: 2**32 would silently become 0.
-            if (
-                not isinstance(token, int)
-                or isinstance(token, bool)
-                or not 0 <= token <= _INT32_MAX
-            ):
+        given = list(itertools.islice(ids, MAX_OUTPUT_TOKENS + 1))
+        if len(given) > MAX_OUTPUT_TOKENS:
+            raise InferenceInputError(f"more than the {MAX_OUTPUT_TOKENS:,} token ids accepted")
+        values: list[int] = []
+        for i, token in enumerate(given):
+            # LiteRT-LM passes ids as 32-bit ints: 2**32 would silently become 0. numpy
+            # integers are integers (operator.index); floats and bools are not ids.
+            try:
+                value = operator.index(token) if not isinstance(token, bool) else -1
+            except TypeError:
+                value = -1
+            if not 0 <= value <= _INT32_MAX:
                 raise InferenceInputError(
                     f"token id {i} is {excerpt(token)}, not an integer from 0 to {_INT32_MAX}"
                 )
+            values.append(value)
         try:
-            text: str = self._engine.detokenize(list(ids))
+            text: str = self._engine.detokenize(values)
         except RuntimeError:
             raise InferenceInputError(
                 "the token ids are not all in the model's vocabulary (LiteRT-LM's log names "
