@@ -12,6 +12,7 @@ The exit codes are part of the public contract and are listed in the README.
 from __future__ import annotations
 
 import reprlib
+import unicodedata
 
 #: The longest message (and hint) an error carries. Messages go to terminals, JSON output and
 #: the device's audit log; a value copied from a hostile file must not make any of them large.
@@ -21,30 +22,30 @@ _REPR = reprlib.Repr()
 _REPR.maxstring = _REPR.maxother = _REPR.maxlong = 60
 _REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
 _REPR.maxlevel = 2
-# C0 and C1 controls, DEL and the Unicode line/paragraph separators: nothing from a file may
-# move the cursor, start an escape sequence or fake a new line in a log.
-_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(32), *range(127, 160)]}
-# Line separators, bidirectional overrides and isolates (they reorder what a reader sees), and
-# lone surrogates (undecodable bytes in a file name) are written out too.
-_ESCAPES.update(
-    {
-        c: f"\\u{c:04x}"
-        for c in (
-            0x200E,
-            0x200F,
-            0x2028,
-            0x2029,
-            *range(0x202A, 0x202F),
-            *range(0x2066, 0x206A),
-            *range(0xD800, 0xE000),
-        )
-    }
-)
+# What is escaped, by Unicode category: controls (Cc: C0, C1, DEL), format characters (Cf:
+# bidirectional overrides and isolates, U+061C, zero-width spaces and joiners, U+FEFF, tag
+# characters — they reorder or hide what a reader sees), private use (Co), lone surrogates (Cs:
+# undecodable bytes in a file name), unassigned code points (Cn: a newer terminal may give them a
+# meaning) and the line/paragraph separators (Zl, Zp: a faked new line in a log). Nothing from a
+# file may move the cursor, start an escape sequence or show other text than it holds.
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"})
+
+
+def _escape_char(char: str) -> str:
+    if char.isprintable() or unicodedata.category(char) not in _ESCAPED_CATEGORIES:
+        return char  # printable, or a space separator (Zs) other than U+0020
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def escape_text(text: str) -> str:
-    """``text`` with control characters written as escapes (safe for terminals and logs)."""
-    return text.translate(_ESCAPES)
+    """``text`` with control and invisible format characters written as escapes (safe for
+    terminals and logs)."""
+    if text.isprintable():  # the common case, in C: no character to escape
+        return text
+    return "".join(map(_escape_char, text))
 
 
 def excerpt(value: object, limit: int = 80) -> str:
@@ -388,7 +389,8 @@ class ModelKindError(BackendError):
 
 
 class InferenceInputError(EdgeSDKError):
-    """An input given to predict() has the wrong name, shape or dtype."""
+    """An input given to predict() has the wrong name, shape or dtype; a prompt that is not
+    text or does not fit the context; token ids outside the vocabulary."""
 
     exit_code = 72
     kind = "input"

@@ -73,3 +73,27 @@ def test_inspect_survives_crafted_reports(
     assert result.code == 0, result.err
     assert "500 fields: " in result.out  # a long report is summarised, not cut mid-token
     assert cli("inspect", path, "--json").code == 0
+
+
+def test_safe_escapes_every_invisible_and_reordering_character() -> None:
+    """Every Cc, Cf, Co, Cs, Zl and Zp character is written out (U+061C, U+FEFF and U+200B were
+    shown raw: a model's reply or a file name could hide or reorder text with them); printable
+    text, non-ASCII letters and emoji stay as they are; newlines survive only when asked for."""
+    import sys
+    import unicodedata
+
+    from edge_sdk.cli._common import safe
+
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        category = unicodedata.category(char)
+        shown = safe(char)
+        if category in ("Cc", "Cf", "Co", "Cs", "Zl", "Zp", "Cn"):
+            assert shown.startswith("\\") and shown.isascii() and shown.isprintable(), hex(code)
+        elif category not in ("Zs",):
+            assert shown == char, hex(code)
+    assert safe("\u061cA\ufeffB\u200bC\u2066D\U000e0041") == (
+        "\\u061cA\\ufeffB\\u200bC\\u2066D\\U000e0041"
+    )
+    assert safe("déjà vu 日本 🙂\u00a0x") == "déjà vu 日本 🙂\u00a0x"
+    assert safe("a\nb\u2029c", keep_newlines=True) == "a\nb\\u2029c"

@@ -278,6 +278,70 @@ def test_hostile_litertlm_headers_are_refused_when_packaging(
         assert not (tmp_path / "bad.edgepkg").exists(), what
 
 
+def _with_sections(plain: bytes, spans: dict[int, tuple[int, int]]) -> bytes:
+    """``plain`` with section ``i``'s begin/end offsets rewritten in its header."""
+    info = read_litertlm(plain)
+    data = bytearray(plain)
+    header_end = int.from_bytes(plain[24:32], "little")
+    for i, (begin, end) in spans.items():
+        old = info.sections[i]
+        # Each offset is a little-endian uint64 in the header; the fixture's are distinct.
+        for was, now in ((old.begin, begin), (old.end, end)):
+            at = bytes(data[:header_end]).index(was.to_bytes(8, "little"), 32)
+            data[at : at + 8] = now.to_bytes(8, "little")
+    return bytes(data)
+
+
+def test_litertlm_sections_that_overlap_or_are_empty_are_refused_when_packaging(
+    tiny_llm: Any, tmp_path: Path, keyset: KeySet
+) -> None:
+    """The engine refuses such a file only when it opens it, on the board, with a generic error:
+    the packager names the sections."""
+    from edge_sdk.host.packaging import PackageOptions, package_model
+    from edge_sdk.profiles import load_profile
+
+    plain = tiny_llm.path.read_bytes()
+    header_end = int.from_bytes(plain[24:32], "little")
+    [meta, tokenizer, weights] = read_litertlm(plain).sections
+    cases = {
+        "overlap a": ("sections overlap", {1: (tokenizer.begin, weights.begin + 10)}),
+        "overlap b": ("sections overlap", {0: (meta.begin, tokenizer.begin + 1)}),
+        "empty": ("is empty", {0: (meta.begin, meta.begin)}),
+        "past the end": ("outside the file", {2: (weights.begin, len(plain) + 1)}),
+        "in the header": ("outside the file", {0: (header_end - 8, meta.end)}),
+    }
+    for what, (message, spans) in cases.items():
+        path = tmp_path / "bad.litertlm"
+        path.write_bytes(_with_sections(plain, spans))
+        with pytest.raises(ModelInputError, match=message) as caught:
+            package_model(path, tmp_path / "bad.edgepkg", load_profile("x86_64"),
+                          PackageOptions(name="bad", version=1), [keyset.signer],
+                          [keyset.device.public])  # fmt: skip
+        assert caught.value.exit_code == 60 and "litert-lm-builder" in (caught.value.hint or "")
+        assert not (tmp_path / "bad.edgepkg").exists(), what
+
+
+def test_a_litertlm_too_large_for_the_board_is_refused_before_it_is_read(
+    tiny_llm: Any, tmp_path: Path, keyset: KeySet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The size is checked from the open file first: a model larger than the profile's RAM is
+    refused without reading it into the packager's memory."""
+    from edge_sdk.device import llm
+    from edge_sdk.errors import CompatibilityError
+    from edge_sdk.host.packaging import PackageOptions, package_model
+    from edge_sdk.profiles import load_profile
+
+    # The fixture is small and profiles have at least 64 MiB: the device's LLM cap stands in.
+    monkeypatch.setattr(llm, "MAX_LLM_BYTES", tiny_llm.size - 1)
+    # Reading the whole file, or parsing it, before the size check fails the test.
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail(f"read_bytes({self})"))
+    monkeypatch.setattr("edge_sdk.format.litertlm.read_litertlm", lambda *a: pytest.fail("read"))
+    with pytest.raises(CompatibilityError, match="more than x86_64 can open"):
+        package_model(tiny_llm.path, tmp_path / "big.edgepkg", load_profile("x86_64"),
+                      PackageOptions(name="big", version=1), [keyset.signer],
+                      [keyset.device.public])  # fmt: skip
+
+
 def test_doctor_says_where_llm_bundles_open(cli: Any) -> None:
     result = cli("doctor", "--json")
     checks = {c["name"]: c for c in result.json()["checks"]}
@@ -398,3 +462,145 @@ def test_a_runtime_dir_another_user_could_rename_in_is_not_used(
         assert llm.memory_dir() == str(shared)
     finally:
         shared.rmdir()
+
+
+def test_hostile_generation_inputs_are_typed_errors(
+    llm_bundle: Path, keyset: KeySet, tmp_path: Path, tiny_llm: Any
+) -> None:
+    """What a caller can pass that LiteRT-LM misreads or raises on: each is a typed error with
+    the value named, and the model generates as before afterwards."""
+    import litert_lm
+
+    from edge_sdk.errors import InferenceInputError, UsageError
+
+    with _open(llm_bundle, keyset, tmp_path / "state") as model:
+        assert model.context == tiny_llm.max_num_tokens == model.describe()["context"]
+        # Prompts: a lone surrogate (undecodable argv bytes) raised UnicodeEncodeError; a NUL
+        # ended the text the tokenizer saw (tokenize("beautiful\0better") was [37]).
+        for call in (model.generate, model.stream, model.tokenize):
+            with pytest.raises(InferenceInputError, match="lone surrogate"):
+                list(call("beautiful \udcff"))  # type: ignore[operator]
+            with pytest.raises(InferenceInputError, match="NUL"):
+                list(call("beautiful\0better"))  # type: ignore[operator]
+        with pytest.raises(InferenceInputError, match="must be a str"):
+            model.generate(b"beautiful")  # type: ignore[arg-type]
+        # A prompt longer than the context is refused up front, naming both lengths (the
+        # engine's own refusal was a generic "run_prefill failed").
+        with pytest.raises(InferenceInputError, match=r"is 201 tokens, .* context holds 128"):
+            model.generate("beautiful " * 200)
+        with model.chat(max_tokens=4) as chat, pytest.raises(InferenceInputError, match="128"):
+            list(chat.reply("beautiful " * 200))
+        # Token ids: out of the vocabulary raised RuntimeError; 2**40 silently became "<pad>".
+        for ids in ([-1], [tiny_llm.vocab_size], [2**40], [1.5], [True], "abc", 5):
+            with pytest.raises(InferenceInputError, match="token id"):
+                model.detokenize(ids)  # type: ignore[arg-type]
+        assert model.detokenize(model.tokenize(tiny_llm.prompt)).strip() == tiny_llm.prompt
+        import numpy as np
+
+        ids = model.tokenize(tiny_llm.prompt)
+        assert model.detokenize(np.array(ids)) == model.detokenize(tuple(ids))  # numpy ints are ids
+        # Sampling options: NaN generated nothing, max_tokens=10**12 wrapped to one token.
+        bad: list[dict[str, Any]] = [
+            {"max_tokens": 0}, {"max_tokens": 10**12}, {"max_tokens": True}, {"max_tokens": 2.0},
+            {"temperature": float("nan")}, {"temperature": float("inf")}, {"temperature": -1},
+            {"temperature": 1e9}, {"seed": -1}, {"seed": 2**40}, {"top_k": 0},
+            {"top_p": 0.0}, {"top_p": 1.5}, {"top_p": float("nan")}, {"temperature": "hot"},
+        ]  # fmt: skip
+        for options in bad:
+            [(option, _)] = options.items()
+            for call in (model.generate, model.stream):
+                with pytest.raises(UsageError, match=option):
+                    list(call(tiny_llm.prompt, **options))
+            with pytest.raises(UsageError, match=option):
+                model.chat(**options)
+        # conversation(): an unknown option was a TypeError, a bad sampler reached C.
+        with pytest.raises(UsageError, match="no option 'bogus'") as caught:
+            model.conversation(bogus=1)
+        assert "sampler_config" in (caught.value.hint or "")
+        for field, value in (("temperature", float("nan")), ("seed", 2**40)):
+            sampler = litert_lm.SamplerConfig(top_k=5, top_p=0.9, temperature=1.0, seed=0)
+            setattr(sampler, field, value)  # (its own __post_init__ checks top_k and top_p)
+            with pytest.raises(UsageError, match=field):
+                model.conversation(sampler_config=sampler)
+        with pytest.raises(UsageError, match="SamplerConfig"):
+            model.conversation(sampler_config={"top_k": 1})
+        with pytest.raises(UsageError, match="max_output_tokens"):
+            model.conversation(max_output_tokens=-5)
+        model.conversation(max_output_tokens=4).close()
+        # Checked where the call is made, not at the first next() of the iterator.
+        with pytest.raises(UsageError, match="max_tokens"):
+            model.stream(tiny_llm.prompt, max_tokens=0)
+        with model.chat(max_tokens=4) as chat, pytest.raises(InferenceInputError, match="NUL"):
+            chat.reply("a\0b")
+        # A closed chat said "generation failed: Conversation is closed." (a BackendError).
+        chat = model.chat(max_tokens=4)
+        chat.close()
+        with pytest.raises(UsageError, match="chat is closed"):
+            chat.reply(tiny_llm.prompt)
+        # Still the same model: a sampled run with chosen top_k/top_p generates text.
+        assert model.generate(tiny_llm.prompt, max_tokens=4, temperature=0.7, top_k=5, top_p=0.9)
+
+
+def test_an_absurd_thread_count_is_refused(
+    llm_bundle: Path, keyset: KeySet, tmp_path: Path
+) -> None:
+    """Each engine thread is an OS thread: threads=10**6 was accepted (the cap was 2**20)."""
+    from edge_sdk.errors import UsageError
+
+    for threads in (0, 5000, 10**6, True):
+        with pytest.raises(UsageError, match="threads must be an integer from 1 to 1024"):
+            _open(llm_bundle, keyset, tmp_path / "state", threads=threads)
+
+
+def test_hostile_prompts_on_the_command_line_are_refused_before_loading(
+    cli: Any, key_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """``run --prompt $'\\xff'`` (bytes that are not UTF-8 reach Python as lone surrogates) was
+    a UnicodeEncodeError traceback; out-of-range options reached the engine. Refused before the
+    bundle is read (it does not even exist here)."""
+    import subprocess
+    import sys
+
+    absent = tmp_path / "absent.edgepkg"
+    common = ("--trust", key_files["signer.pub"], "--state-dir", tmp_path / "state")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_sdk", "run", os.fsencode(absent), "--prompt", b"\xff",
+         *(os.fsencode(a) for a in common)],
+        capture_output=True, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 72, done.stderr
+    assert b"lone surrogate" in done.stderr and b"Traceback" not in done.stderr
+    for options in (("--temperature", "nan"), ("--max-tokens", "0"), ("--top-p", "2"),
+                    ("--seed", "-1"), ("--max-tokens", str(10**12))):  # fmt: skip
+        result = cli("run", absent, "--prompt", "hi", *options, *common)
+        assert result.code == 2 and f"{options[0]} must be" in result.err, result.err
+    assert cli("run", absent, "--prompt", "a\0b", *common).code == 72
+    assert not (tmp_path / "state").exists()
+
+
+def test_chat_input_that_is_not_text_is_a_typed_error(
+    llm_bundle: Path, cli: Any, key_files: dict[str, Path], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    import io
+    import sys
+
+    common = ("--trust", key_files["signer.pub"], "--device-key", key_files["device"],
+              "--state-dir", tmp_path / "state", "--profile", "x86_64")  # fmt: skip
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"beautiful \xff\n")))
+    result = cli("chat", llm_bundle, *common)
+    assert result.code == 72 and "not text" in result.err and "Traceback" not in result.err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("beautiful " * 200 + "\n"))
+    result = cli("chat", llm_bundle, *common)
+    assert result.code == 72 and "context holds 128" in result.err
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    # At a terminal, a prompt that does not fit is said, and the chat goes on.
+    monkeypatch.setattr(sys, "stdin", Terminal("beautiful " * 200 + "\nbeautiful is\n"))
+    result = cli("chat", llm_bundle, "--max-tokens", 4, *common)
+    assert result.code == 0, result.err
+    assert "context holds 128" in result.err and len(result.out.split()) == 4

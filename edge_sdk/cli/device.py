@@ -26,7 +26,16 @@ from ._common import (
     say,
     table,
 )
-from .llm import MaxTokensOpt, TemperatureOpt, load_llm_bundle, stream_reply
+from .llm import (
+    MaxTokensOpt,
+    SeedOpt,
+    TemperatureOpt,
+    TopKOpt,
+    TopPOpt,
+    check_generation_options,
+    load_llm_bundle,
+    stream_reply,
+)
 
 
 def _device_load(bundle: Path, trust: list[Path], device_key: str | None, **options: Any) -> Any:
@@ -94,6 +103,9 @@ def run(
     ] = None,
     max_tokens: MaxTokensOpt = 256,
     temperature: TemperatureOpt = 0.0,
+    top_k: TopKOpt = None,
+    top_p: TopPOpt = None,
+    seed: SeedOpt = 0,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write outputs to this .npz")
     ] = None,
@@ -130,9 +142,12 @@ def run(
     if prompt is not None:
         if output is not None or raw or signature is not None:
             raise UsageError("--output, --raw and --signature are for --input, not --prompt")
+        sampling: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature,
+                                    "seed": seed, "top_k": top_k, "top_p": top_p}  # fmt: skip
+        check_generation_options(prompt, **sampling)
         _generate(bundle, trust, device_key, prompt, as_json=as_json, slip=slip, profile=profile,
-                  state_dir=state_dir, threads=threads, max_tokens=max_tokens,
-                  temperature=temperature, allow_target_mismatch=allow_target_mismatch,
+                  state_dir=state_dir, threads=threads, sampling=sampling,
+                  allow_target_mismatch=allow_target_mismatch,
                   expected_name=expected_name,
                   require_encryption=False if allow_unencrypted else None)  # fmt: skip
         return
@@ -217,18 +232,17 @@ def _generate(
     prompt: str,
     *,
     as_json: bool,
-    max_tokens: int,
-    temperature: float,
+    sampling: dict[str, Any],
     **options: Any,
 ) -> None:
     with load_llm_bundle(bundle, trust, device_key, **options) as model:
         if as_json:
-            text = model.generate(prompt, max_tokens=max_tokens, temperature=temperature)
+            text = model.generate(prompt, **sampling)
             print_json({"name": model.manifest.name, "version": model.manifest.version,
                         **model.describe(), "prompt": prompt, "text": text})  # fmt: skip
             return
         say(f"{model!r}", stderr=True)
-        stream_reply(model.stream(prompt, max_tokens=max_tokens, temperature=temperature))
+        stream_reply(model.stream(prompt, **sampling))
 
 
 @app.command()

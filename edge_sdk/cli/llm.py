@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
+from edge_sdk.errors import InferenceInputError
+
 from ._common import (
     AllowUnencryptedOpt,
     DeviceKeyOpt,
@@ -23,12 +25,59 @@ from ._common import (
     load_private,
     safe,
     say,
+    warn,
 )
 
 MaxTokensOpt = Annotated[int, typer.Option(help="Most tokens to generate per reply.")]
 TemperatureOpt = Annotated[
     float, typer.Option(help="Sampling temperature; 0 is greedy (the same text every run).")
 ]
+TopKOpt = Annotated[
+    int | None, typer.Option(help="With --temperature > 0: sample from the K likeliest tokens.")
+]
+TopPOpt = Annotated[
+    float | None, typer.Option(help="With --temperature > 0: nucleus probability, in (0, 1].")
+]
+SeedOpt = Annotated[int, typer.Option(help="Sampling seed (0 to 2**31-1).")]
+
+
+def check_generation_options(prompt: str | None = None, **sampling: Any) -> None:
+    """The library's own checks of a prompt and the sampling options, before the bundle is
+    opened (verifying and decrypting a model of gigabytes, for a typo, would waste minutes)."""
+    from edge_sdk.device.llm import check_prompt, check_sampling
+    from edge_sdk.errors import UsageError
+
+    try:
+        check_sampling(**sampling)
+    except UsageError as exc:
+        # The library names its parameter (max_tokens); here the user typed --max-tokens.
+        option = exc.message.split(" ", 1)[0]
+        flag = "--" + option.replace("_", "-")
+        raise UsageError(
+            exc.message.replace(option, flag), hint=(exc.hint or "").replace(option, flag)
+        ) from None
+    if prompt is not None:
+        check_prompt(prompt)
+
+
+def read_prompt_line() -> str:
+    """One line of stdin, bounded; a line that is not text is a typed error, not a traceback."""
+    from edge_sdk.device.llm import MAX_PROMPT_CHARS
+    from edge_sdk.errors import InferenceInputError
+
+    try:
+        line = sys.stdin.readline(MAX_PROMPT_CHARS + 1)
+    except UnicodeDecodeError as exc:
+        raise InferenceInputError(
+            f"a line of input is not text in {exc.encoding}: byte {exc.start} is "
+            f"0x{exc.object[exc.start]:02x}",
+            hint="give prompts as UTF-8 text (check the terminal's or the file's encoding)",
+        ) from None
+    if len(line) > MAX_PROMPT_CHARS:
+        raise InferenceInputError(
+            f"a line of input is longer than the {MAX_PROMPT_CHARS:,} characters a prompt may hold"
+        )
+    return line
 
 
 def load_llm_bundle(bundle: Path, trust: list[Path], device_key: str | None, **options: Any) -> Any:
@@ -67,6 +116,9 @@ def chat(
     threads: Annotated[int | None, typer.Option(help="Engine threads (default: profile).")] = None,
     max_tokens: MaxTokensOpt = 256,
     temperature: TemperatureOpt = 0.0,
+    top_k: TopKOpt = None,
+    top_p: TopPOpt = None,
+    seed: SeedOpt = 0,
     template: Annotated[
         bool, typer.Option(help="Wrap each prompt in the model's own chat template.")
     ] = True,
@@ -80,16 +132,15 @@ def chat(
     chat template; ``--no-template`` sends each line as a bare prompt, without memory). An empty
     line, ``exit`` or end of input stops.
     """
+    sampling: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature,
+                                "seed": seed, "top_k": top_k, "top_p": top_p}  # fmt: skip
+    check_generation_options(**sampling)
     with load_llm_bundle(
         bundle, trust, device_key, slip=slip, profile=profile, state_dir=state_dir,
         threads=threads, allow_target_mismatch=allow_target_mismatch,
         expected_name=expected_name, require_encryption=False if allow_unencrypted else None,
     ) as model, contextlib.ExitStack() as turns:  # fmt: skip
-        conversation = (
-            turns.enter_context(model.chat(max_tokens=max_tokens, temperature=temperature))
-            if template
-            else None
-        )
+        conversation = turns.enter_context(model.chat(**sampling)) if template else None
         interactive = sys.stdin.isatty()
         say(f"{model!r}", stderr=True)
         if interactive:
@@ -98,12 +149,20 @@ def chat(
             if interactive:
                 sys.stderr.write("> ")
                 sys.stderr.flush()
-            line = sys.stdin.readline()
+            line = read_prompt_line()
             prompt = line.strip()
             if not line or not prompt or prompt == "exit":
                 return
-            stream_reply(
-                conversation.reply(prompt)
-                if conversation is not None
-                else model.stream(prompt, max_tokens=max_tokens, temperature=temperature)
-            )
+            try:
+                pieces = (
+                    conversation.reply(prompt)
+                    if conversation is not None
+                    else model.stream(prompt, **sampling)
+                )
+            except InferenceInputError as exc:
+                if not interactive:
+                    raise  # a script gets the exit code
+                # At a terminal, a prompt too long (or not text) does not end the conversation.
+                warn(exc.diagnostics())
+                continue
+            stream_reply(pieces)

@@ -24,12 +24,16 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
+import itertools
 import logging
+import math
+import operator
 import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +42,9 @@ from edge_sdk.errors import (
     AuditLogError,
     BackendError,
     EdgeSDKError,
+    InferenceInputError,
     UsageError,
+    excerpt,
     install_hint,
 )
 from edge_sdk.format.bundle import DEFAULT_LIMITS, Bundle, Limits
@@ -60,6 +66,110 @@ DEFAULT_MAX_TOKENS = 256
 MAX_LLM_BYTES = 16 * 1024**3
 #: Tell LiteRT-LM not to write its XNNPACK weight cache (repacked plaintext weights) to disk.
 NO_CACHE = ":nocache"
+
+# -- what a caller may pass ---------------------------------------------------------------------
+# LiteRT-LM hands these to C as 32-bit ints and floats without checking them: a seed or a token
+# count past 2**31 wraps silently (max_tokens=10**12 generated one token), a NaN temperature
+# generates nothing, a lone surrogate raises UnicodeEncodeError, a NUL ends the text its tokenizer
+# sees. Every one is checked here, in the public API, and the CLI calls the same checks.
+
+#: The longest prompt (characters) accepted: a bound on the work done before the context check.
+MAX_PROMPT_CHARS = 1 << 20
+#: The most tokens one call may generate (and the most ids :meth:`LanguageModel.detokenize` takes).
+MAX_OUTPUT_TOKENS = 1 << 20
+#: Above this temperature sampling is uniform noise; a larger value is a mistake, not a choice.
+MAX_TEMPERATURE = 100.0
+#: top_k of the sampler when ``temperature`` > 0 and the caller does not choose one.
+DEFAULT_TOP_K = 40
+DEFAULT_TOP_P = 0.95
+_INT32_MAX = 2**31 - 1
+#: The most engine threads accepted (each is an OS thread; no board has more cores).
+MAX_THREADS = 1024
+
+
+def _integer(option: str, value: object, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise UsageError(
+            f"{option} must be an integer from {low} to {high}, got {excerpt(value)}",
+            hint=f"pass {option} as a whole number in that range",
+        )
+    return value
+
+
+def _real(option: str, value: object, low: float, high: float, *, low_open: bool = False) -> float:
+    number = (
+        float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    )
+    if (
+        number is None
+        or not math.isfinite(number)
+        or not (low < number if low_open else low <= number)
+        or number > high
+    ):
+        bound = f"{'above' if low_open else 'from'} {low:g} {'up ' if low_open else ''}to {high:g}"
+        raise UsageError(
+            f"{option} must be a finite number {bound}, got {excerpt(value)}",
+            hint=f"pass {option} as a number in that range (not nan or inf)",
+        )
+    return number
+
+
+def check_sampling(
+    *,
+    max_tokens: object = DEFAULT_MAX_TOKENS,
+    temperature: object = 0.0,
+    seed: object = 0,
+    top_k: object = None,
+    top_p: object = None,
+) -> None:
+    """Refuse generation options LiteRT-LM would misread (see above).
+
+    Raises:
+        UsageError: ``max_tokens`` not 1..:data:`MAX_OUTPUT_TOKENS`, ``temperature`` not a
+            finite 0..:data:`MAX_TEMPERATURE`, ``seed`` not 0..2**31-1, ``top_k`` not
+            1..:data:`MAX_OUTPUT_TOKENS`, ``top_p`` not in (0, 1].
+    """
+    _integer("max_tokens", max_tokens, 1, MAX_OUTPUT_TOKENS)
+    _real("temperature", temperature, 0.0, MAX_TEMPERATURE)
+    _integer("seed", seed, 0, _INT32_MAX)
+    if top_k is not None:
+        _integer("top_k", top_k, 1, MAX_OUTPUT_TOKENS)
+    if top_p is not None:
+        _real("top_p", top_p, 0.0, 1.0, low_open=True)
+
+
+def check_prompt(text: object, what: str = "prompt") -> str:
+    """``text`` if the engine can take it as it is: a ``str`` of at most
+    :data:`MAX_PROMPT_CHARS` characters that encodes as UTF-8 and holds no NUL.
+
+    Raises:
+        InferenceInputError: another type, too long, a lone surrogate (undecodable bytes from a
+            command line or a file read with ``surrogateescape``), or a NUL character.
+    """
+    if not isinstance(text, str):
+        raise InferenceInputError(f"the {what} must be a str, got {type(text).__name__}")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise InferenceInputError(
+            f"the {what} is {len(text):,} characters, more than the {MAX_PROMPT_CHARS:,} accepted",
+            hint="shorten it: a model's context holds far fewer tokens than that",
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InferenceInputError(
+            f"the {what} is not valid text: character {exc.start} is "
+            f"{excerpt(text[exc.start : exc.start + 1])}, which has no UTF-8 form (a lone "
+            "surrogate: bytes that were not UTF-8, kept undecoded)",
+            hint="give the prompt as UTF-8 text (check the terminal's or the file's encoding)",
+        ) from None
+    nul = text.find("\0")
+    if nul >= 0:
+        raise InferenceInputError(
+            f"the {what} holds a NUL character (at {nul}): LiteRT-LM's tokenizer would end the "
+            "text there",
+            hint="remove the NUL characters",
+        )
+    return text
 
 
 def import_litert_lm() -> Any:
@@ -127,6 +237,32 @@ def _private_enough(directory: str) -> bool:
     return owner_ok and (not shared or bool(st.st_mode & stat.S_ISVTX))
 
 
+_NOT_UTF8 = (
+    "the model generated bytes that are not UTF-8 text (litert-lm-api cannot return them); "
+    "generate fewer or more tokens, or ask the model's publisher"
+)
+
+
+def _model_context(litert_lm: Any, path: str) -> int | None:
+    """The model's own context length (tokens), as LiteRT-LM reads it, or None if unknown."""
+    info_type = getattr(litert_lm, "ModelInfo", None)
+    if info_type is None:
+        return None
+    try:
+        with info_type(path) as info:
+            tokens = int(info.max_context_tokens)
+    except (OSError, RuntimeError, TypeError, ValueError, AttributeError):
+        return None
+    return tokens if tokens > 0 else None
+
+
+def _keywords(function: Any) -> frozenset[str]:
+    """The keyword parameters a function takes."""
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = inspect.signature(function).parameters
+    return frozenset(n for n, p in params.items() if p.kind in kinds and n != "self")
+
+
 class LanguageModel:
     """A verified LLM in sealed memory, run by LiteRT-LM's own engine. Build it with :func:`load_llm`.
 
@@ -134,6 +270,7 @@ class LanguageModel:
         manifest: the verified manifest.
         threads: the engine's CPU threads (profile, caller or usable cores).
         memory: ``"memfd (sealed)"``: where the decrypted model lives.
+        context: the tokens a prompt and its reply share (None if LiteRT-LM does not say).
     """
 
     def __init__(
@@ -172,6 +309,11 @@ class LanguageModel:
                 max_num_tokens=max_num_tokens,
                 cache_dir=held if shm is not None else NO_CACHE,
             )
+            # The context the engine runs with: the smaller of what was asked and what the
+            # model's KV cache holds (a larger max_num_tokens does not grow it).
+            self._model_context = _model_context(litert_lm, f"{held}/model.litertlm")
+            known = [n for n in (max_num_tokens, self._model_context) if n is not None]
+            self.context: int | None = min(known) if known else None
         except OSError as exc:
             raise BackendError(
                 f"cannot prepare the engine's private directory: {exc.strerror}"
@@ -185,6 +327,10 @@ class LanguageModel:
             if dir_fd >= 0:
                 os.close(dir_fd)
             shutil.rmtree(private, ignore_errors=True)
+        try:
+            self._bos: int | None = self._engine.bos_token_id
+        except (RuntimeError, TypeError, ValueError):
+            self._bos = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -195,11 +341,14 @@ class LanguageModel:
 
     # -- generation ----------------------------------------------------------------------------
 
-    def _session(self, max_tokens: int, temperature: float, seed: int, template: bool) -> Any:
+    def _session(
+        self, prompt: str, max_tokens: int, temperature: float, seed: int, template: bool,
+        top_k: int | None, top_p: float | None, *, checked: bool = False,
+    ) -> Any:  # fmt: skip
+        if not checked:
+            self._check_generation(prompt, max_tokens, temperature, seed, top_k, top_p)
         self._check_open()
-        if not isinstance(max_tokens, int) or max_tokens < 1:
-            raise UsageError(f"max_tokens must be a positive integer, got {max_tokens!r}")
-        sampler = self._sampler(temperature, seed)
+        sampler = self._sampler(temperature, seed, top_k, top_p)
         try:
             return self._engine.create_session(
                 apply_prompt_template=template, sampler_config=sampler, max_output_tokens=max_tokens
@@ -207,14 +356,56 @@ class LanguageModel:
         except RuntimeError as exc:
             raise BackendError(f"cannot start generating: {_first_line(exc)}") from None
 
-    def _sampler(self, temperature: float, seed: int) -> Any:
-        if temperature < 0:
-            raise UsageError(f"temperature must be >= 0, got {temperature!r}")
+    def _check_generation(
+        self, prompt: str, max_tokens: int, temperature: float, seed: int, top_k: int | None,
+        top_p: float | None,
+    ) -> None:  # fmt: skip
+        self._check_open()
+        check_sampling(max_tokens=max_tokens, temperature=temperature, seed=seed, top_k=top_k,
+                       top_p=top_p)  # fmt: skip
+        self.check_fits(prompt)
+
+    def _sampler(
+        self, temperature: float, seed: int, top_k: int | None = None, top_p: float | None = None
+    ) -> Any:
         lm = self._litert_lm
         # top_k=1 is greedy decoding: the sampler keeps only the arg-max token.
         if temperature == 0:
             return lm.SamplerConfig(top_k=1, top_p=1.0, temperature=1.0, seed=seed)
-        return lm.SamplerConfig(top_k=40, top_p=0.95, temperature=temperature, seed=seed)
+        return lm.SamplerConfig(
+            top_k=DEFAULT_TOP_K if top_k is None else top_k,
+            top_p=DEFAULT_TOP_P if top_p is None else top_p,
+            temperature=float(temperature),
+            seed=seed,
+        )
+
+    def prompt_tokens(self, prompt: str) -> int:
+        """How many tokens ``prompt`` fills in the context, as a bare prompt (its start token
+        included; a chat template adds its own)."""
+        return len(self.tokenize(prompt)) + (1 if self._bos is not None else 0)
+
+    def check_fits(self, prompt: str, what: str = "prompt") -> None:
+        """Refuse a prompt that cannot fit the context before the engine is asked.
+
+        Raises:
+            InferenceInputError: the prompt is not valid text, or fills the whole context
+                (LiteRT-LM needs at least one free position to generate).
+        """
+        check_prompt(prompt, what)
+        if self.context is None:
+            return  # not known (an older litert-lm-api): the engine refuses it, BackendError
+        used = self.prompt_tokens(prompt)
+        if used >= self.context:
+            raise InferenceInputError(
+                f"the {what} is {used} tokens, and the model's context holds {self.context} "
+                "(prompt and reply together)",
+                hint="shorten the prompt"
+                + (
+                    f", or load the model with a larger max_num_tokens (up to {self._model_context})"
+                    if self._model_context is not None and self._model_context > self.context
+                    else ""
+                ),
+            )
 
     def stream(
         self,
@@ -224,12 +415,29 @@ class LanguageModel:
         temperature: float = 0.0,
         seed: int = 0,
         template: bool = False,
+        top_k: int | None = None,
+        top_p: float | None = None,
     ) -> Iterator[str]:
         """The text of the generated tokens as they are decoded (greedy unless ``temperature``).
 
-        ``template`` applies the model's own prompt template (chat models carry one).
+        ``template`` applies the model's own prompt template (chat models carry one); ``top_k``
+        and ``top_p`` shape sampling when ``temperature`` > 0 (defaults 40 and 0.95).
+
+        Raises:
+            UsageError: a generation option out of range (:func:`check_sampling`).
+            InferenceInputError: the prompt is not valid text or does not fit the context.
+            BackendError: the engine failed.
         """
-        session = self._session(max_tokens, temperature, seed, template)
+        # Checked now, not at the first next(): a bad call fails where it is made.
+        self._check_generation(prompt, max_tokens, temperature, seed, top_k, top_p)
+        return self._stream(prompt, max_tokens, temperature, seed, template, top_k, top_p)
+
+    def _stream(
+        self, prompt: str, max_tokens: int, temperature: float, seed: int, template: bool,
+        top_k: int | None, top_p: float | None,
+    ) -> Iterator[str]:  # fmt: skip
+        session = self._session(prompt, max_tokens, temperature, seed, template, top_k, top_p,
+                                checked=True)  # fmt: skip
         try:
             session.run_prefill([prompt])
             for response in session.run_decode_async():
@@ -247,47 +455,135 @@ class LanguageModel:
         temperature: float = 0.0,
         seed: int = 0,
         template: bool = False,
+        top_k: int | None = None,
+        top_p: float | None = None,
     ) -> str:
-        """The whole generated text for ``prompt`` (greedy unless ``temperature`` > 0)."""
-        session = self._session(max_tokens, temperature, seed, template)
+        """The whole generated text for ``prompt`` (greedy unless ``temperature`` > 0); the
+        options and errors are those of :meth:`stream`."""
+        session = self._session(prompt, max_tokens, temperature, seed, template, top_k, top_p)
         try:
             session.run_prefill([prompt])
             texts: list[str] = session.run_decode().texts
         except RuntimeError as exc:
             raise BackendError(f"generation failed: {_first_line(exc)}") from None
+        except UnicodeDecodeError:
+            raise BackendError(_NOT_UTF8) from None
         finally:
             session.close()
         return texts[0] if texts else ""
 
     def tokenize(self, text: str) -> list[int]:
-        """Token ids of ``text`` by the model's own tokenizer."""
+        """Token ids of ``text`` by the model's own tokenizer.
+
+        Raises:
+            InferenceInputError: ``text`` is not valid text (:func:`check_prompt`).
+            BackendError: the tokenizer failed.
+        """
         self._check_open()
-        ids: list[int] = self._engine.tokenize(text)
+        check_prompt(text, "text")
+        try:
+            ids: list[int] = self._engine.tokenize(text)
+        except RuntimeError as exc:
+            raise BackendError(f"cannot tokenize: {_first_line(exc)}") from None
         return ids
 
-    def detokenize(self, ids: Sequence[int]) -> str:
+    def detokenize(self, ids: Iterable[int]) -> str:
+        """The text of token ids by the model's own tokenizer.
+
+        Raises:
+            InferenceInputError: not a sequence of ints, an id outside the model's vocabulary,
+                or ids whose bytes are not UTF-8 text (a character cut between ids).
+        """
         self._check_open()
-        text: str = self._engine.detokenize(list(ids))
+        if isinstance(ids, (str, bytes, bytearray)) or not isinstance(ids, Iterable):
+            raise InferenceInputError(f"token ids must be a sequence of ints, got {excerpt(ids)}")
+        given = list(itertools.islice(ids, MAX_OUTPUT_TOKENS + 1))
+        if len(given) > MAX_OUTPUT_TOKENS:
+            raise InferenceInputError(f"more than the {MAX_OUTPUT_TOKENS:,} token ids accepted")
+        values: list[int] = []
+        for i, token in enumerate(given):
+            # LiteRT-LM passes ids as 32-bit ints: 2**32 would silently become 0. numpy
+            # integers are integers (operator.index); floats and bools are not ids.
+            try:
+                value = operator.index(token) if not isinstance(token, bool) else -1
+            except TypeError:
+                value = -1
+            if not 0 <= value <= _INT32_MAX:
+                raise InferenceInputError(
+                    f"token id {i} is {excerpt(token)}, not an integer from 0 to {_INT32_MAX}"
+                )
+            values.append(value)
+        try:
+            text: str = self._engine.detokenize(values)
+        except RuntimeError:
+            raise InferenceInputError(
+                "the token ids are not all in the model's vocabulary (LiteRT-LM's log names "
+                "the first one out of range)",
+                hint="pass ids the model's tokenizer produced (tokenize, or generated ones)",
+            ) from None
+        except UnicodeDecodeError:
+            raise InferenceInputError(
+                "the token ids decode to bytes that are not UTF-8 text (a character cut "
+                "between ids)",
+                hint="detokenize whole characters: include the ids around these",
+            ) from None
         return text
 
     def conversation(self, **options: Any) -> Any:
         """A LiteRT-LM ``Conversation`` (multi-turn chat with the model's template); options as
-        ``litert_lm.Engine.create_conversation``."""
+        ``litert_lm.Engine.create_conversation``, checked first.
+
+        Raises:
+            UsageError: an option ``create_conversation`` does not take, or a ``sampler_config``
+                or ``max_output_tokens`` out of range.
+            BackendError: the engine cannot start the conversation.
+        """
         self._check_open()
-        return self._engine.create_conversation(**options)
+        accepted = _keywords(self._engine.create_conversation)
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            raise UsageError(
+                f"conversation() takes no option {', '.join(excerpt(u, 40) for u in unknown[:5])}",
+                hint=f"it takes {', '.join(sorted(accepted))}",
+            )
+        if options.get("max_output_tokens") is not None:
+            _integer("max_output_tokens", options["max_output_tokens"], 1, MAX_OUTPUT_TOKENS)
+        if "system_message" in options and options["system_message"] is not None:
+            check_prompt(options["system_message"], "system message")
+        sampler = options.get("sampler_config")
+        if sampler is not None:
+            if not isinstance(sampler, self._litert_lm.SamplerConfig):
+                raise UsageError(
+                    f"sampler_config must be a litert_lm.SamplerConfig, got {type(sampler).__name__}"
+                )
+            check_sampling(temperature=1.0 if sampler.temperature is None else sampler.temperature,
+                           seed=0 if sampler.seed is None else sampler.seed, top_k=sampler.top_k,
+                           top_p=sampler.top_p)  # fmt: skip
+        try:
+            return self._engine.create_conversation(**options)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"conversation(): {_first_line(exc)}") from None
+        except RuntimeError as exc:
+            raise BackendError(f"cannot start a conversation: {_first_line(exc)}") from None
 
     def chat(
-        self, *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0, seed: int = 0
-    ) -> Chat:
+        self, *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0, seed: int = 0,
+        top_k: int | None = None, top_p: float | None = None,
+    ) -> Chat:  # fmt: skip
         """A multi-turn chat: each :meth:`Chat.reply` sees the turns before it, wrapped in the
-        model's own chat template (LiteRT-LM's ``Conversation``). Close it before the model."""
+        model's own chat template (LiteRT-LM's ``Conversation``). Close it before the model.
+
+        Raises:
+            UsageError: a generation option out of range (:func:`check_sampling`).
+        """
         self._check_open()
-        if not isinstance(max_tokens, int) or max_tokens < 1:
-            raise UsageError(f"max_tokens must be a positive integer, got {max_tokens!r}")
+        check_sampling(max_tokens=max_tokens, temperature=temperature, seed=seed, top_k=top_k,
+                       top_p=top_p)  # fmt: skip
         try:
             return Chat(self._engine.create_conversation(
-                sampler_config=self._sampler(temperature, seed), max_output_tokens=max_tokens
-            ))  # fmt: skip
+                sampler_config=self._sampler(temperature, seed, top_k, top_p),
+                max_output_tokens=max_tokens,
+            ), self.check_fits)  # fmt: skip
         except RuntimeError as exc:
             raise BackendError(f"cannot start a conversation: {_first_line(exc)}") from None
 
@@ -325,22 +621,33 @@ class LanguageModel:
             "threads": self.threads,
             "memory": self.memory,
             "weight_cache": self.weight_cache,
+            "context": self.context,
         }
 
 
 class Chat:
     """A conversation with a :class:`LanguageModel` (see :meth:`LanguageModel.chat`)."""
 
-    def __init__(self, conversation: Any) -> None:
+    def __init__(self, conversation: Any, check_fits: Callable[[str, str], None]) -> None:
         self._conversation = conversation
+        self._check_fits = check_fits
+        self._closed = False
 
     def reply(self, message: str) -> Iterator[str]:
         """The reply's text as it is decoded; the turn is remembered for the next reply.
 
         Raises:
+            InferenceInputError: the message is not valid text, or alone fills the context.
             BackendError: the conversation has filled the model's context (LiteRT-LM then
                 answers nothing, or refuses the prefill): a new chat starts empty.
         """
+        if self._closed:
+            raise UsageError("this chat is closed", hint="start a new one with model.chat()")
+        # Checked now, not at the first next(): a bad message fails where it is sent.
+        self._check_fits(message, "message")
+        return self._reply(message)
+
+    def _reply(self, message: str) -> Iterator[str]:
         produced = 0
         try:
             for chunk in self._conversation.send_message_async(message):
@@ -367,6 +674,7 @@ class Chat:
         )
 
     def close(self) -> None:
+        self._closed = True
         self._conversation.close()
 
     def __enter__(self) -> Chat:
@@ -426,10 +734,11 @@ def load_llm(
     )
 
     import_litert_lm()  # a missing extra is said before any work is done
-    for option, value in (("threads", threads), ("max_num_tokens", max_num_tokens)):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                  or not 0 < value <= 1 << 20):  # fmt: skip
-            raise UsageError(f"{option} must be a positive integer, got {value!r}")
+    # A thread count is a number of OS threads the engine starts: bounded by what a board has.
+    for option, value, high in (("threads", threads, MAX_THREADS),
+                                ("max_num_tokens", max_num_tokens, MAX_OUTPUT_TOKENS)):  # fmt: skip
+        if value is not None:
+            _integer(option, value, 1, high)
     store = as_trust(trust)
     key = (
         device_key

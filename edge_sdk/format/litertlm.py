@@ -11,6 +11,7 @@ against the buffer before it is followed, and every count is capped.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -105,7 +106,8 @@ def read_litertlm(data: bytes | memoryview, file_size: int | None = None) -> Lit
 
     Raises:
         ModelInputError: bad magic, unsupported major version, or a header that is malformed,
-            oversized, or names sections outside the file.
+            oversized, or names sections that are empty, overlap each other, or lie outside
+            the file or inside the header.
     """
     size = len(data) if file_size is None else file_size
     head = bytes(data[:HEADER_BEGIN])
@@ -144,5 +146,16 @@ def read_litertlm(data: bytes | memoryview, file_size: int | None = None) -> Lit
             raise _bad(f"section {i} has unknown data type {code}")
         if not end <= begin <= stop <= size:
             raise _bad(f"section {i} spans {begin}..{stop}, outside the file's {end}..{size}")
+        if begin == stop:
+            raise _bad(f"section {i} ({SECTION_TYPES[code]}) is empty ({begin}..{stop})")
         sections.append(LitertlmSection(SECTION_TYPES[code], begin, stop))
+    # The engine maps each section as its own buffer: two that share bytes would be one set of
+    # bytes read two ways (weights as a tokenizer), which it refuses only later, generically.
+    ordered = sorted(sections, key=lambda s: s.begin)
+    for before, after in itertools.pairwise(ordered):
+        if after.begin < before.end:
+            raise _bad(
+                f"sections overlap: {before.kind} {before.begin}..{before.end} and "
+                f"{after.kind} {after.begin}..{after.end}"
+            )
     return LitertlmInfo(f"{major}.{minor}.{patch}", size, tuple(sections))

@@ -6,6 +6,7 @@ inputs go through :mod:`edge_sdk.host.convert` first. TensorFlow is imported onl
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
@@ -357,6 +358,33 @@ def _is_litertlm(path: Path) -> bool:
         return False  # detect_model_format says what is wrong with it
 
 
+def _read_litertlm_file(model_path: Path, profile: DeviceProfile) -> bytes:
+    """The file's bytes, after its size is checked against the profile's RAM (and the largest
+    LLM a device opens): a file too large for the board is refused before a byte is read, and
+    the read is bounded by that size, so a file growing meanwhile cannot make it larger."""
+    from edge_sdk.device.llm import MAX_LLM_BYTES
+
+    limit = min(profile.memory_mb * 1024 * 1024, MAX_LLM_BYTES)
+    try:
+        with open(model_path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > limit:
+                raise CompatibilityError(
+                    f"model is {size} bytes, more than {profile.name} can open "
+                    f"({limit} bytes: {profile.memory_mb} MiB of RAM)",
+                    hint="build a smaller (or more quantized) model, or target a profile with more RAM",
+                )
+            data = handle.read(size + 1)
+    except OSError as exc:
+        raise ModelInputError(f"cannot read {model_path}: {exc.strerror or exc}") from None
+    if len(data) != size:
+        raise ModelInputError(
+            f"{model_path} changed while it was read ({size} bytes, then {len(data)})",
+            hint="package a file nothing is writing to",
+        )
+    return data
+
+
 def _package_litertlm(
     model_path: Path,
     output: Path,
@@ -381,13 +409,8 @@ def _package_litertlm(
     if options.prune is not None:
         raise UsageError(f"{model_path} is a LiteRT-LM model: --prune needs a Keras model")
     progress("load")
-    model_bytes = model_path.read_bytes()
+    model_bytes = _read_litertlm_file(model_path, profile)
     info = read_litertlm(model_bytes)
-    limit = profile.memory_mb * 1024 * 1024
-    if len(model_bytes) > limit:
-        raise CompatibilityError(
-            f"model is {len(model_bytes)} bytes, more than {profile.name}'s {profile.memory_mb} MiB of RAM"
-        )
     try:
         from importlib.metadata import version
 
