@@ -385,6 +385,8 @@ def test_a_refused_decompressed_model_is_wiped_and_its_digest_not_quoted(
     monkeypatch.setattr(sealed_memory, "wipe", checked_wipe)
     if memory == "bytes":
         monkeypatch.setattr(runtime, "unavailable_reason", lambda: "not here (test)")
+    else:
+        monkeypatch.setattr(runtime, "SEALED_MIN_BYTES", 0)  # this small model into sealed memory
     path = tmp_path / "lie.edgepkg"
     save_bundle(forged, path)
     actual = hashlib.sha256(sparse).hexdigest()
@@ -522,6 +524,11 @@ def test_a_tflite_model_runs_from_sealed_memory_and_from_bytes_where_there_is_no
 
     path = tmp_path / "add.edgepkg"
     save_bundle(_seal(model, keyset), path)
+    # A model this small goes to a bytes by default (faster to a first result; runtime.py).
+    with _load(path, keyset, tmp_path / "state") as opened:
+        assert len(model) < runtime.SEALED_MIN_BYTES and opened.memory == "bytes"
+        _answer(opened, constant)
+    monkeypatch.setattr(runtime, "SEALED_MIN_BYTES", 0)
     with _load(path, keyset, tmp_path / "state") as opened:
         assert opened.memory == "memfd (sealed)" and "memfd (sealed)" in repr(opened)
         assert opened.describe()["memory"] == "memfd (sealed)"

@@ -234,8 +234,8 @@ def _llm_checks() -> list[Check]:
         Check(
             "sealed memory",
             "ok",
-            "memfd with seals: bundles decrypt into it, LiteRT and "
-            "LiteRT-LM map it (never on disk)",
+            "memfd with seals: LLM bundles and .tflite models of 64 MiB or more decrypt "
+            "into it, LiteRT and LiteRT-LM map it (never on disk)",
         )
         if reason is None
         else Check(

@@ -117,7 +117,7 @@ class SealedMemory:
             refuses the memory or the seals.
     """
 
-    def __init__(self, max_bytes: int = MAX_SEALED_BYTES) -> None:
+    def __init__(self, max_bytes: int = MAX_SEALED_BYTES, *, min_bytes: int = 0) -> None:
         reason = unavailable_reason()
         if reason is not None:
             raise SealedMemoryError(
@@ -126,6 +126,9 @@ class SealedMemory:
                 "models load from memory with edge_sdk.load",
             )
         self.max_bytes = min(max_bytes, MAX_SEALED_BYTES)
+        #: Models smaller than this are declined (:meth:`allocate` returns ``None``): see
+        #: :data:`edge_sdk.device.runtime.SEALED_MIN_BYTES` for why small ones go to a bytes.
+        self.min_bytes = min_bytes
         self.size = 0
         self._fd = -1
         self._map: mmap.mmap | None = None
@@ -137,10 +140,13 @@ class SealedMemory:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def allocate(self, size: int) -> memoryview:
-        """A writable view of a new memory file of ``size`` bytes (called once, by the pipeline)."""
+    def allocate(self, size: int) -> memoryview | None:
+        """A writable view of a new memory file of ``size`` bytes (called once, by the pipeline),
+        or ``None`` for a model under :attr:`min_bytes`, which is then not held here."""
         if self._fd >= 0:
             raise SealedMemoryError("this sealed memory already holds a model")
+        if size < self.min_bytes:
+            return None
         if not 0 < size <= self.max_bytes:
             raise SealedMemoryError(
                 f"a {size}-byte model does not fit sealed memory (1 to {self.max_bytes} bytes)"
@@ -246,6 +252,11 @@ class SealedMemory:
                 os.pwrite(self._fd, zeros[: self.size - offset], offset)
 
     # -- using ---------------------------------------------------------------------------------
+
+    @property
+    def holds_model(self) -> bool:
+        """Whether a model was written here (not declined as too small)."""
+        return self._fd >= 0
 
     @property
     def sealed(self) -> bool:

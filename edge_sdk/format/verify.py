@@ -344,8 +344,9 @@ RING_PIECES = 2
 class ModelSink(Protocol):
     """Where :func:`open_payload` writes a model instead of a new ``bytes`` (sealed memory)."""
 
-    def allocate(self, size: int) -> memoryview:
-        """A writable buffer of exactly ``size`` bytes; called at most once."""
+    def allocate(self, size: int) -> memoryview | None:
+        """A writable buffer of exactly ``size`` bytes, or ``None`` to take a ``bytes`` as
+        without a sink (a model too small to be worth it); called at most once."""
         ...
 
 
@@ -377,7 +378,8 @@ def open_payload(
     With a ``sink``, the model is written into the buffer ``sink.allocate`` gives (sealed memory
     for runtimes that open a path, :mod:`edge_sdk.device.sealed_memory`) instead of a new
     ``bytes``, and ``b""`` is returned once every step has passed; on a refusal that buffer is
-    wiped like the others. No view of it is kept after return.
+    wiped like the others. No view of it is kept after return. A sink that declines the size
+    (``allocate`` returns ``None``) gets the ``bytes`` path, and the model is returned.
 
     Raises:
         IntegrityError: step 6 or step 10 (and a corrupt or short zstd stream, step 9).
@@ -407,8 +409,13 @@ def open_payload(
     stream: memoryview | None = None  # the stored plaintext: a zstd stream
     decrypted: list[memoryview] = []  # buffers holding decrypted bytes: wiped on a refusal
 
+    sunk = False  # the model went into the sink's buffer
+
     def allocate(size: int) -> tuple[bytes, memoryview]:
-        return (b"", sink.allocate(size)) if sink is not None else writable_bytes(size)
+        nonlocal sunk
+        view = sink.allocate(size) if sink is not None else None
+        sunk = view is not None
+        return (b"", view) if view is not None else writable_bytes(size)
 
     try:
         if not payload.encrypted and not compressed:
@@ -427,7 +434,7 @@ def open_payload(
             else:
                 model_obj, model_view = allocate(stored_size)
                 target = model_view
-                if payload_hash is not None and sink is None:
+                if payload_hash is not None and not sunk:
                     # This thread reads and hashes the payload, the longer of the two paths; the
                     # model hash's worker is idle until the first chunk is decrypted, so it
                     # faults the model's pages in meanwhile, ahead of the decryption.
@@ -468,7 +475,7 @@ def open_payload(
             decrypted.append(model_view)
             decompress_into(stream, payload.compression, model_view, model_hash.update)
         _check_model(manifest, len(model_view), model_hash.hexdigest())  # step 10
-        if sink is not None:
+        if sunk:
             # The sink's owner seals its buffer next, which needs every view of it released.
             model_view.release()
             decrypted.clear()
