@@ -562,46 +562,63 @@ def _written_memory(payload: bytes) -> Any:
     return memory
 
 
-def test_a_page_still_referenced_is_sealed_against_future_writes_instead() -> None:
+def test_a_page_still_referenced_is_not_sealed_and_is_wiped() -> None:
     """F_SEAL_WRITE is EBUSY while a pipe still holds one of the file's pages (here after a
-    splice; compaction or another core's LRU batch can do the same for a moment). With no
-    writable mapping left, the model is sealed with F_SEAL_FUTURE_WRITE: still no write, no
-    writable mapping, no resize."""
-    import errno
-    import fcntl
-    import mmap
+    splice). F_SEAL_FUTURE_WRITE would seal around it and leave that reference — or a writable
+    mapping elsewhere — able to write; so the model is refused, its plaintext zeroed, and a
+    fresh memory file seals as usual."""
+    from edge_sdk.errors import SealedMemoryError
 
     payload = os.urandom(3 * 4096)
     memory = _written_memory(payload)
-    with memory:
-        reader, writer = os.pipe()
-        try:
-            assert os.splice(memory.fd, writer, 4096, offset_src=0) == 4096
+    reader, writer = os.pipe()
+    try:
+        assert os.splice(memory.fd, writer, 4096, offset_src=0) == 4096
+        fd = os.dup(memory.fd)
+        with pytest.raises(SealedMemoryError, match="EBUSY"):
             memory.seal()
-            assert memory.write_seal == "F_SEAL_FUTURE_WRITE"
-            with pytest.raises(OSError) as refused:
-                os.pwrite(memory.fd, b"x", 0)
-            assert refused.value.errno == errno.EPERM
-            with pytest.raises(OSError):
-                mmap.mmap(memory.fd, len(payload), flags=mmap.MAP_SHARED,
-                          prot=mmap.PROT_READ | mmap.PROT_WRITE)  # fmt: skip
-            with pytest.raises(OSError):
-                os.ftruncate(memory.fd, 1)
-            assert fcntl.fcntl(memory.fd, fcntl.F_GET_SEALS) & fcntl.F_SEAL_SEAL
-            with open(memory.path, "rb") as reopened:
-                assert reopened.read() == payload
-        finally:
-            os.close(reader)
-            os.close(writer)
+        assert memory.fd == -1 and not memory.sealed
+        assert os.pread(fd, len(payload), 0) == bytes(len(payload))
+        os.close(fd)
+    finally:
+        os.close(reader)
+        os.close(writer)
     fresh = _written_memory(payload)
     with fresh:
         fresh.seal()
-        assert fresh.write_seal == "F_SEAL_WRITE"  # the usual case
+        assert fresh.write_seal == "F_SEAL_WRITE"
+
+
+def test_a_child_forked_while_the_model_is_written_inherits_no_mapping_of_it() -> None:
+    """A fork between allocate and seal (a pre-fork server, multiprocessing's fork) must not
+    hand the child a writable mapping: it could rewrite the model after the checks."""
+    payload = os.urandom(4 * 4096)
+    memory = _written_memory(payload)
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: does it map the model?
+        os.close(go_w)
+        maps = Path("/proc/self/maps").read_text()
+        mapped = "/memfd:edge-sdk-model" in maps
+        os.read(go_r, 1)  # alive while the parent seals
+        os._exit(3 if mapped else 0)
+    os.close(go_r)
+    try:
+        with memory:
+            memory.seal()
+            assert memory.write_seal == "F_SEAL_WRITE"
+            with open(memory.path, "rb") as reopened:
+                assert reopened.read() == payload
+    finally:
+        os.write(go_w, b"x")
+        os.close(go_w)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child inherited the model's mapping"
 
 
 def test_a_model_left_mapped_writable_is_not_sealed_and_is_wiped() -> None:
-    """A writable mapping that is not ours (here a second one of the same file) is what
-    F_SEAL_FUTURE_WRITE would leave writable: sealing is refused, and the plaintext is zeroed."""
+    """A writable mapping that is not ours (here a second one of the same file) would let the
+    model change after the checks: sealing is refused, and the plaintext is zeroed."""
     import mmap
 
     from edge_sdk.errors import SealedMemoryError
@@ -612,7 +629,7 @@ def test_a_model_left_mapped_writable_is_not_sealed_and_is_wiped() -> None:
                       prot=mmap.PROT_READ | mmap.PROT_WRITE)  # fmt: skip
     try:
         fd = os.dup(memory.fd)
-        with pytest.raises(SealedMemoryError, match="mapped writable"):
+        with pytest.raises(SealedMemoryError, match="still mapped writable"):
             memory.seal()
         assert memory.fd == -1 and not memory.sealed
         assert os.pread(fd, len(payload), 0) == bytes(len(payload))

@@ -32,8 +32,8 @@ import functools
 import mmap
 import os
 import sys
+import time
 from collections.abc import Iterator
-from pathlib import Path
 
 from edge_sdk.errors import SealedMemoryError
 from edge_sdk.format.memory import wipe
@@ -45,23 +45,9 @@ SEALS = ("F_SEAL_SHRINK", "F_SEAL_GROW", "F_SEAL_WRITE", "F_SEAL_SEAL")
 _NAME = "edge-sdk-model"
 
 
-#: Linux's F_SEAL_FUTURE_WRITE (uapi/linux/fcntl.h, 5.1+); Python's fcntl names it from 3.12 on.
-F_SEAL_FUTURE_WRITE = getattr(fcntl, "F_SEAL_FUTURE_WRITE", 0x0010)
-
-
-def _writably_mapped(fd: int) -> bool:
-    """Whether this process maps the memory file behind ``fd`` shared and writable."""
-    inode = str(os.fstat(fd).st_ino)
-    try:
-        lines = Path("/proc/self/maps").read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return True  # cannot tell: assume the worst
-    for line in lines:
-        fields = line.split(None, 5)
-        mine = len(fields) == 6 and fields[4] == inode and "memfd:" in fields[5]
-        if mine and fields[1][1] == "w" and fields[1][3] == "s":
-            return True
-    return False
+#: Tries of F_ADD_SEALS after EBUSY, and the pause between them (the kernel waits ~75 ms itself).
+_SEAL_ATTEMPTS = 4
+_SEAL_RETRY_SECONDS = 0.05
 
 
 def _seal_bits() -> int:
@@ -134,8 +120,7 @@ class SealedMemory:
         self._map: mmap.mmap | None = None
         self._view: memoryview | None = None
         self._sealed = False
-        #: The write seal the kernel took: ``F_SEAL_WRITE``, or ``F_SEAL_FUTURE_WRITE`` when a
-        #: page was still referenced (see :meth:`_add_seals`); empty until sealed.
+        #: The write seal the kernel took (always ``F_SEAL_WRITE``); empty until sealed.
         self.write_seal = ""
 
     # -- writing -------------------------------------------------------------------------------
@@ -161,6 +146,9 @@ class SealedMemory:
             os.posix_fallocate(self._fd, 0, size)
             self._map = mmap.mmap(self._fd, size, flags=mmap.MAP_SHARED,
                                   prot=mmap.PROT_READ | mmap.PROT_WRITE)  # fmt: skip
+            # A child forked while the model is written must not inherit a writable mapping of
+            # it: it could write through it after the checks, and F_SEAL_WRITE would be EBUSY.
+            self._map.madvise(mmap.MADV_DONTFORK)
         except OSError as exc:
             self.close()
             hint = (
@@ -204,45 +192,37 @@ class SealedMemory:
         return self.path
 
     def _add_seals(self) -> str:
-        """Add the seals; the name of the write seal the kernel took.
+        """Add the seals (the write seal is always ``F_SEAL_WRITE``); its name.
 
         ``F_SEAL_WRITE`` is refused with EBUSY while the kernel counts a reference to one of the
-        file's pages beyond its mappings: a writable mapping, a page a pipe still holds after
-        ``splice``, or one that compaction or a per-CPU LRU batch holds for a moment (seen once
-        here in a start-up benchmark, not reproducible at will). Our one writable mapping is
-        closed by now, so when /proc/self/maps shows no writable mapping of the file the
-        references are read-only ones, and ``F_SEAL_FUTURE_WRITE`` (Linux 5.1+) gives the same
-        guarantee: no write, no new writable mapping, no resize, from here on.
+        file's pages beyond its mappings' own: a writable mapping (ours is closed by now, and a
+        forked child never inherits it: ``MADV_DONTFORK``), a page pinned for I/O or held by a
+        pipe after ``splice``, or one that compaction or another core's LRU batch holds for a
+        moment. The kernel already waits a little; a few more tries cover the passing cases.
+        What stays is refused: ``F_SEAL_FUTURE_WRITE`` would seal around it, but leaves every
+        existing mapping and pin able to write — in this process or another — which is exactly
+        what the seal must rule out.
         """
-        rest = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
-        try:
-            fcntl.fcntl(self._fd, fcntl.F_ADD_SEALS, _seal_bits())
-            write_seal = "F_SEAL_WRITE"
-        except OSError as exc:
-            if exc.errno != errno.EBUSY:
-                raise SealedMemoryError(
-                    f"the kernel refused to seal the model: {os.strerror(exc.errno or 0)}"
-                ) from None
-            if _writably_mapped(self._fd):
-                raise SealedMemoryError(
-                    "the model's memory file is still mapped writable; it cannot be sealed",
-                    hint="release every view of the decrypted model before it is sealed",
-                ) from None
+        for attempt in range(_SEAL_ATTEMPTS):
             try:
-                fcntl.fcntl(self._fd, fcntl.F_ADD_SEALS, rest | F_SEAL_FUTURE_WRITE)
-            except OSError as again:
-                reason = os.strerror(again.errno or 0)
-                raise SealedMemoryError(
-                    f"the kernel refused to seal the model: {reason} (a page of it is still "
-                    "referenced, and this kernel has no F_SEAL_FUTURE_WRITE)",
-                    hint="Linux 5.1 or newer seals a memory file whose pages are still referenced",
-                ) from None
-            write_seal = "F_SEAL_FUTURE_WRITE"
-        seals = fcntl.fcntl(self._fd, fcntl.F_GET_SEALS)
-        wanted = rest | getattr(fcntl, write_seal, F_SEAL_FUTURE_WRITE)
-        if seals & wanted != wanted:
+                fcntl.fcntl(self._fd, fcntl.F_ADD_SEALS, _seal_bits())
+                break
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    raise SealedMemoryError(
+                        f"the kernel refused to seal the model: {os.strerror(exc.errno or 0)}"
+                    ) from None
+                if attempt == _SEAL_ATTEMPTS - 1:
+                    raise SealedMemoryError(
+                        "the kernel refused to seal the model: a page of it is still mapped "
+                        "writable or referenced (EBUSY)",
+                        hint="nothing else in this process may map, splice or do direct I/O "
+                        "on the model's memory file before it is sealed; load it again",
+                    ) from None
+                time.sleep(_SEAL_RETRY_SECONDS)
+        if fcntl.fcntl(self._fd, fcntl.F_GET_SEALS) & _seal_bits() != _seal_bits():
             raise SealedMemoryError("the model's memory file is not sealed after F_ADD_SEALS")
-        return write_seal
+        return "F_SEAL_WRITE"
 
     def _wipe_unsealed(self) -> None:
         """Zero a model that could not be sealed (it is still writable through its descriptor)."""
