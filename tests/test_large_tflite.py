@@ -114,3 +114,60 @@ def test_a_model_over_the_profile_limit_is_refused_before_it_is_read(
                       [keyset.device.public])  # fmt: skip
     assert "max_model_bytes" in (refused.value.hint or "")
     assert path not in read
+
+
+def _wrapping(offset: int, size: int, n: int = 1024, data: bytes = b"") -> bytes:
+    """ADD(x, c) whose constant ``c`` lies at ``offset``: past 2^64 - size, offset + size wraps."""
+    from .tflite_builder import Buffer, Op, OpCode, Spec, Tensor, build
+
+    spec = Spec(opcodes=[OpCode(0)], ops=[Op(0, (0, 1), (2,))], inputs=(0,), outputs=(2,),
+                tensors=[Tensor("x", (n,)), Tensor("c", (n,), buffer=1), Tensor("y", (n,))],
+                buffers=[Buffer(), Buffer(data=data, offset=offset, size=size)])  # fmt: skip
+    return build(spec) + bytes(64)
+
+
+@pytest.mark.parametrize(
+    ("offset", "size"),
+    [(2**64 - 4096, 4096), (2**64 - 2**44, 2**44 + 16), (2**63, 4096), (64, 2**63)],
+    ids=["reads-before-the-model", "wraps-to-a-crash", "past-the-end", "enormous"],
+)
+def test_a_buffer_offset_that_wraps_never_reaches_litert(
+    offset: int, size: int, keyset: KeySet, tmp_path: Path
+) -> None:
+    """LiteRT's own bounds check overflows on offset + size past 2^64: it read the 4 KiB before
+    the model (heap strings came out of predict) or died with SIGSEGV. The strict reader refuses
+    such a file before any interpreter is built — from a signed bundle and from bytes alike —
+    and the next genuine load works."""
+    from edge_sdk.device.runtime import Model
+    from edge_sdk.errors import ModelInputError
+
+    from .conftest import make_bundle_bytes
+
+    hostile = _wrapping(offset, size)
+    with pytest.raises(ModelInputError, match="malformed TFLite model"):
+        Model(hostile)
+    path = tmp_path / "wrap.edgepkg"
+    path.write_bytes(make_bundle_bytes(keyset, hostile))
+    with pytest.raises(ModelInputError, match="malformed TFLite model"):
+        edge_sdk.load(path, trust=keyset.trust(), device_key=keyset.device,
+                      state_dir=tmp_path / "state", allow_target_mismatch=True)  # fmt: skip
+    genuine = _wrapping(0, 0, data=bytes(4 * 1024))  # the same graph, its constant (0) inline
+    path.write_bytes(make_bundle_bytes(keyset, genuine, version=2))
+    with edge_sdk.load(path, trust=keyset.trust(), device_key=keyset.device,
+                       state_dir=tmp_path / "state", allow_target_mismatch=True) as model:  # fmt: skip
+        x = np.arange(1024, dtype=np.float32)
+        assert np.array_equal(model.predict(x), x)
+
+
+def test_many_metadata_names_on_one_buffer_copy_it_once() -> None:
+    """A small file naming one large buffer under many metadata names cost names x size bytes
+    (8 MiB file, 300 names: 2.4 GB); each buffer is copied once now."""
+    from .tflite_builder import Buffer, Op, OpCode, Spec, Tensor, build
+
+    spec = Spec(opcodes=[OpCode(0)], ops=[Op(0, (0, 1), (2,))], inputs=(0,), outputs=(2,),
+                tensors=[Tensor("x", (4,)), Tensor("c", (4,)), Tensor("y", (4,))],
+                buffers=[Buffer(), Buffer(data=bytes(1 << 20))],
+                metadata={f"m{i}": 1 for i in range(300)})  # fmt: skip
+    info = read_tflite(build(spec))
+    assert len(info.metadata) == 300
+    assert len({id(value) for value in info.metadata.values()}) == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -604,3 +605,37 @@ def test_chat_input_that_is_not_text_is_a_typed_error(
     result = cli("chat", llm_bundle, "--max-tokens", 4, *common)
     assert result.code == 0, result.err
     assert "context holds 128" in result.err and len(result.out.split()) == 4
+
+
+def test_a_load_killed_mid_build_leaves_no_weights_for_long(
+    llm_bundle: Path, keyset: KeySet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A process killed while its engine is built (SIGKILL, the OOM killer) leaves its private
+    directory, and the weight cache in it (plaintext weights), on the memory filesystem. The
+    next load removes what dead processes of this user left, and nothing else."""
+    import subprocess
+
+    from edge_sdk.device import llm
+
+    real = llm.memory_dir()
+    assert real is not None, "this test needs a memory filesystem (/dev/shm)"
+    shm = Path(tempfile.mkdtemp(dir=real))  # a private one: the weight cache stays in RAM
+    monkeypatch.setattr(llm, "memory_dir", lambda: str(shm))
+    child = subprocess.Popen(["true"])  # a process id that has exited
+    child.wait()
+    left = shm / f"edge-sdk-llm-{child.pid}-abc123"
+    left.mkdir()
+    (left / "model.litertlm_1_2.xnnpack_cache").write_bytes(b"plaintext weights")
+    alive = shm / f"edge-sdk-llm-{os.getpid()}-def456"
+    alive.mkdir()
+    elsewhere = tmp_path / "not-ours"
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("x")
+    link = shm / f"edge-sdk-llm-{child.pid}-link01"
+    link.symlink_to(elsewhere)
+    with _open(llm_bundle, keyset, tmp_path / "state") as model:
+        assert model.weight_cache == "memory (unlinked)"
+    assert not left.exists()
+    assert alive.is_dir() and link.is_symlink() and (elsewhere / "keep").exists()
+    assert sorted(p.name for p in shm.iterdir()) == sorted([alive.name, link.name])
+    shutil.rmtree(shm)

@@ -30,6 +30,7 @@ import logging
 import math
 import operator
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -227,6 +228,41 @@ def memory_dir() -> str | None:
     return None
 
 
+#: The engine's private directories: ``edge-sdk-llm-<pid>-<random>``.
+_PRIVATE_PREFIX = "edge-sdk-llm-"
+_PRIVATE_NAME = re.compile(re.escape(_PRIVATE_PREFIX) + r"([1-9][0-9]{0,9})-[A-Za-z0-9_]{1,32}")
+
+
+def remove_stale_dirs(directory: str) -> list[str]:
+    """Remove the private directories that processes of this user left behind when they died
+    while building an engine (SIGKILL, the OOM killer): the weight cache in one is the model's
+    weights in plaintext, in RAM until reboot. A directory counts as left behind when its name
+    carries a process id that no longer exists; one of a live process, another user's, or
+    anything but a plain directory is left alone. The names removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _PRIVATE_NAME.fullmatch(entry.name)
+        if match is None:
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+                continue
+            os.kill(int(match.group(1)), 0)
+            continue  # alive (or reused by a live process): not ours to judge
+        except ProcessLookupError:
+            pass
+        except (OSError, OverflowError):
+            continue  # PermissionError: a live process of another user
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(entry.name)
+    return removed
+
+
 def _private_enough(directory: str) -> bool:
     """Whether no other user can rename what this process creates in ``directory``: owned by
     this user or root, and writable by others only when sticky (as /dev/shm). An inherited
@@ -293,7 +329,9 @@ class LanguageModel:
         # name). Without one, no cache is written at all: XNNPACK then packs the weights into
         # the process's own memory, a second model-sized copy (measured: 2.6x the RSS).
         shm = memory_dir()
-        private = tempfile.mkdtemp(prefix="edge-sdk-llm-", dir=shm)
+        if shm is not None:
+            remove_stale_dirs(shm)
+        private = tempfile.mkdtemp(prefix=f"{_PRIVATE_PREFIX}{os.getpid()}-", dir=shm)
         self.weight_cache = "memory (unlinked)" if shm is not None else "none"
         dir_fd = -1
         try:

@@ -34,7 +34,6 @@ from edge_sdk.errors import (
     DelegateError,
     EdgeSDKError,
     InferenceInputError,
-    ModelInputError,
     TargetMismatchError,
     UsageError,
     excerpt,
@@ -377,6 +376,7 @@ class Model:
         threads: int | None = None,
         delegate_chain: Sequence[Any] = (),
         strict_delegates: bool = False,
+        _stateful: bool | None = None,
     ) -> None:
         if not isinstance(model_bytes, (bytes, SealedMemory)):
             # Interpreter(model_content=bytearray) raises a TypeError whose text dumps the model.
@@ -392,11 +392,14 @@ class Model:
         self._model_bytes: bytes | SealedMemory = model_bytes
         self._delegate_chain = tuple(delegate_chain)
         self._strict = strict_delegates
+        # The strict reader first, before LiteRT sees a byte: a file it refuses (a buffer whose
+        # offset + size wraps past 2^64 passed LiteRT's own bounds check and read the memory
+        # before the model) never reaches the interpreter. Clones reuse the verdict.
+        self.stateful = _keeps_state(model_bytes) if _stateful is None else _stateful
         self._interpreter, self.delegates = _build_interpreter(
             self.backend, model_bytes, threads, self._delegate_chain, strict_delegates
         )
         self.inputs, self.outputs = _signature_tensors(self._interpreter, manifest)
-        self.stateful = _keeps_state(model_bytes)
         signatures = _full_signatures(self._interpreter)
         self.signatures: tuple[str, ...] = tuple(signatures)
         allocated: dict[int, tuple[int, ...]] = {}
@@ -761,6 +764,7 @@ class Model:
             threads=self.threads,
             delegate_chain=self._delegate_chain,
             strict_delegates=self._strict,
+            _stateful=self.stateful,
         )
 
     def close(self) -> None:
@@ -880,13 +884,12 @@ def _keeps_state(model_bytes: bytes | SealedMemory) -> bool:
 
 
 def _keeps_state_in(model_bytes: bytes | memoryview) -> bool:
-    """Whether the model assigns variables that persist between runs (a stateful model)."""
-    try:
-        return any(op.name in _STATE_OPS for op in read_tflite(model_bytes).ops)
-    except ModelInputError:
-        # The interpreter has already built from these bytes; a file the strict reader
-        # refuses is judged stateful, which only costs batching.
-        return True
+    """Whether the model assigns variables that persist between runs (a stateful model).
+
+    Raises:
+        ModelInputError: the strict reader refuses the file; no runtime may be given it.
+    """
+    return any(op.name in _STATE_OPS for op in read_tflite(model_bytes).ops)
 
 
 def _full_signatures(interpreter: Any) -> dict[str, Any]:

@@ -518,6 +518,7 @@ def _per_tensor_quantization(
 
 def _metadata(reader: _Reader, model: _Table, buffers: _Tables) -> dict[str, bytes]:
     found: dict[str, bytes] = {}
+    copies: dict[int, bytes] = {}
     for entry in model.tables(6, "metadata"):
         # table Metadata: name 0, buffer 1 (index into Model.buffers).
         name = entry.string(0, "metadata name")
@@ -526,7 +527,11 @@ def _metadata(reader: _Reader, model: _Table, buffers: _Tables) -> dict[str, byt
             raise _Malformed("a metadata entry has no name")
         if index >= len(buffers):
             raise _Malformed(f"metadata {excerpt(name)} uses buffer {index} of {len(buffers)}")
-        found.setdefault(name, bytes(_buffer_bytes(reader, buffers[index], index)))
+        if name not in found:
+            # Once per buffer: many names on one large buffer must not copy it many times.
+            if index not in copies:
+                copies[index] = bytes(_buffer_bytes(reader, buffers[index], index))
+            found[name] = copies[index]
     return found
 
 
