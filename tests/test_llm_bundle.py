@@ -639,3 +639,67 @@ def test_a_load_killed_mid_build_leaves_no_weights_for_long(
     assert alive.is_dir() and link.is_symlink() and (elsewhere / "keep").exists()
     assert sorted(p.name for p in shm.iterdir()) == sorted([alive.name, link.name])
     shutil.rmtree(shm)
+
+
+def test_one_stream_or_chat_at_a_time_and_close_ends_them_first(
+    llm_bundle: Path, keyset: KeySet, tmp_path: Path, tiny_llm: Any,
+) -> None:  # fmt: skip
+    """LiteRT-LM runs one session or conversation of an engine at a time: two open chats
+    aborted the process at exit (SIGABRT) or crashed it on close (SIGSEGV), two interleaved
+    streams hung it, and a stream went on decoding after close(). A second one is now a
+    UsageError, close() ends the open one before the engine, and reading on after it is a
+    UsageError too."""
+    from edge_sdk.errors import UsageError
+
+    with _open(llm_bundle, keyset, tmp_path / "state") as model:
+        first = model.stream(tiny_llm.prompt, max_tokens=TOKENS)
+        assert next(first)
+        with pytest.raises(UsageError, match="stream of this model is still open"):
+            next(model.stream(tiny_llm.prompt, max_tokens=TOKENS))
+        with pytest.raises(UsageError, match="still open"):
+            model.chat()
+        with pytest.raises(UsageError, match="still open"):
+            model.generate(tiny_llm.prompt, max_tokens=2)
+        rest = list(first)  # finishing the stream frees the engine
+        assert rest
+        chat = model.chat()
+        with pytest.raises(UsageError, match="chat of this model is still open"):
+            model.chat()
+        chat.close()
+        assert model.generate(tiny_llm.prompt, max_tokens=TOKENS)  # free again
+        running = model.stream(tiny_llm.prompt, max_tokens=TOKENS)
+        assert next(running)
+
+    assert model.closed
+    with pytest.raises(UsageError, match="closed while the stream was read"):
+        list(running)
+    # A chat left open when its model closes is closed with it.
+    with _open(llm_bundle, keyset, tmp_path / "state") as model:
+        talking = model.chat()
+        reply = talking.reply("Hello")
+    with pytest.raises(UsageError):
+        list(reply)
+    with pytest.raises(UsageError, match="chat is closed"):
+        talking.reply("again")
+
+
+def test_a_stream_left_half_read_does_not_hang_the_exit(
+    llm_bundle: Path, key_files: dict[str, Path], tmp_path: Path, tiny_llm: Any,
+) -> None:  # fmt: skip
+    """A script that ends with a model open and a stream half read: the model is closed at
+    exit, session first (LiteRT-LM's threads hung the exit with a session left running)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import edge_sdk\n"
+        f"m = edge_sdk.load_llm({str(llm_bundle)!r}, trust={str(key_files['signer.pub'])!r}, "
+        f"device_key={str(key_files['device'])!r}, state_dir={str(tmp_path / 's')!r}, "
+        "profile='x86_64')\n"
+        f"s = m.stream({tiny_llm.prompt!r}, max_tokens=16)\n"
+        "print(next(s), flush=True)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=False)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip()

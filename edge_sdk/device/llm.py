@@ -22,7 +22,9 @@ Two facts about litert-lm-api 0.18 shape how the engine is opened (measured, not
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import importlib
 import inspect
 import itertools
@@ -34,6 +36,8 @@ import re
 import shutil
 import stat
 import tempfile
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -239,7 +243,7 @@ def remove_stale_dirs(directory: str) -> list[str]:
     weights in plaintext, in RAM until reboot. A directory counts as left behind when its name
     carries a process id that no longer exists; one of a live process, another user's, or
     anything but a plain directory is left alone. The names removed."""
-    removed = []
+    removed: list[str] = []
     try:
         entries = list(os.scandir(directory))
     except OSError:
@@ -370,6 +374,16 @@ class LanguageModel:
         except (RuntimeError, TypeError, ValueError):
             self._bos = None
         self._closed = False
+        # LiteRT-LM runs one session or conversation of an engine at a time: a second one open
+        # beside it hung (two streams) or crashed the process (two chats, SIGABRT/SIGSEGV), and
+        # closing the engine under a live one left native code running. So the one that is
+        # open is kept here, a second is refused, and close() closes it before the engine.
+        self._lock = threading.Lock()
+        self._live: Any = None  # the open session (a stream) or Chat
+        # A model still open when the interpreter exits (a stream left half-read) is closed
+        # first, in order: LiteRT-LM's threads hung the exit with a session left running.
+        self._at_exit = functools.partial(_close_if_alive, weakref.ref(self))
+        atexit.register(self._at_exit)
 
     def __repr__(self) -> str:
         return (
@@ -383,16 +397,39 @@ class LanguageModel:
         self, prompt: str, max_tokens: int, temperature: float, seed: int, template: bool,
         top_k: int | None, top_p: float | None, *, checked: bool = False,
     ) -> Any:  # fmt: skip
+        """A new engine session, registered as the live one (release it with :meth:`_end`)."""
         if not checked:
             self._check_generation(prompt, max_tokens, temperature, seed, top_k, top_p)
-        self._check_open()
         sampler = self._sampler(temperature, seed, top_k, top_p)
-        try:
-            return self._engine.create_session(
-                apply_prompt_template=template, sampler_config=sampler, max_output_tokens=max_tokens
+        with self._lock:
+            self._check_idle()
+            try:
+                session = self._engine.create_session(
+                    apply_prompt_template=template, sampler_config=sampler,
+                    max_output_tokens=max_tokens,
+                )  # fmt: skip
+            except RuntimeError as exc:
+                raise BackendError(f"cannot start generating: {_first_line(exc)}") from None
+            self._live = session
+            return session
+
+    def _end(self, live: Any) -> None:
+        """Close ``live`` (a session or conversation) if it is still the open one."""
+        with self._lock:
+            if self._live is not live:
+                return  # closed already, by close()
+            self._live = None
+        live.close()
+
+    def _check_idle(self) -> None:
+        """Refuse a second session or chat while one is open (called holding the lock)."""
+        self._check_open()
+        if self._live is not None:
+            what = "chat" if isinstance(self._live, Chat) else "stream"
+            raise UsageError(
+                f"a {what} of this model is still open; LiteRT-LM runs one at a time",
+                hint=f"finish or close the {what} first (a with block, or .close())",
             )
-        except RuntimeError as exc:
-            raise BackendError(f"cannot start generating: {_first_line(exc)}") from None
 
     def _check_generation(
         self, prompt: str, max_tokens: int, temperature: float, seed: int, top_k: int | None,
@@ -478,12 +515,20 @@ class LanguageModel:
                                 checked=True)  # fmt: skip
         try:
             session.run_prefill([prompt])
-            for response in session.run_decode_async():
+            responses = iter(session.run_decode_async())
+            while True:
+                if self._live is not session:  # the model was closed: its session with it
+                    raise UsageError("this model was closed while the stream was read")
+                response = next(responses, None)
+                if response is None:
+                    return
                 yield from response.texts
         except RuntimeError as exc:
             raise BackendError(f"generation failed: {_first_line(exc)}") from None
+        except UnicodeDecodeError:
+            raise BackendError(_NOT_UTF8) from None
         finally:
-            session.close()
+            self._end(session)
 
     def generate(
         self,
@@ -507,7 +552,7 @@ class LanguageModel:
         except UnicodeDecodeError:
             raise BackendError(_NOT_UTF8) from None
         finally:
-            session.close()
+            self._end(session)
         return texts[0] if texts else ""
 
     def tokenize(self, text: str) -> list[int]:
@@ -617,13 +662,18 @@ class LanguageModel:
         self._check_open()
         check_sampling(max_tokens=max_tokens, temperature=temperature, seed=seed, top_k=top_k,
                        top_p=top_p)  # fmt: skip
-        try:
-            return Chat(self._engine.create_conversation(
-                sampler_config=self._sampler(temperature, seed, top_k, top_p),
-                max_output_tokens=max_tokens,
-            ), self.check_fits)  # fmt: skip
-        except RuntimeError as exc:
-            raise BackendError(f"cannot start a conversation: {_first_line(exc)}") from None
+        with self._lock:
+            self._check_idle()
+            try:
+                conversation = self._engine.create_conversation(
+                    sampler_config=self._sampler(temperature, seed, top_k, top_p),
+                    max_output_tokens=max_tokens,
+                )
+            except RuntimeError as exc:
+                raise BackendError(f"cannot start a conversation: {_first_line(exc)}") from None
+            chat = Chat(conversation, self.check_fits, self._end)
+            self._live = chat
+            return chat
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -637,9 +687,14 @@ class LanguageModel:
 
     def close(self) -> None:
         """Stop the engine and release the sealed memory (its pages go back to the kernel)."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            live, self._live = self._live, None
+        atexit.unregister(self._at_exit)
+        if live is not None:
+            live.close()  # a session or conversation before the engine that runs it
         self._engine.close()
         self._sealed.close()
 
@@ -663,12 +718,22 @@ class LanguageModel:
         }
 
 
+def _close_if_alive(ref: weakref.ref[LanguageModel]) -> None:
+    model = ref()
+    if model is not None:
+        model.close()
+
+
 class Chat:
     """A conversation with a :class:`LanguageModel` (see :meth:`LanguageModel.chat`)."""
 
-    def __init__(self, conversation: Any, check_fits: Callable[[str, str], None]) -> None:
+    def __init__(
+        self, conversation: Any, check_fits: Callable[[str, str], None],
+        ended: Callable[[Any], None] = lambda _chat: None,
+    ) -> None:  # fmt: skip
         self._conversation = conversation
         self._check_fits = check_fits
+        self._ended = ended  # tells the model this chat no longer holds the engine
         self._closed = False
 
     def reply(self, message: str) -> Iterator[str]:
@@ -688,7 +753,13 @@ class Chat:
     def _reply(self, message: str) -> Iterator[str]:
         produced = 0
         try:
-            for chunk in self._conversation.send_message_async(message):
+            chunks = iter(self._conversation.send_message_async(message))
+            while True:
+                if self._closed:  # closed (or its model closed) while the reply was read
+                    raise UsageError("this chat was closed while its reply was read")
+                chunk = next(chunks, None)
+                if chunk is None:
+                    break
                 for content in getattr(chunk, "contents", ()) or ():
                     text = getattr(content, "text", None)
                     if isinstance(text, str):
@@ -699,6 +770,8 @@ class Chat:
             if "exceeds available state entries" in text or "context" in text.lower():
                 raise self._full(text) from None
             raise BackendError(f"generation failed: {text}") from None
+        except UnicodeDecodeError:
+            raise BackendError(_NOT_UTF8) from None
         if produced == 0:
             raise self._full("the model answered nothing")
 
@@ -712,8 +785,11 @@ class Chat:
         )
 
     def close(self) -> None:
+        if self._closed:
+            return
         self._closed = True
         self._conversation.close()
+        self._ended(self)
 
     def __enter__(self) -> Chat:
         return self

@@ -108,8 +108,8 @@ class SealedMemory:
         if reason is not None:
             raise SealedMemoryError(
                 f"sealed memory is unavailable: {reason}",
-                hint="large and LLM models need Linux with /proc (kernel 3.17+); small .tflite "
-                "models load from memory with edge_sdk.load",
+                hint="LLM bundles need Linux with /proc (kernel 3.17+) memfd sealing; .tflite "
+                "bundles load from a bytes with edge_sdk.load where it is missing",
             )
         self.max_bytes = min(max_bytes, MAX_SEALED_BYTES)
         #: Models smaller than this are declined (:meth:`allocate` returns ``None``): see
