@@ -11,6 +11,7 @@ The exit codes are part of the public contract and are listed in the README.
 
 from __future__ import annotations
 
+import re
 import reprlib
 import unicodedata
 
@@ -29,10 +30,21 @@ _REPR.maxlevel = 2
 # meaning) and the line/paragraph separators (Zl, Zp: a faked new line in a log). Nothing from a
 # file may move the cursor, start an escape sequence or show other text than it holds.
 _ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"})
+# Printable characters that show nothing or draw over their neighbour, escaped too: the Hangul
+# fillers and the braille blank (a key id padded with them looks like another), the combining
+# grapheme joiner, Khmer's inherent vowels, variation selectors, and the combining overlays
+# (strokes and slashes through the character before them).
+_INVISIBLE = re.compile(
+    "[\u115f\u1160\u3164\uffa0\u2800\u034f\u17b4\u17b5\ufe00-\ufe0f"
+    "\U000e0100-\U000e01ef\u0334-\u0338\u20d2\u20d3\u20d8-\u20da\u20e5\u20e6"
+    "\u20ea\u20eb]"
+)
 
 
 def _escape_char(char: str) -> str:
-    if char.isprintable() or unicodedata.category(char) not in _ESCAPED_CATEGORIES:
+    if _INVISIBLE.match(char) is None and (
+        char.isprintable() or unicodedata.category(char) not in _ESCAPED_CATEGORIES
+    ):
         return char  # printable, or a space separator (Zs) other than U+0020
     code = ord(char)
     if code < 0x100:
@@ -43,7 +55,7 @@ def _escape_char(char: str) -> str:
 def escape_text(text: str) -> str:
     """``text`` with control and invisible format characters written as escapes (safe for
     terminals and logs)."""
-    if text.isprintable():  # the common case, in C: no character to escape
+    if text.isprintable() and _INVISIBLE.search(text) is None:  # the common case, in C
         return text
     return "".join(map(_escape_char, text))
 

@@ -83,6 +83,12 @@ def test_safe_escapes_every_invisible_and_reordering_character() -> None:
     import unicodedata
 
     from edge_sdk.cli._common import safe
+    from edge_sdk.errors import _INVISIBLE as INVISIBLE
+
+    # Printable but blank, or drawn over the character before: a key id padded with Hangul
+    # fillers looked like another (hostile review).
+    assert safe("key 6ab8\u3164\u3164 signed") == "key 6ab8\\u3164\\u3164 signed"
+    assert safe("a\u0336b\u2800c\ufe0f") == "a\\u0336b\\u2800c\\ufe0f"
 
     for code in range(sys.maxunicode + 1):
         char = chr(code)
@@ -90,6 +96,8 @@ def test_safe_escapes_every_invisible_and_reordering_character() -> None:
         shown = safe(char)
         if category in ("Cc", "Cf", "Co", "Cs", "Zl", "Zp", "Cn"):
             assert shown.startswith("\\") and shown.isascii() and shown.isprintable(), hex(code)
+        elif INVISIBLE.match(char):
+            assert shown.startswith("\\") and shown.isascii(), hex(code)
         elif category not in ("Zs",):
             assert shown == char, hex(code)
     assert safe("\u061cA\ufeffB\u200bC\u2066D\U000e0041") == (
