@@ -171,3 +171,26 @@ def test_many_metadata_names_on_one_buffer_copy_it_once() -> None:
     info = read_tflite(build(spec))
     assert len(info.metadata) == 300
     assert len({id(value) for value in info.metadata.values()}) == 1
+
+
+@pytest.mark.parametrize("written", ["input", "output"])
+def test_a_constant_the_caller_or_an_operator_writes_is_refused(written: str) -> None:
+    """An input (or an operator's output) placed on a buffer that holds model bytes: LiteRT
+    wrote the caller's input into the verified model itself — shared by clones, weights for the
+    next request — or crashed on the read-only mapping of sealed memory (hostile review)."""
+    from edge_sdk.device.runtime import Model
+    from edge_sdk.errors import ModelInputError
+
+    from .tflite_builder import Buffer, Op, OpCode, Spec, Tensor, build
+
+    weights = Buffer(data=bytes(16))
+    on = {"input": 0, "output": 2}[written]
+    tensors = [Tensor(name, (4,), buffer=1 if i == on else (2 if i == 1 else 0))
+               for i, name in enumerate(("x", "c", "y"))]  # fmt: skip
+    spec = Spec(opcodes=[OpCode(0)], ops=[Op(0, (0, 1), (2,))], inputs=(0,), outputs=(2,),
+                tensors=tensors, buffers=[Buffer(), weights, Buffer(data=bytes(16))])  # fmt: skip
+    data = build(spec)
+    with pytest.raises(ModelInputError, match="is a constant"):
+        read_tflite(data)
+    with pytest.raises(ModelInputError, match="is a constant"):
+        Model(data)

@@ -616,6 +616,33 @@ def test_a_child_forked_while_the_model_is_written_inherits_no_mapping_of_it() -
     assert os.waitstatus_to_exitcode(status) == 0, "the child inherited the model's mapping"
 
 
+def test_a_child_forked_while_the_model_is_written_cannot_write_through_its_descriptor() -> None:
+    """The descriptor is inherited across fork (close-on-exec acts on exec only), and pwrite
+    through it needs no mapping: a child wrote 1e6 into a verified model after its hash was
+    taken (hostile review). The child's copies of an unsealed memory file are closed at fork."""
+    import errno
+
+    payload = os.urandom(4 * 4096)
+    memory = _written_memory(payload)
+    pid = os.fork()
+    if pid == 0:  # any descriptor of it: ours, or the one Python's mmap dups for itself
+        code = 0
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                if "memfd:edge-sdk-model" in os.readlink(f"/proc/self/fd/{name}"):
+                    os.pwrite(int(name), b"EVIL!", 0)
+                    code = 3
+            except OSError as exc:
+                code = code or (0 if exc.errno in (errno.EBADF, errno.ENOENT) else 4)
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child could write the model"
+    with memory:
+        memory.seal()
+        with open(memory.path, "rb") as reopened:
+            assert reopened.read() == payload
+
+
 def test_a_model_left_mapped_writable_is_not_sealed_and_is_wiped() -> None:
     """A writable mapping that is not ours (here a second one of the same file) would let the
     model change after the checks: sealing is refused, and the plaintext is zeroed."""

@@ -380,6 +380,10 @@ class LanguageModel:
         # open is kept here, a second is refused, and close() closes it before the engine.
         self._lock = threading.Lock()
         self._live: Any = None  # the open session (a stream) or Chat
+        # Held around every call into a session or conversation: close() from another thread
+        # cancels the call in flight, then waits here before it deletes them (deleting a
+        # conversation under a running send_message_async crashed the process).
+        self._native = threading.RLock()
         # A model still open when the interpreter exits (a stream left half-read) is closed
         # first, in order: LiteRT-LM's threads hung the exit with a session left running.
         self._at_exit = functools.partial(_close_if_alive, weakref.ref(self))
@@ -514,12 +518,14 @@ class LanguageModel:
         session = self._session(prompt, max_tokens, temperature, seed, template, top_k, top_p,
                                 checked=True)  # fmt: skip
         try:
-            session.run_prefill([prompt])
-            responses = iter(session.run_decode_async())
+            with self._native:
+                session.run_prefill([prompt])
+                responses = iter(session.run_decode_async())
             while True:
-                if self._live is not session:  # the model was closed: its session with it
-                    raise UsageError("this model was closed while the stream was read")
-                response = next(responses, None)
+                with self._native:
+                    if self._live is not session:  # the model was closed: its session with it
+                        raise UsageError("this model was closed while the stream was read")
+                    response = next(responses, None)
                 if response is None:
                     return
                 yield from response.texts
@@ -545,8 +551,11 @@ class LanguageModel:
         options and errors are those of :meth:`stream`."""
         session = self._session(prompt, max_tokens, temperature, seed, template, top_k, top_p)
         try:
-            session.run_prefill([prompt])
-            texts: list[str] = session.run_decode().texts
+            with self._native:
+                if self._live is not session:
+                    raise UsageError("this model was closed before generating")
+                session.run_prefill([prompt])
+                texts: list[str] = session.run_decode().texts
         except RuntimeError as exc:
             raise BackendError(f"generation failed: {_first_line(exc)}") from None
         except UnicodeDecodeError:
@@ -671,7 +680,7 @@ class LanguageModel:
                 )
             except RuntimeError as exc:
                 raise BackendError(f"cannot start a conversation: {_first_line(exc)}") from None
-            chat = Chat(conversation, self.check_fits, self._end)
+            chat = Chat(conversation, self.check_fits, self._end, self._native)
             self._live = chat
             return chat
 
@@ -694,9 +703,15 @@ class LanguageModel:
             live, self._live = self._live, None
         atexit.unregister(self._at_exit)
         if live is not None:
-            live.close()  # a session or conversation before the engine that runs it
-        self._engine.close()
-        self._sealed.close()
+            # Stop a decode in flight in another thread, then wait for it to leave native code.
+            target = live._conversation if isinstance(live, Chat) else live
+            with contextlib.suppress(Exception):
+                target.cancel_process()
+        with self._native:
+            if live is not None:
+                live.close()  # a session or conversation before the engine that runs it
+            self._engine.close()
+            self._sealed.close()
 
     def __enter__(self) -> LanguageModel:
         return self
@@ -730,8 +745,10 @@ class Chat:
     def __init__(
         self, conversation: Any, check_fits: Callable[[str, str], None],
         ended: Callable[[Any], None] = lambda _chat: None,
+        native: Any = None,
     ) -> None:  # fmt: skip
         self._conversation = conversation
+        self._native = native if native is not None else threading.RLock()
         self._check_fits = check_fits
         self._ended = ended  # tells the model this chat no longer holds the engine
         self._closed = False
@@ -753,11 +770,15 @@ class Chat:
     def _reply(self, message: str) -> Iterator[str]:
         produced = 0
         try:
-            chunks = iter(self._conversation.send_message_async(message))
+            with self._native:
+                if self._closed:
+                    raise UsageError("this chat was closed before its reply was read")
+                chunks = iter(self._conversation.send_message_async(message))
             while True:
-                if self._closed:  # closed (or its model closed) while the reply was read
-                    raise UsageError("this chat was closed while its reply was read")
-                chunk = next(chunks, None)
+                with self._native:
+                    if self._closed:  # closed (or its model closed) while the reply was read
+                        raise UsageError("this chat was closed while its reply was read")
+                    chunk = next(chunks, None)
                 if chunk is None:
                     break
                 for content in getattr(chunk, "contents", ()) or ():
@@ -775,8 +796,11 @@ class Chat:
         if produced == 0:
             raise self._full("the model answered nothing")
 
-    def _full(self, detail: str) -> BackendError:
-        used = getattr(self._conversation, "token_count", None)
+    def _full(self, detail: str) -> EdgeSDKError:
+        with self._native:  # token_count reads the conversation: not once it is deleted
+            if self._closed:
+                return UsageError("this chat was closed while its reply was read")
+            used = getattr(self._conversation, "token_count", None)
         tokens = f" ({used} tokens)" if isinstance(used, int) else ""
         return BackendError(
             f"this conversation has filled the model's context{tokens}: {detail}",
@@ -788,7 +812,8 @@ class Chat:
         if self._closed:
             return
         self._closed = True
-        self._conversation.close()
+        with self._native:  # never under a reply another thread is reading
+            self._conversation.close()
         self._ended(self)
 
     def __enter__(self) -> Chat:

@@ -33,6 +33,7 @@ import mmap
 import os
 import sys
 import time
+import weakref
 from collections.abc import Iterator
 
 from edge_sdk.errors import SealedMemoryError
@@ -48,6 +49,41 @@ _NAME = "edge-sdk-model"
 #: Tries of F_ADD_SEALS after EBUSY, and the pause between them (the kernel waits ~75 ms itself).
 _SEAL_ATTEMPTS = 4
 _SEAL_RETRY_SECONDS = 0.05
+
+
+#: Memory files being written (not sealed yet): a forked child drops them (see _drop_in_child).
+_WRITING: weakref.WeakSet[SealedMemory] = weakref.WeakSet()
+
+
+def _drop_in_child() -> None:
+    """In a child forked while a model is being written: close that memory file's descriptor.
+    The writable mapping is not inherited (MADV_DONTFORK), but the descriptor is (close-on-exec
+    acts on exec only), and pwrite through it needs no mapping: a child could change the model
+    after its hash was taken, before the parent seals it."""
+    writing = list(_WRITING)
+    if not writing:
+        return
+    # Every descriptor of those files: ours, and the one Python's mmap object dups for itself.
+    files = {(st.st_dev, st.st_ino) for m in writing for st in _fstat(m._fd)}
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if any((st.st_dev, st.st_ino) in files for st in _fstat(fd)):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+    for memory in writing:
+        memory._fd, memory._view, memory._map = -1, None, None
+
+
+def _fstat(fd: int) -> list[os.stat_result]:
+    try:
+        return [os.fstat(fd)]
+    except OSError:
+        return []
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_in_child)
 
 
 def _seal_bits() -> int:
@@ -141,6 +177,7 @@ class SealedMemory:
             self._fd = os.memfd_create(_NAME, flags)
         except OSError as exc:
             raise SealedMemoryError(f"memfd_create failed: {os.strerror(exc.errno or 0)}") from None
+        _WRITING.add(self)  # from its first moment: a fork during fallocate is a fork too
         try:
             os.ftruncate(self._fd, size)
             os.posix_fallocate(self._fd, 0, size)
@@ -184,6 +221,7 @@ class SealedMemory:
         self._map = None
         try:
             self.write_seal = self._add_seals()
+            _WRITING.discard(self)
         except SealedMemoryError:
             self._wipe_unsealed()
             self.close()
@@ -270,6 +308,7 @@ class SealedMemory:
 
     def close(self) -> None:
         """Wipe (if still writable) and release the memory file. Idempotent."""
+        _WRITING.discard(self)
         if self._view is not None:
             wipe(self._view)  # never sealed: a refused (or abandoned) model
             self._view.release()

@@ -375,14 +375,18 @@ def _parse(reader: _Reader) -> TFLiteInfo:
     main_tensors = _Tables(reader, 0, 0, "tensor")
     for number, subgraph in enumerate(subgraphs):
         # table SubGraph: tensors 0, inputs 1, outputs 2, operators 3, name 4.
+        written: list[int] = list(subgraph.numbers(1, "i", f"subgraph {number} inputs") or ())
         for op in subgraph.tables(3, f"subgraph {number} operator"):
             index: int = op.scalar(0, "<I", 0)  # table Operator: opcode_index 0
             if index >= len(codes):
                 raise _Malformed(f"an operator of subgraph {number} uses operator code {index}, "
                                  f"but the model lists {len(codes)}")  # fmt: skip
             uses[index] += 1
+            # table Operator: inputs 1, outputs 2 (tensor indices; -1 is an omitted optional).
+            written.extend(op.numbers(2, "i", f"subgraph {number} operator outputs") or ())
         tensors = subgraph.tables(0, f"subgraph {number} tensor")
-        for tensor in tensors:
+        constant: set[int] = set()
+        for position, tensor in enumerate(tensors):
             # table Tensor: shape 0, type 1, buffer 2, name 3, quantization 4, is_variable 5,
             # sparsity 6, shape_signature 7.
             sparse += tensor.has(6)
@@ -393,6 +397,15 @@ def _parse(reader: _Reader) -> TFLiteInfo:
             # Buffer 0 is the conventional empty buffer: activations and inputs point at it.
             if buffer_index and _buffer_bytes(reader, buffers[buffer_index], buffer_index):
                 weights[_dtype_name(tensor.scalar(1, "<b", 0))] += 1
+                constant.add(position)
+        # A tensor the caller or an operator writes must not hold model bytes: LiteRT would
+        # write into the model itself (the caller's input became weights, shared by clones, or
+        # crashed on a read-only mapping of it).
+        for index in written:
+            if index in constant:
+                raise _Malformed(f"tensor {index} of subgraph {number} is a constant (it has "
+                                 "data in the model) but is written as an input or an "
+                                 "operator's output")  # fmt: skip
         if number == 0:
             main_tensors = tensors
 
