@@ -683,6 +683,49 @@ def test_one_stream_or_chat_at_a_time_and_close_ends_them_first(
         talking.reply("again")
 
 
+def test_a_chat_dropped_without_close_frees_the_model(
+    llm_bundle: Path, keyset: KeySet, tmp_path: Path, tiny_llm: Any,
+) -> None:  # fmt: skip
+    """A chat nobody closed held the engine until model.close(): every later generate was a
+    UsageError. Its conversation now ends as the chat is collected."""
+    import gc
+
+    with _open(llm_bundle, keyset, tmp_path / "state") as model:
+        chat = model.chat()
+        assert "".join(chat.reply("Hello"))
+        with pytest.raises(edge_sdk.errors.UsageError, match="chat of this model is still open"):
+            model.generate(tiny_llm.prompt, max_tokens=2)
+        del chat
+        gc.collect()
+        assert model.generate(tiny_llm.prompt, max_tokens=TOKENS)
+        again = model.chat()  # and a new chat starts
+        assert "".join(again.reply("Hello"))
+
+
+def test_a_program_run_from_the_process_inherits_no_model_descriptor(
+    llm_bundle: Path, keyset: KeySet, tmp_path: Path, tiny_llm: Any,
+) -> None:  # fmt: skip
+    """LiteRT-LM opens the model (a new descriptor of the memfd) and its weight cache without
+    O_CLOEXEC: a program started with os.system (fork+exec, every descriptor inherited) could
+    read the plaintext model and the packed weights. load_llm marks them close-on-exec."""
+    import subprocess
+    import sys
+
+    lister = ("import os\nfor n in os.listdir('/proc/self/fd'):\n"
+              "    try: print(os.readlink('/proc/self/fd/' + n))\n    except OSError: pass\n")
+    with _open(llm_bundle, keyset, tmp_path / "state") as model:
+        assert model.generate(tiny_llm.prompt, max_tokens=4)
+        mine = [os.readlink(f"/proc/self/fd/{n}") for n in os.listdir("/proc/self/fd")
+                if os.path.exists(f"/proc/self/fd/{n}")]  # fmt: skip
+        assert any(m.startswith("/memfd:") for m in mine)  # the model is open here
+        child = subprocess.run([sys.executable, "-c", lister], close_fds=False,
+                               capture_output=True, text=True, check=True)  # fmt: skip
+    seen = child.stdout.splitlines()
+    assert seen  # the lister ran and saw its own descriptors
+    leaked = [n for n in seen if n.startswith("/memfd:") or "xnnpack_cache" in n]
+    assert not leaked, f"inherited by a child program: {leaked}"
+
+
 def test_a_stream_left_half_read_does_not_hang_the_exit(
     llm_bundle: Path, key_files: dict[str, Path], tmp_path: Path, tiny_llm: Any,
 ) -> None:  # fmt: skip

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import functools
 import importlib
 import inspect
@@ -296,6 +297,31 @@ def _model_context(litert_lm: Any, path: str) -> int | None:
     return tokens if tokens > 0 else None
 
 
+def _open_descriptors() -> set[int]:
+    """The file descriptors this process has open now (not the one listing them used)."""
+    try:
+        listed = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return set()
+    still = set()
+    for fd in listed:
+        with contextlib.suppress(OSError):
+            os.fstat(fd)
+            still.add(fd)
+    return still
+
+
+def _close_on_exec(descriptors: Iterable[int]) -> None:
+    """Mark ``descriptors`` close-on-exec. LiteRT-LM opens the model (through its path: a new
+    descriptor of the memfd) and its weight cache without O_CLOEXEC, so a program the caller
+    runs with os.system or fork+exec would inherit the plaintext model and packed weights."""
+    for fd in descriptors:
+        with contextlib.suppress(OSError):
+            flags = fcntl.fcntl(fd, fcntl.F_GETFD)
+            if not flags & fcntl.FD_CLOEXEC:
+                fcntl.fcntl(fd, fcntl.F_SETFD, flags | fcntl.FD_CLOEXEC)
+
+
 def _keywords(function: Any) -> frozenset[str]:
     """The keyword parameters a function takes."""
     kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -345,15 +371,19 @@ class LanguageModel:
             dir_fd = os.open(private, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
             os.symlink(memory.path, "model.litertlm", dir_fd=dir_fd)
             held = f"/proc/self/fd/{dir_fd}"
-            self._engine = litert_lm.Engine(
-                f"{held}/model.litertlm",
-                backend=litert_lm.Backend.CPU(thread_count=threads),
-                max_num_tokens=max_num_tokens,
-                cache_dir=held if shm is not None else NO_CACHE,
-            )
-            # The context the engine runs with: the smaller of what was asked and what the
-            # model's KV cache holds (a larger max_num_tokens does not grow it).
-            self._model_context = _model_context(litert_lm, f"{held}/model.litertlm")
+            before = _open_descriptors()
+            try:
+                self._engine = litert_lm.Engine(
+                    f"{held}/model.litertlm",
+                    backend=litert_lm.Backend.CPU(thread_count=threads),
+                    max_num_tokens=max_num_tokens,
+                    cache_dir=held if shm is not None else NO_CACHE,
+                )
+                # The context the engine runs with: the smaller of what was asked and what the
+                # model's KV cache holds (a larger max_num_tokens does not grow it).
+                self._model_context = _model_context(litert_lm, f"{held}/model.litertlm")
+            finally:
+                _close_on_exec(_open_descriptors() - before)
             known = [n for n in (max_num_tokens, self._model_context) if n is not None]
             self.context: int | None = min(known) if known else None
         except OSError as exc:
@@ -379,7 +409,10 @@ class LanguageModel:
         # closing the engine under a live one left native code running. So the one that is
         # open is kept here, a second is refused, and close() closes it before the engine.
         self._lock = threading.Lock()
-        self._live: Any = None  # the open session (a stream) or Chat
+        self._live: Any = None  # the open session (a stream) or a chat's conversation
+        # The chat that holds the conversation, weakly: a chat dropped without close() ends
+        # its conversation as it is collected, and the model is free again.
+        self._live_chat: weakref.ref[Chat] | None = None
         # Held around every call into a session or conversation: close() from another thread
         # cancels the call in flight, then waits here before it deletes them (deleting a
         # conversation under a running send_message_async crashed the process).
@@ -418,18 +451,24 @@ class LanguageModel:
             return session
 
     def _end(self, live: Any) -> None:
-        """Close ``live`` (a session or conversation) if it is still the open one."""
+        """Close ``live`` (a session) if it is still the open one."""
+        if self._release(live):
+            live.close()
+
+    def _release(self, live: Any) -> bool:
+        """Forget ``live`` (a session or conversation) if it is still the open one: whether it
+        was (else close() has taken it already)."""
         with self._lock:
             if self._live is not live:
-                return  # closed already, by close()
-            self._live = None
-        live.close()
+                return False
+            self._live, self._live_chat = None, None
+            return True
 
     def _check_idle(self) -> None:
         """Refuse a second session or chat while one is open (called holding the lock)."""
         self._check_open()
         if self._live is not None:
-            what = "chat" if isinstance(self._live, Chat) else "stream"
+            what = "chat" if self._live_chat is not None else "stream"
             raise UsageError(
                 f"a {what} of this model is still open; LiteRT-LM runs one at a time",
                 hint=f"finish or close the {what} first (a with block, or .close())",
@@ -680,8 +719,8 @@ class LanguageModel:
                 )
             except RuntimeError as exc:
                 raise BackendError(f"cannot start a conversation: {_first_line(exc)}") from None
-            chat = Chat(conversation, self.check_fits, self._end, self._native)
-            self._live = chat
+            chat = Chat(conversation, self.check_fits, self._release, self._native)
+            self._live, self._live_chat = conversation, weakref.ref(chat)
             return chat
 
     # -- lifetime ------------------------------------------------------------------------------
@@ -701,14 +740,17 @@ class LanguageModel:
                 return
             self._closed = True
             live, self._live = self._live, None
+            chat = self._live_chat() if self._live_chat is not None else None
+            self._live_chat = None
         atexit.unregister(self._at_exit)
         if live is not None:
             # Stop a decode in flight in another thread, then wait for it to leave native code.
-            target = live._conversation if isinstance(live, Chat) else live
             with contextlib.suppress(Exception):
-                target.cancel_process()
+                live.cancel_process()
         with self._native:
-            if live is not None:
+            if chat is not None:
+                chat.close()  # marks it closed, then closes its conversation
+            elif live is not None:
                 live.close()  # a session or conversation before the engine that runs it
             self._engine.close()
             self._sealed.close()
@@ -744,14 +786,16 @@ class Chat:
 
     def __init__(
         self, conversation: Any, check_fits: Callable[[str, str], None],
-        ended: Callable[[Any], None] = lambda _chat: None,
+        ended: Callable[[Any], object] = lambda _conversation: None,
         native: Any = None,
     ) -> None:  # fmt: skip
         self._conversation = conversation
         self._native = native if native is not None else threading.RLock()
         self._check_fits = check_fits
-        self._ended = ended  # tells the model this chat no longer holds the engine
         self._closed = False
+        # Ends the conversation and tells the model it no longer holds the engine: once, from
+        # close() or as a chat nobody closed is collected (the finalizer holds no ref to self).
+        self._finish = weakref.finalize(self, _end_conversation, conversation, self._native, ended)
 
     def reply(self, message: str) -> Iterator[str]:
         """The reply's text as it is decoded; the turn is remembered for the next reply.
@@ -812,15 +856,19 @@ class Chat:
         if self._closed:
             return
         self._closed = True
-        with self._native:  # never under a reply another thread is reading
-            self._conversation.close()
-        self._ended(self)
+        self._finish()
 
     def __enter__(self) -> Chat:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _end_conversation(conversation: Any, native: Any, ended: Callable[[Any], object]) -> None:
+    with native:  # never under a reply another thread is reading
+        conversation.close()
+    ended(conversation)
 
 
 def _check_header(memory: SealedMemory) -> None:
