@@ -711,8 +711,10 @@ def test_a_program_run_from_the_process_inherits_no_model_descriptor(
     import subprocess
     import sys
 
-    lister = ("import os\nfor n in os.listdir('/proc/self/fd'):\n"
-              "    try: print(os.readlink('/proc/self/fd/' + n))\n    except OSError: pass\n")
+    lister = (
+        "import os\nfor n in os.listdir('/proc/self/fd'):\n"
+        "    try: print(os.readlink('/proc/self/fd/' + n))\n    except OSError: pass\n"
+    )
     with _open(llm_bundle, keyset, tmp_path / "state") as model:
         assert model.generate(tiny_llm.prompt, max_tokens=4)
         mine = [os.readlink(f"/proc/self/fd/{n}") for n in os.listdir("/proc/self/fd")
