@@ -415,6 +415,15 @@ class StateError(EdgeSDKError):
     kind = "state"
 
 
+class WeightCacheError(StateError):
+    """An LLM's encrypted weight cache cannot be used (tampered, cut short, another runtime's,
+    or a cache directory other users can write to). A load never fails for it: the weights are
+    packed again, and the reason is logged and shown by ``describe()``."""
+
+    exit_code = 76
+    kind = "weight-cache"
+
+
 # -- deploy and audit ---------------------------------------------------------------------------------
 
 

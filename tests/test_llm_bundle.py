@@ -130,9 +130,10 @@ def test_the_decrypted_model_is_in_sealed_memory_and_never_on_disk(
         # Beside the engine's path were its symlink and (in memory) the weight cache; that
         # directory was on a memory filesystem (the disk-backed XDG_RUNTIME_DIR was passed
         # over) and is gone now.
-        assert [n for n in beside[0] if n != "model.litertlm"] == [n for n in beside[0]
-                if n.startswith("model.litertlm") and n.endswith(".xnnpack_cache")]  # fmt: skip
-        assert model.weight_cache == "memory (unlinked)"
+        (model_name,) = [n for n in beside[0] if n.endswith(".litertlm")]
+        assert [n for n in beside[0] if n != model_name] == [n for n in beside[0]
+                if n.startswith(model_name + "_") and n.endswith(".xnnpack_cache")]  # fmt: skip
+        assert model.weight_cache.startswith("memfd (packed this start; saved encrypted")
         assert filesystem_of(used[0]) in ("tmpfs", "ramfs") and not os.path.exists(used[0])
         assert not list(runtime_dir.iterdir())
         new = {p for d in watched for p in _files(d)} - before
@@ -394,7 +395,7 @@ def test_without_a_memory_filesystem_no_weight_cache_is_written(
         assert model.weight_cache == "none"
         assert _ids(model, tiny_llm.prompt) == plain_ids[tiny_llm.prompt]
     [(path, listing, cache)] = calls
-    assert cache == ":nocache" and listing == ["model.litertlm"]
+    assert cache == ":nocache" and len(listing) == 1 and listing[0].endswith(".litertlm")
     assert not os.path.exists(os.path.dirname(path))
 
 
@@ -634,7 +635,7 @@ def test_a_load_killed_mid_build_leaves_no_weights_for_long(
     link = shm / f"edge-sdk-llm-{child.pid}-link01"
     link.symlink_to(elsewhere)
     with _open(llm_bundle, keyset, tmp_path / "state") as model:
-        assert model.weight_cache == "memory (unlinked)"
+        assert model.weight_cache.startswith("memfd (packed this start")
     assert not left.exists()
     assert alive.is_dir() and link.is_symlink() and (elsewhere / "keep").exists()
     assert sorted(p.name for p in shm.iterdir()) == sorted([alive.name, link.name])

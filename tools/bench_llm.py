@@ -15,7 +15,10 @@ tokens/s, least peak RSS: the least noisy estimate on a shared machine). Sides:
   it writes beside the model by default (repacked plaintext weights, which the sealed path must
   never write), so TTFT includes repacking the weights, as it does for the sealed path.
 - ``sealed``: ``edge_sdk.load_llm`` on a signed bundle encrypted for one device key: verify,
-  decrypt into sealed memory, then the engine (with ``:nocache``).
+  decrypt into sealed memory, decrypt the weight cache it saved encrypted on an earlier run into
+  sealed memory too, then the engine.
+- ``sealed-nocache``: the same with ``weight_cache="memory"``: nothing kept between starts, so
+  the engine packs the weights again (into a memfd).
 
 TTFT is from just before the engine is created (the runtimes, and edge_sdk, are imported before
 the clock) to the first streamed token; decode tokens/s counts the tokens after the first. Peak RSS is
@@ -46,7 +49,7 @@ from pathlib import Path
 import litert_lm  # imported before the clock on every side
 litert_lm.set_min_log_severity(litert_lm.LogSeverity.ERROR)
 side, path, prompt, tokens, ctx = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-if side == 'sealed':
+if side.startswith('sealed'):
     import edge_sdk, edge_sdk.device.llm  # the library, like litert_lm, before the clock
 def hwm():
     for line in Path('/proc/self/status').read_text().splitlines():
@@ -69,14 +72,17 @@ elif side == 'memfd':
     link = os.path.join(tempfile.mkdtemp(dir='/dev/shm'), 'model.litertlm')  # as load_llm: cache in memory
     os.symlink(f'/proc/self/fd/{fd}', link)
     model_path = link
-elif side == 'sealed':
+elif side.startswith('sealed'):
     bundle, trust, key, state = path.split(os.pathsep)
     model = edge_sdk.load_llm(bundle, trust=trust, device_key=key, state_dir=state,
-                              allow_target_mismatch=True, threads=1, max_num_tokens=ctx)
+                              allow_target_mismatch=True, threads=1, max_num_tokens=ctx,
+                              weight_cache='memory' if side == 'sealed-nocache' else 'encrypted')
+    if side == 'sealed' and not model.weight_cache.startswith('encrypted on disk'):
+        raise SystemExit(f'the saved weight cache was not used: {model.describe()}')
 elif side != 'plain-nocache':
     raise SystemExit(f'unknown side {side}')
 stamps, pieces = [], []
-if side == 'sealed':
+if side.startswith('sealed'):
     for piece in model.stream(prompt, max_tokens=tokens):
         stamps.append(time.perf_counter())
         pieces.append(piece)
@@ -158,14 +164,15 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-llm-"))
     sealed = _sealed_bundle(model.path, work)
-    sides = ["plain", "plain-nocache", "memfd", "sealed"]
+    sides = ["plain", "plain-nocache", "memfd", "sealed", "sealed-nocache"]
     runs: dict[str, list[dict[str, object]]] = {s: [] for s in sides}
     # A first plain run writes LiteRT-LM's weight cache beside the file; the timed plain runs
     # then load it, as a user of LiteRT-LM alone gets from the second start on.
     run_side("plain", model.path, model.prompt, 2, args.context)
+    run_side("sealed-first", sealed, model.prompt, 2, args.context)  # saves its weight cache
     for _ in range(args.repeat):
         for side in sides:
-            source = sealed if side == "sealed" else str(model.path)
+            source = sealed if side.startswith("sealed") else str(model.path)
             runs[side].append(run_side(side, source, model.prompt, args.tokens, args.context))
     shutil.rmtree(work, ignore_errors=True)
 

@@ -32,7 +32,9 @@ from .llm import (
     TemperatureOpt,
     TopKOpt,
     TopPOpt,
+    WeightCacheOpt,
     check_generation_options,
+    check_weight_cache_option,
     load_llm_bundle,
     stream_reply,
 )
@@ -127,6 +129,7 @@ def run(
     expected_name: NameOpt = None,
     allow_unencrypted: AllowUnencryptedOpt = False,
     as_json: JsonOpt = False,
+    weight_cache: WeightCacheOpt = "encrypted",
 ) -> None:
     """Verify, decrypt in memory and run a bundle on the inputs; print or save the outputs.
 
@@ -145,10 +148,11 @@ def run(
         sampling: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature,
                                     "seed": seed, "top_k": top_k, "top_p": top_p}  # fmt: skip
         check_generation_options(prompt, **sampling)
+        check_weight_cache_option(weight_cache)
         _generate(bundle, trust, device_key, prompt, as_json=as_json, slip=slip, profile=profile,
                   state_dir=state_dir, threads=threads, sampling=sampling,
                   allow_target_mismatch=allow_target_mismatch,
-                  expected_name=expected_name,
+                  expected_name=expected_name, weight_cache=weight_cache,
                   require_encryption=False if allow_unencrypted else None)  # fmt: skip
         return
     assert input is not None

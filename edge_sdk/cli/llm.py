@@ -39,6 +39,25 @@ TopPOpt = Annotated[
     float | None, typer.Option(help="With --temperature > 0: nucleus probability, in (0, 1].")
 ]
 SeedOpt = Annotated[int, typer.Option(help="Sampling seed (0 to 2**31-1).")]
+WeightCacheOpt = Annotated[
+    str,
+    typer.Option(
+        help="Where the weights packed for this CPU are kept between starts: 'encrypted' (in "
+        "the state directory, for this device; later starts skip packing) or 'memory' (packed "
+        "every start, nothing stored)."
+    ),
+]
+
+
+def check_weight_cache_option(mode: str) -> None:
+    """``--weight-cache`` checked before the bundle is opened."""
+    from edge_sdk.device.llm import WEIGHT_CACHE_MODES
+    from edge_sdk.errors import UsageError
+
+    if mode not in WEIGHT_CACHE_MODES:
+        raise UsageError(
+            f"--weight-cache must be {' or '.join(WEIGHT_CACHE_MODES)}, not {safe(mode)}"
+        )
 
 
 def check_generation_options(prompt: str | None = None, **sampling: Any) -> None:
@@ -125,6 +144,7 @@ def chat(
     allow_target_mismatch: MismatchOpt = False,
     expected_name: NameOpt = None,
     allow_unencrypted: AllowUnencryptedOpt = False,
+    weight_cache: WeightCacheOpt = "encrypted",
 ) -> None:
     """Verify an LLM bundle, open it from sealed memory, and chat: one prompt per line of stdin.
 
@@ -135,10 +155,12 @@ def chat(
     sampling: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature,
                                 "seed": seed, "top_k": top_k, "top_p": top_p}  # fmt: skip
     check_generation_options(**sampling)
+    check_weight_cache_option(weight_cache)
     with load_llm_bundle(
         bundle, trust, device_key, slip=slip, profile=profile, state_dir=state_dir,
         threads=threads, allow_target_mismatch=allow_target_mismatch,
         expected_name=expected_name, require_encryption=False if allow_unencrypted else None,
+        weight_cache=weight_cache,
     ) as model, contextlib.ExitStack() as turns:  # fmt: skip
         conversation = turns.enter_context(model.chat(**sampling)) if template else None
         interactive = sys.stdin.isatty()

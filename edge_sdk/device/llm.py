@@ -8,7 +8,7 @@ only, and a ``bytes`` would be a second copy of a model of gigabytes.
 Two facts about litert-lm-api 0.18 shape how the engine is opened (measured, not guessed):
 
 - It picks the file format from the path's *extension*, so ``/proc/self/fd/N`` is refused as
-  "Unsupported or unknown file format". The engine is given ``model.litertlm``, a symlink to
+  "Unsupported or unknown file format". The engine is given ``model-<random>.litertlm``, a symlink to
   ``/proc/self/fd/N`` in a fresh private (0700, random name) directory, removed as soon as the
   engine is built. The link holds no model byte; opened by any other process it would name that
   process's own descriptor.
@@ -34,10 +34,12 @@ import math
 import operator
 import os
 import re
+import secrets
 import shutil
 import stat
 import tempfile
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
@@ -63,6 +65,7 @@ from edge_sdk.profiles import DeviceProfile, load_profile
 from .audit_log import AuditLog
 from .sealed_memory import SealedMemory
 from .state import VersionState, default_state_dir
+from .weight_cache import WeightCacheStore
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,8 @@ DEFAULT_MAX_TOKENS = 256
 MAX_LLM_BYTES = 16 * 1024**3
 #: Tell LiteRT-LM not to write its XNNPACK weight cache (repacked plaintext weights) to disk.
 NO_CACHE = ":nocache"
+#: Where the packed weights are kept between starts: encrypted in the state directory, or nowhere.
+WEIGHT_CACHE_MODES = ("encrypted", "memory")
 
 # -- what a caller may pass ---------------------------------------------------------------------
 # LiteRT-LM hands these to C as 32-bit ints and floats without checking them: a seed or a token
@@ -337,11 +342,13 @@ class LanguageModel:
         threads: the engine's CPU threads (profile, caller or usable cores).
         memory: ``"memfd (sealed)"``: where the decrypted model lives.
         context: the tokens a prompt and its reply share (None if LiteRT-LM does not say).
+        weight_cache: where the packed weights came from this start (``describe()`` too).
     """
 
     def __init__(
-        self, memory: SealedMemory, manifest: Manifest, threads: int, max_num_tokens: int | None
-    ) -> None:
+        self, memory: SealedMemory, manifest: Manifest, threads: int, max_num_tokens: int | None,
+        cache: WeightCacheStore | None = None,
+    ) -> None:  # fmt: skip
         litert_lm = import_litert_lm()
         # LiteRT-LM logs every section it does not use, and more, on stderr (from its own
         # threads, while generating too): only its errors are kept. A caller who wants the rest
@@ -352,52 +359,71 @@ class LanguageModel:
         self.memory = "memfd (sealed)"
         self._sealed = memory
         self._litert_lm = litert_lm
-        # A fresh 0700 directory with a random name (mkdtemp), never a predictable path. On a
-        # memory filesystem, LiteRT-LM's XNNPACK weight cache (the weights repacked: plaintext)
-        # goes there too: the engine maps it, so the packed weights live once, in memory, and
-        # the directory is removed as soon as the engine is built (the mapping outlives the
-        # name). Without one, no cache is written at all: XNNPACK then packs the weights into
-        # the process's own memory, a second model-sized copy (measured: 2.6x the RSS).
+        # A fresh 0700 directory with a random name (mkdtemp), never a predictable path, on a
+        # memory filesystem. It holds two symlinks: the model (to its sealed memfd) and the
+        # XNNPACK weight cache (the weights repacked for this CPU: plaintext), to a second
+        # memfd that is either the cache this device saved encrypted on an earlier start,
+        # decrypted and sealed, or an empty one the engine packs the weights into (then saved,
+        # encrypted, for the next start). The engine maps the cache, so the packed weights live
+        # once, in memory; the directory is removed as soon as the engine is built. Without a
+        # memory filesystem no cache is used at all (LiteRT-LM would write one itself beside the
+        # model if its name for it changed): XNNPACK then packs the weights into the process's
+        # own memory, a second model-sized copy (measured: 2.6x the RSS).
         shm = memory_dir()
         if shm is not None:
             remove_stale_dirs(shm)
         private = tempfile.mkdtemp(prefix=f"{_PRIVATE_PREFIX}{os.getpid()}-", dir=shm)
-        self.weight_cache = "memory (unlinked)" if shm is not None else "none"
-        dir_fd = -1
+        self._cache_memory: SealedMemory | None = None
+        self.weight_cache = "none"
+        #: Why the saved weight cache was not used or not saved this start (None: no problem).
+        self.weight_cache_problem: str | None = None
+        dir_fd = building = -1
         try:
             # The engine is given the directory through a descriptor held here
             # (/proc/self/fd/N/...), never by its name: a rename of the directory by anyone
             # cannot redirect it to another model.
             dir_fd = os.open(private, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-            os.symlink(memory.path, "model.litertlm", dir_fd=dir_fd)
+            # A new name every load: LiteRT-LM remembers what it read of a model by path (a
+            # second engine on the same path, in one process, took the first one's mtime).
+            self._model_name = f"model-{secrets.token_hex(8)}.litertlm"
+            os.symlink(memory.path, self._model_name, dir_fd=dir_fd)
             held = f"/proc/self/fd/{dir_fd}"
+            if shm is not None:
+                building = self._place_weight_cache(memory, dir_fd, cache)
             before = _open_descriptors()
             try:
                 self._engine = litert_lm.Engine(
-                    f"{held}/model.litertlm",
+                    f"{held}/{self._model_name}",
                     backend=litert_lm.Backend.CPU(thread_count=threads),
                     max_num_tokens=max_num_tokens,
                     cache_dir=held if shm is not None else NO_CACHE,
                 )
                 # The context the engine runs with: the smaller of what was asked and what the
                 # model's KV cache holds (a larger max_num_tokens does not grow it).
-                self._model_context = _model_context(litert_lm, f"{held}/model.litertlm")
+                self._model_context = _model_context(litert_lm, f"{held}/{self._model_name}")
             finally:
                 _close_on_exec(_open_descriptors() - before)
             known = [n for n in (max_num_tokens, self._model_context) if n is not None]
             self.context: int | None = min(known) if known else None
+            if shm is not None:
+                self._check_cache_used(dir_fd)
+            if building >= 0 and cache is not None:
+                self._save_weight_cache(cache, building)
         except OSError as exc:
+            self._close_cache()
             raise BackendError(
                 f"cannot prepare the engine's private directory: {exc.strerror}"
             ) from None
         except (RuntimeError, TypeError, ValueError) as exc:
+            self._close_cache()
             raise BackendError(
                 f"litert-lm-api cannot build an engine for {manifest.name} v{manifest.version}: "
                 f"{_first_line(exc)}"
             ) from None
         finally:
-            if dir_fd >= 0:
-                os.close(dir_fd)
+            for fd in (dir_fd, building):
+                if fd >= 0:
+                    os.close(fd)
             shutil.rmtree(private, ignore_errors=True)
         try:
             self._bos: int | None = self._engine.bos_token_id
@@ -421,6 +447,68 @@ class LanguageModel:
         # first, in order: LiteRT-LM's threads hung the exit with a session left running.
         self._at_exit = functools.partial(_close_if_alive, weakref.ref(self))
         atexit.register(self._at_exit)
+
+    # -- the weight cache ----------------------------------------------------------------------
+
+    #: The name LiteRT-LM 0.18 gives the weight cache of a model (from its name, mtime and size)
+    #: and looks for in ``cache_dir``.
+    _CACHE_NAME = "{model}_{mtime}_{size}.xnnpack_cache"
+
+    def _place_weight_cache(
+        self, memory: SealedMemory, dir_fd: int, cache: WeightCacheStore | None
+    ) -> int:
+        """Put the weight cache's symlink beside the model: to the saved cache, decrypted into
+        sealed memory, or to a new empty memfd for the engine to fill (its descriptor, else -1)."""
+        # The model's mtime is set to the middle of a second first. LiteRT-LM takes
+        # ceil(mtime) - 1 (measured: a whole second T named T - 1, T + 1 us named T), so on the
+        # memfd's own mtime it named the cache one second below this code's floor 1 load in 3.
+        middle = int(time.time()) * 1_000_000_000 + 500_000_000
+        os.utime(memory.fd, ns=(middle, middle))
+        st = os.fstat(memory.fd)
+        self._cache_name = self._CACHE_NAME.format(model=self._model_name,
+                                                   mtime=st.st_mtime_ns // 10**9, size=st.st_size)  # fmt: skip
+        if cache is not None:
+            try:
+                self._cache_memory = cache.open()
+            except EdgeSDKError as exc:
+                log.warning("weight cache not used, the weights are packed again: %s", exc.message)
+                self.weight_cache_problem = f"the saved cache was refused: {exc.message}"
+                cache.discard()
+            if self._cache_memory is not None:
+                os.symlink(self._cache_memory.path, self._cache_name, dir_fd=dir_fd)
+                self.weight_cache = f"encrypted on disk ({cache.path.name}), opened into memfd"
+                return -1
+        building = os.memfd_create("edge-sdk-weight-cache", os.MFD_CLOEXEC)
+        os.symlink(f"/proc/self/fd/{building}", self._cache_name, dir_fd=dir_fd)
+        self.weight_cache = "memfd (packed this start)"
+        return building
+
+    def _check_cache_used(self, dir_fd: int) -> None:
+        """Say so when the engine wrote a weight cache of its own (a LiteRT-LM that names it
+        otherwise): it is in the private memory directory, removed next, but every start then
+        packs the weights again."""
+        others = set(os.listdir(dir_fd)) - {self._model_name, self._cache_name}
+        if others:
+            log.warning("LiteRT-LM did not use the weight cache it was given, %s (it wrote %s); "
+                        "the weights are packed on every start", self._cache_name,
+                        ", ".join(sorted(others)))  # fmt: skip
+            self.weight_cache = "memory (unlinked; this litert-lm-api names its cache otherwise)"
+
+    def _save_weight_cache(self, cache: WeightCacheStore, building: int) -> None:
+        if self.weight_cache.startswith("memory"):
+            return  # the engine did not fill ours
+        try:
+            written = cache.save(building)
+        except EdgeSDKError as exc:
+            log.warning("the packed weights were not saved: %s", exc.message)
+            self.weight_cache_problem = f"not saved: {exc.message}"
+            return
+        self.weight_cache = f"memfd (packed this start; saved encrypted, {written:,} bytes)"
+
+    def _close_cache(self) -> None:
+        if self._cache_memory is not None:
+            self._cache_memory.close()
+            self._cache_memory = None
 
     def __repr__(self) -> str:
         return (
@@ -754,6 +842,7 @@ class LanguageModel:
                 live.close()  # a session or conversation before the engine that runs it
             self._engine.close()
             self._sealed.close()
+            self._close_cache()
 
     def __enter__(self) -> LanguageModel:
         return self
@@ -771,6 +860,7 @@ class LanguageModel:
             "threads": self.threads,
             "memory": self.memory,
             "weight_cache": self.weight_cache,
+            "weight_cache_problem": self.weight_cache_problem,
             "context": self.context,
         }
 
@@ -898,12 +988,18 @@ def load_llm(
     allow_target_mismatch: bool = False,
     hardware_ids: Sequence[str] | None = None,
     now: datetime | None = None,
+    weight_cache: str = "encrypted",
 ) -> LanguageModel:
     """Verify an LLM bundle, decrypt it into sealed memory, and start LiteRT-LM on it.
 
     The arguments mean what they mean for :func:`edge_sdk.load` (a key ``slip`` included);
     ``max_num_tokens`` is the
     engine's context (prompt plus generated tokens; default: the model's own).
+
+    ``weight_cache="encrypted"`` (the default) keeps the weights XNNPACK packs for this CPU in
+    the state directory, encrypted for this device (:mod:`edge_sdk.device.weight_cache`), so
+    that later starts skip packing them; ``"memory"`` packs them on every start and stores
+    nothing.
 
     Raises:
         ModelKindError: the bundle holds a .tflite model (before any key is unwrapped).
@@ -921,6 +1017,11 @@ def load_llm(
     )
 
     import_litert_lm()  # a missing extra is said before any work is done
+    if weight_cache not in WEIGHT_CACHE_MODES:
+        raise UsageError(
+            f"weight_cache must be one of {', '.join(WEIGHT_CACHE_MODES)}, "
+            f"not {excerpt(weight_cache, 40)}"
+        )
     # A thread count is a number of OS threads the engine starts: bounded by what a board has.
     for option, value, high in (("threads", threads, MAX_THREADS),
                                 ("max_num_tokens", max_num_tokens, MAX_OUTPUT_TOKENS)):  # fmt: skip
@@ -969,7 +1070,9 @@ def load_llm(
         memory = SealedMemory(limits.max_model_bytes)
         # The same checks, in the same order, as every other open; the model goes to the memfd,
         # which is sealed only once all of them have passed.
-        opened = open_verified(source, policy, limits, on_header=header_checks, sink=memory)
+        content_keys: list[bytes] = []
+        opened = open_verified(source, policy, limits, on_header=header_checks, sink=memory,
+                               on_content_key=content_keys.append)  # fmt: skip
         manifest, verification = opened.verification.manifest, opened.verification
         memory.seal()
         # Signed is not well formed: LiteRT-LM aborts the whole process on a file its loader
@@ -982,7 +1085,14 @@ def load_llm(
             count = min(chosen.threads, usable_cores())
         else:
             count = usable_cores()
-        model = LanguageModel(memory, manifest, count, max_num_tokens)
+        cache = (
+            WeightCacheStore(state.directory / "weight-cache", manifest.name,
+                             manifest.model.sha256, content_keys[0] if content_keys else None,
+                             max_bytes=min(2 * manifest.model.size + (64 << 20), MAX_LLM_BYTES))
+            if weight_cache == "encrypted"
+            else None
+        )  # fmt: skip
+        model = LanguageModel(memory, manifest, count, max_num_tokens, cache)
     except EdgeSDKError as exc:
         if memory is not None:
             memory.close()  # wipes it when it was never sealed

@@ -79,18 +79,45 @@ def encrypt_payload(
     plaintext: Buffer, aead: str, key: bytes, content_id: bytes, chunk_size: int
 ) -> bytearray:
     """Encrypt into one buffer of exactly :func:`ciphertext_size` bytes."""
-    cipher = _aead(aead, key)
     src = memoryview(plaintext)
-    n = chunk_count(len(src), chunk_size)
+    sealer = PayloadEncryptor(aead, key, content_id, chunk_size, len(src))
     out = bytearray(ciphertext_size(len(src), chunk_size))
     dst = memoryview(out)
-    for i in range(n):
-        chunk = src[i * chunk_size : (i + 1) * chunk_size]
-        at = i * (chunk_size + TAG_SIZE)
-        cipher.encrypt_into(
-            _nonce(i), chunk, _aad(content_id, i, i == n - 1), dst[at : at + len(chunk) + TAG_SIZE]
-        )
+    for i in range(sealer.chunks):
+        sealer.seal_into(src[i * chunk_size : (i + 1) * chunk_size],
+                         dst[i * sealer.sealed_chunk :])  # fmt: skip
     return out
+
+
+class PayloadEncryptor:
+    """Seals the chunks of one payload in order, one at a time (the inverse of
+    :class:`PayloadDecryptor`): a payload of gigabytes never needs a second buffer of its size."""
+
+    def __init__(
+        self, aead: str, key: bytes, content_id: bytes, chunk_size: int, plain_size: int
+    ) -> None:
+        self._cipher = _aead(aead, key)
+        self._content_id = content_id
+        self.chunk_size = chunk_size
+        self.chunks = chunk_count(plain_size, chunk_size)
+        self.index = 0  # the next chunk to seal
+
+    @property
+    def sealed_chunk(self) -> int:
+        """Bytes of one stored chunk: plaintext and tag (the last may be shorter)."""
+        return self.chunk_size + TAG_SIZE
+
+    def seal_into(self, chunk: memoryview, out: memoryview) -> int:
+        """Seal the next chunk (``chunk_size`` bytes, the last one fewer) at the start of
+        ``out``; the bytes written."""
+        i = self.index
+        if i >= self.chunks or len(chunk) > self.chunk_size:
+            raise ValueError(f"chunk {i} of {self.chunks} does not fit this payload")
+        written = len(chunk) + TAG_SIZE
+        self._cipher.encrypt_into(_nonce(i), chunk, _aad(self._content_id, i, i == self.chunks - 1),
+                                  out[:written])  # fmt: skip
+        self.index += 1
+        return written
 
 
 class PayloadDecryptor:
@@ -105,6 +132,8 @@ class PayloadDecryptor:
     ) -> None:
         self._cipher = _aead(aead, key)
         self._content_id = content_id
+        #: The unwrapped key (a device derives its weight-cache key from it; never logged).
+        self.content_key = key
         self.chunk_size = chunk_size
         self.plain_size = plain_size
         self.chunks = chunk_count(plain_size, chunk_size)

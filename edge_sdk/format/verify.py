@@ -359,6 +359,7 @@ def open_payload(
     sink: ModelSink | None = None,
     key_slip: bytes | None = None,
     trust: TrustStore | None = None,
+    on_content_key: Callable[[bytes], None] | None = None,
 ) -> bytes:
     """Steps 6–10 of docs/FORMAT.md in one pass over the payload; the model only if all pass.
 
@@ -380,6 +381,9 @@ def open_payload(
     ``bytes``, and ``b""`` is returned once every step has passed; on a refusal that buffer is
     wiped like the others. No view of it is kept after return. A sink that declines the size
     (``allocate`` returns ``None``) gets the ``bytes`` path, and the model is returned.
+
+    ``on_content_key`` is given the unwrapped content key of an encrypted payload once every
+    step has passed (a device derives the key of its local weight cache from it).
 
     Raises:
         IntegrityError: step 6 or step 10 (and a corrupt or short zstd stream, step 9).
@@ -410,6 +414,7 @@ def open_payload(
     decrypted: list[memoryview] = []  # buffers holding decrypted bytes: wiped on a refusal
 
     sunk = False  # the model went into the sink's buffer
+    decryptor: PayloadDecryptor | None = None
 
     def allocate(size: int) -> tuple[bytes, memoryview]:
         nonlocal sunk
@@ -475,6 +480,8 @@ def open_payload(
             decrypted.append(model_view)
             decompress_into(stream, payload.compression, model_view, model_hash.update)
         _check_model(manifest, len(model_view), model_hash.hexdigest())  # step 10
+        if on_content_key is not None and decryptor is not None:
+            on_content_key(decryptor.content_key)
         if sunk:
             # The sink's owner seals its buffer next, which needs every view of it released.
             model_view.release()
@@ -635,6 +642,7 @@ def open_verified(
     decrypt: bool = True,
     on_header: Callable[[Bundle], None] | None = None,
     sink: ModelSink | None = None,
+    on_content_key: Callable[[bytes], None] | None = None,
 ) -> OpenedBundle:
     """Read, check (:func:`check_bundle`) and, with ``decrypt``, open a bundle in memory.
 
@@ -649,7 +657,7 @@ def open_verified(
     record names the bundle even when a later step refuses it).
 
     With a ``sink`` the model goes into the sink's buffer (see :func:`open_payload`) and
-    ``model_bytes`` is empty.
+    ``model_bytes`` is empty. ``on_content_key`` is as for :func:`open_payload`.
 
     Raises:
         EdgeSDKError: the first check that fails, typed by its kind.
@@ -665,7 +673,8 @@ def open_verified(
             return OpenedBundle(verification, b"")
         model = open_payload(header, payload, policy.device_key,
                              check_payload_hash=policy.check_payload_hash, sink=sink,
-                             key_slip=policy.key_slip, trust=policy.trust)  # fmt: skip
+                             key_slip=policy.key_slip, trust=policy.trust,
+                             on_content_key=on_content_key)  # fmt: skip
     return OpenedBundle(verification, model)
 
 

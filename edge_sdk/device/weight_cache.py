@@ -1,0 +1,282 @@
+"""DEVICE: LiteRT-LM's weight cache, kept encrypted in the device's state directory.
+
+As LiteRT-LM builds an engine, XNNPACK repacks the model's weights for this CPU (a 1 GB model:
+~3 s on one core here), and plain LiteRT-LM keeps the result in a file beside the model, mapped
+on every later start: the weights, in plaintext, on disk. A sealed bundle must never leave that,
+so without this module every start repacks. Here the packed weights are written once, encrypted,
+and every later start decrypts them into sealed memory, where the engine maps them.
+
+- **Where.** ``<state dir>/weight-cache/<name id>-<model SHA-256>.wcache`` (0600, in a 0700
+  directory), one per bundle name: the cache of a new version replaces the old one.
+- **Key.** HKDF-SHA256 of the bundle's content key (only a holder of the device key has it) and
+  a random 32-byte secret kept beside the caches (0600), bound to the model's digest, the runtime
+  (litert-lm-api's version, the CPU), and the file's own header. A copy of the disk without the
+  device key cannot read a cache; another device holding the same content key (a fleet release)
+  cannot forge one without this device's secret.
+- **Format.** A 16-byte magic, a random 16-byte salt, the plaintext size (u64) and chunk size
+  (u32), then the chunks of docs/FORMAT.md's payload encryption (AES-256-GCM, content id = salt).
+- **Bad caches.** A cache that does not open — tampered, cut short by a crash, made by another
+  runtime — is never given to the engine: it is named in a warning, and the weights are packed
+  again and saved over it. Saving is not durable on purpose (no fsync of a gigabyte on an SD
+  card): a cache cut by power loss fails authentication and is rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import importlib.metadata
+import logging
+import os
+import platform
+import secrets
+import stat
+import struct
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from edge_sdk.errors import EdgeSDKError, WeightCacheError
+from edge_sdk.format.encryption import (
+    TAG_SIZE,
+    PayloadDecryptor,
+    PayloadEncryptor,
+    ciphertext_size,
+)
+from edge_sdk.format.memory import alloc_buffer, wipe
+
+from .sealed_memory import SealedMemory
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"edge-sdk/wcache1"
+_HEADER = struct.Struct(">16s16sQI")  # magic, salt, plaintext size, chunk size
+HEADER_SIZE = _HEADER.size
+CHUNK_SIZE = 1024 * 1024
+#: The chunk sizes a cache may declare (it is read in whole chunks).
+_CHUNK_RANGE = (4096, 16 * 1024 * 1024)
+_AEAD = "aes-256-gcm"
+_KEY_LABEL = b"edge-sdk/v1/weight-cache"
+_SECRET_NAME = "secret"  # noqa: S105 (a file name, not a password)
+_SECRET_SIZE = 32
+_SUFFIX = ".wcache"
+#: Chunks read and opened per system call.
+_BATCH = 8
+
+
+@functools.cache
+def runtime_identity() -> str:
+    """What the packed weights depend on besides the model: the runtime's version and the CPU
+    (XNNPACK packs for the instruction sets it finds)."""
+    try:
+        version = importlib.metadata.version("litert-lm-api")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    cpu = ""
+    with (
+        contextlib.suppress(OSError),
+        open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info,
+    ):
+        wanted = ("flags", "features", "model name", "cpu part", "cpu implementer")
+        seen = {
+            line.split(":", 1)[0].strip().lower(): line.split(":", 1)[1].strip()
+            for line in info.read(1 << 20).splitlines()
+            if ":" in line and line.split(":", 1)[0].strip().lower() in wanted
+        }
+        cpu = hashlib.sha256(repr(sorted(seen.items())).encode()).hexdigest()[:16]
+    return f"litert-lm-api {version}; {platform.machine()}; cpu {cpu}"
+
+
+class WeightCacheStore:
+    """The encrypted weight cache of one verified model, in ``directory``.
+
+    ``content_key`` is the bundle's (None for a bundle that is not encrypted: the secret alone
+    keys the cache); ``max_bytes`` bounds what a cache may declare.
+    """
+
+    def __init__(
+        self, directory: Path, name: str, model_sha256: str, content_key: bytes | None,
+        max_bytes: int,
+    ) -> None:  # fmt: skip
+        self.directory = directory
+        self._name_id = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        self._model = bytes.fromhex(model_sha256)
+        self._content_key = content_key or b""
+        self.max_bytes = max_bytes
+        self.path = directory / f"{self._name_id}-{model_sha256[:32]}{_SUFFIX}"
+
+    # -- the key -------------------------------------------------------------------------------
+
+    def _prepare_directory(self) -> None:
+        """The cache directory, made 0700 if missing; refused unless a plain directory of this
+        user that no one else can write to."""
+        with contextlib.suppress(FileExistsError):
+            self.directory.mkdir(mode=0o700, parents=True)
+        st = os.lstat(self.directory)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            raise WeightCacheError(f"{self.directory} is not a directory of this user")
+        if st.st_mode & 0o077:
+            raise WeightCacheError(
+                f"{self.directory} is open to other users (mode {st.st_mode & 0o777:o})"
+            )
+
+    def _secret(self) -> bytes:
+        """This device's cache secret, made on first use."""
+        path = self.directory / _SECRET_NAME
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            with contextlib.suppress(FileExistsError):
+                made = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                               | os.O_CLOEXEC, 0o600)  # fmt: skip
+                try:
+                    os.write(made, secrets.token_bytes(_SECRET_SIZE))
+                    os.fsync(made)
+                finally:
+                    os.close(made)
+            fd = os.open(path, flags)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+                raise WeightCacheError(f"{path} is not a private file of this user")
+            secret = os.read(fd, _SECRET_SIZE + 1)
+        finally:
+            os.close(fd)
+        if len(secret) != _SECRET_SIZE:
+            raise WeightCacheError(f"{path} is not a {_SECRET_SIZE}-byte secret")
+        return secret
+
+    def _key(self, header: bytes) -> bytes:
+        info = b"\0".join((_KEY_LABEL, self._model, runtime_identity().encode(), header))
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info)
+        return hkdf.derive(self._content_key + self._secret())
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def open(self) -> SealedMemory | None:
+        """The packed weights in sealed memory, or None when there is no cache yet.
+
+        Raises:
+            WeightCacheError: a cache is there but does not open (nothing of it is kept).
+        """
+        self._prepare_directory()
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise WeightCacheError(f"cannot open {self.path.name}: {exc.strerror}") from None
+        memory: SealedMemory | None = None
+        try:
+            st = os.fstat(fd)
+            header = os.pread(fd, HEADER_SIZE, 0) if stat.S_ISREG(st.st_mode) else b""
+            if len(header) != HEADER_SIZE:
+                raise WeightCacheError(f"{self.path.name} is not a weight cache")
+            magic, salt, size, chunk = _HEADER.unpack(header)
+            if magic != MAGIC:
+                raise WeightCacheError(f"{self.path.name} is not a weight cache (magic)")
+            if not 0 < size <= self.max_bytes or not _CHUNK_RANGE[0] <= chunk <= _CHUNK_RANGE[1]:
+                raise WeightCacheError(f"{self.path.name} declares {size} bytes in {chunk}-byte "
+                                       f"chunks (at most {self.max_bytes} bytes)")  # fmt: skip
+            if st.st_size != HEADER_SIZE + ciphertext_size(size, chunk):
+                raise WeightCacheError(f"{self.path.name} is {st.st_size} bytes, not what its "
+                                       "header declares (cut short?)")  # fmt: skip
+            opener = PayloadDecryptor(_AEAD, self._key(header), salt, chunk, size)
+            memory = SealedMemory(self.max_bytes)
+            target = memory.allocate(size)
+            assert target is not None  # min_bytes is 0
+            piece = memoryview(alloc_buffer(opener.sealed_chunk * _BATCH))
+            at = HEADER_SIZE
+            while opener.index < opener.chunks:
+                want = min(len(piece), st.st_size - at)
+                got = os.preadv(fd, [piece[:want]], at)
+                if got != want:
+                    raise WeightCacheError(f"{self.path.name} changed while it was read")
+                opener.open_into(piece[:got], target)
+                at += got
+            target.release()
+            memory.seal()
+            return memory
+        except EdgeSDKError as exc:
+            if memory is not None:
+                memory.close()  # wipes what was decrypted
+            if isinstance(exc, WeightCacheError):
+                raise
+            raise WeightCacheError(f"{self.path.name}: {exc.message}") from None
+        except OSError as exc:
+            if memory is not None:
+                memory.close()
+            raise WeightCacheError(f"cannot read {self.path.name}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def save(self, fd: int) -> int:
+        """Encrypt the packed weights the engine wrote into ``fd`` (a memory file) over this
+        model's cache, and remove the caches of other versions of the same name. The bytes
+        written.
+
+        Raises:
+            WeightCacheError: nothing worth saving, or the disk refused it (nothing is left).
+        """
+        self._prepare_directory()
+        size = os.fstat(fd).st_size
+        if not 0 < size <= self.max_bytes:
+            raise WeightCacheError(f"the engine wrote {size} bytes of packed weights; not saved")
+        header = _HEADER.pack(MAGIC, secrets.token_bytes(16), size, CHUNK_SIZE)
+        sealer = PayloadEncryptor(_AEAD, self._key(header), header[16:32], CHUNK_SIZE, size)
+        self._remove_dead_partials()
+        partial = self.directory / f".partial-{os.getpid()}-{secrets.token_hex(8)}"
+        out = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                      | os.O_CLOEXEC, 0o600)  # fmt: skip
+        plain = memoryview(alloc_buffer(CHUNK_SIZE))
+        sealed = memoryview(alloc_buffer(CHUNK_SIZE + TAG_SIZE))
+        try:
+            os.write(out, header)
+            for at in range(0, size, CHUNK_SIZE):
+                want = min(CHUNK_SIZE, size - at)
+                if os.preadv(fd, [plain[:want]], at) != want:
+                    raise WeightCacheError("the packed weights changed while they were saved")
+                done = sealer.seal_into(plain[:want], sealed)
+                written = 0
+                while written < done:
+                    written += os.write(out, sealed[written:done])
+            os.close(out)
+            out = -1
+            os.replace(partial, self.path)
+        except OSError as exc:
+            raise WeightCacheError(f"cannot save the weight cache: {exc.strerror}") from None
+        finally:
+            wipe(plain)  # the last chunk of packed weights read
+            if out >= 0:
+                os.close(out)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+        for other in self.directory.glob(f"{self._name_id}-*{_SUFFIX}"):
+            if other != self.path:
+                with contextlib.suppress(OSError):
+                    other.unlink()  # an older version's cache
+        return HEADER_SIZE + ciphertext_size(size, CHUNK_SIZE)
+
+    def _remove_dead_partials(self) -> None:
+        """Remove the partial saves of processes that died while saving (encrypted, but large)."""
+        for entry in self.directory.glob(".partial-*"):
+            pid = entry.name.split("-")[1]
+            if not pid.isdigit():
+                continue
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+            except (OSError, OverflowError):
+                continue
+
+    def discard(self) -> None:
+        """Remove this model's cache (one that did not open)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
