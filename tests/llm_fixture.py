@@ -65,6 +65,9 @@ class LlmSpec:
     kv_cache_max_len: int = 128
     prefill_seq_len: int = 32
     seed: int = 0
+    # litert-torch's quantization: "none" (float32 weights), "dynamic_int8",
+    # "dynamic_int4_block32", ... (what boards run: packing int weights costs XNNPACK more).
+    quantize: str = "none"
 
 
 TINY = LlmSpec()
@@ -334,7 +337,7 @@ def _build(out: Path, spec: LlmSpec) -> None:
         "model",
         prefill_seq_len=spec.prefill_seq_len,
         kv_cache_max_len=spec.kv_cache_max_len,
-        quantize="none",
+        quantize=spec.quantize,
         config=config,
         # LiteRT-LM reads the context length from dimension 2 of the K cache, so it needs the
         # transposed layout ([B, N, T, H]); the default [B, T, N, H] makes it see 'N' tokens.

@@ -12,6 +12,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -612,8 +613,10 @@ def test_a_load_killed_mid_build_leaves_no_weights_for_long(
     llm_bundle: Path, keyset: KeySet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     """A process killed while its engine is built (SIGKILL, the OOM killer) leaves its private
-    directory, and the weight cache in it (plaintext weights), on the memory filesystem. The
-    next load removes what dead processes of this user left, and nothing else."""
+    directory on the memory filesystem (with a weight cache in it, plaintext, if a LiteRT-LM
+    named its cache otherwise). The next load removes what dead processes of this user left
+    more than 15 minutes ago, and nothing else: a younger one may be a live process of another
+    PID namespace (a container sharing /dev/shm)."""
     import subprocess
 
     from edge_sdk.device import llm
@@ -634,11 +637,16 @@ def test_a_load_killed_mid_build_leaves_no_weights_for_long(
     (elsewhere / "keep").write_text("x")
     link = shm / f"edge-sdk-llm-{child.pid}-link01"
     link.symlink_to(elsewhere)
+    young = shm / f"edge-sdk-llm-{child.pid}-young1"  # dead here; maybe alive in a container
+    young.mkdir()
+    old = time.time() - 16 * 60
+    for made in (left, alive):
+        os.utime(made, (old, old))
     with _open(llm_bundle, keyset, tmp_path / "state") as model:
         assert model.weight_cache.startswith("memfd (packed this start")
     assert not left.exists()
     assert alive.is_dir() and link.is_symlink() and (elsewhere / "keep").exists()
-    assert sorted(p.name for p in shm.iterdir()) == sorted([alive.name, link.name])
+    assert sorted(p.name for p in shm.iterdir()) == sorted([alive.name, link.name, young.name])
     shutil.rmtree(shm)
 
 

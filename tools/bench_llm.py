@@ -7,10 +7,6 @@ process, the sides interleaved ``--repeat`` times; per side the best run counts 
 tokens/s, least peak RSS: the least noisy estimate on a shared machine). Sides:
 
 - ``plain``: ``litert_lm.Engine`` on the file, as a user of LiteRT-LM alone would run it.
-- ``memfd``: the file copied (``sendfile``, no user-space buffer) into a sealed anonymous memory
-  file and handed to the engine as a ``.litertlm``-named symlink to ``/proc/self/fd/N`` (LiteRT-LM
-  picks the format from the name's extension): the mechanism of the sealed path without
-  verification and decryption, so its ratio is the floor the secure side can reach.
 - ``plain-nocache``: the same with ``cache_dir=":nocache"``: LiteRT-LM without the weight cache
   it writes beside the model by default (repacked plaintext weights, which the sealed path must
   never write), so TTFT includes repacking the weights, as it does for the sealed path.
@@ -44,7 +40,7 @@ from tests.llm_fixture import LlmSpec, build_llm  # noqa: E402
 from tools.bench_common import table  # noqa: E402
 
 _CHILD = r"""
-import fcntl, json, os, sys, tempfile, time
+import json, os, sys, time
 from pathlib import Path
 import litert_lm  # imported before the clock on every side
 litert_lm.set_min_log_severity(litert_lm.LogSeverity.ERROR)
@@ -59,19 +55,6 @@ before = hwm()
 start = time.perf_counter()
 if side in ('plain', 'plain-nocache'):
     model_path = path
-elif side == 'memfd':
-    fd = os.memfd_create('model', os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    with open(path, 'rb') as f:
-        size = os.fstat(f.fileno()).st_size
-        os.ftruncate(fd, size)
-        done = 0
-        while done < size:
-            done += os.sendfile(fd, f.fileno(), done, size - done)
-    fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
-                fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
-    link = os.path.join(tempfile.mkdtemp(dir='/dev/shm'), 'model.litertlm')  # as load_llm: cache in memory
-    os.symlink(f'/proc/self/fd/{fd}', link)
-    model_path = link
 elif side.startswith('sealed'):
     bundle, trust, key, state = path.split(os.pathsep)
     model = edge_sdk.load_llm(bundle, trust=trust, device_key=key, state_dir=state,
@@ -146,6 +129,8 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=256)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quantize", default="none",
+                        help="litert-torch quantization: none, dynamic_int8, dynamic_int4_block32")  # fmt: skip
     args = parser.parse_args()
 
     spec = LlmSpec(
@@ -154,17 +139,18 @@ def main() -> None:
         intermediate_size=args.ff,
         kv_cache_max_len=args.context,
         prefill_seq_len=min(64, args.context // 2),
+        quantize=args.quantize,
     )
     model = build_llm(spec)
     built = "cached" if model.cached else "built now"
     print(
         f"model: {model.size / 1e6:.1f} MB, {args.layers} layers, dim {args.dim}, ff {args.ff}, "
-        f"vocab {model.vocab_size}; build {model.build_seconds:.1f} s ({built})"
+        f"vocab {model.vocab_size}, quantize {args.quantize}; build {model.build_seconds:.1f} s ({built})"
     )
 
     work = Path(tempfile.mkdtemp(prefix="bench-llm-"))
     sealed = _sealed_bundle(model.path, work)
-    sides = ["plain", "plain-nocache", "memfd", "sealed", "sealed-nocache"]
+    sides = ["plain", "plain-nocache", "sealed", "sealed-nocache"]
     runs: dict[str, list[dict[str, object]]] = {s: [] for s in sides}
     # A first plain run writes LiteRT-LM's weight cache beside the file; the timed plain runs
     # then load it, as a user of LiteRT-LM alone gets from the second start on.

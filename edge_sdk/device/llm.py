@@ -243,12 +243,19 @@ _PRIVATE_PREFIX = "edge-sdk-llm-"
 _PRIVATE_NAME = re.compile(re.escape(_PRIVATE_PREFIX) + r"([1-9][0-9]{0,9})-[A-Za-z0-9_]{1,32}")
 
 
-def remove_stale_dirs(directory: str) -> list[str]:
+#: A private directory younger than this is never removed as stale: its process may live in
+#: another PID namespace (a container sharing /dev/shm), where its id means nothing here.
+STALE_AFTER_SECONDS = 15 * 60
+
+
+def remove_stale_dirs(directory: str, now: float | None = None) -> list[str]:
     """Remove the private directories that processes of this user left behind when they died
-    while building an engine (SIGKILL, the OOM killer): the weight cache in one is the model's
-    weights in plaintext, in RAM until reboot. A directory counts as left behind when its name
-    carries a process id that no longer exists; one of a live process, another user's, or
-    anything but a plain directory is left alone. The names removed."""
+    while building an engine (SIGKILL, the OOM killer). They hold symlinks only (the weight
+    cache is a memory file, which dies with its process), unless a LiteRT-LM that names its
+    cache otherwise wrote one there: the weights in plaintext, in RAM until reboot. A directory
+    counts as left behind when its name carries a process id that no longer exists and it is
+    older than :data:`STALE_AFTER_SECONDS`; one of a live process, another user's, or anything
+    but a plain directory is left alone. The names removed."""
     removed: list[str] = []
     try:
         entries = list(os.scandir(directory))
@@ -262,6 +269,8 @@ def remove_stale_dirs(directory: str) -> list[str]:
             st = entry.stat(follow_symlinks=False)
             if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
                 continue
+            if (time.time() if now is None else now) - st.st_mtime < STALE_AFTER_SECONDS:
+                continue  # perhaps a live process of another PID namespace, mid-build
             os.kill(int(match.group(1)), 0)
             continue  # alive (or reused by a live process): not ours to judge
         except ProcessLookupError:
