@@ -106,8 +106,10 @@ def unreadable_file(
     """
     if isinstance(exc, FileNotFoundError):
         return error(f"{what} {path} does not exist")
-    if isinstance(exc, (NotARegularFile, IsADirectoryError)):
-        return error(f"{what} {path} {exc.strerror}", hint=hint or NOT_A_FILE_HINT)
+    if isinstance(exc, NotARegularFile):
+        return error(f"{what} {path} is {exc.strerror}", hint=hint or NOT_A_FILE_HINT)
+    if isinstance(exc, IsADirectoryError):
+        return error(f"{what} {path} is a directory", hint=hint)
     return error(f"cannot read {what} {path}: {exc.strerror or exc}")
 
 

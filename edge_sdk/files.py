@@ -313,7 +313,7 @@ def file_kind(mode: int) -> str:
 
 class NotARegularFile(OSError):
     """What :func:`open_regular` (and :func:`read_capped`) raise for a FIFO, device, socket or
-    (with ``follow_symlinks=False``) symlink; ``strerror`` says which, e.g. ``is a FIFO, not a
+    (with ``follow_symlinks=False``) symlink; ``strerror`` says which, e.g. ``a FIFO, not a
     regular file``."""
 
 
@@ -326,7 +326,7 @@ def _refuse_special(path: str | os.PathLike[str], mode: int) -> None:
         raise IsADirectoryError(errno.EISDIR, "is a directory", os.fspath(path))
     if not stat.S_ISREG(mode):
         raise NotARegularFile(
-            errno.EINVAL, f"is {file_kind(mode)}, not a regular file", os.fspath(path)
+            errno.EINVAL, f"{file_kind(mode)}, not a regular file", os.fspath(path)
         )
 
 

@@ -444,7 +444,7 @@ def open_bundle_file(path: Path) -> io.BufferedReader:
     except IsADirectoryError:
         raise UsageError(f"{path} is a directory, not a bundle") from None
     except NotARegularFile as exc:
-        raise BundleFormatError(f"{path} {exc.strerror}", hint=NOT_A_FILE_HINT) from None
+        raise BundleFormatError(f"{path} is {exc.strerror}", hint=NOT_A_FILE_HINT) from None
     except OSError as exc:
         raise BundleFormatError(f"cannot read bundle {path}: {exc.strerror}") from None
 
