@@ -29,6 +29,7 @@ from edge_sdk.errors import (
     KeyFileError,
     KeySlipError,
     ModelInputError,
+    TransportError,
 )
 
 from . import models
@@ -40,8 +41,10 @@ HANG = 120
 
 
 def edge_sdk(*args: str | os.PathLike[str], cwd: Path) -> CliResult:
-    """``python -m edge_sdk ARGS`` in a child process, with this checkout's code and a timeout."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    """``python -m edge_sdk ARGS`` in a child process, with this checkout's code, a timeout and
+    a device state directory of its own (never the machine's)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200",
+           "EDGE_SDK_STATE_DIR": str(cwd / "state")}  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-m", "edge_sdk", *map(str, args)],
         cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=HANG,
@@ -76,7 +79,7 @@ def _package(work: Path, model: str | Path, *more: str | Path) -> CliResult:
 
 def _refused(result: CliResult, error: type[EdgeSDKError], message: str) -> None:
     assert result.code == error.exit_code, result.err
-    assert f"error: {message}" in result.err and "hint: " in result.err
+    assert result.err.startswith("error: ") and message in result.err and "hint: " in result.err
     assert "Traceback" not in result.err
 
 
@@ -168,6 +171,10 @@ def bundle(work: Path) -> Path:
     return work / "out.edgepkg"
 
 
+DEPLOY = ["deploy", "out.edgepkg", "--target", "ssh://edge@127.0.0.1:1/srv/models", "--trust",
+          "signer.pub", "--retries", "1", "--connect-timeout", "5"]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("args", "error", "message"),
     [
@@ -191,9 +198,14 @@ def bundle(work: Path) -> Path:
           "--input", "fifo"], DataError, "input file fifo is a FIFO"),
         (["audit", "log", "/dev/zero"], AuditLogError, "audit log /dev/zero is a character device"),
         (["audit", "log", "fifo"], AuditLogError, "audit log fifo is a FIFO"),
+        # Refused before any connection is tried: nothing listens on port 1.
+        ([*DEPLOY, "--identity", "fifo"], TransportError, "identity file fifo is a FIFO"),
+        ([*DEPLOY, "--known-hosts", "/dev/zero"], TransportError,
+         "known_hosts /dev/zero is a character device"),
     ],
     ids=["sign-key", "recipient", "trust", "device-key", "inspect-zero", "inspect-fifo",
-         "verify-bundle", "run-bundle", "slip", "run-input", "audit-log-zero", "audit-log-fifo"],
+         "verify-bundle", "run-bundle", "slip", "run-input", "audit-log-zero", "audit-log-fifo",
+         "ssh-identity", "ssh-known-hosts"],
 )  # fmt: skip
 def test_a_special_file_as_a_key_bundle_slip_input_or_log_is_refused(
     args: list[str], error: type[EdgeSDKError], message: str, work: Path, bundle: Path
