@@ -100,16 +100,16 @@ def unreadable_file(
 ) -> _E:
     """The typed error for a user-given file that could not be opened or read.
 
-    ``{what} {path} does not exist``; ``{what} {path} is a FIFO, not a regular file`` (from
-    :func:`edge_sdk.files.open_regular`, with ``hint`` or :data:`NOT_A_FILE_HINT`); otherwise
-    ``cannot read {what} {path}: {reason}``.
+    ``{what} {path} does not exist``; ``{what} {path} is a FIFO, not a regular file`` (what
+    :func:`edge_sdk.files.open_regular` found, with ``hint`` or :data:`NOT_A_FILE_HINT`) or ``is
+    a directory, not a regular file``; otherwise ``cannot read {what} {path}: {reason}``.
     """
     if isinstance(exc, FileNotFoundError):
         return error(f"{what} {path} does not exist")
     if isinstance(exc, NotARegularFile):
         return error(f"{what} {path} is {exc.strerror}", hint=hint or NOT_A_FILE_HINT)
     if isinstance(exc, IsADirectoryError):
-        return error(f"{what} {path} is a directory", hint=hint)
+        return error(f"{what} {path} is a directory, not a regular file", hint=hint)
     return error(f"cannot read {what} {path}: {exc.strerror or exc}")
 
 
