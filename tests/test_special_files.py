@@ -137,6 +137,7 @@ def test_a_special_file_inside_a_savedmodel_directory_is_refused(work: Path) -> 
 # -- data -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.host  # the model is the trained Keras digits CNN (built once, cached)
 @pytest.mark.parametrize(
     ("option", "given", "kind"),
     [("--calibration", "fifo", "a FIFO"), ("--calibration", "/dev/zero", "a character device"),
@@ -152,6 +153,7 @@ def test_a_special_file_as_data_is_refused(option: str, given: str, kind: str, w
     _refused(result, DataError, f"data file {given} is {kind}, not a regular file")
 
 
+@pytest.mark.host
 def test_a_fifo_in_an_image_directory_is_refused(work: Path) -> None:
     images = work / "images"
     images.mkdir()
