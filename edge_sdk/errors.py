@@ -14,6 +14,9 @@ from __future__ import annotations
 import re
 import reprlib
 import unicodedata
+from typing import TypeVar
+
+from edge_sdk.files import NotARegularFile
 
 #: The longest message (and hint) an error carries. Messages go to terminals, JSON output and
 #: the device's audit log; a value copied from a hostile file must not make any of them large.
@@ -82,6 +85,32 @@ def install_hint(extra: str) -> str:
         f'"/path/to/edgepkg-VERSION-py3-none-any.whl[{extra}]" (or ".[{extra}]" in a checkout; '
         "README: Install)"
     )
+
+
+_E = TypeVar("_E", bound="EdgeSDKError")
+
+#: What to do about a path that names a FIFO, a device, a socket or a directory.
+NOT_A_FILE_HINT = (
+    "name the file itself: a FIFO, a device such as /dev/zero, or a socket is never read from"
+)
+
+
+def unreadable_file(
+    error: type[_E], what: str, path: object, exc: OSError, *, hint: str | None = None
+) -> _E:
+    """The typed error for a user-given file that could not be opened or read.
+
+    ``{what} {path} does not exist``; ``{what} {path} is a FIFO, not a regular file`` (what
+    :func:`edge_sdk.files.open_regular` found, with ``hint`` or :data:`NOT_A_FILE_HINT`) or ``is
+    a directory, not a regular file``; otherwise ``cannot read {what} {path}: {reason}``.
+    """
+    if isinstance(exc, FileNotFoundError):
+        return error(f"{what} {path} does not exist")
+    if isinstance(exc, NotARegularFile):
+        return error(f"{what} {path} is {exc.strerror}", hint=hint or NOT_A_FILE_HINT)
+    if isinstance(exc, IsADirectoryError):
+        return error(f"{what} {path} is a directory, not a regular file", hint=hint)
+    return error(f"cannot read {what} {path}: {exc.strerror or exc}")
 
 
 def _bounded(text: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import io
 import os
 import secrets
 import stat
@@ -290,20 +291,83 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_renew_locks_in_child)
 
 
+#: How a file that is not a regular one is named in messages ("x.litertlm is a FIFO, not a
+#: regular file"), by ``stat`` type test.
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISLNK, "a symlink"),
+)
+
+
+def file_kind(mode: int) -> str:
+    """What a file of ``st_mode`` ``mode`` is, in words: ``a regular file``, ``a FIFO``,
+    ``a character device``, ``a block device``, ``a socket``, ``a directory``, ``a symlink``."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((kind for test, kind in _FILE_KINDS if test(mode)), "a special file")
+
+
 class NotARegularFile(OSError):
-    """What :func:`read_capped` raises for a FIFO, device, socket or directory."""
+    """What :func:`open_regular` (and :func:`read_capped`) raise for a FIFO, device, socket or
+    (with ``follow_symlinks=False``) symlink; ``strerror`` says which, e.g. ``a FIFO, not a
+    regular file``."""
 
 
 class FileTooLarge(OSError):
     """What :func:`read_capped` raises for a file over its cap."""
 
 
+def _refuse_special(path: str | os.PathLike[str], mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory", os.fspath(path))
+    if not stat.S_ISREG(mode):
+        raise NotARegularFile(
+            errno.EINVAL, f"{file_kind(mode)}, not a regular file", os.fspath(path)
+        )
+
+
+def open_regular(
+    path: str | os.PathLike[str], *, follow_symlinks: bool = True
+) -> io.BufferedReader:
+    """Open a user-given file for reading, refusing anything but a regular file.
+
+    A FIFO blocks ``open`` until a writer comes (forever, if none does), and ``/dev/zero`` or
+    ``/dev/urandom`` never reach the end of file; a socket cannot be opened at all. So the path is
+    judged twice: by ``stat`` before it is opened (a device node is never opened: opening some,
+    a watchdog or a tape, does something), and by ``fstat`` of what was opened, non-blocking, so
+    a FIFO swapped in between is refused too instead of blocking the open. The returned file is
+    blocking again, as any ``open(path, "rb")`` is.
+
+    Raises:
+        FileNotFoundError, PermissionError, OSError: as ``open`` does.
+        IsADirectoryError: a directory.
+        NotARegularFile: a FIFO, device or socket (or a symlink, with ``follow_symlinks=False``);
+            ``strerror`` says which.
+    """
+    _refuse_special(path, os.stat(path, follow_symlinks=follow_symlinks).st_mode)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if not follow_symlinks:
+        flags |= _no_follow()
+    fd = os.open(path, flags)
+    try:
+        _refuse_special(path, os.fstat(fd).st_mode)
+        os.set_blocking(fd, True)
+        return io.open(fd, "rb")  # noqa: UP020  (typed as a BufferedReader, unlike os.fdopen)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def read_capped(path: Path, cap: int, *, follow_symlinks: bool = True) -> bytes:
     """A small file's bytes (a key, a PIN, a config), refusing what is not one.
 
-    The file is opened non-blocking (a FIFO would otherwise block the open forever), must be a
-    regular file (``fstat``), and at most ``cap + 1`` bytes are read, so a huge file costs no
-    memory. Both refusals are :class:`OSError` subclasses whose ``strerror`` says why, so an
+    The file is opened by :func:`open_regular` (a FIFO or a device is refused, never waited on
+    or read forever), and at most ``cap + 1`` bytes are read, so a huge file costs no memory.
+    Both refusals are :class:`OSError` subclasses whose ``strerror`` says why, so an
     ``except OSError`` that reports ``exc.strerror`` reports them too.
 
     Raises:
@@ -311,26 +375,8 @@ def read_capped(path: Path, cap: int, *, follow_symlinks: bool = True) -> bytes:
         NotARegularFile: a FIFO, device or socket (or a symlink, with ``follow_symlinks=False``).
         FileTooLarge: more than ``cap`` bytes.
     """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    if not follow_symlinks:
-        flags |= _no_follow()
-    fd = os.open(path, flags)
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
-        if not stat.S_ISREG(info.st_mode):
-            raise NotARegularFile(errno.EINVAL, "not a regular file", str(path))
-        chunks, left = [], cap + 1
-        while left > 0:
-            piece = os.read(fd, min(left, 1 << 16))
-            if not piece:
-                break
-            chunks.append(piece)
-            left -= len(piece)
-    finally:
-        os.close(fd)
-    data = b"".join(chunks)
+    with open_regular(path, follow_symlinks=follow_symlinks) as handle:
+        data = handle.read(cap + 1)
     if len(data) > cap:
         raise FileTooLarge(errno.EFBIG, f"larger than {cap:,} bytes", str(path))
     return data

@@ -55,11 +55,17 @@ def _load_inputs(path: Path) -> Any:
 
     import numpy as np
 
-    from edge_sdk.errors import DataError
+    from edge_sdk.errors import DataError, unreadable_file
+    from edge_sdk.files import open_regular
 
     try:
+        handle = open_regular(path)  # a FIFO or /dev/zero is refused, not waited on or read
+    except OSError as exc:
+        raise unreadable_file(DataError, "input file", path, exc,
+                              hint="give a .npy or .npz file") from None  # fmt: skip
+    try:
         # Our own file handle: numpy leaves its handle open when a .npz turns out corrupt.
-        with open(path, "rb") as handle:
+        with handle:
             magic = handle.read(6)
             if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
                 raise DataError(
@@ -73,8 +79,6 @@ def _load_inputs(path: Path) -> Any:
                 return data
             with data:  # .npz members load lazily: read them inside the same error handling
                 return {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise DataError(f"input file {path} does not exist") from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"cannot read {path} as .npy/.npz: {str(exc)[:200]}") from None
 

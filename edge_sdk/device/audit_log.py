@@ -49,8 +49,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from edge_sdk.errors import AuditLogError
-from edge_sdk.files import locked, open_dir
+from edge_sdk.errors import AuditLogError, unreadable_file
+from edge_sdk.files import locked, open_dir, open_regular
 
 log = logging.getLogger(__name__)
 
@@ -436,9 +436,11 @@ def _read_files(paths: Sequence[Path]) -> list[tuple[Path, list[bytes], bool]]:
     files = []
     for path in paths:
         try:
-            data = path.read_bytes()
+            with open_regular(path) as handle:  # a FIFO or /dev/zero is refused, not waited on
+                data = handle.read()
         except OSError as exc:
-            raise AuditLogError(f"cannot read audit log {path}: {exc.strerror}") from None
+            hint = "give the device's audit.log (or its rotated audit.log.1)"
+            raise unreadable_file(AuditLogError, "audit log", path, exc, hint=hint) from None
         files.append((path, *_split(data)))
     return files
 

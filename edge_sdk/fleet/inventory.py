@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edge_sdk.errors import KeyFileError, UsageError
+from edge_sdk.errors import KeyFileError, UsageError, unreadable_file
 from edge_sdk.files import read_capped
 from edge_sdk.keys import PublicKey, load_public_key
 
@@ -131,9 +131,9 @@ def load_inventory(path: str | os.PathLike[str]) -> Inventory:
     path = Path(path)
     try:
         text = read_capped(path, 1 << 20).decode("utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"inventory {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise unreadable_file(UsageError, "inventory", path, exc) from None
+    except UnicodeDecodeError as exc:
         raise UsageError(f"cannot read inventory {path}: {exc}") from None
     return parse_inventory(text, base_dir=path.parent, source=path)
 

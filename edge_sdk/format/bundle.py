@@ -27,7 +27,6 @@ import hashlib
 import io
 import os
 import re
-import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from edge_sdk.errors import (
+    NOT_A_FILE_HINT,
     BundleFormatError,
     ManifestError,
     PayloadTooLargeError,
@@ -43,7 +43,7 @@ from edge_sdk.errors import (
     UsageError,
     excerpt,
 )
-from edge_sdk.files import replacing
+from edge_sdk.files import NotARegularFile, open_regular, replacing
 from edge_sdk.keys import TrustStore
 
 from .encryption import RecipientEntry
@@ -426,33 +426,27 @@ def _manifest_object(raw: bytes) -> dict[str, Any]:
 def open_bundle_file(path: Path) -> io.BufferedReader:
     """Open a bundle file for reading, refusing anything but a regular file.
 
-    Opened non-blocking and judged by ``fstat`` before a byte is read: a FIFO or a device node
+    :func:`edge_sdk.files.open_regular` judges it before a byte is read: a FIFO or a device node
     planted where a release should be would otherwise block the reader (and a model watcher's
-    thread) forever.
+    thread) forever, or never end.
 
     Raises:
         UsageError: the file does not exist or is a directory.
-        BundleFormatError: it is not a regular file, or cannot be read.
+        BundleFormatError: it is not a regular file (the message says what it is), or cannot be
+            read.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        return open_regular(path)
     except ValueError:  # a NUL byte: no file can have that name
         raise UsageError(f"bundle path {excerpt(str(path))} contains a NUL byte") from None
     except FileNotFoundError:
         raise UsageError(f"bundle {path} does not exist") from None
     except IsADirectoryError:
         raise UsageError(f"{path} is a directory, not a bundle") from None
+    except NotARegularFile as exc:
+        raise BundleFormatError(f"{path} is {exc.strerror}", hint=NOT_A_FILE_HINT) from None
     except OSError as exc:
         raise BundleFormatError(f"cannot read bundle {path}: {exc.strerror}") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        if stat.S_ISDIR(mode):
-            raise UsageError(f"{path} is a directory, not a bundle")
-        raise BundleFormatError(f"{path} is not a regular file (a FIFO, socket or device node)")
-    if hasattr(os, "set_blocking"):
-        os.set_blocking(fd, True)
-    return io.open(fd, "rb")  # noqa: UP020  (typed as a BufferedReader, which the reader takes)
 
 
 def read_bundle(

@@ -22,7 +22,6 @@ import base64
 import binascii
 import os
 import re
-import stat
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,7 +34,9 @@ from edge_sdk.errors import (
     KeySlipMismatchError,
     UsageError,
     excerpt,
+    unreadable_file,
 )
+from edge_sdk.files import open_regular
 from edge_sdk.keys import PrivateKey, PublicKey, TrustStore
 
 from .bundle import ALG_NAME, Bundle, Limits, envelope_bytes, parse_envelope
@@ -315,25 +316,10 @@ def read_key_slip(path: str | os.PathLike[str]) -> bytes:
         KeySlipError: missing, not a regular file, or unreadable.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise KeySlipError(f"key slip {path} does not exist") from None
-    except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "bad path"
-        raise KeySlipError(f"cannot read key slip {excerpt(str(path))}: {reason}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise KeySlipError(f"key slip {path} is not a regular file")
-        chunks: list[bytes] = []
-        left = MAX_SLIP_BYTES + 1
-        while left > 0:
-            piece = os.read(fd, left)
-            if not piece:
-                break
-            chunks.append(piece)
-            left -= len(piece)
-        return b"".join(chunks)
+        with open_regular(path) as handle:  # a FIFO or /dev/zero is refused, not waited on
+            return handle.read(MAX_SLIP_BYTES + 1)
     except OSError as exc:
-        raise KeySlipError(f"cannot read key slip {path}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
+        hint = "give the .edgeslip file 'edge-sdk slips issue' wrote"
+        raise unreadable_file(KeySlipError, "key slip", path, exc, hint=hint) from None
+    except ValueError:  # a NUL byte: no file can have that name
+        raise KeySlipError(f"cannot read key slip {excerpt(str(path))}: bad path") from None

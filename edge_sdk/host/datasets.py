@@ -9,6 +9,7 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -16,7 +17,9 @@ from edge_sdk.errors import (
     DataError,
     UsageError,
     excerpt,
+    unreadable_file,
 )
+from edge_sdk.files import open_regular
 
 from .source_model import SourceModel, default_range
 from .tensorflow_import import import_tensorflow
@@ -27,6 +30,8 @@ PARITY_SAMPLES = 16
 DEFAULT_IMAGE_SIZE = 224
 DEFAULT_DIMENSION = 32
 MAX_CALIBRATION_SAMPLES = 500
+#: What a data path may name, for the refusal of anything else (a FIFO, /dev/zero, a socket).
+DATA_HINT = "give a .npy or .npz file (or, for --calibration, a directory of images)"
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -77,9 +82,22 @@ def load_dataset(
     if path.is_dir():
         return _load_images(path, input_names, input_shapes)
     try:
-        loaded = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"data file {path} does not exist") from None
+        handle = open_regular(path)  # a FIFO or /dev/zero is refused, not waited on or read
+    except OSError as exc:
+        raise unreadable_file(DataError, "data file", path, exc, hint=DATA_HINT) from None
+    with handle:  # a .npz's members are read lazily from it, below
+        return _load_arrays(handle, path, input_names, input_shapes, output_names)
+
+
+def _load_arrays(
+    handle: BinaryIO,
+    path: Path,
+    input_names: Sequence[str],
+    input_shapes: Sequence[Sequence[int | None]],
+    output_names: Sequence[str],
+) -> Dataset:
+    try:
+        loaded = np.load(handle, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise DataError(
             f"cannot read data file {path} as .npy/.npz: {excerpt(str(exc), 200)}"
@@ -156,9 +174,12 @@ def _load_images(
     images = []
     for file in files[:MAX_CALIBRATION_SAMPLES]:
         try:
-            image = tf.io.decode_image(
-                file.read_bytes(), channels=channels or 3, expand_animations=False
-            )
+            with open_regular(file) as handle:
+                data = handle.read()
+        except OSError as exc:
+            raise unreadable_file(DataError, "image", file, exc, hint=DATA_HINT) from None
+        try:
+            image = tf.io.decode_image(data, channels=channels or 3, expand_animations=False)
         except (tf.errors.InvalidArgumentError, ValueError) as exc:
             raise DataError(
                 f"cannot decode image {file}: {str(exc).splitlines()[0][:200]}"

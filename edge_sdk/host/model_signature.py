@@ -24,12 +24,13 @@ import hashlib
 import io
 import json
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_sdk.errors import HostDependencyError, ModelSignatureError, UsageError
+from edge_sdk.errors import HostDependencyError, ModelSignatureError, UsageError, unreadable_file
 from edge_sdk.files import read_capped
 from edge_sdk.format.attestation import signer_key_id
 
@@ -136,10 +137,8 @@ def read_signature_file(path: Path) -> bytes:
             f"model signature {path} does not exist: refusing to convert an unsigned model",
             hint="sign it with model_signing, or point --model-signature at its signature",
         ) from None
-    except IsADirectoryError:
-        raise ModelSignatureError(f"model signature {path} is a directory") from None
     except OSError as exc:
-        raise ModelSignatureError(f"cannot read model signature {path}: {exc.strerror}") from None
+        raise unreadable_file(ModelSignatureError, "model signature", path, exc) from None
     if len(data) > MAX_SIGNATURE_FILE_BYTES:
         raise ModelSignatureError(
             f"model signature {path} is over {MAX_SIGNATURE_FILE_BYTES} bytes; not a signature"
@@ -182,6 +181,23 @@ def _covered(statement: Mapping[str, Any], where: Path) -> tuple[str, str, froze
     return name[:256], root[:128], files
 
 
+#: A Sigstore client trust config is a JSON document of a few KiB.
+MAX_TRUST_CONFIG_BYTES = 1 << 20
+
+
+def _trust_config_copy(path: Path, into: Path) -> Path:
+    """A private copy of the user's ``--sigstore-trust-config`` for the library to read: ours is
+    read size-capped from a regular file (the library would wait on a FIFO, or read /dev/zero,
+    forever), and nobody can change the copy between our check and its read."""
+    try:
+        data = read_capped(path, MAX_TRUST_CONFIG_BYTES)
+    except OSError as exc:
+        raise unreadable_file(UsageError, "Sigstore trust config", path, exc) from None
+    copy = into / "trust_config.json"
+    copy.write_bytes(data)
+    return copy
+
+
 def verify_model_signature(
     model: Path, signature: Path, options: ModelSignatureOptions, *, shown_as: str | None = None
 ) -> VerifiedModelSignature:
@@ -207,22 +223,25 @@ def verify_model_signature(
         ) from None
     what = f"{model.name} (signature {shown_as or signature.name})"
     chatter = io.StringIO()
-    try:
-        config = model_signing.verifying.Config()  # type: ignore[no-untyped-call]
-        if options.signer_key is not None:
-            config.use_elliptic_key_verifier(public_key=options.signer_key)
-        else:
-            assert options.identity is not None and options.issuer is not None
-            config.use_sigstore_verifier(
-                identity=options.identity,
-                oidc_issuer=options.issuer,
-                trust_config=options.trust_config,
-            )
-        # The library prints warnings (e.g. about old signature formats) to stdout.
-        with contextlib.redirect_stdout(chatter):
-            config.verify(model, signature)
-    except Exception as exc:  # noqa: BLE001 - the library raises many unrelated types
-        raise _explain(exc, what, key_id, options, model.name) from None
+    with contextlib.ExitStack() as stack:
+        trust_config = None
+        if options.trust_config is not None:
+            private = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edge-sdk-tc-")))
+            trust_config = _trust_config_copy(options.trust_config, private)
+        try:
+            config = model_signing.verifying.Config()  # type: ignore[no-untyped-call]
+            if options.signer_key is not None:
+                config.use_elliptic_key_verifier(public_key=options.signer_key)
+            else:
+                assert options.identity is not None and options.issuer is not None
+                config.use_sigstore_verifier(
+                    identity=options.identity, oidc_issuer=options.issuer, trust_config=trust_config
+                )
+            # The library prints warnings (e.g. about old signature formats) to stdout.
+            with contextlib.redirect_stdout(chatter):
+                config.verify(model, signature)
+        except Exception as exc:  # noqa: BLE001 - the library raises many unrelated types
+            raise _explain(exc, what, key_id, options, model.name) from None
     statement = _statement(data, signature)
     name, root, covered = _covered(statement, signature)
     return VerifiedModelSignature(

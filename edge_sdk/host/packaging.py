@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_sdk.errors import CompatibilityError, EdgeSDKError, ModelInputError, UsageError
+from edge_sdk.errors import (
+    CompatibilityError,
+    EdgeSDKError,
+    ModelInputError,
+    UsageError,
+    unreadable_file,
+)
+from edge_sdk.files import open_regular
 from edge_sdk.format.bundle import Bundle, save_bundle
 from edge_sdk.format.manifest import Manifest, Target, TensorSpec
 from edge_sdk.keys import PrivateKey, PublicKey
@@ -267,8 +274,7 @@ def _package_model(
     if fmt == "tflite":
         _refuse_conversion_options(model_path, options)
         progress("load")
-        _refuse_oversized(model_path.stat().st_size, profile)  # before reading it into memory
-        model_bytes = model_path.read_bytes()
+        model_bytes = _read_tflite_file(model_path, profile)
         info = read_tflite(model_bytes)
         compat = check_compatibility(info, profile.runtime.package, profile.runtime.version,
                                      delegates=builtin_delegates(profile))  # fmt: skip
@@ -346,14 +352,27 @@ def _package_model(
     )
 
 
+def _read_tflite_file(model_path: Path, profile: DeviceProfile) -> bytes:
+    """The file's bytes, its size checked against the profile before they are read into memory."""
+    from .source_model import MODEL_HINT
+
+    try:
+        with open_regular(model_path) as handle:
+            _refuse_oversized(os.fstat(handle.fileno()).st_size, profile)
+            return handle.read(profile.max_model_bytes + 1)
+    except OSError as exc:
+        raise unreadable_file(ModelInputError, "model file", model_path, exc,
+                              hint=MODEL_HINT) from None  # fmt: skip
+
+
 def _is_litertlm(path: Path) -> bool:
     from edge_sdk.format.litertlm import is_litertlm
 
     # By name too: a file called .litertlm that is not one is refused as a bad LiteRT-LM file
     # (its header reader says what is wrong), not as "an unknown model format".
     try:
-        with open(path, "rb") as handle:
-            return path.is_file() and (path.suffix == ".litertlm" or is_litertlm(handle.read(8)))
+        with open_regular(path) as handle:
+            return path.suffix == ".litertlm" or is_litertlm(handle.read(8))
     except OSError:
         return False  # detect_model_format says what is wrong with it
 
@@ -364,9 +383,11 @@ def _read_litertlm_file(model_path: Path, profile: DeviceProfile) -> bytes:
     the read is bounded by that size, so a file growing meanwhile cannot make it larger."""
     from edge_sdk.device.llm import MAX_LLM_BYTES
 
+    from .source_model import MODEL_HINT
+
     limit = min(profile.memory_mb * 1024 * 1024, MAX_LLM_BYTES)
     try:
-        with open(model_path, "rb") as handle:
+        with open_regular(model_path) as handle:
             size = os.fstat(handle.fileno()).st_size
             if size > limit:
                 raise CompatibilityError(
@@ -376,7 +397,8 @@ def _read_litertlm_file(model_path: Path, profile: DeviceProfile) -> bytes:
                 )
             data = handle.read(size + 1)
     except OSError as exc:
-        raise ModelInputError(f"cannot read {model_path}: {exc.strerror or exc}") from None
+        raise unreadable_file(ModelInputError, "model file", model_path, exc,
+                              hint=MODEL_HINT) from None  # fmt: skip
     if len(data) != size:
         raise ModelInputError(
             f"{model_path} changed while it was read ({size} bytes, then {len(data)})",

@@ -38,7 +38,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_sdk.errors import DataError, ModelInputError, ModelSignatureError, ProvenanceError
+from edge_sdk.errors import (
+    DataError,
+    ModelInputError,
+    ModelSignatureError,
+    ProvenanceError,
+    unreadable_file,
+)
+from edge_sdk.files import open_regular
 from edge_sdk.format.attestation import (
     BUILD_TYPE,
     BUILDER_ID,
@@ -49,7 +56,9 @@ from edge_sdk.format.attestation import (
 from edge_sdk.format.manifest import Manifest, format_time
 from edge_sdk.keys import PrivateKey
 
+from .datasets import DATA_HINT
 from .quality_gate import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MAX_OUTPUT_ERROR, DEFAULT_MIN_COSINE
+from .source_model import MODEL_HINT
 
 if TYPE_CHECKING:
     from .model_signature import ModelSignatureOptions, VerifiedModelSignature
@@ -69,7 +78,7 @@ _TOOLS = (
 
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:
         while piece := handle.read(_PIECE):
             digest.update(piece)
     return digest.hexdigest()
@@ -95,9 +104,16 @@ def _tree_files(root: Path, error: Callable[[str], Exception]) -> list[str]:
 
 
 def path_sha256(
-    path: Path, error: Callable[[str], Exception] = ModelInputError, what: str = "model file"
+    path: Path, error: type[ModelInputError | DataError] = ModelInputError, what: str = "model file"
 ) -> str:
-    """SHA-256 of a file, or the directory digest described in the module docstring."""
+    """SHA-256 of a file, or the directory digest described in the module docstring.
+
+    Only regular files are read (:func:`edge_sdk.files.open_regular`): a FIFO would block the
+    build forever and ``/dev/zero`` never ends, so either is refused, named, before a byte is read.
+
+    Raises:
+        ModelInputError, DataError (``error``): missing, not a regular file, or unreadable.
+    """
     try:
         if not path.is_dir():
             return _file_sha256(path)
@@ -108,10 +124,9 @@ def path_sha256(
             for rel in _tree_files(path, error)
         )
         return hashlib.sha256(lines).hexdigest()
-    except FileNotFoundError:
-        raise error(f"{what} {path} does not exist") from None
     except OSError as exc:
-        raise error(f"cannot read {what} {path}: {exc.strerror}") from None
+        hint = MODEL_HINT if error is ModelInputError else DATA_HINT
+        raise unreadable_file(error, what, path, exc, hint=hint) from None
 
 
 @dataclass(frozen=True)
@@ -298,7 +313,7 @@ def _snapshot(model: Path, into: Path, exclude: Path | None) -> Path:
     target = into / (model.name or "model")
     try:
         if not model.is_dir():
-            shutil.copyfile(model, target)
+            _copy_regular(model, target)
             return target
         target.mkdir(mode=0o700)
         skip = exclude.resolve() if exclude is not None else None
@@ -306,12 +321,16 @@ def _snapshot(model: Path, into: Path, exclude: Path | None) -> Path:
             if skip is not None and (model / rel).resolve() == skip:
                 continue  # a signature stored inside the model directory is not part of it
             (target / rel).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            shutil.copyfile(model / rel, target / rel)
-    except FileNotFoundError:
-        raise ModelInputError(f"model file {model} does not exist") from None
+            _copy_regular(model / rel, target / rel)
     except OSError as exc:
-        raise ModelInputError(f"cannot read model {model}: {exc.strerror}") from None
+        raise unreadable_file(ModelInputError, "model file", model, exc, hint=MODEL_HINT) from None
     return target
+
+
+def _copy_regular(source: Path, target: Path) -> None:
+    """Copy a regular file (``shutil.copyfile`` refuses a FIFO but copies /dev/zero forever)."""
+    with open_regular(source) as reader, open(target, "xb") as writer:
+        shutil.copyfileobj(reader, writer, _PIECE)
 
 
 def _check_coverage(copy: Path, verified: VerifiedModelSignature, model: Path) -> None:

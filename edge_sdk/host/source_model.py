@@ -15,7 +15,7 @@ import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -23,10 +23,14 @@ from edge_sdk.errors import (
     ModelInputError,
     UsageError,
     excerpt,
+    unreadable_file,
 )
+from edge_sdk.files import open_regular
 
 from .tensorflow_import import import_tensorflow, native_output_captured
 
+#: What a model path may name, for the refusal of anything else (a FIFO, /dev/zero, a socket).
+MODEL_HINT = "give the model file (.keras, .h5, .tflite, .litertlm) or a SavedModel directory"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _PICKLE_STARTS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pt", ".pth")
@@ -50,12 +54,12 @@ def detect_model_format(path: Path) -> str:
             f"{path} is a directory but not a SavedModel (no saved_model.pb); {expected}"
         )
     try:
-        with open(path, "rb") as handle:
+        # A FIFO or /dev/zero is refused here, not waited on or read forever.
+        with open_regular(path) as handle:
             head = handle.read(16)
-    except FileNotFoundError:
-        raise ModelInputError(f"model file {path} does not exist") from None
+            names = _zip_names(handle, path, expected) if head.startswith(b"PK\x03\x04") else None
     except OSError as exc:
-        raise ModelInputError(f"cannot read model file {path}: {exc.strerror}") from None
+        raise unreadable_file(ModelInputError, "model file", path, exc, hint=MODEL_HINT) from None
     if head[:2] in _PICKLE_STARTS or path.suffix.lower() in _PICKLE_SUFFIXES:
         raise ModelInputError(
             f"{path} is a pickle; refusing to load it because unpickling executes arbitrary code",
@@ -65,20 +69,21 @@ def detect_model_format(path: Path) -> str:
         return "tflite"
     if head.startswith(_HDF5_MAGIC):
         return "h5"
-    if head.startswith(b"PK\x03\x04"):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names = set(archive.namelist())
-        except zipfile.BadZipFile:
-            raise ModelInputError(
-                f"{path} is a corrupt or truncated zip file; {expected}"
-            ) from None
+    if names is not None:
         if "config.json" in names:
             return "keras"
         raise ModelInputError(f"{path} is a zip file but not a Keras 3 .keras archive; {expected}")
     if not head:
         raise ModelInputError(f"{path} is empty; {expected}")
     raise ModelInputError(f"{path} is not a recognised model format; {expected}")
+
+
+def _zip_names(handle: BinaryIO, path: Path, expected: str) -> set[str]:
+    try:
+        with zipfile.ZipFile(handle) as archive:
+            return set(archive.namelist())
+    except zipfile.BadZipFile:
+        raise ModelInputError(f"{path} is a corrupt or truncated zip file; {expected}") from None
 
 
 @dataclass

@@ -20,7 +20,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
-from edge_sdk.errors import KeyFileError
+from edge_sdk.errors import KeyFileError, unreadable_file
 from edge_sdk.files import read_capped
 
 from .key_types import (
@@ -88,12 +88,9 @@ def _pem_blocks(path: Path, data: bytes) -> list[tuple[str, bytes]]:
 def _read(path: Path) -> bytes:
     try:
         return read_capped(path, MAX_KEY_FILE_BYTES)
-    except FileNotFoundError:
-        raise KeyFileError(f"key file {path} does not exist") from None
-    except IsADirectoryError:
-        raise KeyFileError(f"key file {path} is a directory") from None
-    except OSError as exc:
-        raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from None
+    except OSError as exc:  # a FIFO or /dev/zero is refused by name, never waited on or read
+        hint = "give a PEM key file (edge-sdk keys generate writes one)"
+        raise unreadable_file(KeyFileError, "key file", path, exc, hint=hint) from None
 
 
 def holds_private_key(path: Path) -> bool:

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, unquote_to_bytes
 
-from edge_sdk.errors import KeyFileError, KeyReferenceError, TokenPinError
+from edge_sdk.errors import KeyFileError, KeyReferenceError, TokenPinError, unreadable_file
+from edge_sdk.files import open_regular
 
 PKCS11_PIN_ENV = "EDGE_SDK_PKCS11_PIN"
 PKCS11_MODULE_ENV = "EDGE_SDK_PKCS11_MODULE"
@@ -150,19 +151,12 @@ class PinSource:
 
 def _read_pin_file(path: Path) -> str:
     try:
-        # O_NONBLOCK: a FIFO planted at the name must not block the open forever.
-        fd = os.open(
-            path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-        )
-    except FileNotFoundError:
-        raise KeyFileError(f"PIN file {path} does not exist") from None
+        # A FIFO planted at the name is refused, not waited on; a symlink is not followed.
+        handle = open_regular(path, follow_symlinks=False)
     except OSError as exc:
-        raise KeyFileError(f"cannot read PIN file {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise KeyFileError(f"PIN file {path} is not a regular file")
-        mode = stat.S_IMODE(info.st_mode)
+        raise unreadable_file(KeyFileError, "PIN file", path, exc) from None
+    with handle:
+        mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
         if os.name == "posix" and mode & 0o077:
             raise KeyFileError(
                 f"PIN file {path} has unsafe permissions {mode:04o} (group/others can read it)",

@@ -23,8 +23,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from edge_sdk.errors import HostDependencyError, TransportError, install_hint
-from edge_sdk.files import ForkSafeLock
+from edge_sdk.errors import HostDependencyError, TransportError, install_hint, unreadable_file
+from edge_sdk.files import ForkSafeLock, read_capped
 
 from .base import (
     CommandResult,
@@ -45,6 +45,9 @@ CHUNK = 1024 * 1024
 _NEARLY_FULL = 64 * 1024
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _IDENTITY = re.compile(r"[0-9]+:[0-9]+")
+#: Caps on what is read of the SSH files a user names: a known_hosts for a large fleet, a key.
+MAX_KNOWN_HOSTS_BYTES = 64 << 20
+MAX_IDENTITY_BYTES = 1 << 20
 #: Guards appending to known_hosts when many connections trust new hosts at once.
 _KNOWN_HOSTS_LOCK = ForkSafeLock()
 _ST_RDONLY = 1  # SSH_FXE_STATVFS_ST_RDONLY in OpenSSH's statvfs extension
@@ -429,10 +432,16 @@ class SshTarget(Target):
         return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
 
     def _known_hosts_text(self) -> str:
+        path = self.known_hosts_path
         try:
-            return self.known_hosts_path.read_text(encoding="utf-8")
+            # Capped, and a FIFO or a device is refused, not waited on or read forever.
+            return read_capped(path, MAX_KNOWN_HOSTS_BYTES).decode("utf-8")
         except FileNotFoundError:
             return ""
+        except OSError as exc:
+            raise unreadable_file(TransportError, f"{self.label}: known_hosts", path, exc) from None
+        except UnicodeDecodeError:
+            raise TransportError(f"{self.label}: known_hosts {path} is not UTF-8 text") from None
 
     def _has_host_entry(self, text: str) -> bool:
         import asyncssh
@@ -473,13 +482,11 @@ class SshTarget(Target):
             return
         path = identity.expanduser()
         try:
-            asyncssh.read_private_key(str(path))
-        except FileNotFoundError:
-            raise TransportError(f"{self.label}: identity file {path} does not exist") from None
+            # Read by us first: a FIFO or a device is refused, not waited on or read forever.
+            asyncssh.import_private_key(read_capped(path, MAX_IDENTITY_BYTES))
         except OSError as exc:
-            raise TransportError(
-                f"{self.label}: cannot read identity file {path}: {exc.strerror}"
-            ) from None
+            what = f"{self.label}: identity file"
+            raise unreadable_file(TransportError, what, path, exc) from None
         except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
             raise TransportError(
                 f"{self.label}: cannot load identity file {path}: {exc}",
