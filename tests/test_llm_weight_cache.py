@@ -112,12 +112,15 @@ def _flip(path: Path, at: int) -> None:
     ("damage", "reason"),
     [
         ("flip a byte of the packed weights", "failed authentication"),
-        ("flip a byte of the header's salt", "failed authentication"),
+        ("flip a byte of the header's salt", "does not open with this device's key"),
+        ("flip a byte of the key check", "does not open with this device's key"),
         ("cut the file short", "cut short"),
         ("declare 2**60 bytes", "declares"),
+        ("declare 16 MiB chunks", "declares"),
         ("not a cache at all", "not a weight cache"),
-        ("another device's cache of the same bundle", "failed authentication"),
+        ("another device's cache of the same bundle", "does not open with this device's key"),
         ("a symlink to another file", "cannot open"),
+        ("a FIFO", "not a weight cache"),
     ],
 )
 def test_a_cache_that_does_not_open_is_never_used_and_is_rebuilt(
@@ -129,12 +132,18 @@ def test_a_cache_that_does_not_open_is_never_used_and_is_rebuilt(
     if damage == "flip a byte of the packed weights":
         _flip(saved, saved.stat().st_size // 2)
     elif damage == "flip a byte of the header's salt":
-        _flip(saved, 20)
+        _flip(saved, 40)
+    elif damage == "flip a byte of the key check":
+        _flip(saved, HEADER_SIZE - 1)
+    elif damage == "declare 16 MiB chunks":
+        data = bytearray(saved.read_bytes())
+        data[56:60] = struct.pack(">I", 16 << 20)
+        saved.write_bytes(bytes(data))
     elif damage == "cut the file short":
         os.truncate(saved, saved.stat().st_size - 100)
     elif damage == "declare 2**60 bytes":
         data = bytearray(saved.read_bytes())
-        data[32:40] = struct.pack(">Q", 2**60)
+        data[48:56] = struct.pack(">Q", 2**60)
         saved.write_bytes(bytes(data))
     elif damage == "not a cache at all":
         saved.write_bytes(b"\0" * (HEADER_SIZE + 10))
@@ -148,6 +157,9 @@ def test_a_cache_that_does_not_open_is_never_used_and_is_rebuilt(
         shutil.copyfile(saved, target)
         saved.unlink()
         saved.symlink_to(target)
+    elif damage == "a FIFO":
+        saved.unlink()
+        os.mkfifo(saved)  # a blocking open would hang the load
     with _open(bundle, keyset, state) as model:
         assert model.weight_cache_problem is not None and reason in model.weight_cache_problem
         assert model.weight_cache.startswith("memfd (packed this start; saved encrypted")
@@ -208,3 +220,158 @@ def test_a_new_version_replaces_the_cache_of_the_old_one(
     with _open(bundle, keyset, state) as model:
         assert model.weight_cache.startswith("memfd (packed this start; saved encrypted")
     assert saved.exists() and not older.exists() and unrelated.exists()
+
+
+def test_another_release_of_the_same_model_replaces_the_cache_quietly(
+    bundle: Path, keyset: KeySet, tmp_path: Path, tiny_llm: Any, plain_ids: list[int],
+    cli: Any, key_files: dict[str, Path],
+) -> None:  # fmt: skip
+    """v4 of the same model has another content key: v3's cache cannot open for it, which is no
+    sign of tampering (the new-user walkthrough saw a 'tampered' warning on every upgrade)."""
+    state = tmp_path / "state"
+    saved = _saved_cache(bundle, keyset, state)
+    v4 = tmp_path / "tiny-v4.edgepkg"
+    made = cli("package", tiny_llm.path, "--profile", "x86_64", "--name", "tiny", "--version", "4",
+               "--sign-key", key_files["signer"], "--recipient", key_files["device.pub"], "-o", v4)  # fmt: skip
+    assert made.code == 0, made.err
+    with _open(v4, keyset, state) as model:
+        assert model.weight_cache_problem is None
+        assert model.weight_cache.startswith("memfd (packed this start; saved encrypted")
+        assert _ids(model, tiny_llm.prompt) == plain_ids
+    assert _cache_file(state) == saved  # the same model: the same file, now v4's
+    with _open(v4, keyset, state) as model:
+        assert model.weight_cache.startswith("encrypted on disk")
+
+
+def test_what_is_planted_in_the_cache_directory_never_fails_a_load(
+    bundle: Path, keyset: KeySet, tmp_path: Path, tiny_llm: Any, plain_ids: list[int]
+) -> None:
+    """A directory where the cache goes, a symlink or an empty file as the secret, a partial
+    save nobody writes: the model loads and generates what plain LiteRT-LM does, every time."""
+    import fcntl
+
+    state = tmp_path / "state"
+    saved = _saved_cache(bundle, keyset, state)
+    cache_dir = state / "weight-cache"
+    saved.unlink()
+    saved.mkdir()  # the cache's own name, taken by a directory
+    for _ in range(2):
+        with _open(bundle, keyset, state) as model:
+            assert "not a weight cache" in (model.weight_cache_problem or "")
+            assert _ids(model, tiny_llm.prompt) == plain_ids
+    saved.rmdir()
+    secret = cache_dir / "secret"
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"s" * 32)
+    secret.unlink()
+    secret.symlink_to(target)  # a secret must be this device's own file
+    with _open(bundle, keyset, state) as model:
+        assert model.weight_cache.startswith("memfd (packed this start; saved encrypted")
+        assert _ids(model, tiny_llm.prompt) == plain_ids
+    assert not secret.is_symlink() and secret.stat().st_size == 32 and target.exists()
+    secret.write_bytes(b"")  # a secret cut short (a kill between create and write)
+    with _open(bundle, keyset, state) as model:
+        assert model.weight_cache.startswith("memfd (packed this start; saved encrypted")
+    with _open(bundle, keyset, state) as model:
+        assert model.weight_cache.startswith("encrypted on disk")  # the new secret keys it
+    # Partial saves: one whose writer died goes on the next save, one being written stays.
+    dead = cache_dir / ".partial-dead"
+    dead.write_bytes(b"x" * 1000)
+    live = cache_dir / ".partial-live"
+    live.write_bytes(b"y")
+    holder = os.open(live, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        _cache_file(state).unlink()
+        with _open(bundle, keyset, state) as model:
+            assert model.weight_cache.startswith("memfd (packed this start; saved encrypted")
+        assert not dead.exists() and live.exists()
+    finally:
+        os.close(holder)
+
+
+def test_the_packed_weights_are_sealed_once_the_engine_is_built(
+    bundle: Path, keyset: KeySet, tmp_path: Path
+) -> None:
+    """The memory file the engine packs into stayed writable: another process of the user (or a
+    fork) rewrote the live model's weights, and those were saved and authenticated. It is sealed
+    against writes and resizing once the engine is built, before it is saved."""
+    import errno
+    import fcntl
+
+    with _open(bundle, keyset, tmp_path / "state") as model:
+        assert model.weight_cache.startswith("memfd (packed this start; saved encrypted")
+        packed = [int(n) for n in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{n}")
+                  and os.readlink(f"/proc/self/fd/{n}").startswith("/memfd:edge-sdk-weight-cache")]  # fmt: skip
+        assert packed  # the engine's own descriptors of it
+        for fd in packed:
+            seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+            assert seals & fcntl.F_SEAL_SHRINK and seals & fcntl.F_SEAL_GROW
+            assert seals & (fcntl.F_SEAL_WRITE | 0x0010)  # F_SEAL_WRITE or F_SEAL_FUTURE_WRITE
+            with pytest.raises(OSError) as refused:
+                os.pwrite(fd, b"x", 0)
+            assert refused.value.errno == errno.EPERM
+            with pytest.raises(OSError):
+                os.ftruncate(fd, 0)
+
+
+def test_a_cache_the_engine_does_not_map_is_said_and_removed(
+    bundle: Path, keyset: KeySet, tmp_path: Path, tiny_llm: Any, plain_ids: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A cache that opens (authenticated) but that XNNPACK refuses (another build of it under
+    the same version string): the engine packs into the heap instead. That is said, not hidden
+    behind 'encrypted on disk', and the cache is removed so the next start packs a new one."""
+    from edge_sdk.device import weight_cache
+    from edge_sdk.device.sealed_memory import SealedMemory
+
+    state = tmp_path / "state"
+    _saved_cache(bundle, keyset, state)
+    real_open = weight_cache.WeightCacheStore.open
+
+    def refused_by_xnnpack(self: Any) -> Any:
+        genuine = real_open(self)
+        packed = bytearray(os.pread(genuine.fd, genuine.size, 0))
+        genuine.close()
+        packed[8:64] = b"\xff" * 56  # XNNPACK's own header, spoiled
+        other = SealedMemory(len(packed))
+        view = other.allocate(len(packed))
+        view[:] = packed
+        view.release()
+        other.seal()
+        return other
+
+    monkeypatch.setattr(weight_cache.WeightCacheStore, "open", refused_by_xnnpack)
+    with _open(bundle, keyset, state) as model:
+        assert "did not map" in (model.weight_cache_problem or ""), model.describe()
+        assert model.weight_cache == "heap (packed this start)"
+        assert _ids(model, tiny_llm.prompt) == plain_ids
+    assert not list((state / "weight-cache").glob("*.wcache"))
+    monkeypatch.undo()
+    with _open(bundle, keyset, state) as model:
+        assert model.weight_cache.startswith("memfd (packed this start; saved encrypted")
+
+
+def test_a_process_that_loaded_a_model_is_not_dumpable(
+    bundle: Path, key_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """A core dump wrote the plaintext model and packed weights to disk, and while dumpable any
+    process of the same user could open /proc/<pid>/fd/N of the memfd read-write before it was
+    sealed. A load makes the process non-dumpable first."""
+    import subprocess
+    import sys
+
+    code = (
+        "import ctypes, edge_sdk\n"
+        "libc = ctypes.CDLL(None)\n"
+        "print(libc.prctl(3, 0, 0, 0, 0))\n"  # PR_GET_DUMPABLE
+        f"m = edge_sdk.load_llm({str(bundle)!r}, trust={str(key_files['signer.pub'])!r}, "
+        f"device_key={str(key_files['device'])!r}, state_dir={str(tmp_path / 's')!r}, "
+        "profile='x86_64')\n"
+        "print(libc.prctl(3, 0, 0, 0, 0))\n"
+        "m.close()\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=False)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["1", "0"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import fcntl
 import functools
 import importlib
@@ -63,7 +64,7 @@ from edge_sdk.keys import PrivateKey, TrustStore, load_private_key
 from edge_sdk.profiles import DeviceProfile, load_profile
 
 from .audit_log import AuditLog
-from .sealed_memory import SealedMemory
+from .sealed_memory import SealedMemory, keep_out_of_dumps
 from .state import VersionState, default_state_dir
 from .weight_cache import WeightCacheStore
 
@@ -311,6 +312,24 @@ def _model_context(litert_lm: Any, path: str) -> int | None:
     return tokens if tokens > 0 else None
 
 
+#: fcntl.F_SEAL_FUTURE_WRITE (Linux 5.1; Python's fcntl names it from 3.12 on).
+_F_SEAL_FUTURE_WRITE = getattr(fcntl, "F_SEAL_FUTURE_WRITE", 0x0010)
+
+
+def _is_mapped(fd: int) -> bool:
+    """Whether this process maps the memory file ``fd`` (by inode, in /proc/self/maps)."""
+    inode = str(os.fstat(fd).st_ino)
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                fields = line.split(None, 5)
+                if len(fields) >= 6 and fields[4] == inode and fields[5].startswith("/memfd:"):
+                    return True
+    except OSError:
+        return True  # cannot tell: do not discard a cache for that
+    return False
+
+
 def _open_descriptors() -> set[int]:
     """The file descriptors this process has open now (not the one listing them used)."""
     try:
@@ -415,16 +434,16 @@ class LanguageModel:
             known = [n for n in (max_num_tokens, self._model_context) if n is not None]
             self.context: int | None = min(known) if known else None
             if shm is not None:
-                self._check_cache_used(dir_fd)
-            if building >= 0 and cache is not None:
-                self._save_weight_cache(cache, building)
+                self._check_cache_used(dir_fd, cache)
+            if building >= 0:
+                self._finish_packing(cache, building)
         except OSError as exc:
-            self._close_cache()
+            self._abandon()
             raise BackendError(
                 f"cannot prepare the engine's private directory: {exc.strerror}"
             ) from None
         except (RuntimeError, TypeError, ValueError) as exc:
-            self._close_cache()
+            self._abandon()
             raise BackendError(
                 f"litert-lm-api cannot build an engine for {manifest.name} v{manifest.version}: "
                 f"{_first_line(exc)}"
@@ -481,38 +500,77 @@ class LanguageModel:
                 self._cache_memory = cache.open()
             except EdgeSDKError as exc:
                 log.warning("weight cache not used, the weights are packed again: %s", exc.message)
-                self.weight_cache_problem = f"the saved cache was refused: {exc.message}"
-                cache.discard()
+                self._problem(f"the saved cache was refused: {exc.message}")
+            if cache.replaced_release:
+                log.info("the saved weight cache is another release's; packing for this one")
             if self._cache_memory is not None:
                 os.symlink(self._cache_memory.path, self._cache_name, dir_fd=dir_fd)
                 self.weight_cache = f"encrypted on disk ({cache.path.name}), opened into memfd"
                 return -1
-        building = os.memfd_create("edge-sdk-weight-cache", os.MFD_CLOEXEC)
+        building = os.memfd_create("edge-sdk-weight-cache", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         os.symlink(f"/proc/self/fd/{building}", self._cache_name, dir_fd=dir_fd)
         self.weight_cache = "memfd (packed this start)"
         return building
 
-    def _check_cache_used(self, dir_fd: int) -> None:
-        """Say so when the engine wrote a weight cache of its own (a LiteRT-LM that names it
-        otherwise): it is in the private memory directory, removed next, but every start then
-        packs the weights again."""
+    def _check_cache_used(self, dir_fd: int, cache: WeightCacheStore | None) -> None:
+        """Say so when the engine did not use the weight cache it was given: it wrote one of its
+        own (a LiteRT-LM that names it otherwise; in the private memory directory, removed
+        next), or it refused the saved one (XNNPACK then packs into the heap, and the saved
+        cache is removed so that the next start packs a new one)."""
         others = set(os.listdir(dir_fd)) - {self._model_name, self._cache_name}
         if others:
             log.warning("LiteRT-LM did not use the weight cache it was given, %s (it wrote %s); "
                         "the weights are packed on every start", self._cache_name,
                         ", ".join(sorted(others)))  # fmt: skip
             self.weight_cache = "memory (unlinked; this litert-lm-api names its cache otherwise)"
+        elif self._cache_memory is not None and not _is_mapped(self._cache_memory.fd):
+            why = "LiteRT-LM did not map the saved weight cache (XNNPACK refused it)"
+            log.warning("%s; it is removed and packed again next start", why)
+            self.weight_cache = "heap (packed this start)"
+            self._problem(why)
+            self._close_cache()
+            if cache is not None:
+                cache.discard()
 
-    def _save_weight_cache(self, cache: WeightCacheStore, building: int) -> None:
+    def _finish_packing(self, cache: WeightCacheStore | None, building: int) -> None:
+        """Seal the memory file the engine packed the weights into (nothing may change them
+        now: F_SEAL_FUTURE_WRITE, since the engine's own mapping of it stays writable), then
+        save it encrypted."""
         if self.weight_cache.startswith("memory"):
             return  # the engine did not fill ours
+        bits = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+        try:
+            try:
+                fcntl.fcntl(building, fcntl.F_ADD_SEALS, bits | fcntl.F_SEAL_WRITE)
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    raise
+                fcntl.fcntl(building, fcntl.F_ADD_SEALS, bits | _F_SEAL_FUTURE_WRITE)
+        except OSError as exc:
+            why = f"the packed weights could not be sealed ({exc.strerror})"
+            log.warning("%s; not saved", why)
+            self._problem(why)
+            return
+        if cache is None:
+            return
         try:
             written = cache.save(building)
         except EdgeSDKError as exc:
             log.warning("the packed weights were not saved: %s", exc.message)
-            self.weight_cache_problem = f"not saved: {exc.message}"
+            self._problem(f"not saved: {exc.message}")
             return
         self.weight_cache = f"memfd (packed this start; saved encrypted, {written:,} bytes)"
+
+    def _problem(self, why: str) -> None:
+        self.weight_cache_problem = "; ".join(filter(None, (self.weight_cache_problem, why)))
+
+    def _abandon(self) -> None:
+        """Release what a failed build holds: the engine, if it was built, and the cache."""
+        engine = getattr(self, "_engine", None)
+        if engine is not None:
+            with contextlib.suppress(Exception):
+                engine.close()
+        self._close_cache()
 
     def _close_cache(self) -> None:
         if self._cache_memory is not None:
@@ -1076,6 +1134,7 @@ def load_llm(
             device_key=key,
             key_slip=slip_bytes,
         )
+        keep_out_of_dumps()
         memory = SealedMemory(limits.max_model_bytes)
         # The same checks, in the same order, as every other open; the model goes to the memfd,
         # which is sealed only once all of them have passed.
@@ -1097,7 +1156,8 @@ def load_llm(
         cache = (
             WeightCacheStore(state.directory / "weight-cache", manifest.name,
                              manifest.model.sha256, content_keys[0] if content_keys else None,
-                             max_bytes=min(2 * manifest.model.size + (64 << 20), MAX_LLM_BYTES))
+                             max_bytes=min(2 * manifest.model.size + (64 << 20), MAX_LLM_BYTES),
+                             release=verification.digest)
             if weight_cache == "encrypted"
             else None
         )  # fmt: skip
