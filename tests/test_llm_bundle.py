@@ -405,8 +405,10 @@ def test_a_chat_that_fills_the_context_says_so(
     key_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     """LiteRT-LM answers nothing (or refuses the prefill) once a conversation fills the context:
-    a typed error that says so, never a silent empty reply."""
-    from edge_sdk.errors import BackendError
+    a typed error that says so (InferenceInputError, 72: it was exit 70, "the backend failed"),
+    never a silent empty reply. At a terminal, `edge-sdk chat` starts a new chat instead of
+    ending."""
+    from edge_sdk.errors import InferenceInputError
 
     replies: list[str] = []
 
@@ -417,19 +419,52 @@ def test_a_chat_that_fills_the_context_says_so(
     with (
         _open(llm_bundle, keyset, tmp_path / "state") as model,
         model.chat(max_tokens=40) as chat,
-        pytest.raises(BackendError, match="filled the model's context") as caught,
+        pytest.raises(InferenceInputError, match="filled the model's context") as caught,
     ):
         talk(chat)
     assert replies and all(replies)  # every reply before the error had text
-    assert "new chat" in (caught.value.hint or "")
+    assert "new chat" in (caught.value.hint or "") and "max_num_tokens" not in caught.value.hint
     import io
     import sys
 
+    common = ("--max-tokens", 40, "--trust", key_files["signer.pub"], "--device-key",
+              key_files["device"], "--state-dir", tmp_path / "state", "--profile", "x86_64")  # fmt: skip
     monkeypatch.setattr(sys, "stdin", io.StringIO(f"{tiny_llm.prompt}\n" * 20))
-    result = cli("chat", llm_bundle, "--max-tokens", 40, "--trust", key_files["signer.pub"],
-                 "--device-key", key_files["device"], "--state-dir", tmp_path / "state",
-                 "--profile", "x86_64")  # fmt: skip
-    assert result.code == 70 and "filled the model's context" in result.err
+    result = cli("chat", llm_bundle, *common)
+    assert result.code == 72 and "filled the model's context" in result.err
+    assert "weight cache: " in result.err
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    turns = len(replies) + 2  # more than one conversation holds
+    monkeypatch.setattr(sys, "stdin", Terminal(f"{tiny_llm.prompt}\n" * turns))
+    result = cli("chat", llm_bundle, *common)
+    assert result.code == 0, result.err
+    assert "filled the model's context" in result.err and "started a new chat" in result.err
+    assert len([line for line in result.out.splitlines() if line.strip()]) == turns  # all answered
+
+
+def test_conversion_options_on_a_litertlm_say_how_language_models_are_quantized(
+    tiny_llm: Any, cli: Any, key_files: dict[str, Path], tmp_path: Path
+) -> None:
+    result = cli("package", tiny_llm.path, "--profile", "x86_64", "--quantize", "int8",
+                 "--sign-key", key_files["signer"], "-o", tmp_path / "x.edgepkg")  # fmt: skip
+    assert result.code == 2 and "is a LiteRT-LM model" in result.err
+    assert "litert-torch" in result.err and "already TFLite" not in result.err
+
+
+def test_a_disk_mounted_over_the_memory_filesystem_is_seen_as_disk() -> None:
+    """/proc/self/mounts lists a mount stacked on a mount point after the one it hides: the
+    first entry for /dev/shm said tmpfs while an ext4 bind mount was in effect (new-user
+    walkthrough, in a mount namespace)."""
+    table = "tmpfs /dev/shm tmpfs rw 0 0\n/dev/sda1 /dev/shm ext4 rw 0 0\nproc /proc proc rw 0 0\n"
+    assert filesystem_of("/dev/shm", table) == "ext4"
+    assert (
+        filesystem_of("/dev/shm/x", "tmpfs /dev/shm tmpfs rw 0 0\n/dev/sda1 / ext4 rw 0 0\n")
+        == "tmpfs"
+    )
 
 
 def test_a_signed_but_truncated_litertlm_is_refused_on_the_device(

@@ -10,6 +10,7 @@ given to the engine.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -164,6 +165,9 @@ def test_a_cache_that_does_not_open_is_never_used_and_is_rebuilt(
         assert model.weight_cache_problem is not None and reason in model.weight_cache_problem
         assert model.weight_cache.startswith("memfd (packed this start; saved encrypted")
         assert _ids(model, tiny_llm.prompt) == plain_ids
+    # The device's audit log says so too, not only a warning on stderr.
+    record = json.loads((state / "audit.log").read_text().splitlines()[-1])
+    assert record["event"] == "load" and reason in record["weight_cache_problem"]
     # It was replaced by a good one: the next start uses it.
     assert not _cache_file(state).is_symlink()
     with _open(bundle, keyset, state) as model:

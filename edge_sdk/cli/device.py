@@ -36,6 +36,7 @@ from .llm import (
     check_generation_options,
     check_weight_cache_option,
     load_llm_bundle,
+    say_loaded,
     stream_reply,
 )
 
@@ -249,7 +250,7 @@ def _generate(
             print_json({"name": model.manifest.name, "version": model.manifest.version,
                         **model.describe(), "prompt": prompt, "text": text})  # fmt: skip
             return
-        say(f"{model!r}", stderr=True)
+        say_loaded(model)
         stream_reply(model.stream(prompt, **sampling))
 
 

@@ -109,6 +109,13 @@ def load_llm_bundle(bundle: Path, trust: list[Path], device_key: str | None, **o
         return load_llm(bundle, trust=trust, device_key=key, **options)
 
 
+def say_loaded(model: Any) -> None:
+    """What was loaded, on stderr: the model, and where its packed weights came from."""
+    say(f"{model!r}", stderr=True)
+    problem = f" ({model.weight_cache_problem})" if model.weight_cache_problem else ""
+    say(f"weight cache: {safe(model.weight_cache)}{safe(problem)}", stderr=True)
+
+
 def stream_reply(pieces: Iterable[str]) -> int:
     """Write generated text to stdout as it is decoded; the number of pieces written.
 
@@ -164,7 +171,7 @@ def chat(
     ) as model, contextlib.ExitStack() as turns:  # fmt: skip
         conversation = turns.enter_context(model.chat(**sampling)) if template else None
         interactive = sys.stdin.isatty()
-        say(f"{model!r}", stderr=True)
+        say_loaded(model)
         if interactive:
             say("type a prompt and press Enter; an empty line or 'exit' ends", stderr=True)
         while True:
@@ -187,4 +194,15 @@ def chat(
                 # At a terminal, a prompt too long (or not text) does not end the conversation.
                 warn(exc.diagnostics())
                 continue
-            stream_reply(pieces)
+            try:
+                stream_reply(pieces)
+            except InferenceInputError as exc:
+                if not interactive or conversation is None:
+                    raise  # a script gets the exit code (72)
+                # At a terminal, a conversation that filled the context starts over, and the
+                # prompt it could not answer is the new chat's first.
+                warn(exc.diagnostics())
+                conversation.close()
+                conversation = turns.enter_context(model.chat(**sampling))
+                say("started a new chat (the earlier turns are forgotten)", stderr=True)
+                stream_reply(conversation.reply(prompt))

@@ -206,13 +206,17 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
 _MEMORY_FILESYSTEMS = ("tmpfs", "ramfs")
 
 
-def filesystem_of(path: str) -> str | None:
-    """The type of the filesystem ``path`` is on, from the longest matching mount point."""
-    try:
-        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as mounts:
-            table = [line.split() for line in mounts.read(1 << 20).splitlines()]
-    except OSError:
-        return None
+def filesystem_of(path: str, mounts_text: str | None = None) -> str | None:
+    """The type of the filesystem ``path`` is on, from the longest matching mount point (the
+    last one mounted there, when several are stacked) of ``/proc/self/mounts`` (or
+    ``mounts_text``)."""
+    if mounts_text is None:
+        try:
+            with open("/proc/self/mounts", encoding="utf-8", errors="replace") as mounts:
+                mounts_text = mounts.read(1 << 20)
+        except OSError:
+            return None
+    table = [line.split() for line in mounts_text.splitlines()]
     real = os.path.realpath(path)
     best: tuple[int, str] | None = None
     for fields in table:
@@ -220,7 +224,8 @@ def filesystem_of(path: str) -> str | None:
             continue
         point = fields[1].replace("\\040", " ")
         inside = real == point or real.startswith(point.rstrip("/") + "/")
-        if inside and (best is None or len(point) > best[0]):
+        # >=: a mount over the same point comes later in the table and is the one in effect.
+        if inside and (best is None or len(point) >= best[0]):
             best = (len(point), fields[2])
     return best[1] if best is not None else None
 
@@ -958,9 +963,9 @@ class Chat:
         """The reply's text as it is decoded; the turn is remembered for the next reply.
 
         Raises:
-            InferenceInputError: the message is not valid text, or alone fills the context.
-            BackendError: the conversation has filled the model's context (LiteRT-LM then
-                answers nothing, or refuses the prefill): a new chat starts empty.
+            InferenceInputError: the message is not valid text or alone fills the context, or
+                the conversation has filled it (LiteRT-LM then answers nothing, or refuses the
+                prefill): a new chat starts empty.
         """
         if self._closed:
             raise UsageError("this chat is closed", hint="start a new one with model.chat()")
@@ -1003,10 +1008,10 @@ class Chat:
                 return UsageError("this chat was closed while its reply was read")
             used = getattr(self._conversation, "token_count", None)
         tokens = f" ({used} tokens)" if isinstance(used, int) else ""
-        return BackendError(
+        return InferenceInputError(
             f"this conversation has filled the model's context{tokens}: {detail}",
-            hint="start a new chat, or leave room for replies with a smaller --max-tokens "
-            "(or a larger max_num_tokens, up to what the model supports)",
+            hint="start a new chat (prompts and replies share the context), or ask for "
+            "shorter replies (--max-tokens, max_tokens=)",
         )
 
     def close(self) -> None:
@@ -1175,7 +1180,8 @@ def load_llm(
         accepted = state.is_recorded(manifest.name, manifest.version, verification.digest)
         audit.append("load", durable=not accepted, source=str(where), **parsed,
                      signers=list(verification.signers), result="ok",
-                     backend=LLM_RUNTIME, memory=model.memory)  # fmt: skip
+                     backend=LLM_RUNTIME, memory=model.memory, weight_cache=model.weight_cache,
+                     weight_cache_problem=model.weight_cache_problem)  # fmt: skip
         if not accepted:
             state.record(manifest.name, manifest.version, verification.digest)
     except EdgeSDKError as exc:

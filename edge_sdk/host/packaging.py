@@ -157,6 +157,13 @@ def _refuse_conversion_options(model_path: Path, options: PackageOptions) -> Non
     apply, and ignoring them would let the user believe they did."""
     given = [flag for attribute, flag in _CONVERSION_OPTIONS if getattr(options, attribute)
              not in (None, ())]  # fmt: skip
+    if given and model_path.suffix.lower() == ".litertlm":
+        raise UsageError(
+            f"{model_path} is a LiteRT-LM model and is sealed as it is: {', '.join(given)} "
+            "cannot apply (they act on a conversion from Keras)",
+            hint="drop those options; quantize a language model when it is converted "
+            "(litert-torch's quantize=, e.g. dynamic_int8) and build the .litertlm from that",
+        )
     if given:
         raise UsageError(
             f"{model_path} is already TFLite and is sealed as it is: {', '.join(given)} "
