@@ -294,8 +294,9 @@ def test_same_version_different_content_refused(
         package_model(model, path, load_profile("x86_64"), PackageOptions(name="same", version=5, quantize=quantize),
                       [keyset.signer], [keyset.device.public])  # fmt: skip
     _load(a, keyset, state).close()
-    with pytest.raises(RollbackError, match="same v5 differs from the v5"):
+    with pytest.raises(RollbackError, match="same v5 differs from the v5") as refused:
         _load(b, keyset, state)
+    assert "higher --version" in (refused.value.hint or "")
     assert make_bundle_bytes  # the helper stays importable for other tests
 
 

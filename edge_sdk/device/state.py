@@ -125,5 +125,7 @@ def _check(entry: Any, name: str, version: int, digest: str) -> None:
     if version == accepted and entry.get("digest") != digest:
         raise RollbackError(
             f"bundle {name} v{version} differs from the v{accepted} this device already accepted "
-            f"(digest {digest[:16]} vs {str(entry.get('digest'))[:16]})"
+            f"(digest {digest[:16]} vs {str(entry.get('digest'))[:16]})",
+            hint="every build of a name needs a new version: package it again with a higher "
+            "--version (or without --version: the build time is used)",
         )
