@@ -200,6 +200,7 @@ def test_every_refusal_comes_before_the_engine_and_a_genuine_load_follows(
         edge_sdk.load(llm_bundle, trust=keyset.trust(), device_key=keyset.device, state_dir=state,
                       profile="x86_64")  # fmt: skip
     assert "load_llm" in (caught.value.hint or "")
+    assert "run --prompt" in (caught.value.hint or "")  # run itself takes LLM bundles
     with _open(llm_bundle, keyset, state) as model:
         assert _ids(model, tiny_llm.prompt) == plain_ids[tiny_llm.prompt]
     assert len(built) == 1

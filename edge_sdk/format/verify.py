@@ -699,9 +699,9 @@ def require_kind(header: Bundle, kind: str, loader: str) -> None:
     found = header.manifest.model.format
     if found != kind:
         other = (
-            "edge_sdk.load (CLI: edge-sdk run)"
+            "edge_sdk.load (CLI: edge-sdk run --input)"
             if found == "tflite"
-            else "edge_sdk.load_llm (CLI: edge-sdk chat)"
+            else "edge_sdk.load_llm (CLI: edge-sdk run --prompt, or edge-sdk chat)"
         )
         raise ModelKindError(
             f"bundle {header.manifest.name} v{header.manifest.version} holds a {found} model; "
