@@ -15,6 +15,7 @@ import os
 import shutil
 import stat
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -283,13 +284,18 @@ def test_what_is_planted_in_the_cache_directory_never_fails_a_load(
     dead.write_bytes(b"x" * 1000)
     live = cache_dir / ".partial-live"
     live.write_bytes(b"y")
+    fresh = cache_dir / ".partial-fresh"  # made a moment ago: perhaps not locked yet
+    fresh.write_bytes(b"z")
+    hour_ago = time.time() - 3600
+    for old in (dead, live):
+        os.utime(old, (hour_ago, hour_ago))
     holder = os.open(live, os.O_RDONLY)
     fcntl.flock(holder, fcntl.LOCK_EX)
     try:
         _cache_file(state).unlink()
         with _open(bundle, keyset, state) as model:
             assert model.weight_cache.startswith("memfd (packed this start; saved encrypted")
-        assert not dead.exists() and live.exists()
+        assert not dead.exists() and live.exists() and fresh.exists()
     finally:
         os.close(holder)
 
@@ -317,6 +323,19 @@ def test_the_packed_weights_are_sealed_once_the_engine_is_built(
             assert refused.value.errno == errno.EPERM
             with pytest.raises(OSError):
                 os.ftruncate(fd, 0)
+        # The engine's mappings were made before the seal (mprotect could make them writable):
+        # a child forked now has none of them.
+        inode = str(os.fstat(packed[0]).st_ino)
+        mine = [line for line in Path("/proc/self/maps").read_text().splitlines()
+                if line.split()[4:5] == [inode]]  # fmt: skip
+        assert mine
+        child = os.fork()
+        if child == 0:  # pragma: no cover (the child)
+            theirs = [line for line in Path("/proc/self/maps").read_text().splitlines()
+                      if line.split()[4:5] == [inode]]  # fmt: skip
+            os._exit(0 if not theirs else 1)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "a forked child maps the packed weights"
 
 
 def test_a_cache_the_engine_does_not_map_is_said_and_removed(
@@ -366,9 +385,17 @@ def test_a_process_that_loaded_a_model_is_not_dumpable(
     import sys
 
     code = (
-        "import ctypes, edge_sdk\n"
+        "import ctypes, resource, edge_sdk\n"
+        "from edge_sdk.device.runtime import as_trust\n"
+        "from edge_sdk.format.verify import open_bundle\n"
+        "from edge_sdk.keys import load_private_key\n"
         "libc = ctypes.CDLL(None)\n"
         "print(libc.prctl(3, 0, 0, 0, 0))\n"  # PR_GET_DUMPABLE
+        # What `edge-sdk verify --device-key` and the fleet agent run: it decrypts too.
+        f"open_bundle({str(bundle)!r}, as_trust({str(key_files['signer.pub'])!r}), "
+        f"load_private_key({str(key_files['device'])!r}, kind='device'))\n"
+        "print(libc.prctl(3, 0, 0, 0, 0), resource.getrlimit(resource.RLIMIT_CORE)[1],"
+        " open('/proc/self/coredump_filter').read().strip())\n"
         f"m = edge_sdk.load_llm({str(bundle)!r}, trust={str(key_files['signer.pub'])!r}, "
         f"device_key={str(key_files['device'])!r}, state_dir={str(tmp_path / 's')!r}, "
         "profile='x86_64')\n"
@@ -378,4 +405,33 @@ def test_a_process_that_loaded_a_model_is_not_dumpable(
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=False)  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
-    assert run.stdout.split() == ["1", "0"]
+    assert run.stdout.split() == ["1", "0", "0", "00000000", "0"]
+
+
+def test_a_passing_error_reading_the_secret_keeps_it(
+    bundle: Path, keyset: KeySet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of descriptors (EMFILE) while the secret is opened: the secret was taken for a bad
+    one and replaced, and every cache of every model made under it was lost (second review)."""
+    import errno
+
+    from edge_sdk.device import weight_cache
+
+    state = tmp_path / "state"
+    _saved_cache(bundle, keyset, state)
+    secret = state / "weight-cache" / "secret"
+    before = secret.read_bytes()
+    real_open = os.open
+
+    def out_of_descriptors(path: Any, *args: Any, **kwargs: Any) -> int:
+        if str(path).endswith("/secret"):
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(weight_cache.os, "open", out_of_descriptors)
+    with _open(bundle, keyset, state) as model:
+        assert "cannot read" in (model.weight_cache_problem or "")
+    monkeypatch.undo()
+    assert secret.read_bytes() == before
+    with _open(bundle, keyset, state) as model:
+        assert model.weight_cache.startswith("encrypted on disk")

@@ -64,7 +64,7 @@ from edge_sdk.keys import PrivateKey, TrustStore, load_private_key
 from edge_sdk.profiles import DeviceProfile, load_profile
 
 from .audit_log import AuditLog
-from .sealed_memory import SealedMemory, keep_out_of_dumps
+from .sealed_memory import SealedMemory
 from .state import VersionState, default_state_dir
 from .weight_cache import WeightCacheStore
 
@@ -206,11 +206,35 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
 _MEMORY_FILESYSTEMS = ("tmpfs", "ramfs")
 
 
+def _filesystem_by_device(path: str) -> str | None:
+    """The type of the mount ``path``'s file is on, found by its device number in
+    /proc/self/mountinfo: the kernel's answer, whatever is stacked over what (a mount over a
+    parent hides an earlier one under it, which a longest-prefix match of mount points misses).
+    None if it cannot be told."""
+    try:
+        dev = os.stat(path).st_dev
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as info:
+            lines = info.read(1 << 20).splitlines()
+    except OSError:
+        return None
+    wanted = f"{os.major(dev)}:{os.minor(dev)}"
+    found = None
+    for line in lines:
+        head, sep, tail = line.partition(" - ")
+        fields = head.split()
+        if sep and len(fields) > 2 and fields[2] == wanted and tail.split():
+            found = tail.split()[0]  # the last mount of this device is the one in effect
+    return found
+
+
 def filesystem_of(path: str, mounts_text: str | None = None) -> str | None:
     """The type of the filesystem ``path`` is on, from the longest matching mount point (the
     last one mounted there, when several are stacked) of ``/proc/self/mounts`` (or
     ``mounts_text``)."""
     if mounts_text is None:
+        by_device = _filesystem_by_device(path)
+        if by_device is not None:
+            return by_device
         try:
             with open("/proc/self/mounts", encoding="utf-8", errors="replace") as mounts:
                 mounts_text = mounts.read(1 << 20)
@@ -321,18 +345,44 @@ def _model_context(litert_lm: Any, path: str) -> int | None:
 _F_SEAL_FUTURE_WRITE = getattr(fcntl, "F_SEAL_FUTURE_WRITE", 0x0010)
 
 
+_MADV_DONTFORK = 10
+
+
+def _mappings_of(fd: int) -> list[tuple[int, int]]:
+    """The (start, end) addresses at which this process maps the memory file ``fd``."""
+    inode = str(os.fstat(fd).st_ino)
+    found = []
+    with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+        for line in maps:
+            fields = line.split(None, 5)
+            if len(fields) >= 6 and fields[4] == inode and fields[5].startswith("/memfd:"):
+                start, end = fields[0].split("-")
+                found.append((int(start, 16), int(end, 16)))
+    return found
+
+
+def _keep_mappings_from_children(fd: int) -> None:
+    """MADV_DONTFORK every mapping of ``fd`` (made by native code, so not through Python's mmap).
+
+    Raises:
+        OSError: the kernel refused one.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    for start, end in _mappings_of(fd):
+        if libc.madvise(start, end - start, _MADV_DONTFORK) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+
+
 def _is_mapped(fd: int) -> bool:
     """Whether this process maps the memory file ``fd`` (by inode, in /proc/self/maps)."""
-    inode = str(os.fstat(fd).st_ino)
     try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            for line in maps:
-                fields = line.split(None, 5)
-                if len(fields) >= 6 and fields[4] == inode and fields[5].startswith("/memfd:"):
-                    return True
+        return bool(_mappings_of(fd))
     except OSError:
         return True  # cannot tell: do not discard a cache for that
-    return False
 
 
 def _open_descriptors() -> set[int]:
@@ -538,9 +588,14 @@ class LanguageModel:
                 cache.discard()
 
     def _finish_packing(self, cache: WeightCacheStore | None, building: int) -> None:
-        """Seal the memory file the engine packed the weights into (nothing may change them
-        now: F_SEAL_FUTURE_WRITE, since the engine's own mapping of it stays writable), then
-        save it encrypted."""
+        """Seal the memory file the engine packed the weights into, then save it encrypted.
+
+        The engine's own mappings of it were made while it was writable, so F_SEAL_WRITE is
+        EBUSY and F_SEAL_FUTURE_WRITE is what holds: no write, no new writable mapping, no
+        resize. A mapping made before that seal could still be mprotect()ed writable, so the
+        engine's are kept out of forked children (MADV_DONTFORK: a child forked after the load
+        rewrote the live weights through its copy), and no other process can reach them (the
+        process is non-dumpable, edge_sdk.format.memory.keep_out_of_dumps)."""
         if self.weight_cache.startswith("memory"):
             return  # the engine did not fill ours
         bits = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
@@ -551,6 +606,7 @@ class LanguageModel:
                 if exc.errno != errno.EBUSY:
                     raise
                 fcntl.fcntl(building, fcntl.F_ADD_SEALS, bits | _F_SEAL_FUTURE_WRITE)
+                _keep_mappings_from_children(building)
         except OSError as exc:
             why = f"the packed weights could not be sealed ({exc.strerror})"
             log.warning("%s; not saved", why)
@@ -1139,7 +1195,6 @@ def load_llm(
             device_key=key,
             key_slip=slip_bytes,
         )
-        keep_out_of_dumps()
         memory = SealedMemory(limits.max_model_bytes)
         # The same checks, in the same order, as every other open; the model goes to the memfd,
         # which is sealed only once all of them have passed.

@@ -49,7 +49,7 @@ from edge_sdk.profiles import load_profile
 
 from .audit_log import AuditLog
 from .litert_interface import InterpreterView, backend_message
-from .sealed_memory import SealedMemory, keep_out_of_dumps, unavailable_reason
+from .sealed_memory import SealedMemory, unavailable_reason
 from .state import VersionState, default_state_dir
 
 log = logging.getLogger("edge_sdk")
@@ -1188,7 +1188,6 @@ def load(
         # Into sealed memory where the kernel has it: LiteRT then maps the model by path (one
         # copy in RAM, its pages shared by every interpreter of it, never writable once the
         # checks passed); into a bytes elsewhere. The checks and their order are the same.
-        keep_out_of_dumps()
         if unavailable_reason() is None:
             memory = SealedMemory(limits.max_model_bytes, min_bytes=SEALED_MIN_BYTES)
         opened = open_verified(source, policy, limits, on_header=known, sink=memory)

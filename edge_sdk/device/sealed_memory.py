@@ -128,28 +128,6 @@ def unavailable_reason() -> str | None:
     return None
 
 
-_PR_SET_DUMPABLE = 4
-
-
-@functools.cache
-def keep_out_of_dumps() -> bool:
-    """Make this process non-dumpable (``prctl(PR_SET_DUMPABLE, 0)``), once, before a model is
-    decrypted: a core dump would write the plaintext model (and LLM packed weights) to disk, and
-    while dumpable, any process of the same user can open ``/proc/<pid>/fd/N`` of a memory file
-    read-write and change a model between its hash and its seal. Non-dumpable, only root (or
-    CAP_SYS_PTRACE) can: no core dump, no ptrace, no ``/proc/<pid>/fd`` for the others. Whether
-    it took effect (False where prctl does not exist)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)) == 0
-    except (OSError, AttributeError):
-        return False
-
-
 class SealedMemory:
     """One model's bytes in a Linux memory file: written once, sealed, then opened by path.
 

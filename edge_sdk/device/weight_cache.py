@@ -34,6 +34,7 @@ and every later start decrypts them into sealed memory, where the engine maps th
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import hashlib
@@ -45,6 +46,7 @@ import platform
 import secrets
 import stat
 import struct
+import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
@@ -74,6 +76,10 @@ _KEY_LABEL = b"edge-sdk/v1/weight-cache"
 _SECRET_NAME = "secret"  # noqa: S105 (a file name, not a password)
 _SECRET_SIZE = 32
 _SUFFIX = ".wcache"
+#: Errors opening the secret that say it is not this device's own file (else it is kept).
+_NOT_OURS = (errno.ELOOP, errno.EACCES, errno.EPERM, errno.ENXIO, errno.EOPNOTSUPP)
+#: A partial save younger than this is never removed (its writer may not have locked it yet).
+_PARTIAL_GRACE_SECONDS = 60
 #: Chunks read and opened per system call.
 _BATCH = 8
 
@@ -154,8 +160,10 @@ class WeightCacheStore:
             except FileNotFoundError:
                 self._make_secret(path)
                 continue
-            except OSError as exc:  # a symlink (ELOOP), EACCES, ...
-                self._replace_secret(path, exc.strerror or str(exc))
+            except OSError as exc:
+                if exc.errno not in _NOT_OURS:  # EMFILE, ENOMEM, EIO...: the secret may be fine
+                    raise WeightCacheError(f"cannot read {path}: {exc.strerror}") from None
+                self._replace_secret(path, exc.strerror or str(exc))  # a symlink, another's
                 continue
             try:
                 st = os.fstat(fd)
@@ -338,6 +346,9 @@ class WeightCacheStore:
                     entry.unlink()  # a symlink or something else planted: only the name goes
                 continue
             try:
+                # A partial is locked just after it is made: a recent one may not be yet.
+                if time.time() - os.fstat(held).st_mtime < _PARTIAL_GRACE_SECONDS:
+                    continue
                 fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 continue  # being written

@@ -9,8 +9,10 @@ file on disk.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import mmap
+import sys
 from typing import Any, Union
 
 MMAP_THRESHOLD = 1024 * 1024
@@ -139,3 +141,35 @@ def wipe(view: memoryview) -> None:
     for at in range(0, len(view), len(zeros) or 1):
         end = min(at + len(zeros), len(view))
         view[at:end] = zeros[: end - at]
+
+
+_PR_SET_DUMPABLE = 4
+
+
+@functools.cache
+def keep_out_of_dumps() -> bool:
+    """Keep this process's memory out of core dumps and away from other processes of its user,
+    once, before a model is decrypted: a core dump would write the plaintext model (and an LLM's
+    packed weights) to disk, and while dumpable, any process of the same user can open
+    ``/proc/<pid>/fd/N`` of a memory file read-write and change a model between its hash and its
+    seal.
+
+    Three settings, as each covers what the others miss: ``prctl(PR_SET_DUMPABLE, 0)`` (no
+    ptrace, no ``/proc/<pid>/fd`` or ``mem`` for other processes but root); ``RLIMIT_CORE`` 0
+    (a core handler such as systemd-coredump, which the kernel still calls for a non-dumpable
+    process where ``fs.suid_dumpable`` is 2, skips the dump); ``coredump_filter`` 0 (no mapping
+    is dumped even so). Whether the first took effect (False off Linux)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import resource
+
+    with contextlib.suppress(OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    with contextlib.suppress(OSError), open("/proc/self/coredump_filter", "w") as f:
+        f.write("0")
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False

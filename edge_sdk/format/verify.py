@@ -45,7 +45,15 @@ from .hashing import MODEL_WORKER, PAYLOAD_WORKER, PipelinedSHA256
 from .key_slip import verify_key_slip
 from .litertlm import LLM_RUNTIME
 from .manifest import Manifest
-from .memory import Buffer, alloc_buffer, freeze, populate, wipe, writable_bytes
+from .memory import (
+    Buffer,
+    alloc_buffer,
+    freeze,
+    keep_out_of_dumps,
+    populate,
+    wipe,
+    writable_bytes,
+)
 from .signing import verify_signatures
 
 EXPIRY_WARNING = timedelta(days=14)
@@ -395,6 +403,9 @@ def open_payload(
     payload = manifest.payload
     if source.size != payload.size:
         raise IntegrityError(f"payload is {source.size} bytes, expected {payload.size}")
+    # Before any plaintext exists: every path that opens a model (load, load_llm, verify
+    # --device-key, the fleet agent) keeps it out of core dumps and away from other processes.
+    keep_out_of_dumps()
     compressed = payload.compression != "none"
     stored_size = payload.compressed_size if compressed and payload.compressed_size is not None \
         else manifest.model.size  # fmt: skip
