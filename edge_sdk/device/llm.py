@@ -5,19 +5,22 @@ does (the same policy, audit log and anti-rollback state), but decrypts into sea
 (:mod:`edge_sdk.device.sealed_memory`) instead of a ``bytes``: LiteRT-LM opens models by path
 only, and a ``bytes`` would be a second copy of a model of gigabytes.
 
-Two facts about litert-lm-api 0.18 shape how the engine is opened (measured, not guessed):
+Facts about litert-lm-api 0.18 that shape how the engine is opened (measured, not guessed):
 
 - It picks the file format from the path's *extension*, so ``/proc/self/fd/N`` is refused as
-  "Unsupported or unknown file format". The engine is given ``model-<random>.litertlm``, a symlink to
-  ``/proc/self/fd/N`` in a fresh private (0700, random name) directory, removed as soon as the
-  engine is built. The link holds no model byte; opened by any other process it would name that
-  process's own descriptor.
+  "Unsupported or unknown file format". The engine is given ``model-<random>.litertlm``, a
+  symlink to ``/proc/self/fd/N`` in a fresh private (0700, random name) directory, removed as
+  soon as the engine is built. The link holds no model byte; opened by any other process it
+  would name that process's own descriptor. The name is new every load: LiteRT-LM remembers
+  what it read of a model by path.
 - By default it writes an XNNPACK weight cache (the model's weights, repacked: plaintext) beside
-  the model path and maps it. Never on disk: the cache goes into that private directory only when
-  it is on a memory filesystem (tmpfs: ``$XDG_RUNTIME_DIR`` or ``/dev/shm``), and is unlinked with
-  it once the engine is built; elsewhere the engine gets ``cache_dir=":nocache"``. The cache
-  matters: without it XNNPACK packs the weights into the process's heap, beside the model's own
-  pages (tools/bench_llm.py: 2.6x the peak RSS of the plain file; with it, 1.07x).
+  the model path, named ``<model>_<mtime>_<size>.xnnpack_cache``, and maps it. Here that name is
+  a symlink to a memfd: the saved cache decrypted (:mod:`edge_sdk.device.weight_cache`), or an
+  empty one the engine packs into, sealed and saved encrypted afterwards. Only where the private
+  directory is on a memory filesystem (tmpfs: ``$XDG_RUNTIME_DIR`` or ``/dev/shm``), so that a
+  LiteRT-LM naming its cache otherwise writes it to RAM; elsewhere the engine gets
+  ``cache_dir=":nocache"``. The cache matters: without it XNNPACK packs the weights into the
+  process's heap, beside the model's own pages (tools/bench_llm.py: 2-2.7x the peak RSS).
 """
 
 from __future__ import annotations
@@ -542,9 +545,9 @@ class LanguageModel:
     ) -> int:
         """Put the weight cache's symlink beside the model: to the saved cache, decrypted into
         sealed memory, or to a new empty memfd for the engine to fill (its descriptor, else -1)."""
-        # The model's mtime is set to the middle of a second first. LiteRT-LM takes
-        # ceil(mtime) - 1 (measured: a whole second T named T - 1, T + 1 us named T), so on the
-        # memfd's own mtime it named the cache one second below this code's floor 1 load in 3.
+        # The model's mtime is set to the middle of a second first: LiteRT-LM names the cache
+        # by ceil(mtime) - 1 seconds (measured: a whole second T named T - 1, T + 1 us named
+        # T), this code by the floor; they agree on any mtime that is not a whole second.
         middle = int(time.time()) * 1_000_000_000 + 500_000_000
         os.utime(memory.fd, ns=(middle, middle))
         st = os.fstat(memory.fd)
